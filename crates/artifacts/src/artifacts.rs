@@ -1,0 +1,514 @@
+//! The plan's artifact-level operations on top of nodes: place_leaf, compose, remove_ref,
+//! move, trees with their types, stewards and audiences, grants, peers, and the attention
+//! event log.
+//!
+//! Stewardship and audience belong to trees; a leaf is plain content shared by every node
+//! that holds it, so a file's steward is the steward of the tree that contains it.
+
+use std::io::{self, Read};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::error::{Error, Result, lossy};
+use crate::schema::{
+    ENTRIES, EVENTS, GRANTS, LEAVES, LeafRecord, META, META_NEXT_EVENT, NODES, ORDER, PEERS, TREES,
+    TreeRecord, bytes_u64, decode, encode, u64_bytes,
+};
+use crate::types::{
+    AccessGrant, AccessMode, ArtifactId, ArtifactRef, AttentionKind, AttentionSwitchEvent, Hash,
+    LeafArtifact, LeafType, NewNode, Node, NodeId, NodeKind, Peer, PlayerId, RenameMode, Timestamp,
+    TreeArtifact, TreeType,
+};
+use crate::vault::{Commit, Vault};
+use crate::writer::StagedLeaf;
+
+impl Vault {
+    /// Stores a payload and records it as a leaf. Until a node holds it (`compose`), the leaf
+    /// is unreferenced and a GC may reclaim it.
+    pub fn place_leaf(
+        &self,
+        payload: &[u8],
+        leaf_type: LeafType,
+        now: Timestamp,
+    ) -> Result<LeafArtifact> {
+        let staged = self.stage(payload)?;
+        self.place_staged(&staged, leaf_type, now)
+    }
+
+    /// Streams a payload of any size from `reader` and records it as a leaf.
+    pub fn place_leaf_from(
+        &self,
+        reader: &mut dyn Read,
+        leaf_type: LeafType,
+        now: Timestamp,
+    ) -> Result<LeafArtifact> {
+        let mut w = self.payload_writer();
+        io::copy(reader, &mut w).map_err(|e| Error::io(self.tmp_dir(), e))?;
+        let staged = w.finish().map_err(|e| Error::io(self.tmp_dir(), e))?;
+        self.place_staged(&staged, leaf_type, now)
+    }
+
+    /// Records a staged payload as a leaf.
+    pub fn place_staged(
+        &self,
+        staged: &StagedLeaf,
+        leaf_type: LeafType,
+        now: Timestamp,
+    ) -> Result<LeafArtifact> {
+        self.write_fs(Commit::CrashConsistent, |w| w.register_leaf(staged, now))?;
+        let created_at = self.leaf_record(&staged.hash)?.created_at;
+        Ok(LeafArtifact {
+            id: ArtifactId::Blob(staged.hash),
+            size: staged.size,
+            leaf_type,
+            created_at,
+        })
+    }
+
+    fn leaf_record(&self, hash: &Hash) -> Result<LeafRecord> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(LEAVES)?;
+        match t.get(hash)? {
+            Some(v) => decode("leaf", v.value()),
+            None => Err(Error::NoSuchArtifact(ArtifactId::Blob(*hash))),
+        }
+    }
+
+    /// A stored leaf. Its type is `File`: a leaf's type comes from the label it is given.
+    pub fn leaf(&self, hash: &Hash) -> Result<LeafArtifact> {
+        let rec = self.leaf_record(hash)?;
+        Ok(LeafArtifact {
+            id: ArtifactId::Blob(*hash),
+            size: rec.size,
+            leaf_type: LeafType::File,
+            created_at: rec.created_at,
+        })
+    }
+
+    /// Adds a reference to an existing leaf to `tree`, labelled `label`, as a new file node.
+    /// With `position`, the reference takes that slot (which must be free); otherwise it goes
+    /// last. Trees cannot be composed a second time: each tree has exactly one place.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compose(
+        &self,
+        tree: ArtifactId,
+        child: ArtifactId,
+        label: &[u8],
+        position: Option<u64>,
+        perm: u32,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<ArtifactRef> {
+        let dir = self.tree_node(&tree)?;
+        let ArtifactId::Blob(leaf) = child else {
+            return Err(Error::NotPermitted(dir, "a tree already has its one place"));
+        };
+        crate::vault::validate_name(label)?;
+        let node = self.write_fs(commit, |w| {
+            let (mut dnode, mut trec) = w.dir(dir)?;
+            if w.entry(dir, label)?.is_some() {
+                return Err(Error::Exists { parent: dir, name: lossy(label) });
+            }
+            let pos = match position {
+                Some(p) => {
+                    if p == 0 || w.order.get((dir.0, p))?.is_some() {
+                        return Err(Error::Exists { parent: dir, name: format!("position {p}") });
+                    }
+                    p
+                }
+                None => trec.next_position,
+            };
+            trec.next_position = trec.next_position.max(pos + 1);
+            let tid = dnode.tree.ok_or(Error::NotADirectory(dir))?;
+            w.put_tree(&tid, &trec)?;
+            let id = w.alloc_node()?;
+            let mut node = crate::vault::new_node(id, &NewNode::file(perm), now);
+            w.leaf_incref(&leaf)?;
+            node.content = Some(leaf);
+            node.size = w.leaf_size(&leaf)?;
+            w.put_node(&node)?;
+            w.entries.insert((dir.0, label), (id.0, pos))?;
+            w.order.insert((dir.0, pos), label)?;
+            dnode.mtime = now;
+            dnode.ctime = now;
+            w.put_node(&dnode)?;
+            Ok((node, pos))
+        })?;
+        Ok(ArtifactRef {
+            artifact_id: child,
+            label: label.to_vec(),
+            position: node.1,
+            node: node.0.id,
+        })
+    }
+
+    /// Creates an empty subtree of `tree` labelled `label`. Without a type, it is inferred
+    /// from the name (stories/*, gallery, inbox, documents/*, else Collection).
+    pub fn create_tree(
+        &self,
+        tree: ArtifactId,
+        label: &[u8],
+        tree_type: Option<TreeType>,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<TreeArtifact> {
+        let dir = self.tree_node(&tree)?;
+        let node = self.create(dir, label, &NewNode::dir(0o755), None, now, commit)?;
+        if let Some(t) = tree_type {
+            self.set_tree_type(node.id, t, commit)?;
+        }
+        self.tree_of(node.id)
+    }
+
+    /// Removes the reference labelled `label` from `tree` (a file, or an empty subtree),
+    /// and deletes the node if that was its last name.
+    pub fn remove_ref(
+        &self,
+        tree: ArtifactId,
+        label: &[u8],
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<()> {
+        let dir = self.tree_node(&tree)?;
+        let child = self.lookup(dir, label)?;
+        let node = self.remove(dir, label, child.kind == NodeKind::Dir, now, commit)?;
+        if node.nlink == 0 {
+            self.reap(node.id, commit)?;
+        }
+        Ok(())
+    }
+
+    /// Moves a reference to another tree and/or label, replacing any reference already there.
+    pub fn move_ref(
+        &self,
+        from: ArtifactId,
+        label: &[u8],
+        to: ArtifactId,
+        new_label: &[u8],
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<()> {
+        let src = self.tree_node(&from)?;
+        let dst = self.tree_node(&to)?;
+        let replaced = self.rename(src, label, dst, new_label, RenameMode::Replace, now, commit)?;
+        if let Some(r) = replaced.filter(|r| r.nlink == 0) {
+            self.reap(r.id, commit)?;
+        }
+        Ok(())
+    }
+
+    /// The node of a tree.
+    pub fn tree_node(&self, tree: &ArtifactId) -> Result<NodeId> {
+        let ArtifactId::Doc(id) = tree else {
+            return Err(Error::NoSuchArtifact(*tree));
+        };
+        Ok(self.tree_record(id)?.node)
+    }
+
+    fn tree_record(&self, id: &Hash) -> Result<TreeRecord> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(TREES)?;
+        match t.get(id)? {
+            Some(v) => decode("tree", v.value()),
+            None => Err(Error::NoSuchArtifact(ArtifactId::Doc(*id))),
+        }
+    }
+
+    fn update_tree(
+        &self,
+        dir: NodeId,
+        commit: Commit,
+        f: impl FnOnce(&mut TreeRecord),
+    ) -> Result<()> {
+        self.write_fs(commit, |w| {
+            let (node, mut rec) = w.dir(dir)?;
+            f(&mut rec);
+            let tid = node.tree.ok_or(Error::NotADirectory(dir))?;
+            w.put_tree(&tid, &rec)
+        })
+    }
+
+    /// The root tree of the vault.
+    pub fn root_tree(&self) -> Result<TreeArtifact> {
+        self.tree_of(NodeId::ROOT)
+    }
+
+    /// The tree of a directory node, with its references in position order.
+    pub fn tree_of(&self, dir: NodeId) -> Result<TreeArtifact> {
+        let node = self.node(dir)?;
+        let Some(tid) = node.tree else { return Err(Error::NotADirectory(dir)) };
+        let rec = self.tree_record(&tid)?;
+        let txn = self.read_txn()?;
+        let order = txn.open_table(ORDER)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let nodes = txn.open_table(NODES)?;
+        let mut references = Vec::new();
+        for row in order.range((dir.0, 0)..=(dir.0, u64::MAX))? {
+            let (k, name) = row?;
+            let label = name.value().to_vec();
+            let Some(e) = entries.get((dir.0, label.as_slice()))? else { continue };
+            let child = e.value().0;
+            let Some(n) = nodes.get(child)? else { continue };
+            let n: Node = decode("node", n.value())?;
+            if let Some(artifact_id) = n.artifact_id() {
+                references.push(ArtifactRef {
+                    artifact_id,
+                    label,
+                    position: k.value().1,
+                    node: n.id,
+                });
+            }
+        }
+        Ok(TreeArtifact {
+            id: ArtifactId::Doc(tid),
+            tree_type: rec.tree_type,
+            steward: rec.steward,
+            audience: rec.audience,
+            references,
+            node: dir,
+        })
+    }
+
+    pub fn set_tree_type(&self, dir: NodeId, tree_type: TreeType, commit: Commit) -> Result<()> {
+        self.update_tree(dir, commit, |r| r.tree_type = tree_type)
+    }
+
+    pub fn set_audience(
+        &self,
+        tree: ArtifactId,
+        audience: &[PlayerId],
+        commit: Commit,
+    ) -> Result<()> {
+        let dir = self.tree_node(&tree)?;
+        let mut list = audience.to_vec();
+        list.sort();
+        list.dedup();
+        self.update_tree(dir, commit, |r| r.audience = list)
+    }
+
+    /// Hands a tree to a new steward.
+    pub fn transfer_stewardship(
+        &self,
+        tree: ArtifactId,
+        steward: PlayerId,
+        commit: Commit,
+    ) -> Result<()> {
+        let dir = self.tree_node(&tree)?;
+        self.update_tree(dir, commit, |r| r.steward = steward)
+    }
+
+    /// The steward of a node: its own tree's for a directory, else its parent tree's.
+    pub fn steward_of(&self, dir: NodeId) -> Result<PlayerId> {
+        let node = self.node(dir)?;
+        let Some(tid) = node.tree else { return Err(Error::NotADirectory(dir)) };
+        Ok(self.tree_record(&tid)?.steward)
+    }
+
+    /// Walks `path` (labels) from the root.
+    pub fn resolve(&self, path: &[&[u8]]) -> Result<Node> {
+        let mut node = self.node(NodeId::ROOT)?;
+        for label in path {
+            node = self.lookup(node.id, label)?;
+        }
+        Ok(node)
+    }
+
+    // ----- grants and peers -----
+
+    /// Grants `grantee` access to `artifact`. A new grant replaces an existing one, except
+    /// that a permanent grant is never weakened.
+    pub fn grant(
+        &self,
+        artifact: ArtifactId,
+        grantee: PlayerId,
+        mode: AccessMode,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<AccessGrant> {
+        self.check_artifact(&artifact)?;
+        let grant =
+            AccessGrant { artifact, grantee, granted_by: self.player(), mode, granted_at: now };
+        self.write(commit, |txn| {
+            let mut t = txn.open_table(GRANTS)?;
+            let key = artifact.to_key();
+            if let Some(old) = t.get((&key, &grantee.0))? {
+                let old: AccessGrant = decode("grant", old.value())?;
+                if old.mode == AccessMode::Permanent {
+                    return Ok(old);
+                }
+            }
+            t.insert((&key, &grantee.0), encode(&grant).as_slice())?;
+            Ok(grant.clone())
+        })
+    }
+
+    /// Recalls a grant. Permanent and transfer grants cannot be recalled.
+    pub fn revoke(&self, artifact: ArtifactId, grantee: PlayerId, commit: Commit) -> Result<bool> {
+        self.write(commit, |txn| {
+            let mut t = txn.open_table(GRANTS)?;
+            let key = artifact.to_key();
+            let old: AccessGrant = match t.get((&key, &grantee.0))? {
+                Some(v) => decode("grant", v.value())?,
+                None => return Ok(false),
+            };
+            if matches!(old.mode, AccessMode::Permanent | AccessMode::Transfer) {
+                return Err(Error::NotPermitted(
+                    NodeId::ROOT,
+                    "permanent and transfer grants are final",
+                ));
+            }
+            t.remove((&key, &grantee.0))?;
+            Ok(true)
+        })
+    }
+
+    /// Every grant, or those of one artifact.
+    pub fn grants(&self, artifact: Option<ArtifactId>) -> Result<Vec<AccessGrant>> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(GRANTS)?;
+        let mut out = Vec::new();
+        let rows: Box<dyn Iterator<Item = _>> = match artifact {
+            Some(a) => {
+                let key = a.to_key();
+                Box::new(t.range((&key, &[0u8; 32])..=(&key, &[0xffu8; 32]))?)
+            }
+            None => Box::new(t.iter()?),
+        };
+        for row in rows {
+            let (_, v) = row?;
+            out.push(decode("grant", v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn check_artifact(&self, artifact: &ArtifactId) -> Result<()> {
+        match artifact {
+            ArtifactId::Doc(_) => self.tree_node(artifact).map(drop),
+            ArtifactId::Blob(h) => self.leaf_record(h).map(drop),
+        }
+    }
+
+    pub fn add_peer(
+        &self,
+        id: PlayerId,
+        display_name: &str,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<Peer> {
+        let peer = Peer { id, display_name: display_name.to_owned(), added_at: now };
+        self.write(commit, |txn| {
+            txn.open_table(PEERS)?.insert(&id.0, encode(&peer).as_slice())?;
+            Ok(())
+        })?;
+        Ok(peer)
+    }
+
+    pub fn remove_peer(&self, id: PlayerId, commit: Commit) -> Result<bool> {
+        self.write(commit, |txn| Ok(txn.open_table(PEERS)?.remove(&id.0)?.is_some()))
+    }
+
+    pub fn peers(&self) -> Result<Vec<Peer>> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(PEERS)?;
+        t.iter()?.map(|r| decode("peer", r?.1.value())).collect()
+    }
+
+    // ----- attention events -----
+
+    /// Records that the player's attention moved to `to` (a file was opened).
+    pub fn navigate_to(
+        &self,
+        to: ArtifactId,
+        from: Option<ArtifactId>,
+        now: Timestamp,
+    ) -> Result<u64> {
+        self.record_event(from, Some(to), AttentionKind::Navigate, now)
+    }
+
+    /// Records that attention left `from` and returned to `to` (a file was closed).
+    pub fn navigate_back(
+        &self,
+        from: ArtifactId,
+        to: Option<ArtifactId>,
+        now: Timestamp,
+    ) -> Result<u64> {
+        self.record_event(Some(from), to, AttentionKind::Back, now)
+    }
+
+    fn record_event(
+        &self,
+        from: Option<ArtifactId>,
+        to: Option<ArtifactId>,
+        kind: AttentionKind,
+        at: Timestamp,
+    ) -> Result<u64> {
+        let ev = AttentionSwitchEvent { player: self.player(), from, to, kind, at };
+        self.append_events(std::slice::from_ref(&ev), Commit::CrashConsistent)
+    }
+
+    /// Appends a batch of events in one transaction; returns the sequence number after them.
+    pub fn append_events(&self, events: &[AttentionSwitchEvent], commit: Commit) -> Result<u64> {
+        self.write(commit, |txn| {
+            let mut meta = txn.open_table(META)?;
+            let mut next = match meta.get(META_NEXT_EVENT)? {
+                Some(v) => bytes_u64("next_event", v.value())?,
+                None => 1,
+            };
+            let mut t = txn.open_table(EVENTS)?;
+            for ev in events {
+                t.insert(next, encode(ev).as_slice())?;
+                next += 1;
+            }
+            meta.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
+            Ok(next)
+        })
+    }
+
+    /// Up to `limit` events with sequence numbers above `after`, oldest first.
+    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<(u64, AttentionSwitchEvent)>> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in t.range(after.saturating_add(1)..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row?;
+            out.push((k.value(), decode("event", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` events, oldest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<(u64, AttentionSwitchEvent)>> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in t.iter()?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row?;
+            out.push((k.value(), decode("event", v.value())?));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn event_count(&self) -> Result<u64> {
+        Ok(self.db.begin_read()?.open_table(EVENTS)?.len()?)
+    }
+
+    /// Deletes events with sequence numbers up to and including `through`.
+    pub fn prune_events(&self, through: u64, commit: Commit) -> Result<u64> {
+        self.write(commit, |txn| {
+            let mut t = txn.open_table(EVENTS)?;
+            let mut n = 0;
+            t.retain_in(..=through, |_, _| {
+                n += 1;
+                false
+            })?;
+            Ok(n)
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! A redb storage backend that consults the fault injector before every write and sync,
+//! so tests can fail the metadata database at any step of a commit.
+
+use std::io;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use redb::StorageBackend;
+use redb::backends::FileBackend;
+
+use crate::chunks::{FaultInjector, IoStep};
+
+#[derive(Debug)]
+pub(crate) struct FaultyBackend {
+    inner: FileBackend,
+    faults: Arc<dyn FaultInjector>,
+}
+
+impl FaultyBackend {
+    pub(crate) fn new(inner: FileBackend, faults: Arc<dyn FaultInjector>) -> Self {
+        FaultyBackend { inner, faults }
+    }
+}
+
+impl StorageBackend for FaultyBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.faults.check(IoStep::DbWrite)?;
+        self.inner.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.faults.check(IoStep::DbSync)?;
+        self.inner.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.faults.check(IoStep::DbWrite)?;
+        self.inner.write(offset, data)
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}

@@ -1,0 +1,677 @@
+//! Garbage collection and the consistency checker.
+//!
+//! GC deletes leaves that no node references (their inline bytes or chunk lists), then the
+//! chunks no leaf references. It commits the metadata durably *before* it deletes any file,
+//! so a crash can leave a stray chunk file (reclaimed by the next GC) but never metadata that
+//! names a deleted file. It holds the staging lock throughout, so a writer cannot adopt a
+//! chunk that is about to go.
+//!
+//! `fsck` recomputes every reference count and link count from the tables, verifies every
+//! chunk against its hash, and reports each disagreement; `repair` fixes what can be fixed
+//! without guessing (counts, stray files, dangling entries) and quarantines corrupt chunks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::path::PathBuf;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use crate::error::{Error, Result, lossy};
+use crate::schema::{
+    CHUNKS, ENTRIES, INLINE, LEAF_CHUNKS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS, TREES,
+    UNREFERENCED, decode, encode,
+};
+use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
+use crate::vault::{Commit, Vault, W};
+
+/// Progress of a long admin run, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// What a GC run reclaimed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub leaves_removed: u64,
+    pub inline_bytes_freed: u64,
+    pub chunks_removed: u64,
+    pub chunk_bytes_freed: u64,
+    pub stray_files_removed: u64,
+}
+
+/// One inconsistency found by `fsck`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    CorruptChunk(Hash),
+    MissingChunk(Hash),
+    /// A chunk file that no metadata names.
+    StrayChunkFile(Hash),
+    /// A file in the chunk directory that is not a chunk.
+    StrayFile(PathBuf),
+    LeafHashMismatch(Hash),
+    LeafLayout(Hash, String),
+    MissingInline(Hash),
+    MissingLeaf {
+        node: NodeId,
+        leaf: Hash,
+    },
+    MissingChunkRecord {
+        leaf: Hash,
+        chunk: Hash,
+    },
+    LeafRefs {
+        leaf: Hash,
+        recorded: u64,
+        actual: u64,
+    },
+    ChunkRefs {
+        chunk: Hash,
+        recorded: u64,
+        actual: u64,
+    },
+    UnreferencedIndex(Hash),
+    DanglingEntry {
+        parent: NodeId,
+        name: String,
+        child: NodeId,
+    },
+    OrderMismatch {
+        dir: NodeId,
+        detail: String,
+    },
+    Nlink {
+        node: NodeId,
+        recorded: u32,
+        actual: u32,
+    },
+    MissingTree(NodeId),
+    BadParent(NodeId),
+    /// A node with links that no directory reaches.
+    Unreachable(NodeId),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::CorruptChunk(h) => write!(f, "chunk {} is corrupt", hex(h)),
+            Problem::MissingChunk(h) => write!(f, "chunk {} is missing", hex(h)),
+            Problem::StrayChunkFile(h) => write!(f, "chunk file {} is not referenced", hex(h)),
+            Problem::StrayFile(p) => write!(f, "stray file {}", p.display()),
+            Problem::LeafHashMismatch(h) => write!(f, "leaf {} does not hash to its id", hex(h)),
+            Problem::LeafLayout(h, d) => write!(f, "leaf {}: {d}", hex(h)),
+            Problem::MissingInline(h) => write!(f, "inline payload of leaf {} is missing", hex(h)),
+            Problem::MissingLeaf { node, leaf } => {
+                write!(f, "node {node} names missing leaf {}", hex(leaf))
+            }
+            Problem::MissingChunkRecord { leaf, chunk } => {
+                write!(f, "leaf {} names unknown chunk {}", hex(leaf), hex(chunk))
+            }
+            Problem::LeafRefs { leaf, recorded, actual } => {
+                write!(f, "leaf {} records {recorded} references, has {actual}", hex(leaf))
+            }
+            Problem::ChunkRefs { chunk, recorded, actual } => {
+                write!(f, "chunk {} records {recorded} references, has {actual}", hex(chunk))
+            }
+            Problem::UnreferencedIndex(h) => {
+                write!(f, "GC index disagrees about leaf {}", hex(h))
+            }
+            Problem::DanglingEntry { parent, name, child } => {
+                write!(f, "entry {name:?} in {parent} names missing node {child}")
+            }
+            Problem::OrderMismatch { dir, detail } => write!(f, "listing of {dir}: {detail}"),
+            Problem::Nlink { node, recorded, actual } => {
+                write!(f, "node {node} records {recorded} links, has {actual}")
+            }
+            Problem::MissingTree(n) => write!(f, "directory {n} has no tree record"),
+            Problem::BadParent(n) => write!(f, "directory {n} has a wrong parent"),
+            Problem::Unreachable(n) => write!(f, "node {n} has links but no directory reaches it"),
+        }
+    }
+}
+
+/// The result of `fsck`.
+#[derive(Clone, Debug, Default)]
+pub struct FsckReport {
+    pub problems: Vec<Problem>,
+    pub nodes_checked: u64,
+    pub leaves_checked: u64,
+    pub chunks_checked: u64,
+    pub bytes_verified: u64,
+    /// What `repair` changed.
+    pub repaired: Vec<String>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// How thorough `fsck` is and whether it repairs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FsckOptions {
+    /// Also rehash every chunked leaf end to end.
+    pub deep: bool,
+    pub repair: bool,
+}
+
+impl Vault {
+    /// Reclaims unreferenced leaves and chunks. Leaves unreferenced since after
+    /// `unreferenced_before` are kept (pass `None` to reclaim all).
+    pub fn gc(
+        &self,
+        unreferenced_before: Option<Timestamp>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<GcReport> {
+        let staged = self.chunks.staging_lock();
+        let mut report = GcReport::default();
+        let mut doomed: Vec<Hash> = Vec::new();
+        self.write_fs(Commit::Durable, |w| {
+            let candidates: Vec<(Hash, i64)> = w
+                .unref
+                .iter()?
+                .map(|r| r.map(|(k, v)| (*k.value(), v.value())))
+                .collect::<Result<_, _>>()?;
+            let total = candidates.len() as u64;
+            for (i, (leaf, since)) in candidates.into_iter().enumerate() {
+                progress(Progress { phase: "leaves", done: i as u64, total });
+                if unreferenced_before.is_some_and(|t| since >= t.secs) {
+                    continue;
+                }
+                let rec: LeafRecord = match w.leaves.get(&leaf)? {
+                    Some(v) => decode("leaf", v.value())?,
+                    None => {
+                        w.unref.remove(&leaf)?;
+                        continue;
+                    }
+                };
+                if rec.refs > 0 {
+                    w.unref.remove(&leaf)?;
+                    continue;
+                }
+                remove_leaf(w, &leaf, &rec, &staged, &mut doomed, &mut report)?;
+            }
+            let dead: Vec<Hash> =
+                w.dead.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
+            for chunk in dead {
+                if staged.contains_key(&chunk) {
+                    continue;
+                }
+                w.dead.remove(&chunk)?;
+                let refs = w.chunks.get(&chunk)?.map(|v| v.value());
+                if let Some((len, 0)) = refs {
+                    w.chunks.remove(&chunk)?;
+                    report.chunk_bytes_freed += u64::from(len);
+                    doomed.push(chunk);
+                }
+            }
+            Ok(())
+        })?;
+        // The metadata no longer names these chunks, durably: now the files can go.
+        for chunk in &doomed {
+            self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
+        }
+        report.chunks_removed = doomed.len() as u64;
+
+        let (on_disk, stray) =
+            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        let txn = self.read_txn()?;
+        let known = txn.open_table(CHUNKS)?;
+        let total = on_disk.len() as u64;
+        for (i, chunk) in on_disk.iter().enumerate() {
+            if i % 1024 == 0 {
+                progress(Progress { phase: "chunk files", done: i as u64, total });
+            }
+            if known.get(chunk)?.is_none() && !staged.contains_key(chunk) {
+                self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
+                report.stray_files_removed += 1;
+            }
+        }
+        for path in stray {
+            if path.is_file() && fs::remove_file(&path).is_ok() {
+                report.stray_files_removed += 1;
+            }
+        }
+        progress(Progress { phase: "done", done: total, total });
+        Ok(report)
+    }
+
+    /// Deletes chunk files that no metadata names, after an unclean shutdown. Such a file
+    /// may have been renamed into place but never fsync'd, so it cannot be trusted for dedup.
+    pub(crate) fn sweep_stray_chunks(&self) -> Result<()> {
+        let (on_disk, _) = self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        let txn = self.read_txn()?;
+        let known = txn.open_table(CHUNKS)?;
+        let mut removed = 0u64;
+        for chunk in on_disk {
+            if known.get(&chunk)?.is_none() {
+                self.chunks.remove(&chunk).map_err(|e| Error::io(self.chunks.path(&chunk), e))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed chunk files left by an interrupted write");
+        }
+        Ok(())
+    }
+
+    /// Checks the whole store. With `repair`, fixes what it safely can.
+    #[allow(clippy::too_many_lines)]
+    pub fn fsck(
+        &self,
+        opts: FsckOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<FsckReport> {
+        let staged_guard = opts.repair.then(|| self.chunks.staging_lock());
+        let is_staged = |h: &Hash| match &staged_guard {
+            Some(g) => g.contains_key(h),
+            None => self.chunks.is_staged(h),
+        };
+        let mut report = FsckReport::default();
+        let txn = self.read_txn()?;
+        let nodes_t = txn.open_table(NODES)?;
+        let entries_t = txn.open_table(ENTRIES)?;
+        let order_t = txn.open_table(ORDER)?;
+        let trees_t = txn.open_table(TREES)?;
+        let leaves_t = txn.open_table(LEAVES)?;
+        let inline_t = txn.open_table(INLINE)?;
+        let leaf_chunks_t = txn.open_table(LEAF_CHUNKS)?;
+        let chunks_t = txn.open_table(CHUNKS)?;
+        let unref_t = txn.open_table(UNREFERENCED)?;
+        let orphans_t = txn.open_table(ORPHANS)?;
+
+        // Nodes, and the references they hold.
+        let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
+        for row in nodes_t.iter()? {
+            let (k, v) = row?;
+            nodes.insert(k.value(), decode("node", v.value())?);
+        }
+        report.nodes_checked = nodes.len() as u64;
+        let mut leaf_refs: HashMap<Hash, u64> = HashMap::new();
+        let mut links: HashMap<u64, u32> = HashMap::new();
+        let mut subdirs: HashMap<u64, u32> = HashMap::new();
+        let mut dangling = Vec::new();
+        for row in entries_t.iter()? {
+            let (k, v) = row?;
+            let (parent, name) = k.value();
+            let (child, pos) = v.value();
+            match nodes.get(&child) {
+                None => {
+                    report.problems.push(Problem::DanglingEntry {
+                        parent: NodeId(parent),
+                        name: lossy(name),
+                        child: NodeId(child),
+                    });
+                    dangling.push((parent, name.to_vec(), pos));
+                    continue;
+                }
+                Some(n) => {
+                    if n.kind == NodeKind::Dir {
+                        *subdirs.entry(parent).or_default() += 1;
+                        if n.parent != Some(NodeId(parent)) {
+                            report.problems.push(Problem::BadParent(NodeId(child)));
+                        }
+                    }
+                }
+            }
+            *links.entry(child).or_default() += 1;
+            match order_t.get((parent, pos))? {
+                Some(n) if n.value() == name => {}
+                _ => report.problems.push(Problem::OrderMismatch {
+                    dir: NodeId(parent),
+                    detail: format!("entry {:?} has no listing slot {pos}", lossy(name)),
+                }),
+            }
+        }
+        if order_t.len()? != entries_t.len()? {
+            report.problems.push(Problem::OrderMismatch {
+                dir: NodeId::ROOT,
+                detail: format!(
+                    "{} listing slots for {} entries",
+                    order_t.len()?,
+                    entries_t.len()?
+                ),
+            });
+        }
+        let mut nlink_fixes = Vec::new();
+        for (id, node) in &nodes {
+            let id_n = NodeId(*id);
+            if let Some(h) = node.content {
+                *leaf_refs.entry(h).or_default() += 1;
+                if leaves_t.get(&h)?.is_none() {
+                    report.problems.push(Problem::MissingLeaf { node: id_n, leaf: h });
+                }
+            }
+            let names = links.get(id).copied().unwrap_or(0);
+            let expected = if node.kind == NodeKind::Dir {
+                if node.tree.is_none_or(|t| trees_t.get(&t).ok().flatten().is_none()) {
+                    report.problems.push(Problem::MissingTree(id_n));
+                }
+                if node.nlink == 0 || (names == 0 && id_n != NodeId::ROOT) {
+                    0
+                } else {
+                    2 + subdirs.get(id).copied().unwrap_or(0)
+                }
+            } else {
+                names
+            };
+            if node.nlink != expected {
+                report.problems.push(Problem::Nlink {
+                    node: id_n,
+                    recorded: node.nlink,
+                    actual: expected,
+                });
+                nlink_fixes.push((id_n, expected));
+            }
+            if node.nlink == 0 && orphans_t.get(*id)?.is_none() {
+                report.problems.push(Problem::Nlink { node: id_n, recorded: 0, actual: 0 });
+                nlink_fixes.push((id_n, 0));
+            }
+        }
+        // Reachability from the root.
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut stack = vec![NodeId::ROOT.0];
+        while let Some(dir) = stack.pop() {
+            if !seen.insert(dir) {
+                continue;
+            }
+            for row in entries_t.range((dir, &[][..])..)? {
+                let (k, v) = row?;
+                if k.value().0 != dir {
+                    break;
+                }
+                let child = v.value().0;
+                match nodes.get(&child) {
+                    Some(n) if n.kind == NodeKind::Dir => stack.push(child),
+                    Some(_) => {
+                        seen.insert(child);
+                    }
+                    None => {}
+                }
+            }
+        }
+        for (id, node) in &nodes {
+            if node.nlink > 0 && !seen.contains(id) {
+                report.problems.push(Problem::Unreachable(NodeId(*id)));
+            }
+        }
+
+        // Leaves: counts, layout, inline bytes.
+        let mut chunk_refs: HashMap<Hash, u64> = HashMap::new();
+        let mut refs_fixes = Vec::new();
+        let total_leaves = leaves_t.len()?;
+        for (i, row) in leaves_t.iter()?.enumerate() {
+            let (k, v) = row?;
+            let leaf = *k.value();
+            let rec: LeafRecord = decode("leaf", v.value())?;
+            report.leaves_checked += 1;
+            if i % 256 == 0 {
+                progress(Progress { phase: "leaves", done: i as u64, total: total_leaves });
+            }
+            let actual = leaf_refs.get(&leaf).copied().unwrap_or(0);
+            if rec.refs != actual {
+                report.problems.push(Problem::LeafRefs { leaf, recorded: rec.refs, actual });
+                refs_fixes.push((leaf, actual));
+            }
+            if (actual == 0) != unref_t.get(&leaf)?.is_some() {
+                report.problems.push(Problem::UnreferencedIndex(leaf));
+                refs_fixes.push((leaf, actual));
+            }
+            if rec.inline {
+                match inline_t.get(&leaf)? {
+                    None => report.problems.push(Problem::MissingInline(leaf)),
+                    Some(b) => {
+                        let b = b.value();
+                        report.bytes_verified += b.len() as u64;
+                        if b.len() as u64 != rec.size || blake3::hash(b).as_bytes() != &leaf {
+                            report.problems.push(Problem::LeafHashMismatch(leaf));
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut expected_off = 0u64;
+            for row in leaf_chunks_t.range((&leaf, 0)..=(&leaf, u64::MAX))? {
+                let (k, v) = row?;
+                let off = k.value().1;
+                let (chunk, len) = v.value();
+                if off != expected_off {
+                    report.problems.push(Problem::LeafLayout(leaf, format!("gap at offset {off}")));
+                }
+                expected_off = off + u64::from(len);
+                *chunk_refs.entry(*chunk).or_default() += 1;
+                if chunks_t.get(chunk)?.is_none() {
+                    report.problems.push(Problem::MissingChunkRecord { leaf, chunk: *chunk });
+                }
+            }
+            if expected_off != rec.size {
+                report.problems.push(Problem::LeafLayout(
+                    leaf,
+                    format!("chunks cover {expected_off} bytes of {}", rec.size),
+                ));
+            }
+        }
+
+        // Chunks: counts and content.
+        let mut bad_chunks = Vec::new();
+        let mut chunk_fixes = Vec::new();
+        let total_chunks = chunks_t.len()?;
+        for (i, row) in chunks_t.iter()?.enumerate() {
+            let (k, v) = row?;
+            let chunk = *k.value();
+            let (len, recorded) = v.value();
+            if i % 64 == 0 {
+                progress(Progress { phase: "chunks", done: i as u64, total: total_chunks });
+            }
+            report.chunks_checked += 1;
+            let actual = chunk_refs.get(&chunk).copied().unwrap_or(0);
+            if recorded != actual {
+                report.problems.push(Problem::ChunkRefs { chunk, recorded, actual });
+                chunk_fixes.push((chunk, len, actual));
+            }
+            match self.chunks.verify(&chunk, len) {
+                Ok(()) => report.bytes_verified += u64::from(len),
+                Err(crate::chunks::ChunkReadError::Missing) => {
+                    report.problems.push(Problem::MissingChunk(chunk));
+                }
+                Err(crate::chunks::ChunkReadError::Corrupt) => {
+                    report.problems.push(Problem::CorruptChunk(chunk));
+                    bad_chunks.push(chunk);
+                }
+                Err(crate::chunks::ChunkReadError::Io(path, e)) => return Err(Error::io(path, e)),
+            }
+        }
+        let (on_disk, stray) =
+            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        let mut stray_chunks = Vec::new();
+        for chunk in on_disk {
+            if chunks_t.get(&chunk)?.is_none() && !is_staged(&chunk) {
+                report.problems.push(Problem::StrayChunkFile(chunk));
+                stray_chunks.push(chunk);
+            }
+        }
+        for p in &stray {
+            report.problems.push(Problem::StrayFile(p.clone()));
+        }
+
+        if opts.deep {
+            self.deep_verify(&leaves_t, &mut report, progress)?;
+        }
+        drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_chunks_t));
+        drop((chunks_t, unref_t, orphans_t, txn));
+
+        if opts.repair && !report.problems.is_empty() {
+            self.repair(
+                &mut report,
+                &Fixes {
+                    nlink_fixes,
+                    refs_fixes,
+                    chunk_fixes,
+                    dangling,
+                    bad_chunks,
+                    stray_chunks,
+                    stray,
+                },
+            )?;
+        }
+        progress(Progress { phase: "done", done: total_chunks, total: total_chunks });
+        Ok(report)
+    }
+
+    fn deep_verify(
+        &self,
+        leaves_t: &redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+        report: &mut FsckReport,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<()> {
+        let total = leaves_t.len()?;
+        for (i, row) in leaves_t.iter()?.enumerate() {
+            let (k, v) = row?;
+            let leaf = *k.value();
+            let rec: LeafRecord = decode("leaf", v.value())?;
+            progress(Progress { phase: "rehash", done: i as u64, total });
+            if rec.inline {
+                continue;
+            }
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            let mut ok = true;
+            while off < rec.size {
+                match self.read_at(&leaf, off, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        hasher.update(&buf[..n]);
+                        off += n as u64;
+                    }
+                    Err(Error::Integrity { .. } | Error::MissingChunk { .. }) => {
+                        ok = false;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if ok && hasher.finalize().as_bytes() != &leaf {
+                report.problems.push(Problem::LeafHashMismatch(leaf));
+            }
+        }
+        Ok(())
+    }
+
+    fn repair(&self, report: &mut FsckReport, fixes: &Fixes) -> Result<()> {
+        let mut done = Vec::new();
+        self.write_fs(Commit::Durable, |w| {
+            for (parent, name, pos) in &fixes.dangling {
+                w.entries.remove((*parent, name.as_slice()))?;
+                w.order.remove((*parent, *pos))?;
+                done.push(format!("removed dangling entry {:?} from {parent}", lossy(name)));
+            }
+            for (id, nlink) in &fixes.nlink_fixes {
+                let mut node = w.node(*id)?;
+                node.nlink = *nlink;
+                w.put_node(&node)?;
+                if *nlink == 0 {
+                    w.orphans.insert(id.0, ())?;
+                }
+                done.push(format!("set link count of {id} to {nlink}"));
+            }
+            for (leaf, refs) in &fixes.refs_fixes {
+                let Some(v) = w.leaves.get(leaf)?.map(|v| v.value().to_vec()) else { continue };
+                let mut rec: LeafRecord = decode("leaf", &v)?;
+                rec.refs = *refs;
+                w.leaves.insert(leaf, encode(&rec).as_slice())?;
+                if *refs == 0 {
+                    w.unref.insert(leaf, Timestamp::now().secs)?;
+                } else {
+                    w.unref.remove(leaf)?;
+                }
+                done.push(format!("set reference count of leaf {} to {refs}", hex(leaf)));
+            }
+            for (chunk, len, refs) in &fixes.chunk_fixes {
+                w.chunks.insert(chunk, (*len, *refs))?;
+                if *refs == 0 {
+                    w.dead.insert(chunk, ())?;
+                }
+                done.push(format!("set reference count of chunk {} to {refs}", hex(chunk)));
+            }
+            Ok(())
+        })?;
+        let quarantine = self.dir.join("quarantine");
+        for chunk in &fixes.bad_chunks {
+            fs::create_dir_all(&quarantine).map_err(|e| Error::io(&quarantine, e))?;
+            let from = self.chunks.path(chunk);
+            let to = quarantine.join(hex(chunk));
+            fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+            done.push(format!(
+                "moved corrupt chunk {} to {} (reads of it fail until the content is written again)",
+                hex(chunk),
+                to.display()
+            ));
+        }
+        for chunk in &fixes.stray_chunks {
+            self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
+            done.push(format!("removed stray chunk file {}", hex(chunk)));
+        }
+        for p in &fixes.stray {
+            if fs::remove_file(p).is_ok() {
+                done.push(format!("removed stray file {}", p.display()));
+            }
+        }
+        self.chunks.clear_cache();
+        report.repaired = done;
+        Ok(())
+    }
+}
+
+struct Fixes {
+    nlink_fixes: Vec<(NodeId, u32)>,
+    refs_fixes: Vec<(Hash, u64)>,
+    chunk_fixes: Vec<(Hash, u32, u64)>,
+    dangling: Vec<(u64, Vec<u8>, u64)>,
+    bad_chunks: Vec<Hash>,
+    stray_chunks: Vec<Hash>,
+    stray: Vec<PathBuf>,
+}
+
+fn remove_leaf(
+    w: &mut W,
+    leaf: &Hash,
+    rec: &LeafRecord,
+    staged: &HashMap<Hash, u32>,
+    doomed: &mut Vec<Hash>,
+    report: &mut GcReport,
+) -> Result<()> {
+    w.leaves.remove(leaf)?;
+    w.unref.remove(leaf)?;
+    report.leaves_removed += 1;
+    if rec.inline {
+        w.inline.remove(leaf)?;
+        report.inline_bytes_freed += rec.size;
+        return Ok(());
+    }
+    let rows: Vec<(u64, Hash)> = w
+        .leaf_chunks
+        .range((leaf, 0)..=(leaf, u64::MAX))?
+        .map(|r| r.map(|(k, v)| (k.value().1, *v.value().0)))
+        .collect::<Result<_, _>>()?;
+    for (off, chunk) in rows {
+        w.leaf_chunks.remove((leaf, off))?;
+        let Some((len, refs)) = w.chunks.get(&chunk)?.map(|v| v.value()) else { continue };
+        let refs = refs.saturating_sub(1);
+        if refs > 0 {
+            w.chunks.insert(&chunk, (len, refs))?;
+        } else if staged.contains_key(&chunk) {
+            w.chunks.insert(&chunk, (len, 0))?;
+            w.dead.insert(&chunk, ())?;
+        } else {
+            w.chunks.remove(&chunk)?;
+            report.chunk_bytes_freed += u64::from(len);
+            doomed.push(chunk);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The metadata database's tables and record encodings.
+//!
+//! Table names carry a version suffix. A change to a key or value layout gets a new name
+//! and a migration, never a silent reinterpretation of old bytes. Records are postcard-encoded
+//! serde structs; fixed-width keys use redb's native tuple and array types.
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, Result};
+use crate::types::{NodeId, PlayerId, Timestamp, TreeType};
+
+/// The on-disk format version this code reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Store-wide values: format version, id counters, the owning player.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+/// node id -> `Node`
+pub const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes_v1");
+/// (directory node, name) -> (child node, position)
+pub const ENTRIES: TableDefinition<(u64, &[u8]), (u64, u64)> = TableDefinition::new("entries_v1");
+/// (directory node, position) -> name: the listing order
+pub const ORDER: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("order_v1");
+/// tree id -> `TreeRecord`
+pub const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees_v1");
+/// (node, name) -> value
+pub const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("xattrs_v1");
+/// leaf hash -> `LeafRecord`
+pub const LEAVES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("leaves_v1");
+/// leaf hash -> content, for leaves of at most `INLINE_MAX` bytes
+pub const INLINE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inline_v1");
+/// (leaf hash, offset) -> (chunk hash, chunk length)
+pub const LEAF_CHUNKS: TableDefinition<(&[u8; 32], u64), (&[u8; 32], u32)> =
+    TableDefinition::new("leaf_chunks_v1");
+/// chunk hash -> (length, number of `LEAF_CHUNKS` rows naming it)
+pub const CHUNKS: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");
+/// chunks whose count fell to zero while a writer had them staged: GC candidates
+pub const DEAD_CHUNKS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("dead_chunks_v1");
+/// leaves no node references, with the time they became unreferenced: GC candidates
+pub const UNREFERENCED: TableDefinition<&[u8; 32], i64> = TableDefinition::new("unreferenced_v1");
+/// nodes with no links left, kept until no handle holds them (the orphan list)
+pub const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans_v1");
+/// (artifact key, grantee) -> `AccessGrant`
+pub const GRANTS: TableDefinition<(&[u8; 33], &[u8; 32]), &[u8]> =
+    TableDefinition::new("grants_v1");
+/// peer id -> `Peer`
+pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers_v1");
+/// sequence number -> `AttentionSwitchEvent`
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
+
+pub const META_FORMAT: &str = "format";
+pub const META_NEXT_NODE: &str = "next_node";
+pub const META_NEXT_EVENT: &str = "next_event";
+pub const META_PLAYER: &str = "player";
+pub const META_CREATED: &str = "created_at";
+/// Set durably while a process has the store open; found set at open means a crash.
+pub const META_OPEN: &str = "open";
+
+/// A tree's own record; its references are the `ENTRIES` of its node.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TreeRecord {
+    pub node: NodeId,
+    pub tree_type: TreeType,
+    pub steward: PlayerId,
+    pub audience: Vec<PlayerId>,
+    pub next_position: u64,
+    pub created_at: Timestamp,
+}
+
+/// A leaf's record. Its bytes are in `INLINE` or split across `LEAF_CHUNKS`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LeafRecord {
+    pub size: u64,
+    /// Number of nodes whose content this leaf is.
+    pub refs: u64,
+    pub inline: bool,
+    pub created_at: Timestamp,
+}
+
+/// The owning player, stored once at creation.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PlayerRecord {
+    pub id: PlayerId,
+    pub name: String,
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising plain structs into a Vec cannot fail.
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::CorruptRecord(what, e.to_string()))
+}
+
+pub fn u64_bytes(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+pub fn bytes_u64(what: &'static str, b: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| Error::CorruptRecord(what, format!("{} bytes, expected 8", b.len())))?;
+    Ok(u64::from_le_bytes(arr))
+}

@@ -1,0 +1,1342 @@
+//! The `Vault`: the store's one handle. It owns the metadata database, the chunk files and
+//! the data-dir lock, and exposes nodes (the mount's inodes), leaves and trees.
+//!
+//! # Transactions and locking
+//! - Every mutation is one redb write transaction. redb serialises write transactions, so
+//!   mutations are linearisable; reads run on snapshots, concurrently with each other and
+//!   with the one writer.
+//! - Payload bytes are written *outside* any transaction (by `PayloadWriter`, from any number
+//!   of threads at once) and only named inside one. The chunk store's `staged` set keeps GC
+//!   from deleting a chunk between the two.
+//! - Lock order: `ChunkStore::staged` (held by GC and repair only), then redb's writer lock,
+//!   then `ChunkStore::pending` and the chunk cache. Nothing that holds the writer lock takes
+//!   `staged`.
+//!
+//! # Commit strengths
+//! `Commit::CrashConsistent` commits without fsync: after a crash the store holds the state of
+//! some earlier commit, whole. `Commit::Durable` fsyncs every chunk written so far and then
+//! commits with fsync: when it returns, that commit and all before it survive power loss.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    WriteTransaction,
+};
+
+use crate::chunks::{self, ChunkReadError, ChunkStore, FaultInjector, Faults, IoStep};
+use crate::error::{Error, Result, lossy};
+use crate::schema::{
+    CHUNKS, DEAD_CHUNKS, ENTRIES, FORMAT_VERSION, INLINE, LEAF_CHUNKS, LEAVES, LeafRecord, META,
+    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, NODES, ORDER, ORPHANS,
+    PlayerRecord, TREES, TreeRecord, UNREFERENCED, XATTRS, bytes_u64, decode, encode, u64_bytes,
+};
+use crate::types::{
+    ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
+    Timestamp, TreeType, XattrMode,
+};
+use crate::writer::{PayloadWriter, StagedBody, StagedLeaf};
+
+/// The longest name a directory entry may have, in bytes.
+pub const NAME_MAX: usize = 255;
+/// The largest extended attribute value, in bytes (Linux's `XATTR_SIZE_MAX`).
+pub const XATTR_VALUE_MAX: usize = 64 * 1024;
+/// The most hard links a node may have.
+pub const LINK_MAX: u32 = 65_000;
+
+/// How hard a commit presses its changes to disk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Commit {
+    /// Atomic but not fsync'd: used by close. After a crash the change is whole or absent.
+    CrashConsistent,
+    /// Atomic and fsync'd, with every chunk it names: used by fsync.
+    Durable,
+}
+
+/// Settings for opening a vault.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A fault injector for tests: called before each I/O step.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+    /// The database page cache, in bytes (redb's default when `None`).
+    pub cache_bytes: Option<usize>,
+}
+
+/// Figures about the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub nodes: u64,
+    pub trees: u64,
+    pub files: u64,
+    pub leaves: u64,
+    pub unreferenced_leaves: u64,
+    pub inline_bytes: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    /// Total size of all leaves (what the content would take without dedup).
+    pub logical_bytes: u64,
+    pub db_bytes: u64,
+}
+
+/// The durable content-addressed store. `Send + Sync`: share it with `Arc`.
+pub struct Vault {
+    pub(crate) dir: PathBuf,
+    pub(crate) db: Database,
+    pub(crate) chunks: Arc<ChunkStore>,
+    pub(crate) player: PlayerRecord,
+    pub(crate) faults: Faults,
+    /// Set when a crash-consistent commit has not yet been followed by a durable one.
+    dirty: AtomicBool,
+    closed: AtomicBool,
+    recovered: bool,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .field("player", &self.player.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tables a filesystem mutation may touch, opened once per transaction.
+pub(crate) struct W<'t> {
+    pub meta: Table<'t, &'static str, &'static [u8]>,
+    pub nodes: Table<'t, u64, &'static [u8]>,
+    pub entries: Table<'t, (u64, &'static [u8]), (u64, u64)>,
+    pub order: Table<'t, (u64, u64), &'static [u8]>,
+    pub trees: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub xattrs: Table<'t, (u64, &'static [u8]), &'static [u8]>,
+    pub leaves: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub inline: Table<'t, &'static [u8; 32], &'static [u8]>,
+    pub leaf_chunks: Table<'t, (&'static [u8; 32], u64), (&'static [u8; 32], u32)>,
+    pub chunks: Table<'t, &'static [u8; 32], (u32, u64)>,
+    pub dead: Table<'t, &'static [u8; 32], ()>,
+    pub unref: Table<'t, &'static [u8; 32], i64>,
+    pub orphans: Table<'t, u64, ()>,
+}
+
+impl<'t> W<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(W {
+            meta: txn.open_table(META)?,
+            nodes: txn.open_table(NODES)?,
+            entries: txn.open_table(ENTRIES)?,
+            order: txn.open_table(ORDER)?,
+            trees: txn.open_table(TREES)?,
+            xattrs: txn.open_table(XATTRS)?,
+            leaves: txn.open_table(LEAVES)?,
+            inline: txn.open_table(INLINE)?,
+            leaf_chunks: txn.open_table(LEAF_CHUNKS)?,
+            chunks: txn.open_table(CHUNKS)?,
+            dead: txn.open_table(DEAD_CHUNKS)?,
+            unref: txn.open_table(UNREFERENCED)?,
+            orphans: txn.open_table(ORPHANS)?,
+        })
+    }
+
+    pub(crate) fn node(&self, id: NodeId) -> Result<Node> {
+        match self.nodes.get(id.0)? {
+            Some(v) => decode("node", v.value()),
+            None => Err(Error::NoSuchNode(id)),
+        }
+    }
+
+    pub(crate) fn put_node(&mut self, node: &Node) -> Result<()> {
+        self.nodes.insert(node.id.0, encode(node).as_slice())?;
+        Ok(())
+    }
+
+    pub(crate) fn tree(&self, id: &Hash) -> Result<TreeRecord> {
+        match self.trees.get(id)? {
+            Some(v) => decode("tree", v.value()),
+            None => Err(Error::NoSuchArtifact(ArtifactId::Doc(*id))),
+        }
+    }
+
+    pub(crate) fn put_tree(&mut self, id: &Hash, t: &TreeRecord) -> Result<()> {
+        self.trees.insert(id, encode(t).as_slice())?;
+        Ok(())
+    }
+
+    /// A directory node and its tree record.
+    pub(crate) fn dir(&self, id: NodeId) -> Result<(Node, TreeRecord)> {
+        let node = self.node(id)?;
+        match (node.kind, node.tree) {
+            (NodeKind::Dir, Some(t)) => {
+                let tree = self.tree(&t)?;
+                Ok((node, tree))
+            }
+            _ => Err(Error::NotADirectory(id)),
+        }
+    }
+
+    pub(crate) fn entry(&self, parent: NodeId, name: &[u8]) -> Result<Option<(NodeId, u64)>> {
+        Ok(self.entries.get((parent.0, name))?.map(|v| {
+            let (child, pos) = v.value();
+            (NodeId(child), pos)
+        }))
+    }
+
+    fn add_entry(
+        &mut self,
+        parent: &Node,
+        name: &[u8],
+        child: NodeId,
+        position: Option<u64>,
+    ) -> Result<u64> {
+        let position = match position {
+            Some(p) => p,
+            None => {
+                let tid = parent.tree.ok_or(Error::NotADirectory(parent.id))?;
+                let mut tree = self.tree(&tid)?;
+                let p = tree.next_position;
+                tree.next_position += 1;
+                self.put_tree(&tid, &tree)?;
+                p
+            }
+        };
+        self.entries.insert((parent.id.0, name), (child.0, position))?;
+        self.order.insert((parent.id.0, position), name)?;
+        Ok(position)
+    }
+
+    fn remove_entry(&mut self, parent: NodeId, name: &[u8]) -> Result<u64> {
+        let pos = match self.entries.remove((parent.0, name))? {
+            Some(v) => v.value().1,
+            None => return Err(Error::NotFound { parent, name: lossy(name) }),
+        };
+        self.order.remove((parent.0, pos))?;
+        Ok(pos)
+    }
+
+    fn is_empty_dir(&self, dir: NodeId) -> Result<bool> {
+        Ok(self.order.range((dir.0, 0)..=(dir.0, u64::MAX))?.next().is_none())
+    }
+
+    /// Whether `node` is `ancestor` or lies below it.
+    fn is_within(&self, node: NodeId, ancestor: NodeId) -> Result<bool> {
+        let mut cur = node;
+        for _ in 0..100_000 {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            if cur == NodeId::ROOT {
+                return Ok(false);
+            }
+            cur = match self.node(cur)?.parent {
+                Some(p) => p,
+                None => return Ok(false),
+            };
+        }
+        Err(Error::CorruptRecord("node", format!("parent chain of {node} does not end")))
+    }
+
+    pub(crate) fn alloc_node(&mut self) -> Result<NodeId> {
+        let next = match self.meta.get(META_NEXT_NODE)? {
+            Some(v) => bytes_u64("next_node", v.value())?,
+            None => NodeId::FIRST_DYNAMIC,
+        };
+        self.meta.insert(META_NEXT_NODE, u64_bytes(next + 1).as_slice())?;
+        Ok(NodeId(next))
+    }
+
+    /// Records a staged leaf's metadata if the leaf is new. Its reference count starts at 0.
+    pub(crate) fn register_leaf(&mut self, staged: &StagedLeaf, now: Timestamp) -> Result<()> {
+        if self.leaves.get(&staged.hash)?.is_some() {
+            return Ok(());
+        }
+        let rec =
+            LeafRecord { size: staged.size, refs: 0, inline: staged.is_inline(), created_at: now };
+        self.leaves.insert(&staged.hash, encode(&rec).as_slice())?;
+        self.unref.insert(&staged.hash, now.secs)?;
+        match &staged.body {
+            StagedBody::Inline(bytes) => {
+                self.inline.insert(&staged.hash, bytes.as_slice())?;
+            }
+            StagedBody::Chunked(list) => {
+                let mut offset = 0u64;
+                for (chunk, len) in list {
+                    self.leaf_chunks.insert((&staged.hash, offset), (chunk, *len))?;
+                    offset += u64::from(*len);
+                    let refs = self.chunks.get(chunk)?.map_or(0, |v| v.value().1);
+                    self.chunks.insert(chunk, (*len, refs + 1))?;
+                    self.dead.remove(chunk)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn leaf(&self, hash: &Hash) -> Result<LeafRecord> {
+        match self.leaves.get(hash)? {
+            Some(v) => decode("leaf", v.value()),
+            None => Err(Error::NoSuchArtifact(ArtifactId::Blob(*hash))),
+        }
+    }
+
+    pub(crate) fn leaf_size(&self, hash: &Hash) -> Result<u64> {
+        Ok(self.leaf(hash)?.size)
+    }
+
+    pub(crate) fn leaf_incref(&mut self, hash: &Hash) -> Result<()> {
+        let mut rec = self.leaf(hash)?;
+        rec.refs += 1;
+        if rec.refs == 1 {
+            self.unref.remove(hash)?;
+        }
+        self.leaves.insert(hash, encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    pub(crate) fn leaf_decref(&mut self, hash: &Hash, now: Timestamp) -> Result<()> {
+        let mut rec = self.leaf(hash)?;
+        rec.refs = rec.refs.saturating_sub(1);
+        if rec.refs == 0 {
+            self.unref.insert(hash, now.secs)?;
+        }
+        self.leaves.insert(hash, encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    /// Drops one link from a node; at zero links it joins the orphan list.
+    fn drop_link(&mut self, node: &mut Node, now: Timestamp) -> Result<()> {
+        if node.kind == NodeKind::Dir {
+            node.nlink = 0;
+        } else {
+            node.nlink = node.nlink.saturating_sub(1);
+        }
+        node.ctime = now;
+        if node.nlink == 0 {
+            self.orphans.insert(node.id.0, ())?;
+        }
+        self.put_node(node)
+    }
+
+    /// Deletes a node with no links, with its content reference, xattrs and tree.
+    pub(crate) fn reap(&mut self, id: NodeId, now: Timestamp) -> Result<bool> {
+        let node = match self.node(id) {
+            Ok(n) => n,
+            Err(Error::NoSuchNode(_)) => {
+                self.orphans.remove(id.0)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if node.nlink > 0 {
+            self.orphans.remove(id.0)?;
+            return Ok(false);
+        }
+        if let Some(h) = node.content {
+            self.leaf_decref(&h, now)?;
+        }
+        if let Some(t) = node.tree {
+            self.trees.remove(&t)?;
+        }
+        let names: Vec<Vec<u8>> = self
+            .xattrs
+            .range((id.0, &[][..])..)?
+            .map_while(|r| r.ok().filter(|(k, _)| k.value().0 == id.0))
+            .map(|(k, _)| k.value().1.to_vec())
+            .collect();
+        for n in names {
+            self.xattrs.remove((id.0, n.as_slice()))?;
+        }
+        self.nodes.remove(id.0)?;
+        self.orphans.remove(id.0)?;
+        Ok(true)
+    }
+
+    fn touch_dir(&mut self, dir: &mut Node, now: Timestamp) -> Result<()> {
+        dir.mtime = now;
+        dir.ctime = now;
+        self.put_node(dir)
+    }
+}
+
+/// Checks a directory entry name: non-empty, not `.` or `..`, no `/` or NUL, at most 255
+/// bytes. Any other bytes, including non-UTF-8, are allowed and stored as they are.
+pub fn validate_name(name: &[u8]) -> Result<()> {
+    let bad = |reason| Err(Error::InvalidName { name: lossy(name), reason });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong(name.len()));
+    }
+    if name == b"." || name == b".." {
+        return bad("reserved");
+    }
+    if name.contains(&b'/') {
+        return bad("contains '/'");
+    }
+    if name.contains(&0) {
+        return bad("contains NUL");
+    }
+    Ok(())
+}
+
+fn random_id() -> Result<Hash> {
+    let mut id = [0u8; 32];
+    getrandom::fill(&mut id)
+        .map_err(|e| Error::io("getrandom", io::Error::other(e.to_string())))?;
+    Ok(id)
+}
+
+/// Everything a new node needs beyond its attributes.
+pub(crate) fn new_node(id: NodeId, spec: &NewNode, now: Timestamp) -> Node {
+    Node {
+        id,
+        kind: spec.kind,
+        perm: spec.perm & 0o7777,
+        uid: spec.uid,
+        gid: spec.gid,
+        rdev: spec.rdev,
+        nlink: 1,
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        content: None,
+        symlink: None,
+        tree: None,
+        parent: None,
+    }
+}
+
+impl Vault {
+    /// Opens the vault in `dir`, creating it for `player` if it is new.
+    ///
+    /// Fails with `Locked` if another process has it open, and with `WrongPlayer` if it
+    /// belongs to another player.
+    pub fn open(dir: &Path, player: &str, opts: &Options) -> Result<Vault> {
+        Self::open_inner(dir, Some(player), opts)
+    }
+
+    /// Opens an existing vault whatever its player (for admin commands).
+    pub fn open_existing(dir: &Path, opts: &Options) -> Result<Vault> {
+        if !dir.join("meta.redb").exists() {
+            return Err(Error::io(dir.join("meta.redb"), io::ErrorKind::NotFound.into()));
+        }
+        Self::open_inner(dir, None, opts)
+    }
+
+    fn open_inner(dir: &Path, player: Option<&str>, opts: &Options) -> Result<Vault> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let faults = opts.faults.clone();
+        let chunks =
+            Arc::new(ChunkStore::open(dir, faults.clone()).map_err(|e| Error::io(dir, e))?);
+        let db = open_db(&dir.join("meta.redb"), opts)?;
+        let (player, was_open) = init_meta(&db, dir, player)?;
+        let vault = Vault {
+            dir: dir.to_path_buf(),
+            db,
+            chunks,
+            player,
+            faults,
+            dirty: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            recovered: was_open,
+            _lock: lock,
+        };
+        if was_open {
+            tracing::warn!(dir = %dir.display(), "store was not closed cleanly; recovering");
+            vault.sweep_stray_chunks()?;
+        }
+        vault.reap_orphans()?;
+        Ok(vault)
+    }
+
+    /// Whether this open found the store not closed cleanly (and recovered it).
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn player(&self) -> PlayerId {
+        self.player.id
+    }
+
+    pub fn player_name(&self) -> &str {
+        &self.player.name
+    }
+
+    /// A directory on the store's filesystem for spill files; emptied at every open.
+    pub fn tmp_dir(&self) -> &Path {
+        self.chunks.tmp_dir()
+    }
+
+    /// Runs `f` in one write transaction and commits it with the given strength.
+    /// If `f` fails, nothing it did is committed.
+    pub(crate) fn write<R>(
+        &self,
+        commit: Commit,
+        f: impl FnOnce(&WriteTransaction) -> Result<R>,
+    ) -> Result<R> {
+        if commit == Commit::Durable {
+            // Most of the fsync work happens before taking the writer lock.
+            self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(match commit {
+            Commit::CrashConsistent => redb::Durability::None,
+            Commit::Durable => redb::Durability::Immediate,
+        })?;
+        let out = f(&txn)?;
+        if commit == Commit::Durable {
+            // Chunks written by commits that raced ahead of this one are made durable too:
+            // this commit makes theirs durable.
+            self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        }
+        chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
+        txn.commit()?;
+        match commit {
+            Commit::CrashConsistent => self.dirty.store(true, Ordering::Release),
+            Commit::Durable => self.dirty.store(false, Ordering::Release),
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` with the filesystem tables open, in one transaction.
+    pub(crate) fn write_fs<R>(
+        &self,
+        commit: Commit,
+        f: impl FnOnce(&mut W) -> Result<R>,
+    ) -> Result<R> {
+        self.write(commit, |txn| {
+            let mut w = W::open(txn)?;
+            f(&mut w)
+        })
+    }
+
+    pub(crate) fn read_txn(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Makes every commit so far durable. Cheap when nothing is pending.
+    pub fn sync(&self) -> Result<()> {
+        if self.dirty.load(Ordering::Acquire) {
+            self.write(Commit::Durable, |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether some crash-consistent commit is not yet durable.
+    pub fn has_unsynced(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// Closes the store cleanly: everything durable, the crash marker cleared.
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.write(Commit::Durable, |txn| {
+            let mut meta = txn.open_table(META)?;
+            meta.remove(META_OPEN)?;
+            Ok(())
+        })
+    }
+
+    // ----- reads -----
+
+    pub fn node(&self, id: NodeId) -> Result<Node> {
+        let txn = self.read_txn()?;
+        let nodes = txn.open_table(NODES)?;
+        match nodes.get(id.0)? {
+            Some(v) => decode("node", v.value()),
+            None => Err(Error::NoSuchNode(id)),
+        }
+    }
+
+    /// The node named `name` in directory `parent`.
+    pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<Node> {
+        validate_name(name)?;
+        let txn = self.read_txn()?;
+        let nodes = txn.open_table(NODES)?;
+        let dir: Node = match nodes.get(parent.0)? {
+            Some(v) => decode("node", v.value())?,
+            None => return Err(Error::NoSuchNode(parent)),
+        };
+        if dir.kind != NodeKind::Dir {
+            return Err(Error::NotADirectory(parent));
+        }
+        let entries = txn.open_table(ENTRIES)?;
+        let child = match entries.get((parent.0, name))? {
+            Some(v) => v.value().0,
+            None => return Err(Error::NotFound { parent, name: lossy(name) }),
+        };
+        match nodes.get(child)? {
+            Some(v) => decode("node", v.value()),
+            None => Err(Error::NoSuchNode(NodeId(child))),
+        }
+    }
+
+    /// Up to `limit` entries of `dir` in position order, starting after position `after`
+    /// (0 for the start). Positions are stable, so they serve as readdir cookies.
+    pub fn list(&self, dir: NodeId, after: u64, limit: usize) -> Result<Vec<DirEntry>> {
+        let txn = self.read_txn()?;
+        let nodes = txn.open_table(NODES)?;
+        let node: Node = match nodes.get(dir.0)? {
+            Some(v) => decode("node", v.value())?,
+            None => return Err(Error::NoSuchNode(dir)),
+        };
+        if node.kind != NodeKind::Dir {
+            return Err(Error::NotADirectory(dir));
+        }
+        let order = txn.open_table(ORDER)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let mut out = Vec::new();
+        let start = after.saturating_add(1);
+        for row in order.range((dir.0, start)..=(dir.0, u64::MAX))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, name) = row?;
+            let name = name.value().to_vec();
+            let Some(e) = entries.get((dir.0, name.as_slice()))? else {
+                return Err(Error::CorruptRecord("order", format!("{dir} lists a missing entry")));
+            };
+            let child = NodeId(e.value().0);
+            let kind = match nodes.get(child.0)? {
+                Some(v) => decode::<Node>("node", v.value())?.kind,
+                None => return Err(Error::NoSuchNode(child)),
+            };
+            out.push(DirEntry { name, node: child, kind, position: k.value().1 });
+        }
+        Ok(out)
+    }
+
+    /// The parent of a directory (the root is its own parent).
+    pub fn parent_of(&self, dir: NodeId) -> Result<NodeId> {
+        let node = self.node(dir)?;
+        Ok(node.parent.unwrap_or(NodeId::ROOT))
+    }
+
+    // ----- payloads -----
+
+    /// A streaming writer for a new payload. Commit the result with `set_content`,
+    /// `create` or `place_staged`.
+    pub fn payload_writer(&self) -> PayloadWriter {
+        PayloadWriter::new(self.chunks.clone())
+    }
+
+    /// Stores a payload held in memory.
+    pub fn stage(&self, bytes: &[u8]) -> Result<StagedLeaf> {
+        let mut w = self.payload_writer();
+        io::Write::write_all(&mut w, bytes).map_err(|e| Error::io(self.tmp_dir(), e))?;
+        w.finish().map_err(|e| Error::io(self.chunks.chunk_dir(), e))
+    }
+
+    /// Size of a stored leaf.
+    pub fn leaf_size(&self, leaf: &Hash) -> Result<u64> {
+        let txn = self.read_txn()?;
+        let leaves = txn.open_table(LEAVES)?;
+        match leaves.get(leaf)? {
+            Some(v) => Ok(decode::<LeafRecord>("leaf", v.value())?.size),
+            None => Err(Error::NoSuchArtifact(ArtifactId::Blob(*leaf))),
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes of a leaf at `offset`; returns how many were read
+    /// (fewer only at the end). Every byte comes from a verified chunk.
+    pub fn read_at(&self, leaf: &Hash, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let txn = self.read_txn()?;
+        let leaves = txn.open_table(LEAVES)?;
+        let rec: LeafRecord = match leaves.get(leaf)? {
+            Some(v) => decode("leaf", v.value())?,
+            None => return Err(Error::NoSuchArtifact(ArtifactId::Blob(*leaf))),
+        };
+        if offset >= rec.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = usize::try_from((rec.size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
+        if rec.inline {
+            let inline = txn.open_table(INLINE)?;
+            let Some(v) = inline.get(leaf)? else {
+                return Err(Error::MissingChunk { leaf: ArtifactId::Blob(*leaf), chunk: *leaf });
+            };
+            let bytes = v.value();
+            if blake3::hash(bytes).as_bytes() != leaf {
+                return Err(Error::Integrity { leaf: ArtifactId::Blob(*leaf), chunk: *leaf });
+            }
+            let start = offset as usize;
+            buf[..want].copy_from_slice(&bytes[start..start + want]);
+            return Ok(want);
+        }
+        let table = txn.open_table(LEAF_CHUNKS)?;
+        let first = table
+            .range((leaf, 0)..=(leaf, offset))?
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.value().1)
+            .ok_or_else(|| Error::CorruptRecord("leaf_chunks", "no chunk at offset".into()))?;
+        let mut done = 0usize;
+        for row in table.range((leaf, first)..=(leaf, u64::MAX))? {
+            if done >= want {
+                break;
+            }
+            let (k, v) = row?;
+            let chunk_off = k.value().1;
+            let (chunk, len) = v.value();
+            let data = self.read_chunk(leaf, chunk, len)?;
+            let pos = offset + done as u64;
+            let in_chunk = (pos - chunk_off) as usize;
+            let n = (data.len() - in_chunk).min(want - done);
+            buf[done..done + n].copy_from_slice(&data[in_chunk..in_chunk + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    pub(crate) fn read_chunk(&self, leaf: &Hash, chunk: &Hash, len: u32) -> Result<Arc<[u8]>> {
+        self.chunks.read(chunk, len).map_err(|e| match e {
+            ChunkReadError::Missing => {
+                Error::MissingChunk { leaf: ArtifactId::Blob(*leaf), chunk: *chunk }
+            }
+            ChunkReadError::Corrupt => {
+                Error::Integrity { leaf: ArtifactId::Blob(*leaf), chunk: *chunk }
+            }
+            ChunkReadError::Io(path, e) => Error::io(path, e),
+        })
+    }
+
+    /// A streaming reader over a leaf's content.
+    pub fn leaf_reader(&self, leaf: &Hash) -> Result<LeafReader<'_>> {
+        let size = self.leaf_size(leaf)?;
+        Ok(LeafReader { vault: self, leaf: *leaf, pos: 0, size })
+    }
+
+    /// Reads a whole leaf into memory (for small payloads and tests).
+    pub fn read_all(&self, leaf: &Hash) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut r = self.leaf_reader(leaf)?;
+        r.read_to_end(&mut out).map_err(|e| match e.downcast::<Error>() {
+            Ok(inner) => inner,
+            Err(e) => Error::io(self.dir.clone(), e),
+        })?;
+        Ok(out)
+    }
+
+    // ----- node mutations -----
+
+    /// Creates a node named `name` in `parent`. A file gets `content`, or the empty leaf.
+    pub fn create(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        spec: &NewNode,
+        content: Option<StagedLeaf>,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<Node> {
+        validate_name(name)?;
+        let content = match (spec.kind, content) {
+            (NodeKind::File, Some(c)) => Some(c),
+            (NodeKind::File, None) => Some(self.stage(&[])?),
+            (_, Some(_)) => return Err(Error::NotAFile(parent)),
+            (_, None) => None,
+        };
+        self.write_fs(commit, |w| {
+            let (mut dir, dir_tree) = w.dir(parent)?;
+            if dir.nlink == 0 {
+                return Err(Error::NotFound { parent, name: lossy(name) });
+            }
+            if w.entry(parent, name)?.is_some() {
+                return Err(Error::Exists { parent, name: lossy(name) });
+            }
+            let id = w.alloc_node()?;
+            let mut node = new_node(id, spec, now);
+            match spec.kind {
+                NodeKind::File => {
+                    if let Some(staged) = &content {
+                        w.register_leaf(staged, now)?;
+                        w.leaf_incref(&staged.hash)?;
+                        node.content = Some(staged.hash);
+                        node.size = staged.size;
+                    }
+                }
+                NodeKind::Dir => {
+                    let tree_id = random_id()?;
+                    let parent_name = self.name_in_parent(w, &dir)?;
+                    let tree = TreeRecord {
+                        node: id,
+                        tree_type: TreeType::infer(&parent_name, name),
+                        steward: dir_tree.steward,
+                        audience: Vec::new(),
+                        next_position: 1,
+                        created_at: now,
+                    };
+                    w.put_tree(&tree_id, &tree)?;
+                    node.tree = Some(tree_id);
+                    node.nlink = 2;
+                    node.parent = Some(parent);
+                    dir.nlink = dir.nlink.checked_add(1).ok_or(Error::TooManyLinks(parent))?;
+                }
+                NodeKind::Symlink => {
+                    let target = spec.symlink.clone().unwrap_or_default();
+                    node.size = target.len() as u64;
+                    node.symlink = Some(target);
+                }
+                NodeKind::Fifo
+                | NodeKind::Socket
+                | NodeKind::CharDevice
+                | NodeKind::BlockDevice => {}
+            }
+            w.put_node(&node)?;
+            w.add_entry(&dir, name, id, None)?;
+            w.touch_dir(&mut dir, now)?;
+            Ok(node)
+        })
+    }
+
+    /// The name a directory has in its parent (empty for the root).
+    fn name_in_parent(&self, w: &W, dir: &Node) -> Result<Vec<u8>> {
+        let Some(parent) = dir.parent else { return Ok(Vec::new()) };
+        for row in w.entries.range((parent.0, &[][..])..)? {
+            let (k, v) = row?;
+            let (p, name) = k.value();
+            if p != parent.0 {
+                break;
+            }
+            if v.value().0 == dir.id.0 {
+                return Ok(name.to_vec());
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Adds a hard link to `node` named `name` in `parent`.
+    pub fn link(
+        &self,
+        node: NodeId,
+        parent: NodeId,
+        name: &[u8],
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<Node> {
+        validate_name(name)?;
+        self.write_fs(commit, |w| {
+            let mut target = w.node(node)?;
+            if target.kind == NodeKind::Dir {
+                return Err(Error::NotPermitted(node, "hard link to a directory"));
+            }
+            if target.nlink == 0 {
+                return Err(Error::NoSuchNode(node));
+            }
+            if target.nlink >= LINK_MAX {
+                return Err(Error::TooManyLinks(node));
+            }
+            let (mut dir, _) = w.dir(parent)?;
+            if dir.nlink == 0 {
+                return Err(Error::NotFound { parent, name: lossy(name) });
+            }
+            if w.entry(parent, name)?.is_some() {
+                return Err(Error::Exists { parent, name: lossy(name) });
+            }
+            target.nlink += 1;
+            target.ctime = now;
+            w.put_node(&target)?;
+            w.add_entry(&dir, name, node, None)?;
+            w.touch_dir(&mut dir, now)?;
+            Ok(target)
+        })
+    }
+
+    /// Removes the entry `name` from `parent`: `unlink(2)` when `dir` is false, `rmdir(2)`
+    /// when true. Returns the node as it is now; at zero links it is an orphan until `reap`.
+    pub fn remove(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        dir: bool,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<Node> {
+        validate_name(name)?;
+        self.write_fs(commit, |w| {
+            let (mut pnode, _) = w.dir(parent)?;
+            let Some((child, _)) = w.entry(parent, name)? else {
+                return Err(Error::NotFound { parent, name: lossy(name) });
+            };
+            let mut node = w.node(child)?;
+            match (dir, node.kind == NodeKind::Dir) {
+                (false, true) => return Err(Error::IsADirectory(child)),
+                (true, false) => return Err(Error::NotADirectory(child)),
+                (true, true) => {
+                    if !w.is_empty_dir(child)? {
+                        return Err(Error::NotEmpty(child));
+                    }
+                    pnode.nlink = pnode.nlink.saturating_sub(1);
+                }
+                (false, false) => {}
+            }
+            w.remove_entry(parent, name)?;
+            w.drop_link(&mut node, now)?;
+            w.touch_dir(&mut pnode, now)?;
+            Ok(node)
+        })
+    }
+
+    /// Renames `src_name` in `src_parent` to `dst_name` in `dst_parent`, as `renameat2(2)`.
+    /// Returns the node that was replaced, if any, as it is now (it may be an orphan).
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+    pub fn rename(
+        &self,
+        src_parent: NodeId,
+        src_name: &[u8],
+        dst_parent: NodeId,
+        dst_name: &[u8],
+        mode: RenameMode,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<Option<Node>> {
+        validate_name(src_name)?;
+        validate_name(dst_name)?;
+        self.write_fs(commit, |w| {
+            w.dir(src_parent)?;
+            let (dst_dir, _) = w.dir(dst_parent)?;
+            let Some((src, src_pos)) = w.entry(src_parent, src_name)? else {
+                return Err(Error::NotFound { parent: src_parent, name: lossy(src_name) });
+            };
+            let dst = w.entry(dst_parent, dst_name)?;
+            let mut src_node = w.node(src)?;
+            let src_is_dir = src_node.kind == NodeKind::Dir;
+            if src_is_dir && w.is_within(dst_parent, src)? {
+                return Err(Error::Cycle(src, dst_parent));
+            }
+            if dst_dir.nlink == 0 {
+                return Err(Error::NotFound { parent: dst_parent, name: lossy(dst_name) });
+            }
+            let same_parent = src_parent == dst_parent;
+
+            if mode == RenameMode::Exchange {
+                let Some((dst, dst_pos)) = dst else {
+                    return Err(Error::NotFound { parent: dst_parent, name: lossy(dst_name) });
+                };
+                if dst == src {
+                    return Ok(None);
+                }
+                let mut dst_node = w.node(dst)?;
+                let dst_is_dir = dst_node.kind == NodeKind::Dir;
+                if dst_is_dir && w.is_within(src_parent, dst)? {
+                    return Err(Error::Cycle(dst, src_parent));
+                }
+                w.entries.insert((src_parent.0, src_name), (dst.0, src_pos))?;
+                w.entries.insert((dst_parent.0, dst_name), (src.0, dst_pos))?;
+                if !same_parent {
+                    if src_is_dir {
+                        src_node.parent = Some(dst_parent);
+                    }
+                    if dst_is_dir {
+                        dst_node.parent = Some(src_parent);
+                    }
+                    let delta = i64::from(src_is_dir) - i64::from(dst_is_dir);
+                    let mut sp = w.node(src_parent)?;
+                    let mut dp = w.node(dst_parent)?;
+                    sp.nlink = sp.nlink.saturating_add_signed(-delta as i32);
+                    dp.nlink = dp.nlink.saturating_add_signed(delta as i32);
+                    w.put_node(&sp)?;
+                    w.put_node(&dp)?;
+                }
+                src_node.ctime = now;
+                dst_node.ctime = now;
+                w.put_node(&src_node)?;
+                w.put_node(&dst_node)?;
+                Self::touch_parents(w, src_parent, dst_parent, now)?;
+                return Ok(None);
+            }
+
+            let mut replaced = None;
+            let mut position = None;
+            if let Some((dst, dst_pos)) = dst {
+                if mode == RenameMode::NoReplace {
+                    return Err(Error::Exists { parent: dst_parent, name: lossy(dst_name) });
+                }
+                if dst == src {
+                    // Two names for one node: POSIX says do nothing.
+                    return Ok(None);
+                }
+                let mut dst_node = w.node(dst)?;
+                let dst_is_dir = dst_node.kind == NodeKind::Dir;
+                match (src_is_dir, dst_is_dir) {
+                    (true, false) => return Err(Error::NotADirectory(dst)),
+                    (false, true) => return Err(Error::IsADirectory(dst)),
+                    (true, true) if !w.is_empty_dir(dst)? => return Err(Error::NotEmpty(dst)),
+                    _ => {}
+                }
+                w.remove_entry(dst_parent, dst_name)?;
+                if dst_is_dir {
+                    let mut dp = w.node(dst_parent)?;
+                    dp.nlink = dp.nlink.saturating_sub(1);
+                    w.put_node(&dp)?;
+                }
+                w.drop_link(&mut dst_node, now)?;
+                replaced = Some(dst_node);
+                // The new entry takes over the replaced one's place in the listing.
+                position = Some(dst_pos);
+            } else if same_parent {
+                position = Some(src_pos);
+            }
+            w.remove_entry(src_parent, src_name)?;
+            let dst_dir = w.node(dst_parent)?;
+            w.add_entry(&dst_dir, dst_name, src, position)?;
+            if src_is_dir && !same_parent {
+                src_node.parent = Some(dst_parent);
+                let mut sp = w.node(src_parent)?;
+                sp.nlink = sp.nlink.saturating_sub(1);
+                w.put_node(&sp)?;
+                let mut dp = w.node(dst_parent)?;
+                dp.nlink = dp.nlink.saturating_add(1);
+                w.put_node(&dp)?;
+            }
+            src_node.ctime = now;
+            w.put_node(&src_node)?;
+            Self::touch_parents(w, src_parent, dst_parent, now)?;
+            Ok(replaced)
+        })
+    }
+
+    fn touch_parents(w: &mut W, a: NodeId, b: NodeId, now: Timestamp) -> Result<()> {
+        let mut pa = w.node(a)?;
+        w.touch_dir(&mut pa, now)?;
+        if a != b {
+            let mut pb = w.node(b)?;
+            w.touch_dir(&mut pb, now)?;
+        }
+        Ok(())
+    }
+
+    /// Changes attributes. A change of mode or owner sets ctime to `now`.
+    pub fn set_attr(
+        &self,
+        id: NodeId,
+        attr: &SetAttr,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<Node> {
+        self.write_fs(commit, |w| {
+            let mut node = w.node(id)?;
+            if let Some(p) = attr.perm {
+                node.perm = p & 0o7777;
+            }
+            if let Some(u) = attr.uid {
+                node.uid = u;
+            }
+            if let Some(g) = attr.gid {
+                node.gid = g;
+            }
+            if let Some(t) = attr.atime {
+                node.atime = t;
+            }
+            if let Some(t) = attr.mtime {
+                node.mtime = t;
+            }
+            node.ctime = attr.ctime.unwrap_or(now);
+            w.put_node(&node)?;
+            Ok(node)
+        })
+    }
+
+    /// Points a file node at new content. `mtime` and ctime become `now`.
+    pub fn set_content(
+        &self,
+        id: NodeId,
+        staged: &StagedLeaf,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<Node> {
+        self.write_fs(commit, |w| {
+            let mut node = w.node(id)?;
+            match node.kind {
+                NodeKind::File => {}
+                NodeKind::Dir => return Err(Error::IsADirectory(id)),
+                _ => return Err(Error::NotAFile(id)),
+            }
+            w.register_leaf(staged, now)?;
+            w.leaf_incref(&staged.hash)?;
+            if let Some(old) = node.content {
+                w.leaf_decref(&old, now)?;
+            }
+            node.content = Some(staged.hash);
+            node.size = staged.size;
+            node.mtime = now;
+            node.ctime = now;
+            w.put_node(&node)?;
+            Ok(node)
+        })
+    }
+
+    /// Deletes a node that has no links left. Call it once nothing holds the node open.
+    /// Returns whether anything was deleted.
+    pub fn reap(&self, id: NodeId, commit: Commit) -> Result<bool> {
+        self.write_fs(commit, |w| w.reap(id, Timestamp::now()))
+    }
+
+    /// Reaps every orphan: at open nothing can hold one.
+    fn reap_orphans(&self) -> Result<()> {
+        let ids: Vec<u64> = {
+            let txn = self.read_txn()?;
+            let t = txn.open_table(ORPHANS)?;
+            t.iter()?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write_fs(Commit::Durable, |w| {
+            for id in ids {
+                w.reap(NodeId(id), Timestamp::now())?;
+            }
+            Ok(())
+        })
+    }
+
+    // ----- xattrs -----
+
+    pub fn get_xattr(&self, id: NodeId, name: &[u8]) -> Result<Vec<u8>> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(XATTRS)?;
+        match t.get((id.0, name))? {
+            Some(v) => Ok(v.value().to_vec()),
+            None => {
+                self.node(id)?;
+                Err(Error::NoXattr(lossy(name)))
+            }
+        }
+    }
+
+    pub fn list_xattrs(&self, id: NodeId) -> Result<Vec<Vec<u8>>> {
+        self.node(id)?;
+        let txn = self.read_txn()?;
+        let t = txn.open_table(XATTRS)?;
+        let mut out = Vec::new();
+        for row in t.range((id.0, &[][..])..)? {
+            let (k, _) = row?;
+            let (n, name) = k.value();
+            if n != id.0 {
+                break;
+            }
+            out.push(name.to_vec());
+        }
+        Ok(out)
+    }
+
+    pub fn set_xattr(
+        &self,
+        id: NodeId,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<()> {
+        if name.is_empty() || name.len() > NAME_MAX {
+            return Err(Error::NameTooLong(name.len()));
+        }
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(Error::XattrTooLarge(value.len()));
+        }
+        self.write_fs(commit, |w| {
+            let mut node = w.node(id)?;
+            let exists = w.xattrs.get((id.0, name))?.is_some();
+            match (mode, exists) {
+                (XattrMode::Create, true) => return Err(Error::XattrExists(lossy(name))),
+                (XattrMode::Replace, false) => return Err(Error::NoXattr(lossy(name))),
+                _ => {}
+            }
+            w.xattrs.insert((id.0, name), value)?;
+            node.ctime = now;
+            w.put_node(&node)
+        })
+    }
+
+    pub fn remove_xattr(
+        &self,
+        id: NodeId,
+        name: &[u8],
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<()> {
+        self.write_fs(commit, |w| {
+            let mut node = w.node(id)?;
+            if w.xattrs.remove((id.0, name))?.is_none() {
+                return Err(Error::NoXattr(lossy(name)));
+            }
+            node.ctime = now;
+            w.put_node(&node)
+        })
+    }
+
+    // ----- figures -----
+
+    pub fn stats(&self) -> Result<Stats> {
+        let txn = self.read_txn()?;
+        let mut s = Stats {
+            nodes: txn.open_table(NODES)?.len()?,
+            trees: txn.open_table(TREES)?.len()?,
+            leaves: txn.open_table(LEAVES)?.len()?,
+            unreferenced_leaves: txn.open_table(UNREFERENCED)?.len()?,
+            chunks: txn.open_table(CHUNKS)?.len()?,
+            ..Stats::default()
+        };
+        for row in txn.open_table(LEAVES)?.iter()? {
+            let (_, v) = row?;
+            let rec: LeafRecord = decode("leaf", v.value())?;
+            s.logical_bytes += rec.size;
+            if rec.inline {
+                s.inline_bytes += rec.size;
+            }
+        }
+        for row in txn.open_table(CHUNKS)?.iter()? {
+            let (_, v) = row?;
+            s.chunk_bytes += u64::from(v.value().0);
+        }
+        for row in txn.open_table(NODES)?.iter()? {
+            let (_, v) = row?;
+            if decode::<Node>("node", v.value())?.kind == NodeKind::File {
+                s.files += 1;
+            }
+        }
+        s.db_bytes = fs::metadata(self.dir.join("meta.redb")).map_or(0, |m| m.len());
+        Ok(s)
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            tracing::error!(error = %e, "closing the store failed; it will recover at next open");
+        }
+    }
+}
+
+/// A `Read` over a leaf's content. Errors from the store are wrapped in `io::Error` and can
+/// be recovered with `io::Error::downcast::<Error>`.
+#[derive(Debug)]
+pub struct LeafReader<'v> {
+    vault: &'v Vault,
+    leaf: Hash,
+    pos: u64,
+    size: u64,
+}
+
+impl LeafReader<'_> {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Read for LeafReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.size {
+            return Ok(0);
+        }
+        let n = self.vault.read_at(&self.leaf, self.pos, buf).map_err(io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn open_db(path: &Path, opts: &Options) -> Result<Database> {
+    let mut builder = Database::builder();
+    if let Some(bytes) = opts.cache_bytes {
+        builder.set_cache_size(bytes);
+    }
+    let db = match &opts.faults {
+        None => builder.create(path)?,
+        Some(faults) => {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
+            let inner = redb::backends::FileBackend::new(file)?;
+            builder.create_with_backend(crate::faulty::FaultyBackend::new(inner, faults.clone()))?
+        }
+    };
+    Ok(db)
+}
+
+/// Creates or checks the store-wide records, and sets the crash marker durably.
+/// Returns the player and whether the marker was already set (an unclean shutdown).
+fn init_meta(db: &Database, dir: &Path, player: Option<&str>) -> Result<(PlayerRecord, bool)> {
+    let txn = db.begin_write()?;
+    let out = {
+        let mut w = W::open(&txn)?;
+        let format = w.meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
+        let rec = if let Some(format) = format {
+            let found = u32::try_from(bytes_u64("format", &format)?).unwrap_or(u32::MAX);
+            if found != FORMAT_VERSION {
+                return Err(Error::UnsupportedVersion { path: dir.to_path_buf(), found });
+            }
+            let rec: PlayerRecord = match w.meta.get(META_PLAYER)? {
+                Some(v) => decode("player", v.value())?,
+                None => return Err(Error::CorruptRecord("meta", "no player".into())),
+            };
+            if let Some(p) = player
+                && p != rec.name
+            {
+                return Err(Error::WrongPlayer { found: rec.name, requested: p.to_owned() });
+            }
+            rec
+        } else {
+            let Some(name) = player else {
+                return Err(Error::CorruptRecord("meta", "store was never initialised".into()));
+            };
+            let rec = PlayerRecord { id: PlayerId::from_name(name), name: name.to_owned() };
+            let now = Timestamp::now();
+            w.meta.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
+            w.meta.insert(META_PLAYER, encode(&rec).as_slice())?;
+            w.meta.insert(META_CREATED, encode(&now).as_slice())?;
+            w.meta.insert(META_NEXT_NODE, u64_bytes(NodeId::FIRST_DYNAMIC).as_slice())?;
+            let tree_id = random_id()?;
+            let mut root = new_node(NodeId::ROOT, &NewNode::dir(0o755), now);
+            root.nlink = 2;
+            root.tree = Some(tree_id);
+            w.put_node(&root)?;
+            let tree = TreeRecord {
+                node: NodeId::ROOT,
+                tree_type: TreeType::Vault,
+                steward: rec.id,
+                audience: Vec::new(),
+                next_position: 1,
+                created_at: now,
+            };
+            w.put_tree(&tree_id, &tree)?;
+            rec
+        };
+        let was_open = w.meta.get(META_OPEN)?.is_some();
+        w.meta.insert(META_OPEN, &[1u8][..])?;
+        (rec, was_open)
+    };
+    txn.commit()?;
+    Ok(out)
+}

@@ -1,0 +1,142 @@
+//! Streaming payload import: bytes go in through `std::io::Write`, a `StagedLeaf` comes out.
+//!
+//! The writer hashes the whole content (the leaf id, equal to `b3sum`) and cuts it into
+//! FastCDC chunks as the bytes arrive, so memory stays at about one maximum chunk however
+//! large the payload. Payloads of at most `INLINE_MAX` bytes are kept for inline storage.
+//!
+//! A chunk is cut as soon as `CHUNK_MAX` bytes are buffered: FastCDC's cut point depends only
+//! on the bytes from the chunk's start up to `CHUNK_MAX`, so streaming gives the same chunks
+//! as chunking the whole payload at once.
+
+use std::io;
+use std::sync::Arc;
+
+use fastcdc::v2020::FastCDC;
+
+use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX};
+use crate::types::Hash;
+
+/// The bytes of a staged leaf.
+#[derive(Debug)]
+pub enum StagedBody {
+    Inline(Vec<u8>),
+    /// (chunk hash, chunk length) in order; the files are on disk and staged.
+    Chunked(Vec<(Hash, u32)>),
+}
+
+/// A payload whose bytes are stored but which no metadata names yet.
+///
+/// Commit it with `Vault::place_staged`, `Vault::set_content` or `Vault::create_file`.
+/// Until then (and if it is dropped) its chunks are protected from GC; dropping it without
+/// committing leaves at most unreferenced chunk files, which GC reclaims.
+#[derive(Debug)]
+pub struct StagedLeaf {
+    pub hash: Hash,
+    pub size: u64,
+    pub(crate) body: StagedBody,
+    store: Arc<ChunkStore>,
+}
+
+impl StagedLeaf {
+    pub fn is_inline(&self) -> bool {
+        matches!(self.body, StagedBody::Inline(_))
+    }
+}
+
+impl Drop for StagedLeaf {
+    fn drop(&mut self) {
+        if let StagedBody::Chunked(chunks) = &self.body {
+            let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
+            self.store.unstage(&hashes);
+        }
+    }
+}
+
+/// Streams a payload into the store. Obtain one from `Vault::payload_writer`.
+pub struct PayloadWriter {
+    store: Arc<ChunkStore>,
+    hasher: blake3::Hasher,
+    buf: Vec<u8>,
+    chunks: Vec<(Hash, u32)>,
+    size: u64,
+}
+
+impl std::fmt::Debug for PayloadWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadWriter").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+impl PayloadWriter {
+    pub(crate) fn new(store: Arc<ChunkStore>) -> Self {
+        PayloadWriter {
+            store,
+            hasher: blake3::Hasher::new(),
+            buf: Vec::with_capacity(INLINE_MAX),
+            chunks: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    fn cut_ready_chunks(&mut self, at_end: bool) -> io::Result<()> {
+        let mut start = 0;
+        while self.buf.len() - start >= CHUNK_MAX || (at_end && start < self.buf.len()) {
+            let rest = &self.buf[start..];
+            let len = FastCDC::new(rest, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+                .next()
+                .map_or(rest.len(), |c| c.length);
+            let chunk = &rest[..len];
+            let hash = *blake3::hash(chunk).as_bytes();
+            self.store.put(&hash, chunk)?;
+            self.chunks.push((hash, len as u32));
+            start += len;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+
+    /// Stores what is left and returns the staged leaf.
+    pub fn finish(mut self) -> io::Result<StagedLeaf> {
+        let hash = *self.hasher.finalize().as_bytes();
+        let body = if self.chunks.is_empty() && self.buf.len() <= INLINE_MAX {
+            StagedBody::Inline(std::mem::take(&mut self.buf))
+        } else {
+            self.cut_ready_chunks(true)?;
+            StagedBody::Chunked(std::mem::take(&mut self.chunks))
+        };
+        Ok(StagedLeaf { hash, size: self.size, body, store: self.store.clone() })
+    }
+}
+
+impl io::Write for PayloadWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 2 * CHUNK_MAX {
+            self.cut_ready_chunks(false)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PayloadWriter {
+    fn drop(&mut self) {
+        // Chunks of an abandoned import are unstaged; GC reclaims their files.
+        let hashes: Vec<Hash> = self.chunks.iter().map(|c| c.0).collect();
+        self.store.unstage(&hashes);
+    }
+}
