@@ -1,0 +1,52 @@
+//! Helpers shared by the store's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use indras_artifacts::{Commit, NewNode, Node, NodeId, Options, Timestamp, Vault};
+
+/// Deterministic pseudo-random bytes (BLAKE3 XOF of a seed).
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+    out
+}
+
+pub fn open(dir: &Path) -> Vault {
+    Vault::open(dir, "alice", &Options::default()).expect("open vault")
+}
+
+pub fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// Creates (or replaces the content of) a file at the root.
+pub fn put(v: &Vault, name: &str, content: &[u8], commit: Commit) -> Node {
+    let staged = v.stage(content).expect("stage");
+    match v.lookup(NodeId::ROOT, name.as_bytes()) {
+        Ok(node) => v.set_content(node.id, &staged, now(), commit).expect("set_content"),
+        Err(_) => v
+            .create(NodeId::ROOT, name.as_bytes(), &NewNode::file(0o644), Some(staged), now(), commit)
+            .expect("create"),
+    }
+}
+
+pub fn get(v: &Vault, name: &str) -> Vec<u8> {
+    let node = v.lookup(NodeId::ROOT, name.as_bytes()).expect("lookup");
+    v.read_all(&node.content.expect("file has content")).expect("read")
+}
+
+/// Total bytes of regular files under `dir`.
+pub fn disk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            total += disk_bytes(&entry.path());
+        } else {
+            total += meta.len();
+        }
+    }
+    total
+}

@@ -1,0 +1,282 @@
+//! Directory semantics and bad input: every failure is a typed error, never a panic.
+
+mod common;
+
+use common::{get, now, open, put};
+use indras_artifacts::{
+    AccessMode, ArtifactId, AttentionKind, Commit, Error, FsckOptions, LeafType, NewNode, NodeId,
+    PlayerId, RenameMode, Timestamp, TreeType, XattrMode,
+};
+
+const CC: Commit = Commit::CrashConsistent;
+
+#[test]
+fn bad_names_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let f = NewNode::file(0o644);
+    let long = vec![b'x'; 256];
+    let cases: Vec<(&[u8], fn(&Error) -> bool)> = vec![
+        (b"a/b", |e| matches!(e, Error::InvalidName { .. })),
+        (b"a\0b", |e| matches!(e, Error::InvalidName { .. })),
+        (b"", |e| matches!(e, Error::InvalidName { .. })),
+        (b".", |e| matches!(e, Error::InvalidName { .. })),
+        (b"..", |e| matches!(e, Error::InvalidName { .. })),
+        (&long, |e| matches!(e, Error::NameTooLong(256))),
+    ];
+    for (name, ok) in cases {
+        let err = v.create(NodeId::ROOT, name, &f, None, now(), CC).unwrap_err();
+        assert!(ok(&err), "{name:?}: {err}");
+        assert!(v.lookup(NodeId::ROOT, name).is_err());
+    }
+    // 255 bytes is fine, and so is a non-UTF-8 name, stored as bytes.
+    v.create(NodeId::ROOT, &[b'y'; 255], &f, None, now(), CC).unwrap();
+    v.create(NodeId::ROOT, b"caf\xe9", &f, None, now(), CC).unwrap();
+    assert_eq!(v.lookup(NodeId::ROOT, b"caf\xe9").unwrap().size, 0);
+}
+
+#[test]
+fn missing_parent_and_wrong_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let f = NewNode::file(0o644);
+    assert!(matches!(
+        v.create(NodeId(9999), b"x", &f, None, now(), CC),
+        Err(Error::NoSuchNode(NodeId(9999)))
+    ));
+    let file = v.create(NodeId::ROOT, b"file", &f, None, now(), CC).unwrap();
+    assert!(matches!(v.create(file.id, b"x", &f, None, now(), CC), Err(Error::NotADirectory(_))));
+    assert!(matches!(v.lookup(file.id, b"x"), Err(Error::NotADirectory(_))));
+    assert!(matches!(v.create(NodeId::ROOT, b"file", &f, None, now(), CC), Err(Error::Exists { .. })));
+    assert!(matches!(v.lookup(NodeId::ROOT, b"nope"), Err(Error::NotFound { .. })));
+    let d = v.create(NodeId::ROOT, b"d", &NewNode::dir(0o755), None, now(), CC).unwrap();
+    assert!(matches!(v.remove(NodeId::ROOT, b"d", false, now(), CC), Err(Error::IsADirectory(_))));
+    assert!(matches!(v.remove(NodeId::ROOT, b"file", true, now(), CC), Err(Error::NotADirectory(_))));
+    v.create(d.id, b"inner", &f, None, now(), CC).unwrap();
+    assert!(matches!(v.remove(NodeId::ROOT, b"d", true, now(), CC), Err(Error::NotEmpty(_))));
+    assert!(matches!(v.link(d.id, NodeId::ROOT, b"dl", now(), CC), Err(Error::NotPermitted(..))));
+    let staged = v.stage(b"x").unwrap();
+    assert!(matches!(v.set_content(d.id, &staged, now(), CC), Err(Error::IsADirectory(_))));
+}
+
+#[test]
+fn moving_a_tree_into_its_own_child_is_a_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let a = v.create(NodeId::ROOT, b"a", &NewNode::dir(0o755), None, now(), CC).unwrap();
+    let b = v.create(a.id, b"b", &NewNode::dir(0o755), None, now(), CC).unwrap();
+    let c = v.create(b.id, b"c", &NewNode::dir(0o755), None, now(), CC).unwrap();
+    for (target, name) in [(a.id, &b"self"[..]), (b.id, b"x"), (c.id, b"y")] {
+        let err = v.rename(NodeId::ROOT, b"a", target, name, RenameMode::Replace, now(), CC);
+        assert!(matches!(err, Err(Error::Cycle(..))), "{err:?}");
+    }
+    let err = v.rename(b.id, b"c", NodeId::ROOT, b"a", RenameMode::Exchange, now(), CC);
+    assert!(matches!(err, Err(Error::Cycle(..))), "{err:?}");
+    // Nothing moved.
+    assert_eq!(v.lookup(NodeId::ROOT, b"a").unwrap().id, a.id);
+    assert_eq!(v.lookup(b.id, b"c").unwrap().id, c.id);
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn rename_replaces_atomically_and_keeps_listing_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    put(&v, "a", b"first", CC);
+    put(&v, "target", b"old", CC);
+    put(&v, "z", b"last", CC);
+    put(&v, "target.tmp", b"new", CC);
+    let replaced = v
+        .rename(NodeId::ROOT, b"target.tmp", NodeId::ROOT, b"target", RenameMode::Replace, now(), CC)
+        .unwrap()
+        .unwrap();
+    assert_eq!(replaced.nlink, 0);
+    assert_eq!(get(&v, "target"), b"new");
+    let names: Vec<Vec<u8>> =
+        v.list(NodeId::ROOT, 0, 100).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, [&b"a"[..], b"target", b"z"]);
+    // noreplace refuses, exchange swaps.
+    let err = v.rename(NodeId::ROOT, b"a", NodeId::ROOT, b"z", RenameMode::NoReplace, now(), CC);
+    assert!(matches!(err, Err(Error::Exists { .. })));
+    v.rename(NodeId::ROOT, b"a", NodeId::ROOT, b"z", RenameMode::Exchange, now(), CC).unwrap();
+    assert_eq!(get(&v, "a"), b"last");
+    assert_eq!(get(&v, "z"), b"first");
+    let err = v.rename(NodeId::ROOT, b"a", NodeId::ROOT, b"none", RenameMode::Exchange, now(), CC);
+    assert!(matches!(err, Err(Error::NotFound { .. })));
+    v.reap(replaced.id, CC).unwrap();
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn directory_link_counts_follow_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let d = NewNode::dir(0o755);
+    let a = v.create(NodeId::ROOT, b"a", &d, None, now(), CC).unwrap();
+    let b = v.create(NodeId::ROOT, b"b", &d, None, now(), CC).unwrap();
+    v.create(a.id, b"sub", &d, None, now(), CC).unwrap();
+    assert_eq!(v.node(a.id).unwrap().nlink, 3);
+    assert_eq!(v.node(NodeId::ROOT).unwrap().nlink, 4);
+    v.rename(a.id, b"sub", b.id, b"sub", RenameMode::Replace, now(), CC).unwrap();
+    assert_eq!(v.node(a.id).unwrap().nlink, 2);
+    assert_eq!(v.node(b.id).unwrap().nlink, 3);
+    assert_eq!(v.parent_of(v.lookup(b.id, b"sub").unwrap().id).unwrap(), b.id);
+    let removed = v.remove(b.id, b"sub", true, now(), CC).unwrap();
+    assert_eq!(removed.nlink, 0);
+    assert_eq!(v.node(b.id).unwrap().nlink, 2);
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn hard_links_share_a_node_and_unlinked_open_files_survive_until_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let f = put(&v, "f", b"shared", CC);
+    let linked = v.link(f.id, NodeId::ROOT, b"g", now(), CC).unwrap();
+    assert_eq!(linked.nlink, 2);
+    put(&v, "g", b"changed", CC);
+    assert_eq!(get(&v, "f"), b"changed");
+    v.remove(NodeId::ROOT, b"f", false, now(), CC).unwrap();
+    let last = v.remove(NodeId::ROOT, b"g", false, now(), CC).unwrap();
+    assert_eq!(last.nlink, 0);
+    // Still readable by id (an open handle) until reaped.
+    assert_eq!(v.read_all(&v.node(f.id).unwrap().content.unwrap()).unwrap(), b"changed");
+    drop(v);
+    // Nothing can hold it across a restart: it is reaped at open.
+    let v = open(dir.path());
+    assert!(matches!(v.node(f.id), Err(Error::NoSuchNode(_))));
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn xattrs_follow_create_and_replace_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let f = put(&v, "f", b"", CC);
+    v.set_xattr(f.id, b"user.a", b"1", XattrMode::Create, now(), CC).unwrap();
+    assert!(matches!(
+        v.set_xattr(f.id, b"user.a", b"2", XattrMode::Create, now(), CC),
+        Err(Error::XattrExists(_))
+    ));
+    assert!(matches!(
+        v.set_xattr(f.id, b"user.b", b"2", XattrMode::Replace, now(), CC),
+        Err(Error::NoXattr(_))
+    ));
+    v.set_xattr(f.id, b"user.a", b"3", XattrMode::Replace, now(), CC).unwrap();
+    assert_eq!(v.get_xattr(f.id, b"user.a").unwrap(), b"3");
+    assert!(matches!(
+        v.set_xattr(f.id, b"user.big", &vec![0; 65 * 1024], XattrMode::Upsert, now(), CC),
+        Err(Error::XattrTooLarge(_))
+    ));
+    assert_eq!(v.list_xattrs(f.id).unwrap(), vec![b"user.a".to_vec()]);
+    v.remove_xattr(f.id, b"user.a", now(), CC).unwrap();
+    assert!(matches!(v.get_xattr(f.id, b"user.a"), Err(Error::NoXattr(_))));
+    assert!(matches!(v.remove_xattr(f.id, b"user.a", now(), CC), Err(Error::NoXattr(_))));
+}
+
+#[test]
+fn inode_numbers_are_stable_and_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = {
+        let v = open(dir.path());
+        let a = put(&v, "a", b"1", CC).id;
+        let b = put(&v, "b", b"2", CC).id;
+        v.remove(NodeId::ROOT, b"b", false, now(), CC).unwrap();
+        (a, b)
+    };
+    let v = open(dir.path());
+    assert_eq!(v.lookup(NodeId::ROOT, b"a").unwrap().id, a);
+    let c = put(&v, "c", b"3", CC).id;
+    assert!(c.0 > b.0, "{c:?} reuses or precedes {b:?}");
+    assert!(a.0 >= NodeId::FIRST_DYNAMIC);
+}
+
+#[test]
+fn the_plans_artifact_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    let root = v.root_tree().unwrap();
+    assert_eq!(root.tree_type, TreeType::Vault);
+    assert_eq!(root.steward, PlayerId::from_name("alice"));
+
+    let leaf = v.place_leaf(b"# ideas", LeafType::File, t0).unwrap();
+    assert_eq!(leaf.id, ArtifactId::Blob(*blake3::hash(b"# ideas").as_bytes()));
+    let stories = v.create_tree(root.id, b"stories", None, t0, CC).unwrap();
+    assert_eq!(stories.tree_type, TreeType::Collection);
+    let quest = v.create_tree(stories.id, b"quest-log", None, t0, CC).unwrap();
+    assert_eq!(quest.tree_type, TreeType::Story);
+    let gallery = v.create_tree(root.id, b"gallery", None, t0, CC).unwrap();
+    assert_eq!(gallery.tree_type, TreeType::Gallery);
+
+    v.compose(quest.id, leaf.id, b"002-progress.md", Some(20), 0o644, t0, CC).unwrap();
+    v.compose(quest.id, leaf.id, b"001-kickoff.md", Some(10), 0o644, t0, CC).unwrap();
+    let err = v.compose(quest.id, leaf.id, b"003.md", Some(10), 0o644, t0, CC);
+    assert!(matches!(err, Err(Error::Exists { .. })));
+    let tree = v.tree_of(quest.node).unwrap();
+    let labels: Vec<&[u8]> = tree.references.iter().map(|r| r.label.as_slice()).collect();
+    assert_eq!(labels, [&b"001-kickoff.md"[..], b"002-progress.md"], "position order");
+    assert!(tree.references.iter().all(|r| r.artifact_id == leaf.id));
+    assert!(matches!(
+        v.compose(quest.id, gallery.id, b"g", None, 0o644, t0, CC),
+        Err(Error::NotPermitted(..))
+    ));
+
+    v.move_ref(quest.id, b"001-kickoff.md", gallery.id, b"kick.md", t0, CC).unwrap();
+    assert_eq!(v.tree_of(gallery.node).unwrap().references.len(), 1);
+    v.remove_ref(gallery.id, b"kick.md", t0, CC).unwrap();
+    assert!(v.tree_of(gallery.node).unwrap().references.is_empty());
+
+    let bob = PlayerId::from_name("bob");
+    v.set_audience(quest.id, &[bob, bob], CC).unwrap();
+    assert_eq!(v.tree_of(quest.node).unwrap().audience, vec![bob]);
+    v.transfer_stewardship(quest.id, bob, CC).unwrap();
+    assert_eq!(v.steward_of(quest.node).unwrap(), bob);
+    v.set_tree_type(quest.node, TreeType::Document, CC).unwrap();
+    assert_eq!(v.tree_of(quest.node).unwrap().tree_type, TreeType::Document);
+
+    // Grants.
+    v.add_peer(bob, "Bob", t0, CC).unwrap();
+    assert_eq!(v.peers().unwrap().len(), 1);
+    v.grant(quest.id, bob, AccessMode::Revocable, t0, CC).unwrap();
+    let later = Timestamp::from_millis(1_700_000_100_000);
+    v.grant(leaf.id, bob, AccessMode::Timed { expires_at: later }, t0, CC).unwrap();
+    let grants = v.grants(Some(leaf.id)).unwrap();
+    assert_eq!(grants.len(), 1);
+    assert!(grants[0].is_active(t0) && !grants[0].is_active(later));
+    assert!(v.revoke(quest.id, bob, CC).unwrap());
+    assert!(!v.revoke(quest.id, bob, CC).unwrap());
+    v.grant(quest.id, bob, AccessMode::Permanent, t0, CC).unwrap();
+    assert!(matches!(v.revoke(quest.id, bob, CC), Err(Error::NotPermitted(..))));
+    let unknown = ArtifactId::Blob([9; 32]);
+    assert!(matches!(
+        v.grant(unknown, bob, AccessMode::Revocable, t0, CC),
+        Err(Error::NoSuchArtifact(_))
+    ));
+
+    // Attention events persist in order.
+    v.navigate_to(leaf.id, Some(quest.id), t0).unwrap();
+    v.navigate_back(leaf.id, Some(quest.id), later).unwrap();
+    drop(v);
+    let v = open(dir.path());
+    let events = v.events(0, 10).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].1.kind, AttentionKind::Navigate);
+    assert_eq!(events[1].1.kind, AttentionKind::Back);
+    assert_eq!(events[1].1.at, later);
+    assert_eq!(v.recent_events(1).unwrap()[0].0, events[1].0);
+    assert_eq!(v.prune_events(events[0].0, CC).unwrap(), 1);
+    assert_eq!(v.event_count().unwrap(), 1);
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn a_second_open_of_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let err = indras_artifacts::Vault::open(dir.path(), "alice", &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    drop(v);
+    let err = indras_artifacts::Vault::open(dir.path(), "mallory", &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::WrongPlayer { .. }), "{err}");
+}

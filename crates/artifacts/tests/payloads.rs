@@ -1,0 +1,254 @@
+//! Payload round trips at the boundary sizes, dedup, and integrity checking.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use common::{bytes, disk_bytes, get, now, open, put};
+use indras_artifacts::{
+    CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, Commit, Error, FsckOptions, INLINE_MAX, NodeId, Problem,
+};
+
+const MIB: usize = 1 << 20;
+
+/// The sizes where behaviour changes: empty, tiny, around the inline threshold, around one
+/// chunk, many chunks.
+const INTERESTING_SIZES: &[usize] = &[
+    0,
+    1,
+    INLINE_MAX - 1,
+    INLINE_MAX,
+    INLINE_MAX + 1,
+    CHUNK_MIN + 1,
+    CHUNK_AVG,
+    CHUNK_MAX - 1,
+    CHUNK_MAX,
+    CHUNK_MAX + 1,
+    3 * CHUNK_MAX + 12_345,
+    8 * MIB + 7,
+];
+
+#[test]
+fn round_trip_at_interesting_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    for (i, &size) in INTERESTING_SIZES.iter().enumerate() {
+        let content = bytes(i as u64, size);
+        let name = format!("f{i}");
+        let node = put(&v, &name, &content, Commit::CrashConsistent);
+        let leaf = node.content.unwrap();
+        assert_eq!(&leaf, blake3::hash(&content).as_bytes(), "leaf id is blake3 at {size}");
+        assert_eq!(node.size, size as u64);
+        assert!(get(&v, &name) == content, "round trip at {size}");
+        // Random access inside and across chunk boundaries.
+        for off in [0, 1, size / 3, size.saturating_sub(1), size, size + 10] {
+            let mut buf = vec![0u8; 70_000];
+            let n = v.read_at(&leaf, off as u64, &mut buf).unwrap();
+            let want = &content[off.min(size)..(off + buf.len()).min(size)];
+            assert!(&buf[..n] == want, "read_at {off} of {size}: got {n} bytes, want {}", want.len());
+        }
+    }
+    // Everything survives a reopen.
+    drop(v);
+    let v = open(dir.path());
+    for (i, &size) in INTERESTING_SIZES.iter().enumerate() {
+        assert!(get(&v, &format!("f{i}")) == bytes(i as u64, size), "after reopen at {size}");
+    }
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn streams_100_mib_without_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let mut w = v.payload_writer();
+    let mut hasher = blake3::Hasher::new();
+    let block = bytes(7, MIB);
+    for i in 0..100u8 {
+        let mut b = block.clone();
+        b[0] = i;
+        hasher.update(&b);
+        w.write_all(&b).unwrap();
+    }
+    let staged = w.finish().unwrap();
+    assert_eq!(&staged.hash, hasher.finalize().as_bytes());
+    assert_eq!(staged.size, 100 * MIB as u64);
+    let node = v
+        .create(
+            NodeId::ROOT,
+            b"big",
+            &indras_artifacts::NewNode::file(0o644),
+            Some(staged),
+            now(),
+            Commit::Durable,
+        )
+        .unwrap();
+    let mut r = v.leaf_reader(&node.content.unwrap()).unwrap();
+    let mut check = blake3::Hasher::new();
+    let mut buf = vec![0u8; 3 * MIB + 5];
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        check.update(&buf[..n]);
+    }
+    assert_eq!(check.finalize().as_bytes(), &node.content.unwrap());
+}
+
+/// The leaf id is what `b3sum` prints for the same bytes.
+#[test]
+fn leaf_id_matches_b3sum() {
+    let Ok(out) = Command::new("b3sum").arg("--version").output() else {
+        assert!(std::env::var_os("CI").is_none(), "b3sum must be installed in CI");
+        eprintln!("b3sum not installed; skipping");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    for (i, &size) in [0, 1, INLINE_MAX + 1, 2 * MIB].iter().enumerate() {
+        let content = bytes(100 + i as u64, size);
+        let file = dir.path().join(format!("plain{i}"));
+        std::fs::write(&file, &content).unwrap();
+        let out = Command::new("b3sum").arg("--no-names").arg(&file).output().unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let node = put(&v, &format!("x{i}"), &content, Commit::CrashConsistent);
+        assert_eq!(printed.trim(), indras_artifacts::hex(&node.content.unwrap()));
+    }
+}
+
+#[test]
+fn identical_content_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let content = bytes(1, 4 * MIB);
+    put(&v, "a", &content, Commit::Durable);
+    let one = v.stats().unwrap();
+    for i in 0..5 {
+        put(&v, &format!("copy{i}"), &content, Commit::CrashConsistent);
+    }
+    let six = v.stats().unwrap();
+    assert_eq!(six.leaves, one.leaves, "one leaf for six identical files");
+    assert_eq!(six.chunks, one.chunks);
+    assert_eq!(six.chunk_bytes, one.chunk_bytes);
+    assert_eq!(six.files, one.files + 5);
+    // Small identical files share one inline payload too.
+    put(&v, "s1", b"same", Commit::CrashConsistent);
+    put(&v, "s2", b"same", Commit::CrashConsistent);
+    assert_eq!(v.stats().unwrap().leaves, six.leaves + 1);
+}
+
+#[test]
+fn one_byte_overwrite_in_64_mib_adds_under_1_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let mut content = bytes(2, 64 * MIB);
+    put(&v, "big", &content, Commit::Durable);
+    let before = v.stats().unwrap();
+    let disk_before = disk_bytes(&dir.path().join("chunks"));
+    content[32 * MIB + 17] ^= 0xff;
+    put(&v, "big", &content, Commit::Durable);
+    let after = v.stats().unwrap();
+    let disk_after = disk_bytes(&dir.path().join("chunks"));
+    let added = after.chunk_bytes - before.chunk_bytes;
+    assert!(added < MIB as u64, "1-byte edit added {added} bytes of chunks");
+    assert!(disk_after - disk_before < MIB as u64, "disk grew by {}", disk_after - disk_before);
+    assert_eq!(get(&v, "big"), content);
+    // The old version is garbage now; GC takes it back to about one copy.
+    let report = v.gc(None, &mut |_| {}).unwrap();
+    assert_eq!(report.leaves_removed, 1);
+    assert!(report.chunks_removed >= 1);
+    let gcd = v.stats().unwrap();
+    assert!(gcd.chunk_bytes <= before.chunk_bytes + MIB as u64);
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
+
+fn first_chunk_file(dir: &std::path::Path) -> std::path::PathBuf {
+    for shard in std::fs::read_dir(dir.join("chunks")).unwrap() {
+        if let Some(f) = std::fs::read_dir(shard.unwrap().path()).unwrap().next() {
+            return f.unwrap().path();
+        }
+    }
+    panic!("no chunk files");
+}
+
+#[test]
+fn corrupt_chunk_is_an_integrity_error_and_fsck_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = bytes(3, 2 * MIB);
+    {
+        let v = open(dir.path());
+        put(&v, "f", &content, Commit::Durable);
+    }
+    let victim = first_chunk_file(dir.path());
+    let mut data = std::fs::read(&victim).unwrap();
+    data[100] ^= 1;
+    std::fs::write(&victim, &data).unwrap();
+
+    let v = open(dir.path());
+    let leaf = v.lookup(NodeId::ROOT, b"f").unwrap().content.unwrap();
+    match v.read_all(&leaf) {
+        Err(Error::Integrity { chunk, .. }) => {
+            assert_eq!(indras_artifacts::hex(&chunk), victim.file_name().unwrap().to_str().unwrap());
+        }
+        other => panic!("expected an integrity error, got {other:?}"),
+    }
+    let report = v.fsck(FsckOptions::default(), &mut |_| {}).unwrap();
+    assert!(
+        report.problems.iter().any(|p| matches!(p, Problem::CorruptChunk(_))),
+        "{:?}",
+        report.problems
+    );
+    // Repair quarantines the chunk; reads now fail as missing rather than corrupt ...
+    let repaired = v.fsck(FsckOptions { deep: false, repair: true }, &mut |_| {}).unwrap();
+    assert!(!repaired.repaired.is_empty());
+    assert!(matches!(v.read_all(&leaf), Err(Error::MissingChunk { .. })));
+    // ... until the same content is written again, which heals the leaf.
+    put(&v, "g", &content, Commit::Durable);
+    assert_eq!(v.read_all(&leaf).unwrap(), content);
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn missing_chunk_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let v = open(dir.path());
+        put(&v, "f", &bytes(4, MIB), Commit::Durable);
+    }
+    std::fs::remove_file(first_chunk_file(dir.path())).unwrap();
+    let v = open(dir.path());
+    let leaf = v.lookup(NodeId::ROOT, b"f").unwrap().content.unwrap();
+    assert!(matches!(v.read_all(&leaf), Err(Error::MissingChunk { .. })));
+    let report = v.fsck(FsckOptions::default(), &mut |_| {}).unwrap();
+    assert!(report.problems.iter().any(|p| matches!(p, Problem::MissingChunk(_))));
+}
+
+#[test]
+fn gc_reclaims_unreferenced_payloads_and_stray_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    put(&v, "keep", &bytes(5, MIB), Commit::Durable);
+    put(&v, "small", b"tiny payload", Commit::Durable);
+    put(&v, "gone", &bytes(6, MIB), Commit::Durable);
+    for name in [&b"gone"[..], b"small"] {
+        let node = v.remove(NodeId::ROOT, name, false, now(), Commit::Durable).unwrap();
+        assert_eq!(node.nlink, 0);
+        assert!(v.reap(node.id, Commit::CrashConsistent).unwrap());
+    }
+    // A writer abandoned mid-way leaves chunk files nothing names.
+    let mut w = v.payload_writer();
+    w.write_all(&bytes(7, MIB)).unwrap();
+    drop(w);
+    let before = disk_bytes(&dir.path().join("chunks"));
+    let report = v.gc(None, &mut |_| {}).unwrap();
+    assert_eq!(report.leaves_removed, 2, "{report:?}");
+    assert!(report.inline_bytes_freed >= 12);
+    assert!(report.stray_files_removed > 0);
+    let after = disk_bytes(&dir.path().join("chunks"));
+    assert!(after < before - MIB as u64, "{before} -> {after}");
+    assert_eq!(get(&v, "keep"), bytes(5, MIB));
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
