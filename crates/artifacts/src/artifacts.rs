@@ -1,4 +1,4 @@
-//! The plan's artifact-level operations on top of nodes: place_leaf, compose, remove_ref,
+//! The plan's artifact-level operations on top of nodes: `place_leaf`, compose, `remove_ref`,
 //! move, trees with their types, stewards and audiences, grants, peers, and the attention
 //! event log.
 //!

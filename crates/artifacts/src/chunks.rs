@@ -21,11 +21,11 @@ use crate::types::{Hash, hex};
 
 /// Payloads of at most this many bytes are stored inline in the database.
 pub const INLINE_MAX: usize = 16 * 1024;
-/// FastCDC (2020) minimum chunk size.
+/// `FastCDC` (2020) minimum chunk size.
 pub const CHUNK_MIN: usize = 16 * 1024;
-/// FastCDC (2020) target average chunk size.
+/// `FastCDC` (2020) target average chunk size.
 pub const CHUNK_AVG: usize = 64 * 1024;
-/// FastCDC (2020) maximum chunk size.
+/// `FastCDC` (2020) maximum chunk size.
 pub const CHUNK_MAX: usize = 256 * 1024;
 
 /// Above this many unsynced files, one `syncfs` is cheaper than a file-by-file fsync.

@@ -3,7 +3,7 @@
 //! A vault holds:
 //! - **leaves**: immutable payloads addressed by the BLAKE3 hash of their content. Up to
 //!   `INLINE_MAX` bytes they live inline in the metadata database; larger ones are cut into
-//!   FastCDC chunks, each stored once as a file named by its own hash.
+//!   `FastCDC` chunks, each stored once as a file named by its own hash.
 //! - **nodes**: persistent, never-reused ids with POSIX attributes. A file node points at
 //!   its current leaf, so two identical files are two nodes sharing one leaf.
 //! - **trees**: one per directory node, whose references are the directory's entries, each

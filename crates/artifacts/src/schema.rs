@@ -30,8 +30,12 @@ pub const LEAVES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("leav
 /// leaf hash -> content, for leaves of at most `INLINE_MAX` bytes
 pub const INLINE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inline_v1");
 /// (leaf hash, offset) -> (chunk hash, chunk length)
-pub const LEAF_CHUNKS: TableDefinition<(&[u8; 32], u64), (&[u8; 32], u32)> =
+pub const LEAF_CHUNKS: TableDefinition<LeafChunkKey, ChunkSlot> =
     TableDefinition::new("leaf_chunks_v1");
+/// (leaf hash, offset of the chunk in the leaf)
+pub type LeafChunkKey = (&'static [u8; 32], u64);
+/// (chunk hash, chunk length)
+pub type ChunkSlot = (&'static [u8; 32], u32);
 /// chunk hash -> (length, number of `LEAF_CHUNKS` rows naming it)
 pub const CHUNKS: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");
 /// chunks whose count fell to zero while a writer had them staged: GC candidates

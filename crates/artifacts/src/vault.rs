@@ -31,9 +31,10 @@ use redb::{
 use crate::chunks::{self, ChunkReadError, ChunkStore, FaultInjector, Faults, IoStep};
 use crate::error::{Error, Result, lossy};
 use crate::schema::{
-    CHUNKS, DEAD_CHUNKS, ENTRIES, FORMAT_VERSION, INLINE, LEAF_CHUNKS, LEAVES, LeafRecord, META,
-    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, NODES, ORDER, ORPHANS,
-    PlayerRecord, TREES, TreeRecord, UNREFERENCED, XATTRS, bytes_u64, decode, encode, u64_bytes,
+    CHUNKS, ChunkSlot, DEAD_CHUNKS, ENTRIES, FORMAT_VERSION, INLINE, LEAF_CHUNKS, LEAVES,
+    LeafChunkKey, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
+    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, TREES, TreeRecord, UNREFERENCED, XATTRS,
+    bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
@@ -115,7 +116,7 @@ pub(crate) struct W<'t> {
     pub xattrs: Table<'t, (u64, &'static [u8]), &'static [u8]>,
     pub leaves: Table<'t, &'static [u8; 32], &'static [u8]>,
     pub inline: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub leaf_chunks: Table<'t, (&'static [u8; 32], u64), (&'static [u8; 32], u32)>,
+    pub leaf_chunks: Table<'t, LeafChunkKey, ChunkSlot>,
     pub chunks: Table<'t, &'static [u8; 32], (u32, u64)>,
     pub dead: Table<'t, &'static [u8; 32], ()>,
     pub unref: Table<'t, &'static [u8; 32], i64>,
@@ -351,6 +352,22 @@ impl<'t> W<'t> {
         self.nodes.remove(id.0)?;
         self.orphans.remove(id.0)?;
         Ok(true)
+    }
+
+    /// The name a directory has in its parent (empty for the root).
+    fn name_in_parent(&self, dir: &Node) -> Result<Vec<u8>> {
+        let Some(parent) = dir.parent else { return Ok(Vec::new()) };
+        for row in self.entries.range((parent.0, &[][..])..)? {
+            let (k, v) = row?;
+            let (p, name) = k.value();
+            if p != parent.0 {
+                break;
+            }
+            if v.value().0 == dir.id.0 {
+                return Ok(name.to_vec());
+            }
+        }
+        Ok(Vec::new())
     }
 
     fn touch_dir(&mut self, dir: &mut Node, now: Timestamp) -> Result<()> {
@@ -784,7 +801,7 @@ impl Vault {
                 }
                 NodeKind::Dir => {
                     let tree_id = random_id()?;
-                    let parent_name = self.name_in_parent(w, &dir)?;
+                    let parent_name = w.name_in_parent(&dir)?;
                     let tree = TreeRecord {
                         node: id,
                         tree_type: TreeType::infer(&parent_name, name),
@@ -814,22 +831,6 @@ impl Vault {
             w.touch_dir(&mut dir, now)?;
             Ok(node)
         })
-    }
-
-    /// The name a directory has in its parent (empty for the root).
-    fn name_in_parent(&self, w: &W, dir: &Node) -> Result<Vec<u8>> {
-        let Some(parent) = dir.parent else { return Ok(Vec::new()) };
-        for row in w.entries.range((parent.0, &[][..])..)? {
-            let (k, v) = row?;
-            let (p, name) = k.value();
-            if p != parent.0 {
-                break;
-            }
-            if v.value().0 == dir.id.0 {
-                return Ok(name.to_vec());
-            }
-        }
-        Ok(Vec::new())
     }
 
     /// Adds a hard link to `node` named `name` in `parent`.

@@ -1,10 +1,10 @@
 //! Streaming payload import: bytes go in through `std::io::Write`, a `StagedLeaf` comes out.
 //!
 //! The writer hashes the whole content (the leaf id, equal to `b3sum`) and cuts it into
-//! FastCDC chunks as the bytes arrive, so memory stays at about one maximum chunk however
+//! `FastCDC` chunks as the bytes arrive, so memory stays at about one maximum chunk however
 //! large the payload. Payloads of at most `INLINE_MAX` bytes are kept for inline storage.
 //!
-//! A chunk is cut as soon as `CHUNK_MAX` bytes are buffered: FastCDC's cut point depends only
+//! A chunk is cut as soon as `CHUNK_MAX` bytes are buffered: `FastCDC`'s cut point depends only
 //! on the bytes from the chunk's start up to `CHUNK_MAX`, so streaming gives the same chunks
 //! as chunking the whole payload at once.
 

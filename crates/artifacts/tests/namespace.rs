@@ -16,7 +16,8 @@ fn bad_names_are_typed_errors() {
     let v = open(dir.path());
     let f = NewNode::file(0o644);
     let long = vec![b'x'; 256];
-    let cases: Vec<(&[u8], fn(&Error) -> bool)> = vec![
+    type Case<'a> = (&'a [u8], fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         (b"a/b", |e| matches!(e, Error::InvalidName { .. })),
         (b"a\0b", |e| matches!(e, Error::InvalidName { .. })),
         (b"", |e| matches!(e, Error::InvalidName { .. })),
@@ -47,11 +48,17 @@ fn missing_parent_and_wrong_kinds() {
     let file = v.create(NodeId::ROOT, b"file", &f, None, now(), CC).unwrap();
     assert!(matches!(v.create(file.id, b"x", &f, None, now(), CC), Err(Error::NotADirectory(_))));
     assert!(matches!(v.lookup(file.id, b"x"), Err(Error::NotADirectory(_))));
-    assert!(matches!(v.create(NodeId::ROOT, b"file", &f, None, now(), CC), Err(Error::Exists { .. })));
+    assert!(matches!(
+        v.create(NodeId::ROOT, b"file", &f, None, now(), CC),
+        Err(Error::Exists { .. })
+    ));
     assert!(matches!(v.lookup(NodeId::ROOT, b"nope"), Err(Error::NotFound { .. })));
     let d = v.create(NodeId::ROOT, b"d", &NewNode::dir(0o755), None, now(), CC).unwrap();
     assert!(matches!(v.remove(NodeId::ROOT, b"d", false, now(), CC), Err(Error::IsADirectory(_))));
-    assert!(matches!(v.remove(NodeId::ROOT, b"file", true, now(), CC), Err(Error::NotADirectory(_))));
+    assert!(matches!(
+        v.remove(NodeId::ROOT, b"file", true, now(), CC),
+        Err(Error::NotADirectory(_))
+    ));
     v.create(d.id, b"inner", &f, None, now(), CC).unwrap();
     assert!(matches!(v.remove(NodeId::ROOT, b"d", true, now(), CC), Err(Error::NotEmpty(_))));
     assert!(matches!(v.link(d.id, NodeId::ROOT, b"dl", now(), CC), Err(Error::NotPermitted(..))));
@@ -87,7 +94,15 @@ fn rename_replaces_atomically_and_keeps_listing_place() {
     put(&v, "z", b"last", CC);
     put(&v, "target.tmp", b"new", CC);
     let replaced = v
-        .rename(NodeId::ROOT, b"target.tmp", NodeId::ROOT, b"target", RenameMode::Replace, now(), CC)
+        .rename(
+            NodeId::ROOT,
+            b"target.tmp",
+            NodeId::ROOT,
+            b"target",
+            RenameMode::Replace,
+            now(),
+            CC,
+        )
         .unwrap()
         .unwrap();
     assert_eq!(replaced.nlink, 0);
@@ -277,6 +292,7 @@ fn a_second_open_of_the_same_store_is_refused() {
     let err = indras_artifacts::Vault::open(dir.path(), "alice", &Default::default()).unwrap_err();
     assert!(matches!(err, Error::Locked(_)), "{err}");
     drop(v);
-    let err = indras_artifacts::Vault::open(dir.path(), "mallory", &Default::default()).unwrap_err();
+    let err =
+        indras_artifacts::Vault::open(dir.path(), "mallory", &Default::default()).unwrap_err();
     assert!(matches!(err, Error::WrongPlayer { .. }), "{err}");
 }

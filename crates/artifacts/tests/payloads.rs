@@ -46,7 +46,11 @@ fn round_trip_at_interesting_sizes() {
             let mut buf = vec![0u8; 70_000];
             let n = v.read_at(&leaf, off as u64, &mut buf).unwrap();
             let want = &content[off.min(size)..(off + buf.len()).min(size)];
-            assert!(&buf[..n] == want, "read_at {off} of {size}: got {n} bytes, want {}", want.len());
+            assert!(
+                &buf[..n] == want,
+                "read_at {off} of {size}: got {n} bytes, want {}",
+                want.len()
+            );
         }
     }
     // Everything survives a reopen.
@@ -191,7 +195,10 @@ fn corrupt_chunk_is_an_integrity_error_and_fsck_finds_it() {
     let leaf = v.lookup(NodeId::ROOT, b"f").unwrap().content.unwrap();
     match v.read_all(&leaf) {
         Err(Error::Integrity { chunk, .. }) => {
-            assert_eq!(indras_artifacts::hex(&chunk), victim.file_name().unwrap().to_str().unwrap());
+            assert_eq!(
+                indras_artifacts::hex(&chunk),
+                victim.file_name().unwrap().to_str().unwrap()
+            );
         }
         other => panic!("expected an integrity error, got {other:?}"),
     }

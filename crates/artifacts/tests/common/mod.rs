@@ -26,7 +26,14 @@ pub fn put(v: &Vault, name: &str, content: &[u8], commit: Commit) -> Node {
     match v.lookup(NodeId::ROOT, name.as_bytes()) {
         Ok(node) => v.set_content(node.id, &staged, now(), commit).expect("set_content"),
         Err(_) => v
-            .create(NodeId::ROOT, name.as_bytes(), &NewNode::file(0o644), Some(staged), now(), commit)
+            .create(
+                NodeId::ROOT,
+                name.as_bytes(),
+                &NewNode::file(0o644),
+                Some(staged),
+                now(),
+                commit,
+            )
             .expect("create"),
     }
 }
