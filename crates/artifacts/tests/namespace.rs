@@ -10,13 +10,14 @@ use indras_artifacts::{
 
 const CC: Commit = Commit::CrashConsistent;
 
+type Case<'a> = (&'a [u8], fn(&Error) -> bool);
+
 #[test]
 fn bad_names_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let v = open(dir.path());
     let f = NewNode::file(0o644);
     let long = vec![b'x'; 256];
-    type Case<'a> = (&'a [u8], fn(&Error) -> bool);
     let cases: Vec<Case> = vec![
         (b"a/b", |e| matches!(e, Error::InvalidName { .. })),
         (b"a\0b", |e| matches!(e, Error::InvalidName { .. })),
@@ -289,10 +290,13 @@ fn the_plans_artifact_operations() {
 fn a_second_open_of_the_same_store_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let v = open(dir.path());
-    let err = indras_artifacts::Vault::open(dir.path(), "alice", &Default::default()).unwrap_err();
+    let err =
+        indras_artifacts::Vault::open(dir.path(), "alice", &indras_artifacts::Options::default())
+            .unwrap_err();
     assert!(matches!(err, Error::Locked(_)), "{err}");
     drop(v);
     let err =
-        indras_artifacts::Vault::open(dir.path(), "mallory", &Default::default()).unwrap_err();
+        indras_artifacts::Vault::open(dir.path(), "mallory", &indras_artifacts::Options::default())
+            .unwrap_err();
     assert!(matches!(err, Error::WrongPlayer { .. }), "{err}");
 }
