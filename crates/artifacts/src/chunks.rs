@@ -2,8 +2,9 @@
 //! the chunk's BLAKE3 hash under `chunks/<first two hex digits>/<hex>`.
 //!
 //! Invariants:
-//! - A chunk file only ever appears at its final name by `rename` from `tmp/`, so a file at
-//!   a final name is whole (after a process crash; see `sync_pending` for power loss).
+//! - A chunk file only ever appears at its final name by `rename` from a temp file in the
+//!   same directory, so a file at a final name is whole after a process crash (power loss is
+//!   covered by `sync_pending` and the sweep at open after an unclean shutdown).
 //! - Every chunk file named by a *durable* metadata commit was fsync'd, with its directory,
 //!   before that commit: `Vault::write` calls `sync_pending` inside the write transaction.
 //! - A chunk that a writer has staged (written or found, not yet committed) is never deleted:
@@ -162,7 +163,9 @@ impl ChunkStore {
             return Ok(());
         }
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp_dir.join(format!("chunk-{}-{seq}.tmp", std::process::id()));
+        // The temp file lives beside its final name: same directory, so the rename is atomic
+        // and inodes spread over the shards instead of crowding one directory's block group.
+        let tmp = path.with_extension(format!("{seq}.tmp"));
         let written = (|| {
             check(&self.faults, IoStep::CreateTemp)?;
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;

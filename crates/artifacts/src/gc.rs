@@ -240,10 +240,17 @@ impl Vault {
         Ok(report)
     }
 
-    /// Deletes chunk files that no metadata names, after an unclean shutdown. Such a file
-    /// may have been renamed into place but never fsync'd, so it cannot be trusted for dedup.
+    /// Deletes chunk files that no metadata names, and leftover temp files, after an unclean
+    /// shutdown. Such a chunk file may have been renamed into place but never fsync'd, so it
+    /// cannot be trusted for dedup.
     pub(crate) fn sweep_stray_chunks(&self) -> Result<()> {
-        let (on_disk, _) = self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        let (on_disk, stray) =
+            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        for path in stray {
+            if path.is_file() {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
         let txn = self.read_txn()?;
         let known = txn.open_table(CHUNKS)?;
         let mut removed = 0u64;

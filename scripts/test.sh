@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, then runs every test.
+# Usage: scripts/test.sh            (run from anywhere inside the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need_apt[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v b3sum >/dev/null 2>&1; then
+  echo "==> cargo install b3sum"
+  cargo install b3sum --locked --quiet
+fi
+
+echo "==> rustfmt"
+cargo fmt --all -- --check
+
+echo "==> clippy"
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+
+echo "==> tests"
+cargo test --release --workspace
