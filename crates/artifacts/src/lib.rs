@@ -28,6 +28,7 @@ pub use error::{Error, Result};
 pub use gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
 pub use types::*;
 pub use vault::{
-    Commit, LINK_MAX, LeafReader, NAME_MAX, Options, Stats, Vault, XATTR_VALUE_MAX, validate_name,
+    Commit, Counts, LINK_MAX, LeafReader, NAME_MAX, Options, Stats, Vault, XATTR_VALUE_MAX,
+    validate_name,
 };
 pub use writer::{PayloadWriter, StagedLeaf};

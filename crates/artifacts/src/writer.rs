@@ -41,6 +41,55 @@ impl StagedLeaf {
     pub fn is_inline(&self) -> bool {
         matches!(self.body, StagedBody::Inline(_))
     }
+
+    /// Reads the staged content at `offset` (before it is committed).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.body {
+            StagedBody::Inline(bytes) => Ok(copy_from(bytes, offset, buf)),
+            StagedBody::Chunked(chunks) => read_chunks(&self.store, chunks, &[], offset, buf),
+        }
+    }
+}
+
+fn copy_from(bytes: &[u8], offset: u64, buf: &mut [u8]) -> usize {
+    let Ok(start) = usize::try_from(offset) else { return 0 };
+    if start >= bytes.len() {
+        return 0;
+    }
+    let n = (bytes.len() - start).min(buf.len());
+    buf[..n].copy_from_slice(&bytes[start..start + n]);
+    n
+}
+
+/// Reads from a sequence of stored chunks followed by `tail` bytes not yet cut.
+fn read_chunks(
+    store: &ChunkStore,
+    chunks: &[(Hash, u32)],
+    tail: &[u8],
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut start = 0u64;
+    let mut done = 0usize;
+    for (hash, len) in chunks {
+        let end = start + u64::from(*len);
+        let pos = offset + done as u64;
+        if done < buf.len() && pos < end {
+            let data = store.read(hash, *len).map_err(|e| {
+                io::Error::other(format!(
+                    "staged chunk {} unreadable: {e:?}",
+                    crate::types::hex(hash)
+                ))
+            })?;
+            done += copy_from(&data, pos - start, &mut buf[done..]);
+        }
+        start = end;
+    }
+    let pos = offset + done as u64;
+    if done < buf.len() && pos >= start {
+        done += copy_from(tail, pos - start, &mut buf[done..]);
+    }
+    Ok(done)
 }
 
 impl Drop for StagedLeaf {
@@ -85,6 +134,11 @@ impl PayloadWriter {
 
     pub fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// Reads back bytes written so far.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        read_chunks(&self.store, &self.chunks, &self.buf, offset, buf)
     }
 
     fn cut_ready_chunks(&mut self, at_end: bool) -> io::Result<()> {

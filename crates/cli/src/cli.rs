@@ -1,0 +1,477 @@
+//! Argument parsing and the commands: mount (daemonizing unless `--foreground`), unmount,
+//! status, gc and fsck.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use indras_artifacts::{FsckOptions, Options, Progress, Vault};
+use indras_fuse::{MountConfig, MountError, MountSession, is_mounted};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "indras-fuse",
+    version,
+    about = "A content-addressed artifact vault, mounted as a folder"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Mount a player's vault at MOUNTPOINT (daemonizes unless --foreground).
+    Mount(MountArgs),
+    /// Commit every open file durably, then unmount.
+    Unmount {
+        mountpoint: PathBuf,
+        /// Seconds to wait for the daemon to finish.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Show what is mounted and the vault's figures.
+    Status {
+        mountpoint: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reclaim payloads and chunks that nothing references.
+    Gc {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Verify every chunk and reference in the store.
+    Fsck {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Fix reference counts, stray files and dangling entries; quarantine corrupt chunks.
+        #[arg(long)]
+        repair: bool,
+        /// Also rehash every file end to end.
+        #[arg(long)]
+        deep: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    mountpoint: PathBuf,
+    /// The player whose vault to mount.
+    #[arg(long)]
+    player: String,
+    /// Where the vault lives [default: $XDG_DATA_HOME/indras/<player>].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Stay attached and log to stderr.
+    #[arg(long)]
+    foreground: bool,
+    /// Let other users access the mount.
+    #[arg(long)]
+    allow_other: bool,
+    /// Have the kernel unmount when the daemon exits.
+    #[arg(long)]
+    auto_unmount: bool,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+    /// Mount options, comma-separated (ro, noatime, allow_other, ...).
+    #[arg(short = 'o', value_name = "OPTS")]
+    options: Vec<String>,
+    /// FUSE request threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+    /// Internal: this process is the daemon started by `mount`.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
+}
+
+#[derive(Args, Debug)]
+struct StoreArgs {
+    /// The vault's data dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The player, to find the default data dir.
+    #[arg(long)]
+    player: Option<String>,
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Mount(args) => mount(args),
+        Cmd::Unmount { mountpoint, timeout } => unmount(&mountpoint, Duration::from_secs(timeout)),
+        Cmd::Status { mountpoint, store, json } => status(mountpoint.as_deref(), &store, json),
+        Cmd::Gc { store } => gc(&store),
+        Cmd::Fsck { store, repair, deep } => fsck(&store, repair, deep),
+    }
+}
+
+/// `$XDG_DATA_HOME/indras/<player>`, else `~/.local/share/indras/<player>`.
+fn default_data_dir(player: &str) -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => {
+            let home = std::env::var_os("HOME")
+                .ok_or_else(|| anyhow!("HOME is not set; pass --data-dir"))?;
+            PathBuf::from(home).join(".local/share")
+        }
+    };
+    Ok(base.join("indras").join(player))
+}
+
+fn check_player(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || name.starts_with('.')
+    {
+        bail!("invalid player name {name:?}: use 1-64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},fuser=warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn mount(args: MountArgs) -> Result<()> {
+    check_player(&args.player)?;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => default_data_dir(&args.player)?,
+    };
+    let mountpoint =
+        std::path::absolute(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
+    if !args.foreground && !args.daemon_child {
+        return spawn_daemon(&args, &mountpoint, &data_dir);
+    }
+    init_logging(&args.log_level);
+    let mut cfg = MountConfig::new(&mountpoint, &data_dir, &args.player);
+    cfg.allow_other = args.allow_other;
+    cfg.auto_unmount = args.auto_unmount;
+    cfg.options.clone_from(&args.options);
+    cfg.threads = usize::from(args.threads);
+    if args.daemon_child {
+        let _ = rustix::process::setsid();
+    }
+    // Signals are taken before mounting, so none is lost in between.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("installing signal handlers")?;
+    let session = match MountSession::start(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            if args.daemon_child {
+                // The parent is waiting for one line on stdout.
+                let _ = writeln!(std::io::stdout(), "error: {}", describe(&e));
+            }
+            bail!("{}", describe(&e));
+        }
+    };
+    if args.daemon_child {
+        let _ = writeln!(std::io::stdout(), "ready");
+        let _ = std::io::stdout().flush();
+    } else {
+        eprintln!(
+            "indras-fuse: mounted {} (player {}, data dir {})",
+            mountpoint.display(),
+            args.player,
+            data_dir.display()
+        );
+    }
+    let stop = session.stop_handle();
+    let handle = signals.handle();
+    let waiter = std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "stopping: committing open files, then unmounting");
+            stop.stop();
+        }
+    });
+    let result = session.wait();
+    handle.close();
+    let _ = waiter.join();
+    result.context("shutting down")?;
+    tracing::info!("unmounted cleanly");
+    Ok(())
+}
+
+fn describe(e: &MountError) -> String {
+    match e {
+        MountError::Store(indras_artifacts::Error::WrongPlayer { found, requested }) => {
+            format!("the data dir belongs to player {found:?}, not {requested:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Starts this program again as the daemon and waits until it reports the mount live.
+fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("data dir {} is not writable", data_dir.display()))?;
+    let log_path = data_dir.join("indras-fuse.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("data dir {} is not writable", data_dir.display()))?;
+    let exe = std::env::current_exe().context("finding this program")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg(mountpoint)
+        .arg("--player")
+        .arg(&args.player)
+        .arg("--data-dir")
+        .arg(data_dir);
+    cmd.arg("--log-level").arg(&args.log_level).arg("--threads").arg(args.threads.to_string());
+    if args.allow_other {
+        cmd.arg("--allow-other");
+    }
+    if args.auto_unmount {
+        cmd.arg("--auto-unmount");
+    }
+    for o in &args.options {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg("--daemon-child").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    let mut child = cmd.spawn().context("starting the daemon")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("daemon has no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).context("waiting for the daemon")?;
+    match line.trim_end() {
+        "ready" => {
+            println!(
+                "mounted {} (player {}, data dir {}, log {})",
+                mountpoint.display(),
+                args.player,
+                data_dir.display(),
+                log_path.display()
+            );
+            Ok(())
+        }
+        other => {
+            let status = child.wait().ok();
+            let msg = other.strip_prefix("error: ").unwrap_or(other);
+            if msg.is_empty() {
+                bail!(
+                    "the daemon exited ({}) before mounting; see {}",
+                    status.map_or_else(|| "?".into(), |s| s.to_string()),
+                    log_path.display()
+                );
+            }
+            bail!("{msg}");
+        }
+    }
+}
+
+/// What a live mount reports in `.indra/status.json`.
+fn read_status(mountpoint: &Path) -> Result<serde_json::Value> {
+    let path = mountpoint.join(".indra/status.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
+    if !is_mounted(mountpoint) {
+        bail!("{} is not mounted", mountpoint.display());
+    }
+    let pid = read_status(mountpoint)
+        .ok()
+        .and_then(|s| s.get("pid").and_then(serde_json::Value::as_u64))
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let Some(pid) = pid else {
+        // Not answering (its daemon died): detach it.
+        rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH)
+            .with_context(|| format!("unmounting {}", mountpoint.display()))?;
+        println!("unmounted {} (its daemon was not running)", mountpoint.display());
+        return Ok(());
+    };
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .with_context(|| format!("signalling the daemon (pid {})", pid.as_raw_nonzero()))?;
+    let start = Instant::now();
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.as_raw_nonzero()));
+    while is_mounted(mountpoint) || proc_dir.exists() {
+        if start.elapsed() > timeout {
+            bail!(
+                "the daemon (pid {}) did not finish within {}s",
+                pid.as_raw_nonzero(),
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+fn store_dir(store: &StoreArgs) -> Result<PathBuf> {
+    match (&store.data_dir, &store.player) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Some(p)) => default_data_dir(p),
+        (None, None) => bail!("pass --data-dir or --player to say which vault"),
+    }
+}
+
+fn open_store(dir: &Path) -> Result<Vault> {
+    Vault::open_existing(dir, &Options::default()).map_err(|e| match e {
+        indras_artifacts::Error::Locked(_) => {
+            anyhow!("{} is in use by a mount; unmount it first", dir.display())
+        }
+        indras_artifacts::Error::Io { ref source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            anyhow!("no vault at {}", dir.display())
+        }
+        e => anyhow!("opening {}: {e}", dir.display()),
+    })
+}
+
+fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()> {
+    if let Some(mp) = mountpoint
+        && is_mounted(mp)
+    {
+        let s = read_status(mp)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            return Ok(());
+        }
+        let get = |k: &str| {
+            s.get(k).map_or_else(String::new, |v| {
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            })
+        };
+        let art = &s["artifacts"];
+        println!("Mounted: {}", get("mountpoint"));
+        println!("Player: {} ({})", get("player"), get("player_id"));
+        println!("Data dir: {}", get("data_dir"));
+        println!("Artifacts: {} ({} trees, {} leaves)", art["total"], art["trees"], art["leaves"]);
+        println!("Peers: {} connected", s["peers"]);
+        return Ok(());
+    }
+    let dir = match (mountpoint, &store.data_dir, &store.player) {
+        (_, Some(_), _) | (_, _, Some(_)) => store_dir(store)?,
+        (Some(mp), None, None) => bail!(
+            "{} is not mounted; pass --data-dir or --player to read a stored vault",
+            mp.display()
+        ),
+        (None, None, None) => bail!("pass a mount point, --data-dir or --player"),
+    };
+    let v = open_store(&dir)?;
+    let c = v.counts()?;
+    let stats = v.stats()?;
+    if json {
+        let out = serde_json::json!({
+            "mounted": false,
+            "player": v.player_name(),
+            "player_id": v.player().to_string(),
+            "data_dir": dir.display().to_string(),
+            "artifacts": { "total": c.trees + c.leaves, "trees": c.trees, "leaves": c.leaves, "nodes": c.nodes, "chunks": c.chunks },
+            "store": { "logical_bytes": stats.logical_bytes, "chunk_bytes": stats.chunk_bytes, "inline_bytes": stats.inline_bytes, "db_bytes": stats.db_bytes },
+            "peers": v.peers()?.len(),
+            "attention_events": c.events,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("Mounted: no (not mounted)");
+    println!("Player: {} ({})", v.player_name(), v.player());
+    println!("Data dir: {}", dir.display());
+    println!("Artifacts: {} ({} trees, {} leaves)", c.trees + c.leaves, c.trees, c.leaves);
+    println!("Peers: {} known", v.peers()?.len());
+    println!(
+        "Stored: {} of content in {} of chunks and {} inline",
+        bytes(stats.logical_bytes),
+        bytes(stats.chunk_bytes),
+        bytes(stats.inline_bytes)
+    );
+    Ok(())
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// A progress bar on a terminal; silent otherwise.
+fn progress_bar() -> impl FnMut(Progress) {
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    move |p: Progress| {
+        if p.phase == "done" {
+            bar.finish_and_clear();
+            return;
+        }
+        bar.set_message(p.phase);
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    }
+}
+
+fn gc(store: &StoreArgs) -> Result<()> {
+    let dir = store_dir(store)?;
+    let v = open_store(&dir)?;
+    let r = v.gc(None, &mut progress_bar())?;
+    println!(
+        "removed {} leaves ({} inline), {} chunks ({}), {} stray files",
+        r.leaves_removed,
+        bytes(r.inline_bytes_freed),
+        r.chunks_removed,
+        bytes(r.chunk_bytes_freed),
+        r.stray_files_removed
+    );
+    Ok(())
+}
+
+fn fsck(store: &StoreArgs, repair: bool, deep: bool) -> Result<()> {
+    let dir = store_dir(store)?;
+    let v = open_store(&dir)?;
+    let r = v.fsck(FsckOptions { deep, repair }, &mut progress_bar())?;
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    for fix in &r.repaired {
+        println!("repaired: {fix}");
+    }
+    println!(
+        "checked {} nodes, {} leaves, {} chunks ({} verified): {} problem(s)",
+        r.nodes_checked,
+        r.leaves_checked,
+        r.chunks_checked,
+        bytes(r.bytes_verified),
+        r.problems.len()
+    );
+    if !r.is_clean() && !repair {
+        bail!("the store has {} problem(s); run `indras-fuse fsck --repair`", r.problems.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,417 @@
+//! Write buffers: the uncommitted content of one open file.
+//!
+//! A buffer starts in **stream** mode when the file is new or truncated to zero: every write
+//! that lands exactly at the end goes straight into the store's `PayloadWriter`, which hashes
+//! and chunks as the bytes arrive. A file written front to back (the common case, and any
+//! size) therefore costs about one chunk of memory, and close only has to cut the last chunk.
+//!
+//! Any other write switches the buffer to **overlay** mode: written ranges are kept in a
+//! shadow (in memory up to `MEM_SHADOW_MAX`, then a sparse temp file in the data dir) over
+//! the base content, which is the committed leaf or what the stream had staged. Reads merge
+//! shadow, base and zeros; commit streams the merged content through a new `PayloadWriter`,
+//! and chunks that did not change are found on disk and not written again.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use indras_artifacts::{Hash, PayloadWriter, StagedLeaf, Vault};
+
+use crate::error::{FsError, FsResult};
+
+/// Shadows larger than this spill to a temp file.
+pub const MEM_SHADOW_MAX: u64 = 4 << 20;
+/// Commit streams content in pieces of this size.
+const COMMIT_PIECE: usize = 1 << 20;
+
+/// The content a buffer was opened over.
+enum Base {
+    Empty,
+    Leaf(Hash),
+    Staged(StagedLeaf),
+}
+
+enum Shadow {
+    Mem(Vec<u8>),
+    File(File),
+}
+
+enum Mode {
+    Stream(PayloadWriter),
+    Overlay {
+        base: Base,
+        /// Bytes of the base still visible (truncation can only shorten it).
+        base_len: u64,
+        shadow: Shadow,
+        /// Written ranges, start -> end, disjoint and not touching.
+        extents: BTreeMap<u64, u64>,
+    },
+}
+
+/// The uncommitted content of one file.
+pub struct WriteBuffer {
+    mode: Mode,
+    size: u64,
+}
+
+impl std::fmt::Debug for WriteBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Stream(_) => "stream",
+            Mode::Overlay { .. } => "overlay",
+        };
+        f.debug_struct("WriteBuffer").field("mode", &mode).field("size", &self.size).finish()
+    }
+}
+
+impl WriteBuffer {
+    /// A buffer over committed content `base` of `size` bytes (`None` or size 0: empty).
+    pub fn new(vault: &Vault, base: Option<Hash>, size: u64) -> Self {
+        match base {
+            Some(h) if size > 0 => WriteBuffer {
+                mode: Mode::Overlay {
+                    base: Base::Leaf(h),
+                    base_len: size,
+                    shadow: Shadow::Mem(Vec::new()),
+                    extents: BTreeMap::new(),
+                },
+                size,
+            },
+            _ => WriteBuffer { mode: Mode::Stream(vault.payload_writer()), size: 0 },
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Leaves stream mode, keeping what was streamed as the base.
+    fn to_overlay(&mut self) -> FsResult<()> {
+        if let Mode::Stream(_) = self.mode {
+            let Mode::Stream(writer) = std::mem::replace(
+                &mut self.mode,
+                Mode::Overlay {
+                    base: Base::Empty,
+                    base_len: 0,
+                    shadow: Shadow::Mem(Vec::new()),
+                    extents: BTreeMap::new(),
+                },
+            ) else {
+                unreachable!("checked above")
+            };
+            let staged = writer.finish()?;
+            let base_len = staged.size;
+            if let Mode::Overlay { base, base_len: bl, .. } = &mut self.mode {
+                *base = Base::Staged(staged);
+                *bl = base_len;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, tmp_dir: &Path, offset: u64, data: &[u8]) -> FsResult<()> {
+        let end =
+            offset.checked_add(data.len() as u64).ok_or_else(|| FsError::errno(libc::EFBIG))?;
+        if let Mode::Stream(w) = &mut self.mode
+            && offset == self.size
+        {
+            w.write_all(data)?;
+            self.size = end;
+            return Ok(());
+        }
+        self.to_overlay()?;
+        let Mode::Overlay { shadow, extents, .. } = &mut self.mode else { unreachable!() };
+        if let Shadow::Mem(v) = shadow
+            && end > MEM_SHADOW_MAX
+        {
+            let f = tempfile::tempfile_in(tmp_dir)?;
+            f.write_all_at(v, 0)?;
+            *shadow = Shadow::File(f);
+        }
+        match shadow {
+            Shadow::Mem(v) => {
+                let end_us = usize::try_from(end).map_err(|_| FsError::errno(libc::EFBIG))?;
+                if v.len() < end_us {
+                    v.resize(end_us, 0);
+                }
+                v[offset as usize..end_us].copy_from_slice(data);
+            }
+            Shadow::File(f) => f.write_all_at(data, offset)?,
+        }
+        insert_extent(extents, offset, end);
+        self.size = self.size.max(end);
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, vault: &Vault, size: u64) -> FsResult<()> {
+        if size == self.size {
+            return Ok(());
+        }
+        if size == 0 {
+            *self = WriteBuffer { mode: Mode::Stream(vault.payload_writer()), size: 0 };
+            return Ok(());
+        }
+        self.to_overlay()?;
+        let Mode::Overlay { base_len, shadow, extents, .. } = &mut self.mode else {
+            unreachable!()
+        };
+        if size < self.size {
+            *base_len = (*base_len).min(size);
+            cut_extents(extents, size);
+            match shadow {
+                Shadow::Mem(v) => v.truncate(usize::try_from(size).unwrap_or(usize::MAX)),
+                Shadow::File(f) => {
+                    if f.metadata()?.len() > size {
+                        f.set_len(size)?;
+                    }
+                }
+            }
+        }
+        self.size = size;
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `offset` of the buffered content.
+    pub fn read(&self, vault: &Vault, offset: u64, len: usize) -> FsResult<Vec<u8>> {
+        if offset >= self.size {
+            return Ok(Vec::new());
+        }
+        let len = usize::try_from((self.size - offset).min(len as u64)).unwrap_or(len);
+        let mut out = vec![0u8; len];
+        match &self.mode {
+            Mode::Stream(w) => {
+                let n = w.read_at(offset, &mut out)?;
+                out.truncate(n);
+            }
+            Mode::Overlay { base, base_len, shadow, extents } => {
+                let end = offset + len as u64;
+                let mut pos = offset;
+                while pos < end {
+                    // The extent covering `pos`, or the next one after it.
+                    let covering = extents.range(..=pos).next_back().filter(|(_, e)| **e > pos);
+                    let seg_end;
+                    let dst = &mut out[(pos - offset) as usize..];
+                    if let Some((_, &e)) = covering {
+                        seg_end = e.min(end);
+                        let n = (seg_end - pos) as usize;
+                        match shadow {
+                            Shadow::Mem(v) => {
+                                dst[..n].copy_from_slice(&v[pos as usize..pos as usize + n])
+                            }
+                            Shadow::File(f) => f.read_exact_at(&mut dst[..n], pos)?,
+                        }
+                    } else {
+                        let next = extents.range(pos..).next().map_or(end, |(s, _)| *s).min(end);
+                        seg_end = next;
+                        let from_base = seg_end.min(*base_len);
+                        if pos < from_base {
+                            let n = (from_base - pos) as usize;
+                            read_base(vault, base, pos, &mut dst[..n])?;
+                        }
+                        // Beyond the base: zeros, already in `out`.
+                    }
+                    pos = seg_end;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores the buffered content and returns it staged, ready to commit. `None` when the
+    /// content is the unchanged base.
+    pub fn stage(self, vault: &Vault) -> FsResult<Option<StagedLeaf>> {
+        match self.mode {
+            Mode::Stream(w) => Ok(Some(w.finish()?)),
+            Mode::Overlay { ref base, base_len, ref extents, .. } => {
+                if extents.is_empty() {
+                    let unchanged = match base {
+                        Base::Leaf(h) => base_len == self.size && vault.leaf_size(h)? == self.size,
+                        Base::Staged(s) => base_len == self.size && s.size == self.size,
+                        Base::Empty => self.size == 0,
+                    };
+                    if unchanged {
+                        return Ok(match self.mode {
+                            Mode::Overlay { base: Base::Staged(s), .. } => Some(s),
+                            _ => None,
+                        });
+                    }
+                }
+                let mut w = vault.payload_writer();
+                let mut pos = 0u64;
+                while pos < self.size {
+                    let piece = self.read(vault, pos, COMMIT_PIECE)?;
+                    if piece.is_empty() {
+                        return Err(FsError::new(libc::EIO, "buffer ended before its size"));
+                    }
+                    w.write_all(&piece)?;
+                    pos += piece.len() as u64;
+                }
+                Ok(Some(w.finish()?))
+            }
+        }
+    }
+}
+
+fn read_base(vault: &Vault, base: &Base, offset: u64, dst: &mut [u8]) -> FsResult<()> {
+    let mut done = 0;
+    while done < dst.len() {
+        let n = match base {
+            Base::Empty => 0,
+            Base::Leaf(h) => vault.read_at(h, offset + done as u64, &mut dst[done..])?,
+            Base::Staged(s) => s.read_at(offset + done as u64, &mut dst[done..])?,
+        };
+        if n == 0 {
+            break; // shorter than recorded: the rest reads as zeros
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Adds [start, end) to a set of disjoint, non-touching extents, merging neighbours.
+fn insert_extent(extents: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) {
+    if let Some((&s, &e)) = extents.range(..=start).next_back()
+        && e >= start
+    {
+        start = s;
+        end = end.max(e);
+    }
+    let overlapping: Vec<u64> = extents.range(start..=end).map(|(s, _)| *s).collect();
+    for s in overlapping {
+        if let Some(e) = extents.remove(&s) {
+            end = end.max(e);
+        }
+    }
+    extents.insert(start, end);
+}
+
+/// Drops everything at or beyond `size`.
+fn cut_extents(extents: &mut BTreeMap<u64, u64>, size: u64) {
+    let beyond: Vec<u64> = extents.range(size..).map(|(s, _)| *s).collect();
+    for s in beyond {
+        extents.remove(&s);
+    }
+    if let Some((_, e)) = extents.range_mut(..size).next_back()
+        && *e > size
+    {
+        *e = size;
+    }
+}
+
+impl From<io::ErrorKind> for FsError {
+    fn from(k: io::ErrorKind) -> Self {
+        FsError::from(io::Error::from(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indras_artifacts::{Commit, NewNode, NodeId, Options, Timestamp};
+    use proptest::prelude::*;
+
+    fn vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path(), "t", &Options::default()).unwrap();
+        (dir, v)
+    }
+
+    fn content(v: &Vault, b: WriteBuffer) -> Vec<u8> {
+        let size = b.size();
+        let all = b.read(v, 0, size as usize + 10).unwrap();
+        assert_eq!(all.len() as u64, size);
+        let staged = b.stage(v).unwrap().expect("changed");
+        assert_eq!(staged.size, size);
+        let node = v
+            .create(
+                NodeId::ROOT,
+                b"f",
+                &NewNode::file(0o644),
+                Some(staged),
+                Timestamp::now(),
+                Commit::CrashConsistent,
+            )
+            .unwrap();
+        let committed = v.read_all(&node.content.unwrap()).unwrap();
+        assert!(committed == all, "committed content differs from what reads returned");
+        v.remove(NodeId::ROOT, b"f", false, Timestamp::now(), Commit::CrashConsistent).unwrap();
+        committed
+    }
+
+    #[test]
+    fn extents_merge_and_cut() {
+        let mut e = BTreeMap::new();
+        insert_extent(&mut e, 10, 20);
+        insert_extent(&mut e, 30, 40);
+        insert_extent(&mut e, 20, 30);
+        assert_eq!(e.into_iter().collect::<Vec<_>>(), vec![(10, 40)]);
+        let mut e = BTreeMap::from([(0, 5), (10, 20), (30, 40)]);
+        cut_extents(&mut e, 15);
+        assert_eq!(e.into_iter().collect::<Vec<_>>(), vec![(0, 5), (10, 15)]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64, Vec<u8>),
+        Truncate(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u64..600_000, 1usize..70_000, any::<u8>())
+                .prop_map(|(o, n, b)| Op::Write(o, vec![b; n])),
+            1 => (0u64..700_000).prop_map(Op::Truncate),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        /// The buffer reads and commits exactly what a plain Vec model holds.
+        #[test]
+        fn buffer_matches_a_vec(initial in 0usize..300_000, ops in proptest::collection::vec(op(), 1..12)) {
+            let (dir, v) = vault();
+            let base: Vec<u8> = (0..initial).map(|i| (i % 251) as u8).collect();
+            let staged = v.stage(&base).unwrap();
+            let node = v.create(NodeId::ROOT, b"base", &NewNode::file(0o644), Some(staged), Timestamp::now(), Commit::CrashConsistent).unwrap();
+            let mut b = WriteBuffer::new(&v, node.content, node.size);
+            let mut model = base.clone();
+            for op in ops {
+                match op {
+                    Op::Write(o, data) => {
+                        b.write(&dir.path().join("tmp"), o, &data).unwrap();
+                        let end = o as usize + data.len();
+                        if model.len() < end { model.resize(end, 0); }
+                        model[o as usize..end].copy_from_slice(&data);
+                    }
+                    Op::Truncate(n) => {
+                        b.truncate(&v, n).unwrap();
+                        model.resize(n as usize, 0);
+                    }
+                }
+                prop_assert_eq!(b.size(), model.len() as u64);
+            }
+            let got = content(&v, b);
+            prop_assert!(got == model);
+        }
+    }
+
+    #[test]
+    fn sequential_writes_stream_and_switch_when_needed() {
+        let (dir, v) = vault();
+        let tmp = dir.path().join("tmp");
+        let mut b = WriteBuffer::new(&v, None, 0);
+        let block: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        for i in 0..10u64 {
+            b.write(&tmp, i * 100_000, &block).unwrap();
+        }
+        assert!(matches!(b.mode, Mode::Stream(_)));
+        assert_eq!(b.read(&v, 150_000, 10).unwrap(), block[50_000..50_010].to_vec());
+        b.write(&tmp, 5, b"xyz").unwrap();
+        assert!(matches!(b.mode, Mode::Overlay { .. }));
+        let mut want: Vec<u8> = block.repeat(10);
+        want[5..8].copy_from_slice(b"xyz");
+        assert!(content(&v, b) == want);
+    }
+}

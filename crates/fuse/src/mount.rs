@@ -1,0 +1,348 @@
+//! Starting and stopping a mount: checks, the FUSE session, the periodic durability timer, and
+//! an orderly shutdown that commits every buffer durably before unmounting.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, MountOption, SessionACL};
+use indras_artifacts::{Options, Timestamp, Vault};
+
+use crate::adapter::Adapter;
+use crate::fs::VaultFs;
+use crate::virtual_files::MountInfo;
+
+/// Everything a mount needs.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub mountpoint: PathBuf,
+    pub data_dir: PathBuf,
+    pub player: String,
+    /// Let users other than the one mounting use the mount.
+    pub allow_other: bool,
+    /// Have the kernel unmount if this process dies (needs `fusermount3`).
+    pub auto_unmount: bool,
+    /// Extra `-o` options.
+    pub options: Vec<String>,
+    /// FUSE request threads.
+    pub threads: usize,
+    /// How often crash-consistent commits are made durable.
+    pub sync_interval: Duration,
+}
+
+impl MountConfig {
+    pub fn new(mountpoint: impl Into<PathBuf>, data_dir: impl Into<PathBuf>, player: &str) -> Self {
+        MountConfig {
+            mountpoint: mountpoint.into(),
+            data_dir: data_dir.into(),
+            player: player.to_owned(),
+            allow_other: false,
+            auto_unmount: false,
+            options: Vec::new(),
+            threads: 4,
+            sync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount point {0} does not exist")]
+    MissingMountpoint(PathBuf),
+    #[error("mount point {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{0} is already a mount point")]
+    AlreadyMounted(PathBuf),
+    #[error("data dir {path} is not writable: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("data dir {0} is already mounted by another process")]
+    Locked(PathBuf),
+    #[error("unknown mount option {0:?}")]
+    BadOption(String),
+    #[error("store: {0}")]
+    Store(indras_artifacts::Error),
+    #[error("mounting {path} failed: {source}")]
+    Mount { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Fs(crate::error::FsError),
+}
+
+/// Whether `path` is a mount point, from `/proc/self/mountinfo`.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|mp| unescape_mount_path(mp) == path.as_os_str().as_encoded_bytes())
+    })
+}
+
+/// Undoes the octal escapes (`\040` for a space) of mountinfo paths.
+fn unescape_mount_path(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn mount_options(cfg: &MountConfig) -> Result<(Vec<MountOption>, SessionACL), MountError> {
+    let mut opts = vec![
+        MountOption::FSName("indras-fuse".to_owned()),
+        MountOption::Subtype("indras".to_owned()),
+        MountOption::DefaultPermissions,
+    ];
+    let mut allow_other = cfg.allow_other;
+    let mut auto_unmount = cfg.auto_unmount;
+    for o in cfg.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => opts.push(MountOption::RO),
+            "rw" => opts.push(MountOption::RW),
+            "noatime" => opts.push(MountOption::NoAtime),
+            "atime" => opts.push(MountOption::Atime),
+            "exec" => opts.push(MountOption::Exec),
+            "noexec" => opts.push(MountOption::NoExec),
+            "suid" => opts.push(MountOption::Suid),
+            "nosuid" => opts.push(MountOption::NoSuid),
+            "dev" => opts.push(MountOption::Dev),
+            "nodev" => opts.push(MountOption::NoDev),
+            "sync" => opts.push(MountOption::Sync),
+            "dirsync" => opts.push(MountOption::DirSync),
+            "allow_other" => allow_other = true,
+            "auto_unmount" => auto_unmount = true,
+            "default_permissions" => {}
+            other => return Err(MountError::BadOption(other.to_owned())),
+        }
+    }
+    let acl = if allow_other {
+        SessionACL::All
+    } else if auto_unmount {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    if auto_unmount {
+        opts.push(MountOption::AutoUnmount);
+    }
+    Ok((opts, acl))
+}
+
+#[derive(Default)]
+struct Stop {
+    requested: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// Asks a running mount to stop, from any thread (a signal handler thread, say).
+#[derive(Clone)]
+pub struct StopHandle(Arc<Stop>);
+
+impl std::fmt::Debug for StopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopHandle")
+    }
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        *self.0.requested.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.0.wake.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.0.requested.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits up to `d`; returns true if a stop was requested.
+    fn wait(&self, d: Duration) -> bool {
+        let guard = self.0.requested.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = self
+            .0
+            .wake
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard
+    }
+}
+
+/// A live mount.
+pub struct MountSession {
+    fs: Arc<VaultFs>,
+    session: Option<BackgroundSession>,
+    mountpoint: PathBuf,
+    stop: StopHandle,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MountSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountSession").field("mountpoint", &self.mountpoint).finish_non_exhaustive()
+    }
+}
+
+impl MountSession {
+    /// Checks the mount point and data dir, opens the vault and mounts it. Returns once the
+    /// mount is live.
+    pub fn start(cfg: &MountConfig) -> Result<MountSession, MountError> {
+        let mp = &cfg.mountpoint;
+        match std::fs::metadata(mp) {
+            Err(_) => return Err(MountError::MissingMountpoint(mp.clone())),
+            Ok(m) if !m.is_dir() => return Err(MountError::NotADirectory(mp.clone())),
+            Ok(_) => {}
+        }
+        if is_mounted(mp) {
+            return Err(MountError::AlreadyMounted(mp.clone()));
+        }
+        let (options, acl) = mount_options(cfg)?;
+        let data_err = |source| MountError::DataDir { path: cfg.data_dir.clone(), source };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(data_err)?;
+        tempfile::tempfile_in(&cfg.data_dir).map_err(data_err)?;
+        let vault = match Vault::open(&cfg.data_dir, &cfg.player, &Options::default()) {
+            Ok(v) => Arc::new(v),
+            Err(indras_artifacts::Error::Locked(p)) => return Err(MountError::Locked(p)),
+            Err(e) => return Err(MountError::Store(e)),
+        };
+        let info = MountInfo {
+            player: cfg.player.clone(),
+            data_dir: cfg.data_dir.canonicalize().unwrap_or_else(|_| cfg.data_dir.clone()),
+            mountpoint: mp.canonicalize().unwrap_or_else(|_| mp.clone()),
+            mounted_at: Timestamp::now(),
+            pid: std::process::id(),
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        };
+        let fs = Arc::new(VaultFs::new(vault.clone(), info).map_err(MountError::Fs)?);
+
+        let mut fcfg = fuser::Config::default();
+        fcfg.mount_options = options;
+        fcfg.acl = acl;
+        fcfg.n_threads = Some(cfg.threads.max(1));
+        fcfg.clone_fd = true;
+        let session = fuser::Session::new(Adapter::new(fs.clone()), mp, &fcfg)
+            .and_then(fuser::Session::spawn)
+            .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
+
+        let stop = StopHandle(Arc::new(Stop::default()));
+        let flusher = {
+            let stop = stop.clone();
+            let interval = cfg.sync_interval;
+            std::thread::Builder::new()
+                .name("indras-sync".to_owned())
+                .spawn(move || {
+                    while !stop.wait(interval) {
+                        if let Err(e) = vault.sync() {
+                            tracing::error!(error = %e, "periodic durable commit failed");
+                        }
+                    }
+                })
+                .map_err(|source| MountError::Mount { path: mp.clone(), source })?
+        };
+        tracing::info!(mountpoint = %mp.display(), data_dir = %cfg.data_dir.display(), "mounted");
+        Ok(MountSession {
+            fs,
+            session: Some(session),
+            mountpoint: mp.clone(),
+            stop,
+            flusher: Some(flusher),
+        })
+    }
+
+    pub fn fs(&self) -> &Arc<VaultFs> {
+        &self.fs
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Blocks until a stop is requested or the filesystem is unmounted from outside, then
+    /// shuts down.
+    pub fn wait(self) -> io::Result<()> {
+        loop {
+            if self.stop.wait(Duration::from_millis(100)) {
+                break;
+            }
+            if self.session.as_ref().is_none_or(|s| s.guard.is_finished()) {
+                break;
+            }
+        }
+        self.shutdown()
+    }
+
+    /// Commits every buffer durably, unmounts, and closes the vault.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        let result = self.shutdown_inner();
+        drop(self);
+        result
+    }
+
+    fn shutdown_inner(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        if let Err(e) = self.fs.commit_all() {
+            result = Err(io::Error::other(format!("committing open files failed: {e}")));
+        }
+        if let Some(session) = self.session.take() {
+            if session.guard.is_finished() {
+                let _ = session.join();
+            } else if let Err(e) = session.umount_and_join() {
+                // Busy (a process has its cwd or a file inside): detach lazily. Everything is
+                // committed; the kernel finishes the unmount when the last user leaves.
+                tracing::warn!(error = %e, "unmount busy; detaching lazily");
+                rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
+                    .map_err(io::Error::from)?;
+            }
+        }
+        self.stop.stop();
+        if let Some(f) = self.flusher.take() {
+            let _ = f.join();
+        }
+        self.fs.vault().sync().map_err(|e| io::Error::other(e.to_string()))?;
+        result
+    }
+}
+
+impl Drop for MountSession {
+    fn drop(&mut self) {
+        if self.session.is_some()
+            && let Err(e) = self.shutdown_inner()
+        {
+            tracing::error!(error = %e, "shutting the mount down failed");
+        }
+        if !self.stop.is_stopped() {
+            self.stop.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_unescape() {
+        assert_eq!(unescape_mount_path(r"/tmp/a\040b"), b"/tmp/a b");
+        assert_eq!(unescape_mount_path("/plain"), b"/plain");
+    }
+
+    #[test]
+    fn options_parse_and_refuse_unknown() {
+        let mut cfg = MountConfig::new("/m", "/d", "p");
+        cfg.options = vec!["noatime,allow_other".into()];
+        let (_, acl) = mount_options(&cfg).unwrap();
+        assert!(matches!(acl, SessionACL::All));
+        cfg.options = vec!["bogus".into()];
+        assert!(matches!(mount_options(&cfg), Err(MountError::BadOption(o)) if o == "bogus"));
+    }
+}
