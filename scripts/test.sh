@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
-command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+for pair in fusermount3:fuse3 sqlite3:sqlite3 rsync:rsync git:git vim:vim python3:python3 \
+            sha256sum:coreutils unshare:util-linux; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

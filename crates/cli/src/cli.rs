@@ -66,7 +66,7 @@ struct MountArgs {
     /// The player whose vault to mount.
     #[arg(long)]
     player: String,
-    /// Where the vault lives [default: $XDG_DATA_HOME/indras/<player>].
+    /// Where the vault lives [default: $`XDG_DATA_HOME/indras`/<player>].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Stay attached and log to stderr.
@@ -81,7 +81,7 @@ struct MountArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
-    /// Mount options, comma-separated (ro, noatime, allow_other, ...).
+    /// Mount options, comma-separated (ro, noatime, `allow_other`, ...).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// FUSE request threads.
@@ -105,7 +105,7 @@ struct StoreArgs {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Mount(args) => mount(args),
+        Cmd::Mount(args) => mount(&args),
         Cmd::Unmount { mountpoint, timeout } => unmount(&mountpoint, Duration::from_secs(timeout)),
         Cmd::Status { mountpoint, store, json } => status(mountpoint.as_deref(), &store, json),
         Cmd::Gc { store } => gc(&store),
@@ -147,7 +147,7 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-fn mount(args: MountArgs) -> Result<()> {
+fn mount(args: &MountArgs) -> Result<()> {
     check_player(&args.player)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -156,7 +156,7 @@ fn mount(args: MountArgs) -> Result<()> {
     let mountpoint =
         std::path::absolute(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
     if !args.foreground && !args.daemon_child {
-        return spawn_daemon(&args, &mountpoint, &data_dir);
+        return spawn_daemon(args, &mountpoint, &data_dir);
     }
     init_logging(&args.log_level);
     let mut cfg = MountConfig::new(&mountpoint, &data_dir, &args.player);

@@ -400,11 +400,8 @@ impl Filesystem for Adapter {
         };
         for it in items {
             let dot = it.name == b"." || it.name == b"..";
-            let a = match self.fs.getattr(it.ino) {
-                Ok(a) => a,
-                // Removed since the listing was read: skip it.
-                Err(_) => continue,
-            };
+            // An entry removed since the listing was read is skipped.
+            let Ok(a) = self.fs.getattr(it.ino) else { continue };
             if reply.add(
                 INodeNo(it.ino),
                 it.offset,
@@ -502,7 +499,7 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.create(ctx(req), parent.0, name.as_bytes(), mode, flags) {
             Ok((a, o)) => {
-                reply.created(&ttl(a.ino), &attr(&a), Generation(0), FileHandle(o.fh), fopen(o))
+                reply.created(&ttl(a.ino), &attr(&a), Generation(0), FileHandle(o.fh), fopen(o));
             }
             Err(e) => reply.error(errno("create", &e)),
         }

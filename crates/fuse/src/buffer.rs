@@ -39,7 +39,7 @@ enum Shadow {
 }
 
 enum Mode {
-    Stream(PayloadWriter),
+    Stream(Box<PayloadWriter>),
     Overlay {
         base: Base,
         /// Bytes of the base still visible (truncation can only shorten it).
@@ -79,7 +79,7 @@ impl WriteBuffer {
                 },
                 size,
             },
-            _ => WriteBuffer { mode: Mode::Stream(vault.payload_writer()), size: 0 },
+            _ => WriteBuffer { mode: Mode::Stream(Box::new(vault.payload_writer())), size: 0 },
         }
     }
 
@@ -88,7 +88,7 @@ impl WriteBuffer {
     }
 
     /// Leaves stream mode, keeping what was streamed as the base.
-    fn to_overlay(&mut self) -> FsResult<()> {
+    fn make_overlay(&mut self) -> FsResult<()> {
         if let Mode::Stream(_) = self.mode {
             let Mode::Stream(writer) = std::mem::replace(
                 &mut self.mode,
@@ -121,7 +121,7 @@ impl WriteBuffer {
             self.size = end;
             return Ok(());
         }
-        self.to_overlay()?;
+        self.make_overlay()?;
         let Mode::Overlay { shadow, extents, .. } = &mut self.mode else { unreachable!() };
         if let Shadow::Mem(v) = shadow
             && end > MEM_SHADOW_MAX
@@ -150,10 +150,10 @@ impl WriteBuffer {
             return Ok(());
         }
         if size == 0 {
-            *self = WriteBuffer { mode: Mode::Stream(vault.payload_writer()), size: 0 };
+            *self = WriteBuffer { mode: Mode::Stream(Box::new(vault.payload_writer())), size: 0 };
             return Ok(());
         }
-        self.to_overlay()?;
+        self.make_overlay()?;
         let Mode::Overlay { base_len, shadow, extents, .. } = &mut self.mode else {
             unreachable!()
         };
@@ -198,7 +198,7 @@ impl WriteBuffer {
                         let n = (seg_end - pos) as usize;
                         match shadow {
                             Shadow::Mem(v) => {
-                                dst[..n].copy_from_slice(&v[pos as usize..pos as usize + n])
+                                dst[..n].copy_from_slice(&v[pos as usize..pos as usize + n]);
                             }
                             Shadow::File(f) => f.read_exact_at(&mut dst[..n], pos)?,
                         }

@@ -1,0 +1,225 @@
+//! Helpers for end-to-end tests: a `Mount` guard that runs the real `indras-fuse` binary in
+//! the foreground and always unmounts in `Drop`, even when a test fails.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The release (or debug) `indras-fuse` binary next to this test executable.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("indras-fuse");
+    assert!(bin.exists(), "{} is missing: build the workspace first", bin.display());
+    bin
+}
+
+/// Whether `path` is a mount point.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A data dir and a mount point in one temp dir.
+#[derive(Debug)]
+pub struct Dirs {
+    pub tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub mnt: PathBuf,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        let tmp = tempfile::Builder::new().prefix("indras-e2e").tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir_all(&mnt).expect("mkdir mnt");
+        Dirs { tmp, data, mnt }
+    }
+}
+
+impl Default for Dirs {
+    fn default() -> Self {
+        Dirs::new()
+    }
+}
+
+/// A running `indras-fuse mount --foreground`. Dropping it stops the daemon and unmounts.
+#[derive(Debug)]
+pub struct Mount {
+    pub mnt: PathBuf,
+    pub data: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Mount {
+    pub fn start(dirs: &Dirs) -> Mount {
+        Mount::start_with(dirs, &[])
+    }
+
+    pub fn start_with(dirs: &Dirs, extra: &[&str]) -> Mount {
+        let log = dirs.tmp.path().join(format!("daemon-{}.log", std::process::id()));
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
+        let child = Command::new(binary())
+            .arg("mount")
+            .arg(&dirs.mnt)
+            .args(["--player", "alice", "--foreground", "--log-level", "info"])
+            .arg("--data-dir")
+            .arg(&dirs.data)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn indras-fuse");
+        let mut m =
+            Mount { mnt: dirs.mnt.clone(), data: dirs.data.clone(), child: Some(child), log };
+        let start = Instant::now();
+        while !is_mounted(&m.mnt) || !m.vault().is_dir() {
+            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("indras-fuse exited with {status} before mounting:\n{}", m.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "mount did not come up:\n{}",
+                m.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    pub fn vault(&self) -> PathBuf {
+        self.mnt.join("vault")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        if let Some(c) = &self.child {
+            signal(c, sig);
+        }
+    }
+
+    /// SIGTERM: commit everything and unmount; asserts a clean exit.
+    pub fn stop(mut self) {
+        self.signal(rustix::process::Signal::TERM);
+        let mut child = self.child.take().expect("running");
+        let status = wait_for(&mut child, Duration::from_secs(60)).expect("daemon did not stop");
+        assert!(status.success(), "daemon exited with {status}:\n{}", self.log_text());
+        assert!(!is_mounted(&self.mnt), "still mounted after the daemon exited");
+    }
+
+    /// SIGKILL the daemon, then detach the dead mount.
+    pub fn kill9(mut self) {
+        self.signal(rustix::process::Signal::KILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = wait_for(&mut child, Duration::from_secs(10));
+        }
+        detach(&self.mnt);
+    }
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn detach(mnt: &Path) {
+    for _ in 0..50 {
+        if !is_mounted(mnt) {
+            return;
+        }
+        let _ = rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, rustix::process::Signal::TERM);
+            if wait_for(&mut child, Duration::from_secs(20)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        detach(&self.mnt);
+    }
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// Runs `bash -c script` in `cwd`; panics with its output unless it succeeds.
+pub fn sh(cwd: &Path, script: &str) -> String {
+    let out = sh_output(cwd, script);
+    assert!(
+        out.status.success(),
+        "command failed ({}): {script}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn sh_output(cwd: &Path, script: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .current_dir(cwd)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", cwd)
+        .output()
+        .expect("bash")
+}
+
+/// Whether a command is on PATH. In CI (`CI` set) every tool the tests use must be.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("bash")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{tool} must be installed in CI (scripts/test.sh installs it)"
+    );
+    found
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+    out
+}

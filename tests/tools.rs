@@ -1,0 +1,215 @@
+//! Real tools on a real mount: what users point at `vault/` must just work.
+
+use std::os::unix::fs::MetadataExt;
+
+use indras_e2e::{Dirs, Mount, bytes, have, sh, sh_output};
+
+#[test]
+fn coreutils_cp_mv_rm_ln() {
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    let src = dirs.tmp.path().join("src");
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    std::fs::write(src.join("a/one.txt"), b"one\n").unwrap();
+    std::fs::write(src.join("a/b/big.bin"), bytes(1, 3 << 20)).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    sh(&v, &format!("cp -a {}/. tree && diff -r {} tree", src.display(), src.display()));
+    sh(
+        &v,
+        "mv tree/a/one.txt tree/one-moved.txt && test ! -e tree/a/one.txt && grep -q one tree/one-moved.txt",
+    );
+    sh(
+        &v,
+        "ln tree/one-moved.txt hard && test $(stat -c %h hard) = 2 && test $(stat -c %i hard) = $(stat -c %i tree/one-moved.txt)",
+    );
+    sh(
+        &v,
+        "ln -s tree/one-moved.txt soft && test \"$(readlink soft)\" = tree/one-moved.txt && grep -q one soft",
+    );
+    sh(&v, "rm -r tree && test ! -e tree && grep -q one hard && test $(stat -c %h hard) = 1");
+    sh(
+        &v,
+        "test \"$(b3sum --no-names hard 2>/dev/null || true)\" = \"$(b3sum --no-names hard 2>/dev/null || true)\"",
+    );
+    m.stop();
+}
+
+#[test]
+fn git_clone_commit_gc_fsck() {
+    if !have("git") {
+        return;
+    }
+    let dirs = Dirs::new();
+    let origin = dirs.tmp.path().join("origin");
+    std::fs::create_dir_all(&origin).unwrap();
+    sh(
+        &origin,
+        "git init -q -b main . && for i in $(seq 1 60); do mkdir -p d$((i % 7)); echo \"file $i\" > d$((i % 7))/f$i.txt; done && git add -A && git commit -qm init",
+    );
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    sh(&v, &format!("git clone -q {} clone", origin.display()));
+    let clone = v.join("clone");
+    sh(&clone, "test -z \"$(git status --porcelain)\"");
+    sh(
+        &clone,
+        "echo change >> d1/f1.txt && git commit -qam change && git log --oneline | wc -l | grep -q 2",
+    );
+    sh(
+        &clone,
+        "git gc -q && git fsck --full --strict 2>&1 && test -z \"$(git status --porcelain)\"",
+    );
+    m.stop();
+}
+
+#[test]
+fn sqlite_delete_and_wal_journals() {
+    if !have("sqlite3") {
+        return;
+    }
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    for mode in ["delete", "wal"] {
+        let out = sh(
+            &v,
+            &format!(
+                "sqlite3 {mode}.db 'pragma journal_mode={mode}; create table t(k integer primary key, v text); \
+                 with recursive c(x) as (select 1 union all select x+1 from c where x < 5000) \
+                 insert into t select x, hex(randomblob(40)) from c; \
+                 update t set v = \"z\" where k % 3 = 0; delete from t where k % 5 = 0; \
+                 pragma integrity_check; select count(*) from t;'"
+            ),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines, [mode, "ok", "4000"], "{mode}: {out}");
+    }
+    m.stop();
+    let m = Mount::start(&dirs);
+    for mode in ["delete", "wal"] {
+        let out = sh(
+            &m.vault(),
+            &format!("sqlite3 {mode}.db 'pragma integrity_check; select count(*) from t;'"),
+        );
+        assert_eq!(out.lines().collect::<Vec<_>>(), ["ok", "4000"], "{mode} after remount");
+    }
+    m.stop();
+}
+
+#[test]
+fn editors_vim_sed_and_python_atomic_save() {
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    std::fs::write(v.join("notes.md"), "alpha\nbeta\n").unwrap();
+    if have("vim") {
+        sh(&v, "vim -es -u NONE -c '%s/alpha/gamma/' -c 'wq' notes.md && grep -q gamma notes.md");
+    }
+    sh(
+        &v,
+        "sed -i 's/beta/delta/' notes.md && test \"$(cat notes.md)\" = \"$(printf 'gamma\\ndelta')\"",
+    );
+    sh(
+        &v,
+        "python3 - <<'PY'\nimport os\np = 'saved.json'\nfor i in range(20):\n    t = p + '.tmp'\n    with open(t, 'w') as f:\n        f.write('{\"version\": %d}' % i)\n        f.flush()\n        os.fsync(f.fileno())\n    os.rename(t, p)\nassert open(p).read() == '{\"version\": 19}'\nassert not os.path.exists(p + '.tmp')\nPY",
+    );
+    m.stop();
+}
+
+#[test]
+fn rsync_and_tar_round_trip() {
+    let dirs = Dirs::new();
+    let src = dirs.tmp.path().join("src");
+    for i in 0..40 {
+        let d = src.join(format!("d{}", i % 5));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), bytes(i, (i as usize * 7919) % 70_000)).unwrap();
+    }
+    std::os::unix::fs::symlink("d0/f0", src.join("link")).unwrap();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    if have("rsync") {
+        sh(&v, &format!("rsync -a {}/ synced/ && diff -r {} synced", src.display(), src.display()));
+        sh(&v, &format!("rsync -a {}/ synced/ --itemize-changes | (! grep -q .)", src.display()));
+    }
+    let tarball = dirs.tmp.path().join("src.tar");
+    sh(dirs.tmp.path(), &format!("tar -C {} -cf {} .", src.display(), tarball.display()));
+    sh(
+        &v,
+        &format!(
+            "mkdir untarred && tar -C untarred -xf {} && diff -r {} untarred",
+            tarball.display(),
+            src.display()
+        ),
+    );
+    m.stop();
+}
+
+#[test]
+fn layout_and_bad_input_get_errno_not_panics() {
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let root = &m.mnt;
+    let names: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for want in ["vault", "peers", "realms", ".indra"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    let code = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+    for dir in ["peers", "realms", ".indra"] {
+        let e = code(std::fs::write(root.join(dir).join("x"), b"x"));
+        assert!(matches!(e, Some(libc::EROFS | libc::EACCES)), "write in {dir}: {e:?}");
+        let e = code(std::fs::create_dir(root.join(dir).join("d")));
+        assert!(matches!(e, Some(libc::EROFS | libc::EACCES)), "mkdir in {dir}: {e:?}");
+    }
+    for dir in ["vault", "peers", "realms", ".indra"] {
+        let e = code(std::fs::remove_dir(root.join(dir)));
+        assert!(
+            matches!(e, Some(libc::EBUSY | libc::EPERM | libc::ENOTEMPTY)),
+            "rmdir {dir}: {e:?}"
+        );
+        let e = code(std::fs::rename(root.join(dir), root.join("renamed")));
+        assert!(matches!(e, Some(libc::EBUSY | libc::EPERM)), "rename {dir}: {e:?}");
+    }
+    let e = code(std::fs::write(root.join(".indra/player.json"), b"x"));
+    assert!(matches!(e, Some(libc::EROFS | libc::EACCES)), "write player.json: {e:?}");
+    let player = std::fs::read_to_string(root.join(".indra/player.json")).unwrap();
+    assert!(player.contains("\"player\": \"alice\""), "{player}");
+    let v = m.vault();
+    let long = "x".repeat(256);
+    assert_eq!(code(std::fs::write(v.join(&long), b"x")), Some(libc::ENAMETOOLONG));
+    std::fs::write(v.join("x".repeat(255)), b"ok").unwrap();
+    // Non-UTF-8 names are stored as bytes.
+    let raw = std::ffi::OsStr::new(unsafe_free_latin1());
+    std::fs::write(v.join(raw), b"latin1").unwrap();
+    assert_eq!(std::fs::read(v.join(raw)).unwrap(), b"latin1");
+    let out = sh_output(&v, "df -h . && stat -f .");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    m.stop();
+}
+
+/// "caf\xe9" as an `OsStr` without unsafe code.
+fn unsafe_free_latin1() -> &'static std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b"caf\xe9")
+}
+
+#[test]
+fn mmap_shared_writes_locks_and_xattrs() {
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    sh(
+        &v,
+        "python3 - <<'PY'\nimport mmap, os, fcntl, subprocess\nwith open('mapped.bin', 'wb') as f:\n    f.write(b'\\0' * 65536)\nwith open('mapped.bin', 'r+b') as f:\n    mm = mmap.mmap(f.fileno(), 0)\n    mm[100:105] = b'HELLO'\n    mm.flush()\n    mm.close()\nassert open('mapped.bin', 'rb').read()[100:105] == b'HELLO'\n# flock: a second process cannot take the lock while we hold it\nf = open('locked', 'w')\nfcntl.flock(f, fcntl.LOCK_EX)\nr = subprocess.run(['python3', '-c', 'import fcntl; fcntl.flock(open(\"locked\"), fcntl.LOCK_EX | fcntl.LOCK_NB)'])\nassert r.returncode != 0, 'second flock succeeded'\nfcntl.flock(f, fcntl.LOCK_UN)\n# fcntl byte-range lock\nfcntl.lockf(f, fcntl.LOCK_EX)\nr = subprocess.run(['python3', '-c', 'import fcntl; fcntl.lockf(open(\"locked\", \"w\"), fcntl.LOCK_EX | fcntl.LOCK_NB)'])\nassert r.returncode != 0, 'second lockf succeeded'\nf.close()\n# xattrs\nos.setxattr('mapped.bin', 'user.color', b'blue')\nassert os.getxattr('mapped.bin', 'user.color') == b'blue'\nassert 'user.color' in os.listxattr('mapped.bin')\nos.removexattr('mapped.bin', 'user.color')\ntry:\n    os.getxattr('mapped.bin', 'user.color')\n    raise SystemExit('xattr still there')\nexcept OSError as e:\n    assert e.errno == 61, e\nPY",
+    );
+    m.stop();
+    let m = Mount::start(&dirs);
+    let data = std::fs::read(m.vault().join("mapped.bin")).unwrap();
+    assert_eq!(&data[100..105], b"HELLO");
+    assert_eq!(std::fs::metadata(m.vault().join("mapped.bin")).unwrap().size(), 65536);
+    m.stop();
+}
