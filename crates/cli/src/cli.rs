@@ -306,8 +306,7 @@ fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM)
         .with_context(|| format!("signalling the daemon (pid {})", pid.as_raw_nonzero()))?;
     let start = Instant::now();
-    let proc_dir = PathBuf::from(format!("/proc/{}", pid.as_raw_nonzero()));
-    while is_mounted(mountpoint) || proc_dir.exists() {
+    while is_mounted(mountpoint) || is_running(pid) {
         if start.elapsed() > timeout {
             bail!(
                 "the daemon (pid {}) did not finish within {}s",
@@ -319,6 +318,13 @@ fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
     }
     println!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// Whether a process exists and has not exited (a zombie waiting for its parent has).
+fn is_running(pid: rustix::process::Pid) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()));
+    // The state letter follows the parenthesised command name.
+    stat.is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
 fn store_dir(store: &StoreArgs) -> Result<PathBuf> {
