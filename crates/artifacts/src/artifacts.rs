@@ -7,17 +7,15 @@
 
 use std::io::{self, Read};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 
 use crate::error::{Error, Result, lossy};
 use crate::schema::{
-    ENTRIES, EVENTS, GRANTS, LEAVES, LeafRecord, META, META_NEXT_EVENT, NODES, ORDER, PEERS, TREES,
-    TreeRecord, bytes_u64, decode, encode, u64_bytes,
+    ENTRIES, GRANTS, LEAVES, LeafRecord, NODES, ORDER, PEERS, TREES, TreeRecord, decode, encode,
 };
 use crate::types::{
-    AccessGrant, AccessMode, ArtifactId, ArtifactRef, AttentionKind, AttentionSwitchEvent, Hash,
-    LeafArtifact, LeafType, NewNode, Node, NodeId, NodeKind, Peer, PlayerId, RenameMode, Timestamp,
-    TreeArtifact, TreeType,
+    AccessGrant, AccessMode, ArtifactId, ArtifactRef, Hash, LeafArtifact, LeafType, NewNode, Node,
+    NodeId, NodeKind, Peer, PlayerId, RenameMode, Timestamp, TreeArtifact, TreeType,
 };
 use crate::vault::{Commit, Vault};
 use crate::writer::StagedLeaf;
@@ -411,104 +409,5 @@ impl Vault {
         let txn = self.read_txn()?;
         let t = txn.open_table(PEERS)?;
         t.iter()?.map(|r| decode("peer", r?.1.value())).collect()
-    }
-
-    // ----- attention events -----
-
-    /// Records that the player's attention moved to `to` (a file was opened).
-    pub fn navigate_to(
-        &self,
-        to: ArtifactId,
-        from: Option<ArtifactId>,
-        now: Timestamp,
-    ) -> Result<u64> {
-        self.record_event(from, Some(to), AttentionKind::Navigate, now)
-    }
-
-    /// Records that attention left `from` and returned to `to` (a file was closed).
-    pub fn navigate_back(
-        &self,
-        from: ArtifactId,
-        to: Option<ArtifactId>,
-        now: Timestamp,
-    ) -> Result<u64> {
-        self.record_event(Some(from), to, AttentionKind::Back, now)
-    }
-
-    fn record_event(
-        &self,
-        from: Option<ArtifactId>,
-        to: Option<ArtifactId>,
-        kind: AttentionKind,
-        at: Timestamp,
-    ) -> Result<u64> {
-        let ev = AttentionSwitchEvent { player: self.player(), from, to, kind, at };
-        self.append_events(std::slice::from_ref(&ev), Commit::CrashConsistent)
-    }
-
-    /// Appends a batch of events in one transaction; returns the sequence number after them.
-    pub fn append_events(&self, events: &[AttentionSwitchEvent], commit: Commit) -> Result<u64> {
-        self.write(commit, |txn| {
-            let mut meta = txn.open_table(META)?;
-            let mut next = match meta.get(META_NEXT_EVENT)? {
-                Some(v) => bytes_u64("next_event", v.value())?,
-                None => 1,
-            };
-            let mut t = txn.open_table(EVENTS)?;
-            for ev in events {
-                t.insert(next, encode(ev).as_slice())?;
-                next += 1;
-            }
-            meta.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
-            Ok(next)
-        })
-    }
-
-    /// Up to `limit` events with sequence numbers above `after`, oldest first.
-    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<(u64, AttentionSwitchEvent)>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for row in t.range(after.saturating_add(1)..)? {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row?;
-            out.push((k.value(), decode("event", v.value())?));
-        }
-        Ok(out)
-    }
-
-    /// The newest `limit` events, oldest first.
-    pub fn recent_events(&self, limit: usize) -> Result<Vec<(u64, AttentionSwitchEvent)>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for row in t.iter()?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row?;
-            out.push((k.value(), decode("event", v.value())?));
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    pub fn event_count(&self) -> Result<u64> {
-        Ok(self.db.begin_read()?.open_table(EVENTS)?.len()?)
-    }
-
-    /// Deletes events with sequence numbers up to and including `through`.
-    pub fn prune_events(&self, through: u64, commit: Commit) -> Result<u64> {
-        self.write(commit, |txn| {
-            let mut t = txn.open_table(EVENTS)?;
-            let mut n = 0;
-            t.retain_in(..=through, |_, _| {
-                n += 1;
-                false
-            })?;
-            Ok(n)
-        })
     }
 }

@@ -14,6 +14,7 @@
 //! crash-consistently or durably (`Commit`). See `docs/DESIGN.md` for the on-disk layout.
 
 mod artifacts;
+pub mod attention;
 mod chunks;
 mod error;
 mod faulty;
@@ -23,6 +24,7 @@ mod types;
 mod vault;
 mod writer;
 
+pub use attention::{Aggregate, Heat, Retention};
 pub use chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, FaultInjector, INLINE_MAX, IoStep};
 pub use error::{Error, Result};
 pub use gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};

@@ -51,6 +51,8 @@ pub const GRANTS: TableDefinition<(&[u8; 33], &[u8; 32]), &[u8]> =
 pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers_v1");
 /// sequence number -> `AttentionSwitchEvent`
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
+/// node -> `attention::Aggregate`: per-node totals that outlive pruned events
+pub const ATTENTION: TableDefinition<u64, &[u8]> = TableDefinition::new("attention_v1");
 
 pub const META_FORMAT: &str = "format";
 pub const META_NEXT_NODE: &str = "next_node";

@@ -322,7 +322,9 @@ pub enum AttentionKind {
     Scan,
 }
 
-/// One attention switch, as the plan defines it, with the cause.
+/// One attention switch, as the plan defines it, with its cause, the node it concerns (the
+/// file or folder, whose identity outlives content changes), and for `Back` how long the
+/// attention dwelt.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AttentionSwitchEvent {
     pub player: PlayerId,
@@ -330,6 +332,8 @@ pub struct AttentionSwitchEvent {
     pub to: Option<ArtifactId>,
     pub kind: AttentionKind,
     pub at: Timestamp,
+    pub node: Option<NodeId>,
+    pub dwell_ms: u64,
 }
 
 /// A persistent node id: the mount uses it as the inode number.

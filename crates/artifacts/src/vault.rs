@@ -131,6 +131,7 @@ pub(crate) struct W<'t> {
     pub dead: Table<'t, &'static [u8; 32], ()>,
     pub unref: Table<'t, &'static [u8; 32], i64>,
     pub orphans: Table<'t, u64, ()>,
+    pub attention: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> W<'t> {
@@ -149,6 +150,7 @@ impl<'t> W<'t> {
             dead: txn.open_table(DEAD_CHUNKS)?,
             unref: txn.open_table(UNREFERENCED)?,
             orphans: txn.open_table(ORPHANS)?,
+            attention: txn.open_table(crate::schema::ATTENTION)?,
         })
     }
 
@@ -361,6 +363,7 @@ impl<'t> W<'t> {
         }
         self.nodes.remove(id.0)?;
         self.orphans.remove(id.0)?;
+        self.attention.remove(id.0)?;
         Ok(true)
     }
 

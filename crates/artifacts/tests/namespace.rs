@@ -271,8 +271,8 @@ fn the_plans_artifact_operations() {
     ));
 
     // Attention events persist in order.
-    v.navigate_to(leaf.id, Some(quest.id), t0).unwrap();
-    v.navigate_back(leaf.id, Some(quest.id), later).unwrap();
+    v.navigate_to(quest.id, None, t0).unwrap();
+    v.navigate_back(quest.id, None, 90_000, later).unwrap();
     drop(v);
     let v = open(dir.path());
     let events = v.events(0, 10).unwrap();
@@ -280,9 +280,16 @@ fn the_plans_artifact_operations() {
     assert_eq!(events[0].1.kind, AttentionKind::Navigate);
     assert_eq!(events[1].1.kind, AttentionKind::Back);
     assert_eq!(events[1].1.at, later);
+    assert_eq!(events[1].1.node, Some(quest.node));
     assert_eq!(v.recent_events(1).unwrap()[0].0, events[1].0);
+    let agg = v.attention_of(quest.node).unwrap().unwrap();
+    assert_eq!((agg.opens, agg.dwell_ms), (1, 90_000));
+    let heat_before = v.heat(later).unwrap()[0].heat;
+    assert!(heat_before > 0.0);
+    // Pruning events leaves heat exactly as it was.
     assert_eq!(v.prune_events(events[0].0, CC).unwrap(), 1);
     assert_eq!(v.event_count().unwrap(), 1);
+    assert!((v.heat(later).unwrap()[0].heat - heat_before).abs() < 1e-12);
     assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
 }
 

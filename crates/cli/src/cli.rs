@@ -87,6 +87,15 @@ struct MountArgs {
     /// FUSE request threads.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
+    /// Record attention (opens, closes, listings) and compute heat.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    attention: String,
+    /// Attention events kept at most (heat keeps per-file totals of older ones).
+    #[arg(long, default_value_t = 100_000)]
+    attention_max_events: u64,
+    /// Days attention events are kept.
+    #[arg(long, default_value_t = 30)]
+    attention_max_age_days: u64,
     /// Internal: this process is the daemon started by `mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
@@ -164,6 +173,13 @@ fn mount(args: &MountArgs) -> Result<()> {
     cfg.auto_unmount = args.auto_unmount;
     cfg.options.clone_from(&args.options);
     cfg.threads = usize::from(args.threads);
+    cfg.attention = indras_fuse::attention::AttentionConfig {
+        enabled: args.attention == "on",
+        retention: indras_artifacts::Retention {
+            max_events: Some(args.attention_max_events),
+            max_age_ms: Some(args.attention_max_age_days.saturating_mul(86_400_000)),
+        },
+    };
     if args.daemon_child {
         let _ = rustix::process::setsid();
     }
@@ -239,6 +255,9 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
         .arg("--data-dir")
         .arg(data_dir);
     cmd.arg("--log-level").arg(&args.log_level).arg("--threads").arg(args.threads.to_string());
+    cmd.arg("--attention").arg(&args.attention);
+    cmd.arg("--attention-max-events").arg(args.attention_max_events.to_string());
+    cmd.arg("--attention-max-age-days").arg(args.attention_max_age_days.to_string());
     if args.allow_other {
         cmd.arg("--allow-other");
     }
@@ -368,7 +387,26 @@ fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()
         println!("Player: {} ({})", get("player"), get("player_id"));
         println!("Data dir: {}", get("data_dir"));
         println!("Artifacts: {} ({} trees, {} leaves)", art["total"], art["trees"], art["leaves"]);
-        println!("Peers: {} connected", s["peers"]);
+        println!("Peers: {} connected", s["peers"]["connected"]);
+        println!("Attention events (last hour): {}", s["attention"]["events_last_hour"]);
+        let hot: Vec<String> = s["hot"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|h| {
+                        format!(
+                            "{} ({:.2})",
+                            h["path"].as_str().unwrap_or("?"),
+                            h["heat"].as_f64().unwrap_or(0.0)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "Hot artifacts: {}",
+            if hot.is_empty() { "none yet".to_owned() } else { hot.join(", ") }
+        );
         return Ok(());
     }
     let dir = match (mountpoint, &store.data_dir, &store.player) {
@@ -382,6 +420,11 @@ fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()
     let v = open_store(&dir)?;
     let c = v.counts()?;
     let stats = v.stats()?;
+    let now = indras_artifacts::Timestamp::now();
+    let last_hour =
+        v.events_since(indras_artifacts::Timestamp::from_millis(now.as_millis() - 3_600_000))?;
+    let hot = indras_fuse::virtual_files::hot(&v, now, indras_fuse::virtual_files::HOT_TOP)
+        .map_err(|e| anyhow!("computing heat: {e}"))?;
     if json {
         let out = serde_json::json!({
             "mounted": false,
@@ -390,8 +433,9 @@ fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()
             "data_dir": dir.display().to_string(),
             "artifacts": { "total": c.trees + c.leaves, "trees": c.trees, "leaves": c.leaves, "nodes": c.nodes, "chunks": c.chunks },
             "store": { "logical_bytes": stats.logical_bytes, "chunk_bytes": stats.chunk_bytes, "inline_bytes": stats.inline_bytes, "db_bytes": stats.db_bytes },
-            "peers": v.peers()?.len(),
-            "attention_events": c.events,
+            "peers": { "known": v.peers()?.len(), "connected": 0 },
+            "attention": { "events_last_hour": last_hour, "events_stored": c.events },
+            "hot": hot.iter().map(|h| serde_json::json!({ "path": h.path, "heat": h.heat })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -400,7 +444,13 @@ fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()
     println!("Player: {} ({})", v.player_name(), v.player());
     println!("Data dir: {}", dir.display());
     println!("Artifacts: {} ({} trees, {} leaves)", c.trees + c.leaves, c.trees, c.leaves);
-    println!("Peers: {} known", v.peers()?.len());
+    println!("Peers: 0 connected ({} known)", v.peers()?.len());
+    println!("Attention events (last hour): {last_hour}");
+    let hot: Vec<String> = hot.iter().map(|h| format!("{} ({:.2})", h.path, h.heat)).collect();
+    println!(
+        "Hot artifacts: {}",
+        if hot.is_empty() { "none yet".to_owned() } else { hot.join(", ") }
+    );
     println!(
         "Stored: {} of content in {} of chunks and {} inline",
         bytes(stats.logical_bytes),

@@ -22,6 +22,7 @@ use indras_artifacts::{
     Commit, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, Vault, XattrMode,
 };
 
+use crate::attention::{Attention, AttentionConfig, Clock, SystemClock};
 use crate::buffer::WriteBuffer;
 use crate::error::{FsError, FsResult};
 use crate::inode::{self, InodeTable};
@@ -121,7 +122,7 @@ struct OpenNode {
 
 #[derive(Debug)]
 enum Handle {
-    File { ino: u64, node: Arc<Mutex<OpenNode>>, append: bool },
+    File { ino: u64, node: Arc<Mutex<OpenNode>>, append: bool, opened_at: Option<Timestamp> },
     Dir,
     Virtual { data: Arc<[u8]> },
 }
@@ -138,10 +139,49 @@ fn erofs() -> FsError {
     FsError::new(libc::EROFS, "this part of the mount is read-only")
 }
 
+/// The computed extended attributes, offered as `user.indra.<name>` (what `getfattr -d`,
+/// `cp --preserve=xattr` and `rsync -X` handle) and accepted as `indra.<name>` too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndraXattr {
+    Heat,
+    Steward,
+    AccessMode,
+    Id,
+    TreeType,
+}
+
+impl IndraXattr {
+    const ALL: [IndraXattr; 5] = [
+        IndraXattr::Heat,
+        IndraXattr::Steward,
+        IndraXattr::AccessMode,
+        IndraXattr::Id,
+        IndraXattr::TreeType,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            IndraXattr::Heat => "heat",
+            IndraXattr::Steward => "steward",
+            IndraXattr::AccessMode => "access_mode",
+            IndraXattr::Id => "id",
+            IndraXattr::TreeType => "tree_type",
+        }
+    }
+
+    fn parse(name: &[u8]) -> Option<Self> {
+        let key = name.strip_prefix(b"user.indra.").or_else(|| name.strip_prefix(b"indra."))?;
+        IndraXattr::ALL.into_iter().find(|k| k.name().as_bytes() == key)
+    }
+}
+
 /// The filesystem over one vault.
 pub struct VaultFs {
     vault: Arc<Vault>,
     info: MountInfo,
+    attention: Attention,
+    /// Sizes of recently rendered virtual files, so `stat` does not render each time.
+    rendered: Mutex<HashMap<u64, (std::time::Instant, u64)>>,
     inodes: InodeTable,
     open: Mutex<HashMap<u64, Arc<Mutex<OpenNode>>>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -157,7 +197,17 @@ impl std::fmt::Debug for VaultFs {
 }
 
 impl VaultFs {
+    /// A filesystem with attention on and the system clock.
     pub fn new(vault: Arc<Vault>, info: MountInfo) -> FsResult<Self> {
+        Self::with_attention(vault, info, Arc::new(SystemClock), AttentionConfig::default())
+    }
+
+    pub fn with_attention(
+        vault: Arc<Vault>,
+        info: MountInfo,
+        clock: Arc<dyn Clock>,
+        config: AttentionConfig,
+    ) -> FsResult<Self> {
         // A brand-new vault's root belongs to whoever mounts it first.
         let root = vault.node(NodeId::ROOT)?;
         if root.ctime == root.crtime
@@ -168,6 +218,8 @@ impl VaultFs {
             vault.set_attr(NodeId::ROOT, &attr, root.crtime, Commit::Durable)?;
         }
         Ok(VaultFs {
+            attention: Attention::new(vault.clone(), clock, config),
+            rendered: Mutex::new(HashMap::new()),
             vault,
             info,
             inodes: InodeTable::default(),
@@ -184,6 +236,10 @@ impl VaultFs {
 
     pub fn info(&self) -> &MountInfo {
         &self.info
+    }
+
+    pub fn attention(&self) -> &Attention {
+        &self.attention
     }
 
     // ----- attributes -----
@@ -226,9 +282,7 @@ impl VaultFs {
             inode::ROOT => (NodeKind::Dir, 0o755, 6, 0),
             inode::PEERS | inode::REALMS => (NodeKind::Dir, 0o555, 2, 0),
             inode::INDRA => (NodeKind::Dir, 0o555, 2, 0),
-            inode::PLAYER_JSON | inode::STATUS_JSON | inode::PEERS_JSON => {
-                (NodeKind::File, 0o444, 1, self.render(ino)?.len() as u64)
-            }
+            i if virtual_files::is_file(i) => (NodeKind::File, 0o444, 1, self.rendered_size(i)?),
             _ => return Err(FsError::errno(libc::ENOENT)),
         };
         Ok(Attr {
@@ -250,7 +304,26 @@ impl VaultFs {
     }
 
     fn render(&self, ino: u64) -> FsResult<Vec<u8>> {
-        virtual_files::render(ino, &self.vault, &self.info, self.open_count())
+        let data = virtual_files::render(
+            ino,
+            &self.vault,
+            &self.info,
+            &self.attention,
+            self.open_count(),
+        )?;
+        lock(&self.rendered).insert(ino, (std::time::Instant::now(), data.len() as u64));
+        Ok(data)
+    }
+
+    /// The size of a virtual file as last rendered within a second, else freshly rendered.
+    /// Reads use direct I/O, so a size that is a moment old never cuts a read short.
+    fn rendered_size(&self, ino: u64) -> FsResult<u64> {
+        if let Some((at, size)) = lock(&self.rendered).get(&ino)
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return Ok(*size);
+        }
+        Ok(self.render(ino)?.len() as u64)
     }
 
     fn open_count(&self) -> usize {
@@ -283,12 +356,11 @@ impl VaultFs {
                 self.getattr(ino)?
             }
             inode::INDRA => {
-                let ino = match name {
-                    b"player.json" => inode::PLAYER_JSON,
-                    b"status.json" => inode::STATUS_JSON,
-                    b"peers.json" => inode::PEERS_JSON,
-                    _ => return Err(FsError::errno(libc::ENOENT)),
-                };
+                let ino = virtual_files::FILES
+                    .iter()
+                    .find(|(_, n)| n.as_bytes() == name)
+                    .map(|(i, _)| *i)
+                    .ok_or_else(|| FsError::errno(libc::ENOENT))?;
                 self.virtual_attr(ino)?
             }
             inode::PEERS | inode::REALMS => return Err(FsError::errno(libc::ENOENT)),
@@ -660,7 +732,8 @@ impl VaultFs {
         }
         let open = self.open_node(ino, true);
         let append = flags & libc::O_APPEND != 0;
-        let fh = self.new_fh(Handle::File { ino, node: open, append });
+        let opened_at = self.attention.opened(&node);
+        let fh = self.new_fh(Handle::File { ino, node: open, append, opened_at });
         Ok(Opened { fh, keep_cache: true, direct_io: false })
     }
 
@@ -675,13 +748,14 @@ impl VaultFs {
         let attr = self.make(ctx, parent, name, NewNode::file(mode & 0o7777))?;
         let open = self.open_node(attr.ino, true);
         let append = flags & libc::O_APPEND != 0;
-        let fh = self.new_fh(Handle::File { ino: attr.ino, node: open, append });
+        // Creating a file is not attention yet (the plan): no event until it is opened.
+        let fh = self.new_fh(Handle::File { ino: attr.ino, node: open, append, opened_at: None });
         Ok((attr, Opened { fh, keep_cache: true, direct_io: false }))
     }
 
     fn file_handle(&self, fh: u64) -> FsResult<(u64, Arc<Mutex<OpenNode>>, bool)> {
         match lock(&self.handles).get(&fh) {
-            Some(Handle::File { ino, node, append }) => Ok((*ino, node.clone(), *append)),
+            Some(Handle::File { ino, node, append, .. }) => Ok((*ino, node.clone(), *append)),
             Some(_) => Err(FsError::errno(libc::EISDIR)),
             None => Err(FsError::errno(libc::EBADF)),
         }
@@ -761,13 +835,17 @@ impl VaultFs {
             return Err(FsError::errno(libc::EBADF));
         };
         match handle {
-            Handle::File { ino, node, .. } => {
+            Handle::File { ino, node, opened_at, .. } => {
                 let result = {
                     let mut on = lock(&node);
                     // Writes through a shared mapping can arrive after the last flush.
                     self.commit_locked(ino, &mut on, Commit::CrashConsistent)
                 };
                 self.close_open_node(ino, &node, true);
+                if let Some(t) = opened_at {
+                    let artifact = self.vault.node(node_id(ino)).ok().and_then(|n| n.artifact_id());
+                    self.attention.closed(node_id(ino), artifact, t);
+                }
                 result
             }
             Handle::Dir | Handle::Virtual { .. } => Ok(()),
@@ -846,13 +924,25 @@ impl VaultFs {
                 (inode::REALMS, NodeKind::Dir, b"realms"),
                 (inode::INDRA, NodeKind::Dir, b".indra"),
             ],
-            inode::INDRA => &[
-                (inode::PLAYER_JSON, NodeKind::File, b"player.json"),
-                (inode::STATUS_JSON, NodeKind::File, b"status.json"),
-                (inode::PEERS_JSON, NodeKind::File, b"peers.json"),
-            ],
+            inode::INDRA => {
+                for (i, (child, name)) in virtual_files::FILES.iter().enumerate() {
+                    let cookie = i as u64 + 3;
+                    if cookie > offset {
+                        out.push(DirItem {
+                            ino: *child,
+                            offset: cookie,
+                            kind: NodeKind::File,
+                            name: name.as_bytes().to_vec(),
+                        });
+                    }
+                }
+                return Ok(out);
+            }
             inode::PEERS | inode::REALMS => &[],
             _ => {
+                if offset == 0 && self.attention.enabled() {
+                    self.attention.scanned(&self.vault.node(node_id(ino))?);
+                }
                 for e in self.vault.list(node_id(ino), offset.saturating_sub(2), limit)? {
                     out.push(DirItem {
                         ino: e.node.0,
@@ -892,9 +982,41 @@ impl VaultFs {
         Ok(())
     }
 
+    /// The computed `indra.*` attribute `key` of a node.
+    fn indra_xattr(&self, ino: u64, key: IndraXattr) -> FsResult<Vec<u8>> {
+        let node = self.vault.node(node_id(ino))?;
+        let text = match key {
+            IndraXattr::Heat => {
+                self.attention.flush()?;
+                let heat =
+                    self.vault.attention_of(node.id)?.map_or(0.0, |a| a.heat(self.attention.now()));
+                format!("{heat:.4}")
+            }
+            IndraXattr::Steward => {
+                // Files belong to the tree that holds them; in the player's own vault that is
+                // always the player's.
+                let dir = if node.kind == NodeKind::Dir { node.id } else { NodeId::ROOT };
+                self.vault.steward_of(dir)?.to_string()
+            }
+            IndraXattr::AccessMode => "steward".to_owned(),
+            IndraXattr::Id => match node.artifact_id() {
+                Some(id) => indras_artifacts::hex(id.bytes()),
+                None => return Err(FsError::errno(libc::ENODATA)),
+            },
+            IndraXattr::TreeType => match node.kind {
+                NodeKind::Dir => self.vault.tree_of(node.id)?.tree_type.as_str().to_owned(),
+                _ => return Err(FsError::errno(libc::ENODATA)),
+            },
+        };
+        Ok(text.into_bytes())
+    }
+
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         if inode::is_virtual(ino) {
             return Err(FsError::errno(libc::ENODATA));
+        }
+        if let Some(key) = IndraXattr::parse(name) {
+            return self.indra_xattr(ino, key);
         }
         Self::check_xattr_name(name)?;
         Ok(self.vault.get_xattr(node_id(ino), name)?)
@@ -904,7 +1026,14 @@ impl VaultFs {
         if inode::is_virtual(ino) {
             return Ok(Vec::new());
         }
+        let node = self.vault.node(node_id(ino))?;
         let mut out = Vec::new();
+        // Only the stored attribute is listed. The computed ones are read by name: listing
+        // them would make `cp -a`, `rsync -X` and `tar --xattrs` copy stale values out of the
+        // vault, and fail writing them back in.
+        if node.kind == NodeKind::Dir {
+            out.extend_from_slice(b"user.indra.tree_type\0");
+        }
         for name in self.vault.list_xattrs(node_id(ino))? {
             out.extend_from_slice(&name);
             out.push(0);
@@ -915,6 +1044,22 @@ impl VaultFs {
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
         if inode::is_virtual(ino) {
             return Err(erofs());
+        }
+        if let Some(key) = IndraXattr::parse(name) {
+            if key != IndraXattr::TreeType {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    "indra.* attributes other than tree_type are computed",
+                ));
+            }
+            if self.vault.node(node_id(ino))?.kind != NodeKind::Dir {
+                return Err(FsError::new(libc::EPERM, "tree_type belongs to directories"));
+            }
+            let text = std::str::from_utf8(value).map_err(|_| FsError::errno(libc::EINVAL))?;
+            let t = indras_artifacts::TreeType::parse(text)
+                .ok_or_else(|| FsError::new(libc::EINVAL, format!("unknown tree type {text:?}")))?;
+            self.vault.set_tree_type(node_id(ino), t, Commit::CrashConsistent)?;
+            return Ok(());
         }
         Self::check_xattr_name(name)?;
         let mode = match flags {
@@ -938,6 +1083,9 @@ impl VaultFs {
         if inode::is_virtual(ino) {
             return Err(erofs());
         }
+        if IndraXattr::parse(name).is_some() {
+            return Err(FsError::new(libc::EPERM, "indra.* attributes cannot be removed"));
+        }
         Self::check_xattr_name(name)?;
         self.vault.remove_xattr(node_id(ino), name, Timestamp::now(), Commit::CrashConsistent)?;
         Ok(())
@@ -960,8 +1108,11 @@ impl VaultFs {
         })
     }
 
-    /// Commits every pending write durably (unmount, SIGTERM).
+    /// Commits every pending write and queued attention event durably (unmount, SIGTERM).
     pub fn commit_all(&self) -> FsResult<()> {
+        if let Err(e) = self.attention.flush() {
+            tracing::error!(error = %e, "writing attention events at shutdown failed");
+        }
         let nodes: Vec<(u64, Arc<Mutex<OpenNode>>)> =
             lock(&self.open).iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut first_err = None;

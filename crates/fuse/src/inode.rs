@@ -20,6 +20,8 @@ pub const INDRA: u64 = 5;
 pub const PLAYER_JSON: u64 = 6;
 pub const STATUS_JSON: u64 = 7;
 pub const PEERS_JSON: u64 = 8;
+pub const ATTENTION_LOG: u64 = 9;
+pub const HEAT_JSON: u64 = 10;
 
 /// Whether `ino` is one of the mount's own virtual objects rather than a vault node.
 pub fn is_virtual(ino: u64) -> bool {
@@ -96,7 +98,17 @@ mod tests {
 
     #[test]
     fn reserved_inodes_are_virtual() {
-        for ino in [ROOT, PEERS, REALMS, INDRA, PLAYER_JSON, STATUS_JSON, PEERS_JSON] {
+        for ino in [
+            ROOT,
+            PEERS,
+            REALMS,
+            INDRA,
+            PLAYER_JSON,
+            STATUS_JSON,
+            PEERS_JSON,
+            ATTENTION_LOG,
+            HEAT_JSON,
+        ] {
             assert!(is_virtual(ino));
         }
         assert!(!is_virtual(VAULT));

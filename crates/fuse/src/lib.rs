@@ -10,6 +10,7 @@
 //! (read-only), and `.indra/` (read-only virtual files). See `docs/SEMANTICS.md`.
 
 mod adapter;
+pub mod attention;
 pub mod buffer;
 pub mod error;
 pub mod fs;

@@ -30,6 +30,7 @@ pub struct MountConfig {
     pub threads: usize,
     /// How often crash-consistent commits are made durable.
     pub sync_interval: Duration,
+    pub attention: crate::attention::AttentionConfig,
 }
 
 impl MountConfig {
@@ -43,6 +44,7 @@ impl MountConfig {
             options: Vec::new(),
             threads: 4,
             sync_interval: Duration::from_secs(1),
+            attention: crate::attention::AttentionConfig::default(),
         }
     }
 }
@@ -177,6 +179,25 @@ impl StopHandle {
     }
 }
 
+/// How often queued attention events are written.
+const ATTENTION_TICK: Duration = Duration::from_millis(200);
+
+/// The background thread: writes attention batches, and makes commits durable on a timer.
+fn background(fs: &VaultFs, stop: &StopHandle, sync_interval: Duration) {
+    let mut last_sync = std::time::Instant::now();
+    while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
+        if let Err(e) = fs.attention().flush() {
+            tracing::error!(error = %e, "writing attention events failed; they stay queued");
+        }
+        if last_sync.elapsed() >= sync_interval {
+            last_sync = std::time::Instant::now();
+            if let Err(e) = fs.vault().sync() {
+                tracing::error!(error = %e, "periodic durable commit failed");
+            }
+        }
+    }
+}
+
 /// A live mount.
 pub struct MountSession {
     fs: Arc<VaultFs>,
@@ -223,7 +244,15 @@ impl MountSession {
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
         };
-        let fs = Arc::new(VaultFs::new(vault.clone(), info).map_err(MountError::Fs)?);
+        let fs = Arc::new(
+            VaultFs::with_attention(
+                vault,
+                info,
+                Arc::new(crate::attention::SystemClock),
+                cfg.attention,
+            )
+            .map_err(MountError::Fs)?,
+        );
 
         let mut fcfg = fuser::Config::default();
         fcfg.mount_options = options;
@@ -238,15 +267,10 @@ impl MountSession {
         let flusher = {
             let stop = stop.clone();
             let interval = cfg.sync_interval;
+            let fs = fs.clone();
             std::thread::Builder::new()
-                .name("indras-sync".to_owned())
-                .spawn(move || {
-                    while !stop.wait(interval) {
-                        if let Err(e) = vault.sync() {
-                            tracing::error!(error = %e, "periodic durable commit failed");
-                        }
-                    }
-                })
+                .name("indras-background".to_owned())
+                .spawn(move || background(&fs, &stop, interval))
                 .map_err(|source| MountError::Mount { path: mp.clone(), source })?
         };
         tracing::info!(mountpoint = %mp.display(), data_dir = %cfg.data_dir.display(), "mounted");

@@ -1,13 +1,35 @@
 //! The read-only files of `.indra/`. Each is rendered from the store when it is opened (and
-//! when `stat` asks its size), so one sequence of reads sees one snapshot.
+//! when `stat` asks its size), so one sequence of reads sees one snapshot. Queued attention
+//! events are written first, so what a file shows includes every event before the open.
 
+use std::collections::HashSet;
+use std::io::Write as _;
 use std::path::PathBuf;
 
-use indras_artifacts::{Timestamp, Vault};
+use indras_artifacts::{AttentionKind, NodeId, Timestamp, Vault};
 use serde::Serialize;
 
-use crate::error::FsResult;
+use crate::attention::Attention;
+use crate::error::{FsError, FsResult};
 use crate::inode;
+
+/// The files of `.indra/`, in listing order.
+pub const FILES: &[(u64, &str)] = &[
+    (inode::ATTENTION_LOG, "attention.log"),
+    (inode::HEAT_JSON, "heat.json"),
+    (inode::PEERS_JSON, "peers.json"),
+    (inode::PLAYER_JSON, "player.json"),
+    (inode::STATUS_JSON, "status.json"),
+];
+
+/// Events `attention.log` shows at most (the newest).
+pub const LOG_LINES_MAX: usize = 100_000;
+/// Hot artifacts listed in the status.
+pub const HOT_TOP: usize = 5;
+
+pub fn is_file(ino: u64) -> bool {
+    FILES.iter().any(|(i, _)| *i == ino)
+}
 
 /// Facts about this mount, fixed when it starts.
 #[derive(Clone, Debug)]
@@ -53,7 +75,51 @@ struct StatusJson<'a> {
     mounted_at: String,
     artifacts: ArtifactCounts,
     open_files: usize,
-    peers: usize,
+    peers: PeerCounts,
+    attention: AttentionStatus,
+    hot: Vec<Hot>,
+}
+
+#[derive(Serialize)]
+struct PeerCounts {
+    known: usize,
+    connected: usize,
+}
+
+#[derive(Serialize)]
+struct AttentionStatus {
+    enabled: bool,
+    events_last_hour: u64,
+    events_stored: u64,
+}
+
+/// A hot artifact: its path relative to the mount, and its heat.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hot {
+    pub path: String,
+    pub heat: f64,
+}
+
+#[derive(Serialize)]
+struct HeatEntry {
+    heat: f64,
+    unique_peers: usize,
+    dwell_ms: u64,
+    opens: u64,
+    last_seen: String,
+}
+
+#[derive(Serialize)]
+struct LogLine {
+    seq: u64,
+    at: String,
+    kind: &'static str,
+    player: String,
+    node: Option<u64>,
+    path: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    dwell_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,9 +149,96 @@ fn counts(vault: &Vault) -> FsResult<Counts> {
     })
 }
 
-/// Renders the virtual file `ino`, pretty-printed and newline-terminated.
-pub fn render(ino: u64, vault: &Vault, info: &MountInfo, open_files: usize) -> FsResult<Vec<u8>> {
+/// Paths relative to the mount (`vault/...`) of the given nodes.
+fn mount_paths(
+    vault: &Vault,
+    nodes: &HashSet<NodeId>,
+) -> FsResult<std::collections::HashMap<NodeId, String>> {
+    let paths = vault.paths_of(nodes)?;
+    Ok(paths
+        .into_iter()
+        .map(|(n, p)| (n, format!("vault/{}", String::from_utf8_lossy(&p))))
+        .collect())
+}
+
+/// Heat rounded for display: four decimals.
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// The hottest artifacts with their paths, hottest first.
+pub fn hot(vault: &Vault, now: Timestamp, limit: usize) -> FsResult<Vec<Hot>> {
+    let heat: Vec<_> = vault.heat(now)?.into_iter().filter(|h| h.heat > 0.0).take(limit).collect();
+    let paths = mount_paths(vault, &heat.iter().map(|h| h.node).collect())?;
+    Ok(heat
+        .into_iter()
+        .filter_map(|h| paths.get(&h.node).map(|p| Hot { path: p.clone(), heat: round4(h.heat) }))
+        .collect())
+}
+
+fn heat_json(vault: &Vault, now: Timestamp) -> FsResult<Vec<u8>> {
+    let heat = vault.heat(now)?;
+    let paths = mount_paths(vault, &heat.iter().map(|h| h.node).collect())?;
+    let mut map = serde_json::Map::new();
+    for h in heat {
+        let Some(path) = paths.get(&h.node) else { continue };
+        let entry = HeatEntry {
+            heat: round4(h.heat),
+            unique_peers: h.unique_players,
+            dwell_ms: h.dwell_ms,
+            opens: h.opens,
+            last_seen: rfc3339(h.last_seen),
+        };
+        let value =
+            serde_json::to_value(entry).map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
+        map.insert(path.clone(), value);
+    }
+    serde_json::to_vec_pretty(&map).map_err(|e| FsError::new(libc::EIO, e.to_string()))
+}
+
+fn attention_log(vault: &Vault) -> FsResult<Vec<u8>> {
+    let events = vault.recent_events(LOG_LINES_MAX)?;
+    let paths = mount_paths(vault, &events.iter().filter_map(|(_, e)| e.node).collect())?;
+    let mut out = Vec::new();
+    for (seq, e) in events {
+        let line = LogLine {
+            seq,
+            at: rfc3339(e.at),
+            kind: match e.kind {
+                AttentionKind::Navigate => "navigate_to",
+                AttentionKind::Back => "navigate_back",
+                AttentionKind::Scan => "scan",
+            },
+            player: e.player.to_string(),
+            node: e.node.map(|n| n.0),
+            path: e.node.and_then(|n| paths.get(&n).cloned()),
+            from: e.from.map(|a| a.to_string()),
+            to: e.to.map(|a| a.to_string()),
+            dwell_ms: e.dwell_ms,
+        };
+        serde_json::to_writer(&mut out, &line)
+            .map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Renders the virtual file `ino`: JSON pretty-printed and newline-terminated, the log as
+/// JSON lines.
+pub fn render(
+    ino: u64,
+    vault: &Vault,
+    info: &MountInfo,
+    attention: &Attention,
+    open_files: usize,
+) -> FsResult<Vec<u8>> {
+    attention.flush()?;
+    let now = attention.now();
+    if ino == inode::ATTENTION_LOG {
+        return attention_log(vault);
+    }
     let mut out = match ino {
+        inode::HEAT_JSON => Ok(heat_json(vault, now)?),
         inode::PLAYER_JSON => serde_json::to_vec_pretty(&PlayerJson {
             player: &info.player,
             player_id: vault.player().to_string(),
@@ -113,7 +266,14 @@ pub fn render(ino: u64, vault: &Vault, info: &MountInfo, open_files: usize) -> F
                     chunks: c.chunks,
                 },
                 open_files,
-                peers: vault.peers()?.len(),
+                peers: PeerCounts { known: vault.peers()?.len(), connected: 0 },
+                attention: AttentionStatus {
+                    enabled: attention.enabled(),
+                    events_last_hour: vault
+                        .events_since(Timestamp::from_millis(now.as_millis() - 3_600_000))?,
+                    events_stored: c.events,
+                },
+                hot: hot(vault, now, HOT_TOP)?,
             })
         }
         inode::PEERS_JSON => {
@@ -128,10 +288,10 @@ pub fn render(ino: u64, vault: &Vault, info: &MountInfo, open_files: usize) -> F
                 .collect();
             serde_json::to_vec_pretty(&peers)
         }
-        _ => return Err(crate::error::FsError::errno(libc::ENOENT)),
+        _ => return Err(FsError::errno(libc::ENOENT)),
     }
-    .map_err(|e| crate::error::FsError::new(libc::EIO, e.to_string()))?;
-    out.push(b'\n');
+    .map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
+    let _ = writeln!(out);
     Ok(out)
 }
 
