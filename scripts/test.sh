@@ -30,3 +30,6 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
 echo "==> tests"
 cargo test --release --workspace
+
+echo "==> pjdfstest (POSIX conformance on a real mount)"
+INDRAS_FUSE_BIN="$PWD/target/release/indras-fuse" scripts/pjdfstest.sh

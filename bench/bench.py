@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""indras-fuse against tmpfs, the bare disk and other FUSE filesystems, in one run.
+
+Every target keeps its data on the same disk (tmpfs excepted), and the targets are interleaved
+round by round so that drift on the machine hits all of them alike. Results: a Markdown table
+with medians and spreads, the same data as JSON, and a PNG chart of indras-fuse's ratios.
+
+Run it through bench/run.sh, which installs what it needs.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+# metric -> (label, unit, higher is better, kind: "meta" small-file/metadata or "data")
+METRICS = {
+    "seq_write": ("sequential write 1 GiB (1 MiB blocks) + fsync", "MB/s", True, "data"),
+    "seq_read_cold": ("sequential read, cold cache", "MB/s", True, "data"),
+    "seq_read_warm": ("sequential read, warm cache", "MB/s", True, "data"),
+    "rand_read_4k": ("4 KiB random read", "IOPS", True, "data"),
+    "small_create": ("small files: create + write 4 KiB + close", "files/s", True, "meta"),
+    "small_stat": ("small files: stat", "files/s", True, "meta"),
+    "small_read": ("small files: open + read + close", "files/s", True, "meta"),
+    "small_unlink": ("small files: unlink", "files/s", True, "meta"),
+    "tar_x": ("tar x of a source tree", "s", False, "meta"),
+    "rm_rf": ("rm -rf of that tree", "s", False, "meta"),
+    "git_clone": ("git clone of a local repository", "s", False, "meta"),
+    "overwrite_4k": ("4 KiB overwrite + close inside a 1 GiB file", "ops/s", True, "data"),
+    "close_after_1g": ("close() after a 1 GiB write", "ms", False, "data"),
+    "dedup_growth": ("store growth for 4 identical 256 MiB copies", "x one copy", False, "data"),
+    "cpu_per_gib": ("daemon CPU seconds per GiB written", "s/GiB", False, "data"),
+}
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
+
+
+def is_mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+def wait_mounted(path, proc=None, limit=30):
+    start = time.time()
+    while not is_mounted(path):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"mount of {path} exited with {proc.returncode}")
+        if time.time() - start > limit:
+            raise RuntimeError(f"{path} did not mount")
+        time.sleep(0.05)
+
+
+def unmount(path):
+    for _ in range(50):
+        if not is_mounted(path):
+            return
+        subprocess.run(["umount", path], stderr=subprocess.DEVNULL)
+        if is_mounted(path):
+            time.sleep(0.1)
+    subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
+
+
+def dir_bytes(path):
+    """Allocated bytes under path (du -sk)."""
+    out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True).stdout
+    return int(out.split()[0]) * 1024 if out else 0
+
+
+def drop_caches():
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def proc_cpu_seconds(pid):
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+
+
+class Target:
+    """A filesystem under test: where to work, what backs it, which process serves it."""
+
+    fuse = False
+
+    def __init__(self, name, root):
+        self.name = name
+        self.root = Path(root) / name
+        self.proc = None
+
+    @property
+    def work(self):
+        return self.mnt
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def backing(self):
+        return self.mnt
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        pass
+
+
+class Tmpfs(Target):
+    def start(self):
+        self.mnt = self.root / "mnt"
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        sh(["mount", "-t", "tmpfs", "-o", "size=8g", "bench-tmpfs", str(self.mnt)])
+
+    def stop(self):
+        unmount(str(self.mnt))
+
+
+class Disk(Target):
+    def start(self):
+        self.mnt = self.root / "dir"
+        self.mnt.mkdir(parents=True, exist_ok=True)
+
+
+class FuseTarget(Target):
+    fuse = True
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            unmount(str(self.mnt))
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        unmount(str(self.mnt))
+
+
+class Bindfs(FuseTarget):
+    def start(self):
+        self.back = self.root / "back"
+        self.mnt = self.root / "mnt"
+        for d in (self.back, self.mnt):
+            d.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["bindfs", "-f", str(self.back), str(self.mnt)])
+        wait_mounted(self.mnt, self.proc)
+
+    def backing(self):
+        return self.back
+
+
+class Gocryptfs(FuseTarget):
+    def start(self):
+        self.cipher = self.root / "cipher"
+        self.mnt = self.root / "mnt"
+        for d in (self.cipher, self.mnt):
+            d.mkdir(parents=True, exist_ok=True)
+        if not (self.cipher / "gocryptfs.conf").exists():
+            sh(["gocryptfs", "-init", "-quiet", "-extpass", "echo bench", str(self.cipher)],
+               stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(["gocryptfs", "-fg", "-quiet", "-extpass", "echo bench",
+                                      str(self.cipher), str(self.mnt)])
+        wait_mounted(self.mnt, self.proc)
+
+    def backing(self):
+        return self.cipher
+
+
+class Rclone(FuseTarget):
+    def start(self):
+        self.back = self.root / "back"
+        self.cache = self.root / "cache"
+        self.mnt = self.root / "mnt"
+        for d in (self.back, self.cache, self.mnt):
+            d.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["rclone", "mount", str(self.back), str(self.mnt),
+                                      "--vfs-cache-mode", "full", "--cache-dir", str(self.cache),
+                                      "--config", "/dev/null", "--log-level", "ERROR"])
+        wait_mounted(self.mnt, self.proc)
+
+    def backing(self):
+        return self.back
+
+    def stop(self):
+        super().stop()
+
+
+class Indras(FuseTarget):
+    def __init__(self, name, root, binary):
+        super().__init__(name, root)
+        self.binary = binary
+
+    def start(self):
+        self.data = self.root / "data"
+        self.mnt = self.root / "mnt"
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.root / "daemon.log", "a")
+        self.proc = subprocess.Popen([self.binary, "mount", str(self.mnt), "--player", "bench",
+                                      "--data-dir", str(self.data), "--foreground",
+                                      "--log-level", "warn"], stderr=self.log)
+        wait_mounted(self.mnt, self.proc)
+
+    @property
+    def work(self):
+        return self.mnt / "vault"
+
+    def backing(self):
+        return self.data
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        unmount(str(self.mnt))
+        self.log.close()
+
+
+# ----- workloads ------------------------------------------------------------------------------
+
+def write_file(path, size, block=MIB, fsync=True, seed=1):
+    buf = random.Random(seed).randbytes(block)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        left = size
+        i = 0
+        while left > 0:
+            n = min(block, left)
+            # vary each block so nothing dedups by accident
+            chunk = i.to_bytes(8, "little") + buf[8:n]
+            os.write(fd, chunk)
+            left -= n
+            i += 1
+        if fsync:
+            os.fsync(fd)
+        t = time.perf_counter()
+        os.close(fd)
+        return time.perf_counter() - t
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_file(path, block=MIB):
+    fd = os.open(path, os.O_RDONLY)
+    n = 0
+    try:
+        while True:
+            b = os.read(fd, block)
+            if not b:
+                break
+            n += len(b)
+    finally:
+        os.close(fd)
+    return n
+
+
+def run_workloads(t, cfg, tree_tar, git_src):
+    res = {}
+    base = t.work / f"round-{cfg['round']}"
+    base.mkdir(parents=True, exist_ok=True)
+    size = cfg["seq_size"]
+
+    # sequential write + fsync, with the daemon's CPU time
+    big = base / "big.bin"
+    cpu0 = proc_cpu_seconds(t.pid)
+    t0 = time.perf_counter()
+    write_file(big, size)
+    dt = time.perf_counter() - t0
+    cpu1 = proc_cpu_seconds(t.pid)
+    res["seq_write"] = size / dt / 1e6
+    if cpu0 is not None and cpu1 is not None:
+        res["cpu_per_gib"] = (cpu1 - cpu0) / (size / GIB)
+
+    # sequential read, cold and warm
+    if drop_caches():
+        t0 = time.perf_counter()
+        read_file(big)
+        res["seq_read_cold"] = size / (time.perf_counter() - t0) / 1e6
+    read_file(big)
+    t0 = time.perf_counter()
+    read_file(big)
+    res["seq_read_warm"] = size / (time.perf_counter() - t0) / 1e6
+
+    # 4 KiB random reads
+    rnd = random.Random(7)
+    fd = os.open(big, os.O_RDONLY)
+    n = cfg["rand_reads"]
+    t0 = time.perf_counter()
+    for _ in range(n):
+        os.pread(fd, 4096, rnd.randrange(0, size // 4096) * 4096)
+    res["rand_read_4k"] = n / (time.perf_counter() - t0)
+    os.close(fd)
+
+    # 4 KiB overwrite + close inside the big file: as many as fit in a time budget
+    data = random.Random(3).randbytes(4096)
+    t0 = time.perf_counter()
+    done = 0
+    while done < cfg["overwrites"] and time.perf_counter() - t0 < cfg["overwrite_budget"]:
+        fd = os.open(big, os.O_WRONLY)
+        os.pwrite(fd, data, rnd.randrange(0, size // 4096) * 4096)
+        os.close(fd)
+        done += 1
+    res["overwrite_4k"] = done / (time.perf_counter() - t0)
+    os.unlink(big)
+
+    # close() after a 1 GiB write (no fsync)
+    closing = base / "close.bin"
+    res["close_after_1g"] = write_file(closing, size, fsync=False, seed=9) * 1e3
+    os.unlink(closing)
+
+    # small files
+    small = base / "small"
+    small.mkdir()
+    files = [small / f"f{i:05}" for i in range(cfg["small_files"])]
+    payload = random.Random(5).randbytes(4096)
+    t0 = time.perf_counter()
+    for i, p in enumerate(files):
+        with open(p, "wb") as f:
+            f.write(i.to_bytes(8, "little") + payload[8:])
+    res["small_create"] = len(files) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for p in files:
+        os.stat(p)
+    res["small_stat"] = len(files) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for p in files:
+        with open(p, "rb") as f:
+            f.read()
+    res["small_read"] = len(files) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for p in files:
+        os.unlink(p)
+    res["small_unlink"] = len(files) / (time.perf_counter() - t0)
+
+    # tar x of a source tree, then rm -rf
+    dest = base / "tree"
+    dest.mkdir()
+    t0 = time.perf_counter()
+    sh(["tar", "-xf", str(tree_tar), "-C", str(dest)])
+    res["tar_x"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shutil.rmtree(dest)
+    res["rm_rf"] = time.perf_counter() - t0
+
+    # git clone
+    t0 = time.perf_counter()
+    sh(["git", "clone", "-q", "--no-local", str(git_src), str(base / "clone")])
+    res["git_clone"] = time.perf_counter() - t0
+    shutil.rmtree(base / "clone")
+
+    # dedup: 4 identical copies
+    os.sync()
+    before = dir_bytes(t.backing())
+    one = base / "copy0"
+    write_file(one, cfg["dedup_size"], seed=11)
+    os.sync()
+    time.sleep(0.5)
+    after_one = dir_bytes(t.backing())
+    for i in range(1, 4):
+        write_file(base / f"copy{i}", cfg["dedup_size"], seed=11)
+    os.sync()
+    time.sleep(1.5)  # let lazy writers (rclone's uploads, the store's sync) land
+    after_four = dir_bytes(t.backing())
+    one_copy = max(after_one - before, 1)
+    res["dedup_growth"] = (after_four - before) / one_copy
+    for i in range(4):
+        os.unlink(base / f"copy{i}")
+    shutil.rmtree(base, ignore_errors=True)
+    return res
+
+
+# ----- reporting ------------------------------------------------------------------------------
+
+def summarize(samples):
+    out = {}
+    for target, runs in samples.items():
+        out[target] = {}
+        for m in METRICS:
+            vals = [r[m] for r in runs if m in r]
+            if vals:
+                out[target][m] = {"median": statistics.median(vals), "min": min(vals),
+                                  "max": max(vals), "n": len(vals)}
+    return out
+
+
+def fmt(v):
+    if v is None:
+        return "n/a"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def ratio(m, ours, theirs):
+    """How many times better indras-fuse is (>1 is better)."""
+    if ours is None or theirs is None or ours == 0 or theirs == 0:
+        return None
+    higher = METRICS[m][2]
+    return ours / theirs if higher else theirs / ours
+
+
+def report(summary, targets, meta, out_dir):
+    others = [t for t in targets if t not in ("tmpfs", "disk", "indras-fuse")]
+    rows = []
+    for m, (label, unit, higher, kind) in METRICS.items():
+        med = {t: summary.get(t, {}).get(m, {}).get("median") for t in targets}
+        ours = med.get("indras-fuse")
+        candidates = [(med[o], o) for o in others if med.get(o) is not None]
+        best = None
+        if candidates:
+            best = (max if higher else min)(candidates)
+        rows.append({
+            "metric": m, "label": label, "unit": unit, "higher_is_better": higher, "kind": kind,
+            "median": med,
+            "spread": {t: [summary.get(t, {}).get(m, {}).get("min"),
+                           summary.get(t, {}).get(m, {}).get("max")] for t in targets},
+            "ratio_vs_tmpfs": ratio(m, ours, med.get("tmpfs")),
+            "best_other_fuse": best[1] if best else None,
+            "ratio_vs_best_other_fuse": ratio(m, ours, best[0]) if best else None,
+        })
+    data = {"meta": meta, "targets": targets, "rows": rows}
+    (out_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    lines = [f"# indras-fuse benchmark ({meta['date']})", "",
+             f"Machine: {meta['machine']}. Rounds: {meta['rounds']} (median, spread min–max). "
+             f"Mode: {meta['mode']}. Command: `{meta['command']}`.", "",
+             "Ratios are indras-fuse relative to the other target, oriented so that > 1 means "
+             "indras-fuse is better (faster, or smaller for times and growth).", ""]
+    head = "| workload | unit | " + " | ".join(targets) + " | ×tmpfs | ×best other FUSE |"
+    lines += [head, "|" + "---|" * (len(targets) + 4)]
+    for r in rows:
+        cells = []
+        for t in targets:
+            med = r["median"].get(t)
+            lo, hi = r["spread"][t]
+            cells.append(fmt(med) if med is None or lo is None or lo == hi
+                         else f"{fmt(med)} ({fmt(lo)}–{fmt(hi)})")
+        rt = r["ratio_vs_tmpfs"]
+        rb = r["ratio_vs_best_other_fuse"]
+        lines.append(f"| {r['label']} | {r['unit']} | " + " | ".join(cells) +
+                     f" | {fmt(rt)} | {fmt(rb)}" + (f" ({r['best_other_fuse']})" if rb else "") + " |")
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    chart(rows, out_dir / "ratios.png")
+    print("\n".join(lines))
+
+
+def chart(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no chart", file=sys.stderr)
+        return
+    labels = [r["metric"] for r in rows]
+    vt = [r["ratio_vs_tmpfs"] or 0 for r in rows]
+    vb = [r["ratio_vs_best_other_fuse"] or 0 for r in rows]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], vt, width=0.4, label="indras-fuse / tmpfs")
+    ax.bar([i + 0.2 for i in x], vb, width=0.4, label="indras-fuse / best other FUSE")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(labels, rotation=35, ha="right")
+    ax.set_ylabel("ratio (> 1: indras-fuse better)")
+    ax.legend()
+    ax.set_title("indras-fuse relative to tmpfs and the best of bindfs, gocryptfs, rclone")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke test)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", default="/var/tmp/indras-bench")
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--targets", default="tmpfs,disk,bindfs,gocryptfs,rclone,indras-fuse")
+    args = ap.parse_args()
+
+    quick = args.quick
+    rounds = 1 if quick else args.rounds
+    cfg = {
+        "seq_size": 64 * MIB if quick else GIB,
+        "rand_reads": 2000 if quick else 20000,
+        "overwrites": 20 if quick else 2000,
+        "overwrite_budget": 3.0 if quick else 20.0,
+        "small_files": 500 if quick else 10000,
+        "dedup_size": 16 * MIB if quick else 256 * MIB,
+    }
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # a real source tree to untar, and a repository to clone
+    tree_tar = work / "tree.tar"
+    # Symlinks dereferenced: rclone mount cannot create them.
+    with tarfile.open(tree_tar, "w", dereference=True) as tf:
+        src = Path("/usr/include")
+        tf.add(src, arcname="include")
+    git_src = Path(__file__).resolve().parent.parent
+
+    makers = {
+        "tmpfs": lambda: Tmpfs("tmpfs", work),
+        "disk": lambda: Disk("disk", work),
+        "bindfs": lambda: Bindfs("bindfs", work),
+        "gocryptfs": lambda: Gocryptfs("gocryptfs", work),
+        "rclone": lambda: Rclone("rclone", work),
+        "indras-fuse": lambda: Indras("indras-fuse", work, args.binary),
+    }
+    names = [n for n in args.targets.split(",") if n in makers]
+    samples = {n: [] for n in names}
+    for rnd in range(rounds):
+        order = names[rnd % len(names):] + names[:rnd % len(names)]
+        for name in order:
+            t = makers[name]()
+            print(f"round {rnd + 1}/{rounds}: {name}", file=sys.stderr, flush=True)
+            try:
+                t.start()
+                samples[name].append(run_workloads(t, dict(cfg, round=rnd), tree_tar, git_src))
+            finally:
+                t.stop()
+                shutil.rmtree(t.root, ignore_errors=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores, "
+                   f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // GIB} GiB, "
+                   f"kernel {os.uname().release}",
+        "rounds": rounds,
+        "mode": "quick" if quick else "full",
+        "command": "bench/run.sh" + (" --quick" if quick else ""),
+        "config": cfg,
+    }
+    report(summarize(samples), names, meta, out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
