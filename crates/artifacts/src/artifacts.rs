@@ -109,7 +109,7 @@ impl Vault {
             }
             let pos = match position {
                 Some(p) => {
-                    if p == 0 || w.order.get((dir.0, p))?.is_some() {
+                    if p == 0 || w.order()?.get((dir.0, p))?.is_some() {
                         return Err(Error::Exists { parent: dir, name: format!("position {p}") });
                     }
                     p
@@ -125,8 +125,8 @@ impl Vault {
             node.content = Some(leaf);
             node.size = w.leaf_size(&leaf)?;
             w.put_node(&node)?;
-            w.entries.insert((dir.0, label), (id.0, pos))?;
-            w.order.insert((dir.0, pos), label)?;
+            w.entries()?.insert((dir.0, label), (id.0, pos))?;
+            w.order()?.insert((dir.0, pos), label)?;
             dnode.mtime = now;
             dnode.ctime = now;
             w.put_node(&dnode)?;

@@ -172,7 +172,7 @@ impl Vault {
         let mut doomed: Vec<Hash> = Vec::new();
         self.write_fs(Commit::Durable, |w| {
             let candidates: Vec<(Hash, i64)> = w
-                .unref
+                .unref()?
                 .iter()?
                 .map(|r| r.map(|(k, v)| (*k.value(), v.value())))
                 .collect::<Result<_, _>>()?;
@@ -182,29 +182,28 @@ impl Vault {
                 if unreferenced_before.is_some_and(|t| since >= t.secs) {
                     continue;
                 }
-                let rec: LeafRecord = match w.leaves.get(&leaf)? {
-                    Some(v) => decode("leaf", v.value())?,
-                    None => {
-                        w.unref.remove(&leaf)?;
-                        continue;
-                    }
+                let rec: Option<LeafRecord> =
+                    w.leaves()?.get(&leaf)?.map(|v| decode("leaf", v.value())).transpose()?;
+                let Some(rec) = rec else {
+                    w.unref()?.remove(&leaf)?;
+                    continue;
                 };
                 if rec.refs > 0 {
-                    w.unref.remove(&leaf)?;
+                    w.unref()?.remove(&leaf)?;
                     continue;
                 }
                 remove_leaf(w, &leaf, &rec, &staged, &mut doomed, &mut report)?;
             }
             let dead: Vec<Hash> =
-                w.dead.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
+                w.dead()?.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
             for chunk in dead {
                 if staged.contains_key(&chunk) {
                     continue;
                 }
-                w.dead.remove(&chunk)?;
-                let refs = w.chunks.get(&chunk)?.map(|v| v.value());
+                w.dead()?.remove(&chunk)?;
+                let refs = w.chunks()?.get(&chunk)?.map(|v| v.value());
                 if let Some((len, 0)) = refs {
-                    w.chunks.remove(&chunk)?;
+                    w.chunks()?.remove(&chunk)?;
                     report.chunk_bytes_freed += u64::from(len);
                     doomed.push(chunk);
                 }
@@ -573,8 +572,8 @@ impl Vault {
         let mut done = Vec::new();
         self.write_fs(Commit::Durable, |w| {
             for (parent, name, pos) in &fixes.dangling {
-                w.entries.remove((*parent, name.as_slice()))?;
-                w.order.remove((*parent, *pos))?;
+                w.entries()?.remove((*parent, name.as_slice()))?;
+                w.order()?.remove((*parent, *pos))?;
                 done.push(format!("removed dangling entry {:?} from {parent}", lossy(name)));
             }
             for (id, nlink) in &fixes.nlink_fixes {
@@ -582,26 +581,26 @@ impl Vault {
                 node.nlink = *nlink;
                 w.put_node(&node)?;
                 if *nlink == 0 {
-                    w.orphans.insert(id.0, ())?;
+                    w.orphans()?.insert(id.0, ())?;
                 }
                 done.push(format!("set link count of {id} to {nlink}"));
             }
             for (leaf, refs) in &fixes.refs_fixes {
-                let Some(v) = w.leaves.get(leaf)?.map(|v| v.value().to_vec()) else { continue };
+                let Some(v) = w.leaves()?.get(leaf)?.map(|v| v.value().to_vec()) else { continue };
                 let mut rec: LeafRecord = decode("leaf", &v)?;
                 rec.refs = *refs;
-                w.leaves.insert(leaf, encode(&rec).as_slice())?;
+                w.leaves()?.insert(leaf, encode(&rec).as_slice())?;
                 if *refs == 0 {
-                    w.unref.insert(leaf, Timestamp::now().secs)?;
+                    w.unref()?.insert(leaf, Timestamp::now().secs)?;
                 } else {
-                    w.unref.remove(leaf)?;
+                    w.unref()?.remove(leaf)?;
                 }
                 done.push(format!("set reference count of leaf {} to {refs}", hex(leaf)));
             }
             for (chunk, len, refs) in &fixes.chunk_fixes {
-                w.chunks.insert(chunk, (*len, *refs))?;
+                w.chunks()?.insert(chunk, (*len, *refs))?;
                 if *refs == 0 {
-                    w.dead.insert(chunk, ())?;
+                    w.dead()?.insert(chunk, ())?;
                 }
                 done.push(format!("set reference count of chunk {} to {refs}", hex(chunk)));
             }
@@ -652,30 +651,30 @@ fn remove_leaf(
     doomed: &mut Vec<Hash>,
     report: &mut GcReport,
 ) -> Result<()> {
-    w.leaves.remove(leaf)?;
-    w.unref.remove(leaf)?;
+    w.leaves()?.remove(leaf)?;
+    w.unref()?.remove(leaf)?;
     report.leaves_removed += 1;
     if rec.inline {
-        w.inline.remove(leaf)?;
+        w.inline()?.remove(leaf)?;
         report.inline_bytes_freed += rec.size;
         return Ok(());
     }
     let rows: Vec<(u64, Hash)> = w
-        .leaf_chunks
+        .leaf_chunks()?
         .range((leaf, 0)..=(leaf, u64::MAX))?
         .map(|r| r.map(|(k, v)| (k.value().1, *v.value().0)))
         .collect::<Result<_, _>>()?;
     for (off, chunk) in rows {
-        w.leaf_chunks.remove((leaf, off))?;
-        let Some((len, refs)) = w.chunks.get(&chunk)?.map(|v| v.value()) else { continue };
+        w.leaf_chunks()?.remove((leaf, off))?;
+        let Some((len, refs)) = w.chunks()?.get(&chunk)?.map(|v| v.value()) else { continue };
         let refs = refs.saturating_sub(1);
         if refs > 0 {
-            w.chunks.insert(&chunk, (len, refs))?;
+            w.chunks()?.insert(&chunk, (len, refs))?;
         } else if staged.contains_key(&chunk) {
-            w.chunks.insert(&chunk, (len, 0))?;
-            w.dead.insert(&chunk, ())?;
+            w.chunks()?.insert(&chunk, (len, 0))?;
+            w.dead()?.insert(&chunk, ())?;
         } else {
-            w.chunks.remove(&chunk)?;
+            w.chunks()?.remove(&chunk)?;
             report.chunk_bytes_freed += u64::from(len);
             doomed.push(chunk);
         }

@@ -116,70 +116,82 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// The tables a filesystem mutation may touch, opened once per transaction.
-pub(crate) struct W<'t> {
-    pub meta: Table<'t, &'static str, &'static [u8]>,
-    pub nodes: Table<'t, u64, &'static [u8]>,
-    pub entries: Table<'t, (u64, &'static [u8]), (u64, u64)>,
-    pub order: Table<'t, (u64, u64), &'static [u8]>,
-    pub trees: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub xattrs: Table<'t, (u64, &'static [u8]), &'static [u8]>,
-    pub leaves: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub inline: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub leaf_chunks: Table<'t, LeafChunkKey, ChunkSlot>,
-    pub chunks: Table<'t, &'static [u8; 32], (u32, u64)>,
-    pub dead: Table<'t, &'static [u8; 32], ()>,
-    pub unref: Table<'t, &'static [u8; 32], i64>,
-    pub orphans: Table<'t, u64, ()>,
-    pub attention: Table<'t, u64, &'static [u8]>,
+/// Declares `W`: the tables of one write transaction, each opened on first use (opening a
+/// table costs a B-tree lookup, so a transaction pays only for the tables it touches).
+macro_rules! write_tables {
+    ($($name:ident: $def:expr => $k:ty, $v:ty;)*) => {
+        pub(crate) struct W<'t> {
+            txn: &'t WriteTransaction,
+            $($name: Option<Table<'t, $k, $v>>,)*
+        }
+
+        impl<'t> W<'t> {
+            pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
+                Ok(W { txn, $($name: None,)* })
+            }
+
+            /// Opens every table, creating those that do not exist yet.
+            pub(crate) fn open_all(&mut self) -> Result<()> {
+                $(self.$name()?;)*
+                Ok(())
+            }
+
+            $(
+                pub(crate) fn $name(&mut self) -> Result<&mut Table<'t, $k, $v>> {
+                    if self.$name.is_none() {
+                        self.$name = Some(self.txn.open_table($def)?);
+                    }
+                    Ok(self.$name.as_mut().expect("opened above"))
+                }
+            )*
+        }
+    };
 }
 
-impl<'t> W<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-        Ok(W {
-            meta: txn.open_table(META)?,
-            nodes: txn.open_table(NODES)?,
-            entries: txn.open_table(ENTRIES)?,
-            order: txn.open_table(ORDER)?,
-            trees: txn.open_table(TREES)?,
-            xattrs: txn.open_table(XATTRS)?,
-            leaves: txn.open_table(LEAVES)?,
-            inline: txn.open_table(INLINE)?,
-            leaf_chunks: txn.open_table(LEAF_CHUNKS)?,
-            chunks: txn.open_table(CHUNKS)?,
-            dead: txn.open_table(DEAD_CHUNKS)?,
-            unref: txn.open_table(UNREFERENCED)?,
-            orphans: txn.open_table(ORPHANS)?,
-            attention: txn.open_table(crate::schema::ATTENTION)?,
-        })
-    }
+write_tables! {
+    meta: META => &'static str, &'static [u8];
+    nodes: NODES => u64, &'static [u8];
+    entries: ENTRIES => (u64, &'static [u8]), (u64, u64);
+    order: ORDER => (u64, u64), &'static [u8];
+    trees: TREES => &'static [u8; 32], &'static [u8];
+    xattrs: XATTRS => (u64, &'static [u8]), &'static [u8];
+    leaves: LEAVES => &'static [u8; 32], &'static [u8];
+    inline: INLINE => &'static [u8; 32], &'static [u8];
+    leaf_chunks: LEAF_CHUNKS => LeafChunkKey, ChunkSlot;
+    chunks: CHUNKS => &'static [u8; 32], (u32, u64);
+    dead: DEAD_CHUNKS => &'static [u8; 32], ();
+    unref: UNREFERENCED => &'static [u8; 32], i64;
+    orphans: ORPHANS => u64, ();
+    attention: crate::schema::ATTENTION => u64, &'static [u8];
+}
 
-    pub(crate) fn node(&self, id: NodeId) -> Result<Node> {
-        match self.nodes.get(id.0)? {
+impl W<'_> {
+    pub(crate) fn node(&mut self, id: NodeId) -> Result<Node> {
+        match self.nodes()?.get(id.0)? {
             Some(v) => decode("node", v.value()),
             None => Err(Error::NoSuchNode(id)),
         }
     }
 
     pub(crate) fn put_node(&mut self, node: &Node) -> Result<()> {
-        self.nodes.insert(node.id.0, encode(node).as_slice())?;
+        self.nodes()?.insert(node.id.0, encode(node).as_slice())?;
         Ok(())
     }
 
-    pub(crate) fn tree(&self, id: &Hash) -> Result<TreeRecord> {
-        match self.trees.get(id)? {
+    pub(crate) fn tree(&mut self, id: &Hash) -> Result<TreeRecord> {
+        match self.trees()?.get(id)? {
             Some(v) => decode("tree", v.value()),
             None => Err(Error::NoSuchArtifact(ArtifactId::Doc(*id))),
         }
     }
 
     pub(crate) fn put_tree(&mut self, id: &Hash, t: &TreeRecord) -> Result<()> {
-        self.trees.insert(id, encode(t).as_slice())?;
+        self.trees()?.insert(id, encode(t).as_slice())?;
         Ok(())
     }
 
     /// A directory node and its tree record.
-    pub(crate) fn dir(&self, id: NodeId) -> Result<(Node, TreeRecord)> {
+    pub(crate) fn dir(&mut self, id: NodeId) -> Result<(Node, TreeRecord)> {
         let node = self.node(id)?;
         match (node.kind, node.tree) {
             (NodeKind::Dir, Some(t)) => {
@@ -190,8 +202,8 @@ impl<'t> W<'t> {
         }
     }
 
-    pub(crate) fn entry(&self, parent: NodeId, name: &[u8]) -> Result<Option<(NodeId, u64)>> {
-        Ok(self.entries.get((parent.0, name))?.map(|v| {
+    pub(crate) fn entry(&mut self, parent: NodeId, name: &[u8]) -> Result<Option<(NodeId, u64)>> {
+        Ok(self.entries()?.get((parent.0, name))?.map(|v| {
             let (child, pos) = v.value();
             (NodeId(child), pos)
         }))
@@ -215,26 +227,26 @@ impl<'t> W<'t> {
                 p
             }
         };
-        self.entries.insert((parent.id.0, name), (child.0, position))?;
-        self.order.insert((parent.id.0, position), name)?;
+        self.entries()?.insert((parent.id.0, name), (child.0, position))?;
+        self.order()?.insert((parent.id.0, position), name)?;
         Ok(position)
     }
 
     fn remove_entry(&mut self, parent: NodeId, name: &[u8]) -> Result<u64> {
-        let pos = match self.entries.remove((parent.0, name))? {
+        let pos = match self.entries()?.remove((parent.0, name))? {
             Some(v) => v.value().1,
             None => return Err(Error::NotFound { parent, name: lossy(name) }),
         };
-        self.order.remove((parent.0, pos))?;
+        self.order()?.remove((parent.0, pos))?;
         Ok(pos)
     }
 
-    fn is_empty_dir(&self, dir: NodeId) -> Result<bool> {
-        Ok(self.order.range((dir.0, 0)..=(dir.0, u64::MAX))?.next().is_none())
+    fn is_empty_dir(&mut self, dir: NodeId) -> Result<bool> {
+        Ok(self.order()?.range((dir.0, 0)..=(dir.0, u64::MAX))?.next().is_none())
     }
 
     /// Whether `node` is `ancestor` or lies below it.
-    fn is_within(&self, node: NodeId, ancestor: NodeId) -> Result<bool> {
+    fn is_within(&mut self, node: NodeId, ancestor: NodeId) -> Result<bool> {
         let mut cur = node;
         for _ in 0..100_000 {
             if cur == ancestor {
@@ -252,49 +264,49 @@ impl<'t> W<'t> {
     }
 
     pub(crate) fn alloc_node(&mut self) -> Result<NodeId> {
-        let next = match self.meta.get(META_NEXT_NODE)? {
+        let next = match self.meta()?.get(META_NEXT_NODE)? {
             Some(v) => bytes_u64("next_node", v.value())?,
             None => NodeId::FIRST_DYNAMIC,
         };
-        self.meta.insert(META_NEXT_NODE, u64_bytes(next + 1).as_slice())?;
+        self.meta()?.insert(META_NEXT_NODE, u64_bytes(next + 1).as_slice())?;
         Ok(NodeId(next))
     }
 
     /// Records a staged leaf's metadata if the leaf is new. Its reference count starts at 0.
     pub(crate) fn register_leaf(&mut self, staged: &StagedLeaf, now: Timestamp) -> Result<()> {
-        if self.leaves.get(&staged.hash)?.is_some() {
+        if self.leaves()?.get(&staged.hash)?.is_some() {
             return Ok(());
         }
         let rec =
             LeafRecord { size: staged.size, refs: 0, inline: staged.is_inline(), created_at: now };
-        self.leaves.insert(&staged.hash, encode(&rec).as_slice())?;
-        self.unref.insert(&staged.hash, now.secs)?;
+        self.leaves()?.insert(&staged.hash, encode(&rec).as_slice())?;
+        self.unref()?.insert(&staged.hash, now.secs)?;
         match &staged.body {
             StagedBody::Inline(bytes) => {
-                self.inline.insert(&staged.hash, bytes.as_slice())?;
+                self.inline()?.insert(&staged.hash, bytes.as_slice())?;
             }
             StagedBody::Chunked(list) => {
                 let mut offset = 0u64;
                 for (chunk, len) in list {
-                    self.leaf_chunks.insert((&staged.hash, offset), (chunk, *len))?;
+                    self.leaf_chunks()?.insert((&staged.hash, offset), (chunk, *len))?;
                     offset += u64::from(*len);
-                    let refs = self.chunks.get(chunk)?.map_or(0, |v| v.value().1);
-                    self.chunks.insert(chunk, (*len, refs + 1))?;
-                    self.dead.remove(chunk)?;
+                    let refs = self.chunks()?.get(chunk)?.map_or(0, |v| v.value().1);
+                    self.chunks()?.insert(chunk, (*len, refs + 1))?;
+                    self.dead()?.remove(chunk)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn leaf(&self, hash: &Hash) -> Result<LeafRecord> {
-        match self.leaves.get(hash)? {
+    fn leaf(&mut self, hash: &Hash) -> Result<LeafRecord> {
+        match self.leaves()?.get(hash)? {
             Some(v) => decode("leaf", v.value()),
             None => Err(Error::NoSuchArtifact(ArtifactId::Blob(*hash))),
         }
     }
 
-    pub(crate) fn leaf_size(&self, hash: &Hash) -> Result<u64> {
+    pub(crate) fn leaf_size(&mut self, hash: &Hash) -> Result<u64> {
         Ok(self.leaf(hash)?.size)
     }
 
@@ -302,9 +314,9 @@ impl<'t> W<'t> {
         let mut rec = self.leaf(hash)?;
         rec.refs += 1;
         if rec.refs == 1 {
-            self.unref.remove(hash)?;
+            self.unref()?.remove(hash)?;
         }
-        self.leaves.insert(hash, encode(&rec).as_slice())?;
+        self.leaves()?.insert(hash, encode(&rec).as_slice())?;
         Ok(())
     }
 
@@ -312,9 +324,9 @@ impl<'t> W<'t> {
         let mut rec = self.leaf(hash)?;
         rec.refs = rec.refs.saturating_sub(1);
         if rec.refs == 0 {
-            self.unref.insert(hash, now.secs)?;
+            self.unref()?.insert(hash, now.secs)?;
         }
-        self.leaves.insert(hash, encode(&rec).as_slice())?;
+        self.leaves()?.insert(hash, encode(&rec).as_slice())?;
         Ok(())
     }
 
@@ -327,7 +339,7 @@ impl<'t> W<'t> {
         }
         node.ctime = now;
         if node.nlink == 0 {
-            self.orphans.insert(node.id.0, ())?;
+            self.orphans()?.insert(node.id.0, ())?;
         }
         self.put_node(node)
     }
@@ -337,40 +349,40 @@ impl<'t> W<'t> {
         let node = match self.node(id) {
             Ok(n) => n,
             Err(Error::NoSuchNode(_)) => {
-                self.orphans.remove(id.0)?;
+                self.orphans()?.remove(id.0)?;
                 return Ok(false);
             }
             Err(e) => return Err(e),
         };
         if node.nlink > 0 {
-            self.orphans.remove(id.0)?;
+            self.orphans()?.remove(id.0)?;
             return Ok(false);
         }
         if let Some(h) = node.content {
             self.leaf_decref(&h, now)?;
         }
         if let Some(t) = node.tree {
-            self.trees.remove(&t)?;
+            self.trees()?.remove(&t)?;
         }
         let names: Vec<Vec<u8>> = self
-            .xattrs
+            .xattrs()?
             .range((id.0, &[][..])..)?
             .map_while(|r| r.ok().filter(|(k, _)| k.value().0 == id.0))
             .map(|(k, _)| k.value().1.to_vec())
             .collect();
         for n in names {
-            self.xattrs.remove((id.0, n.as_slice()))?;
+            self.xattrs()?.remove((id.0, n.as_slice()))?;
         }
-        self.nodes.remove(id.0)?;
-        self.orphans.remove(id.0)?;
-        self.attention.remove(id.0)?;
+        self.nodes()?.remove(id.0)?;
+        self.orphans()?.remove(id.0)?;
+        self.attention()?.remove(id.0)?;
         Ok(true)
     }
 
     /// The name a directory has in its parent (empty for the root).
-    fn name_in_parent(&self, dir: &Node) -> Result<Vec<u8>> {
+    fn name_in_parent(&mut self, dir: &Node) -> Result<Vec<u8>> {
         let Some(parent) = dir.parent else { return Ok(Vec::new()) };
-        for row in self.entries.range((parent.0, &[][..])..)? {
+        for row in self.entries()?.range((parent.0, &[][..])..)? {
             let (k, v) = row?;
             let (p, name) = k.value();
             if p != parent.0 {
@@ -563,6 +575,15 @@ impl Vault {
 
     pub(crate) fn read_txn(&self) -> Result<ReadTransaction> {
         Ok(self.db.begin_read()?)
+    }
+
+    #[doc(hidden)]
+    pub fn bench_empty_commit(&self, tables: bool) -> Result<()> {
+        if tables {
+            self.write_fs(Commit::CrashConsistent, |_| Ok(()))
+        } else {
+            self.write(Commit::CrashConsistent, |_| Ok(()))
+        }
     }
 
     /// Makes every commit so far durable. Cheap when nothing is pending.
@@ -962,8 +983,8 @@ impl Vault {
                 if dst_is_dir && w.is_within(src_parent, dst)? {
                     return Err(Error::Cycle(dst, src_parent));
                 }
-                w.entries.insert((src_parent.0, src_name), (dst.0, src_pos))?;
-                w.entries.insert((dst_parent.0, dst_name), (src.0, dst_pos))?;
+                w.entries()?.insert((src_parent.0, src_name), (dst.0, src_pos))?;
+                w.entries()?.insert((dst_parent.0, dst_name), (src.0, dst_pos))?;
                 if !same_parent {
                     if src_is_dir {
                         src_node.parent = Some(dst_parent);
@@ -1178,13 +1199,13 @@ impl Vault {
         }
         self.write_fs(commit, |w| {
             let mut node = w.node(id)?;
-            let exists = w.xattrs.get((id.0, name))?.is_some();
+            let exists = w.xattrs()?.get((id.0, name))?.is_some();
             match (mode, exists) {
                 (XattrMode::Create, true) => return Err(Error::XattrExists(lossy(name))),
                 (XattrMode::Replace, false) => return Err(Error::NoXattr(lossy(name))),
                 _ => {}
             }
-            w.xattrs.insert((id.0, name), value)?;
+            w.xattrs()?.insert((id.0, name), value)?;
             node.ctime = now;
             w.put_node(&node)
         })
@@ -1199,7 +1220,7 @@ impl Vault {
     ) -> Result<()> {
         self.write_fs(commit, |w| {
             let mut node = w.node(id)?;
-            if w.xattrs.remove((id.0, name))?.is_none() {
+            if w.xattrs()?.remove((id.0, name))?.is_none() {
                 return Err(Error::NoXattr(lossy(name)));
             }
             node.ctime = now;
@@ -1317,13 +1338,14 @@ fn init_meta(db: &Database, dir: &Path, player: Option<&str>) -> Result<(PlayerR
     let txn = db.begin_write()?;
     let out = {
         let mut w = W::open(&txn)?;
-        let format = w.meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
+        w.open_all()?;
+        let format = w.meta()?.get(META_FORMAT)?.map(|v| v.value().to_vec());
         let rec = if let Some(format) = format {
             let found = u32::try_from(bytes_u64("format", &format)?).unwrap_or(u32::MAX);
             if found != FORMAT_VERSION {
                 return Err(Error::UnsupportedVersion { path: dir.to_path_buf(), found });
             }
-            let rec: PlayerRecord = match w.meta.get(META_PLAYER)? {
+            let rec: PlayerRecord = match w.meta()?.get(META_PLAYER)? {
                 Some(v) => decode("player", v.value())?,
                 None => return Err(Error::CorruptRecord("meta", "no player".into())),
             };
@@ -1339,10 +1361,10 @@ fn init_meta(db: &Database, dir: &Path, player: Option<&str>) -> Result<(PlayerR
             };
             let rec = PlayerRecord { id: PlayerId::from_name(name), name: name.to_owned() };
             let now = Timestamp::now();
-            w.meta.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
-            w.meta.insert(META_PLAYER, encode(&rec).as_slice())?;
-            w.meta.insert(META_CREATED, encode(&now).as_slice())?;
-            w.meta.insert(META_NEXT_NODE, u64_bytes(NodeId::FIRST_DYNAMIC).as_slice())?;
+            w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
+            w.meta()?.insert(META_PLAYER, encode(&rec).as_slice())?;
+            w.meta()?.insert(META_CREATED, encode(&now).as_slice())?;
+            w.meta()?.insert(META_NEXT_NODE, u64_bytes(NodeId::FIRST_DYNAMIC).as_slice())?;
             let tree_id = random_id()?;
             let mut root = new_node(NodeId::ROOT, &NewNode::dir(0o755), now);
             root.nlink = 2;
@@ -1363,8 +1385,8 @@ fn init_meta(db: &Database, dir: &Path, player: Option<&str>) -> Result<(PlayerR
         txn.open_table(crate::schema::GRANTS)?;
         txn.open_table(crate::schema::PEERS)?;
         txn.open_table(crate::schema::EVENTS)?;
-        let was_open = w.meta.get(META_OPEN)?.is_some();
-        w.meta.insert(META_OPEN, &[1u8][..])?;
+        let was_open = w.meta()?.get(META_OPEN)?.is_some();
+        w.meta()?.insert(META_OPEN, &[1u8][..])?;
         (rec, was_open)
     };
     txn.commit()?;
