@@ -44,7 +44,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         v.remove(NodeId::ROOT, format!("f{i}").as_bytes(), false, Timestamp::now(), cc).map(drop)
     })?;
     time("sync (nothing pending after the first)", &mut |_| v.sync())?;
-    time("empty commit, all tables opened", &mut |_| v.bench_empty_commit(true))?;
-    time("empty commit, no table opened", &mut |_| v.bench_empty_commit(false))?;
     Ok(())
 }

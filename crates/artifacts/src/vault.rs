@@ -577,15 +577,6 @@ impl Vault {
         Ok(self.db.begin_read()?)
     }
 
-    #[doc(hidden)]
-    pub fn bench_empty_commit(&self, tables: bool) -> Result<()> {
-        if tables {
-            self.write_fs(Commit::CrashConsistent, |_| Ok(()))
-        } else {
-            self.write(Commit::CrashConsistent, |_| Ok(()))
-        }
-    }
-
     /// Makes every commit so far durable. Cheap when nothing is pending.
     pub fn sync(&self) -> Result<()> {
         if self.dirty.load(Ordering::Acquire) {
