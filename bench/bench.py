@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -281,6 +282,21 @@ def read_file(path, block=MIB):
     return n
 
 
+def dependency_sources(repo):
+    lock = (repo / "Cargo.lock").read_text()
+    registry = sorted(Path.home().glob(".cargo/registry/src/index.crates.io-*"))
+    out = []
+    for name, version in re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', lock):
+        for reg in registry:
+            d = reg / f"{name}-{version}"
+            if d.is_dir() and not name.startswith("windows"):
+                out.append(d)
+                break
+    if not out:
+        raise RuntimeError("no dependency sources: run `cargo build` first")
+    return out
+
+
 def run_workloads(t, cfg, tree_tar, git_src):
     res = {}
     base = t.work / f"round-{cfg['round']}"
@@ -515,7 +531,7 @@ def main():
         "seq_size": 64 * MIB if quick else GIB,
         "rand_reads": 2000 if quick else 20000,
         "overwrites": 20 if quick else 2000,
-        "overwrite_budget": 3.0 if quick else 20.0,
+        "overwrite_budget": 3.0 if quick else 10.0,
         "small_files": 500 if quick else 10000,
         "dedup_size": 16 * MIB if quick else 256 * MIB,
     }
@@ -526,12 +542,13 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # a real source tree to untar, and a repository to clone
-    tree_tar = work / "tree.tar"
-    # Symlinks dereferenced: rclone mount cannot create them.
-    with tarfile.open(tree_tar, "w", dereference=True) as tf:
-        src = Path("/usr/include")
-        tf.add(src, arcname="include")
     git_src = Path(__file__).resolve().parent.parent
+    tree_tar = work / "tree.tar"
+    # A real source tree: this project's locked dependencies, as cargo unpacked them (the
+    # Windows bindings left out). Symlinks are dereferenced: rclone mount cannot create them.
+    with tarfile.open(tree_tar, "w", dereference=True) as tf:
+        for d in dependency_sources(git_src):
+            tf.add(d, arcname=d.name)
 
     makers = {
         "tmpfs": lambda: Tmpfs("tmpfs", work),
