@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{bytes, now};
 use indras_artifacts::{
-    Commit, FaultInjector, FsckOptions, IoStep, NewNode, NodeId, NodeKind, Options, Vault, hex,
+    Commit, FaultInjector, FsckOptions, IoStep, NodeId, NodeKind, Options, Vault, hex,
 };
 
 /// Fails the `fail_at`-th I/O step and every step after it, as if the machine stopped there.
@@ -59,20 +59,7 @@ fn snapshot(v: &Vault) -> BTreeMap<String, [u8; 32]> {
 }
 
 fn put(v: &Vault, name: &str, content: &[u8], commit: Commit) -> indras_artifacts::Result<()> {
-    let staged = v.stage(content)?;
-    match v.lookup(NodeId::ROOT, name.as_bytes()) {
-        Ok(node) => v.set_content(node.id, &staged, now(), commit).map(drop),
-        Err(_) => v
-            .create(
-                NodeId::ROOT,
-                name.as_bytes(),
-                &NewNode::file(0o644),
-                Some(staged),
-                now(),
-                commit,
-            )
-            .map(drop),
-    }
+    common::try_put(v, name, content, commit).map(drop)
 }
 
 fn assert_clean(v: &Vault) {

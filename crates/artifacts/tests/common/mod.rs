@@ -21,21 +21,28 @@ pub fn now() -> Timestamp {
 }
 
 /// Creates (or replaces the content of) a file at the root.
-pub fn put(v: &Vault, name: &str, content: &[u8], commit: Commit) -> Node {
-    let staged = v.stage(content).expect("stage");
+pub fn try_put(
+    v: &Vault,
+    name: &str,
+    content: &[u8],
+    commit: Commit,
+) -> indras_artifacts::Result<Node> {
+    let staged = v.stage(content)?;
     match v.lookup(NodeId::ROOT, name.as_bytes()) {
-        Ok(node) => v.set_content(node.id, &staged, now(), commit).expect("set_content"),
-        Err(_) => v
-            .create(
-                NodeId::ROOT,
-                name.as_bytes(),
-                &NewNode::file(0o644),
-                Some(staged),
-                now(),
-                commit,
-            )
-            .expect("create"),
+        Ok(node) => v.set_content(node.id, &staged, now(), commit),
+        Err(_) => v.create(
+            NodeId::ROOT,
+            name.as_bytes(),
+            &NewNode::file(0o644),
+            Some(staged),
+            now(),
+            commit,
+        ),
     }
+}
+
+pub fn put(v: &Vault, name: &str, content: &[u8], commit: Commit) -> Node {
+    try_put(v, name, content, commit).expect("put")
 }
 
 pub fn get(v: &Vault, name: &str) -> Vec<u8> {
