@@ -28,6 +28,9 @@ cargo fmt --all -- --check
 echo "==> clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
+echo "==> build (the end-to-end tests and the Lua scenarios run target/release/indras-fuse)"
+cargo build --release --workspace --quiet
+
 echo "==> tests"
 cargo test --release --workspace
 

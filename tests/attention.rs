@@ -16,6 +16,22 @@ fn log_events(mnt: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits until the daemon has processed every release: `close()` returns before the kernel's
+/// RELEASE reaches the daemon.
+fn settle(mnt: &Path) {
+    let start = Instant::now();
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(mnt.join(".indra/status.json")).unwrap())
+                .unwrap();
+        if status["open_files"] == 0 {
+            return;
+        }
+        assert!(start.elapsed().as_secs() < 20, "files stay open: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn count(events: &[serde_json::Value], kind: &str, path_prefix: &str) -> usize {
     events
         .iter()
@@ -55,6 +71,7 @@ fn attention_log_integrity_under_8_threads() {
             }
         });
     });
+    settle(&m.mnt);
     let events = log_events(&m.mnt);
     let total = THREADS * OPENS;
     assert_eq!(
@@ -100,6 +117,7 @@ fn status_mounted_and_unmounted_with_and_without_json() {
     for _ in 0..3 {
         std::fs::read(m.vault().join("notes/ideas.md")).unwrap();
     }
+    settle(&m.mnt);
     let run = |args: &[&str]| {
         let out = Command::new(binary()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -180,6 +198,7 @@ fn open_close_rate(dirs: &Dirs, attention: &str) -> (f64, u64) {
         drop(std::fs::File::open(&path).unwrap());
     }
     let rate = f64::from(n) / t.elapsed().as_secs_f64();
+    settle(&m.mnt);
     let status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(m.mnt.join(".indra/status.json")).unwrap())
             .unwrap();

@@ -87,6 +87,9 @@ pub(crate) struct ChunkStore {
     pending: Mutex<Pending>,
     cache: Mutex<VecDeque<(Hash, Arc<[u8]>)>>,
     tmp_seq: AtomicU64,
+    /// Chunks of payloads that were staged and then dropped without a commit: their files
+    /// may be referenced by nothing. `Vault::reclaim_abandoned` checks and removes them.
+    abandoned: Mutex<Vec<Hash>>,
 }
 
 impl std::fmt::Debug for ChunkStore {
@@ -128,6 +131,7 @@ impl ChunkStore {
             pending: Mutex::new(Pending::default()),
             cache: Mutex::new(VecDeque::new()),
             tmp_seq: AtomicU64::new(0),
+            abandoned: Mutex::new(Vec::new()),
         })
     }
 
@@ -196,6 +200,19 @@ impl ChunkStore {
                 }
             }
         }
+    }
+
+    /// Unstages chunks whose payload will never be committed, and remembers them for
+    /// `take_abandoned`.
+    pub(crate) fn abandon(&self, hashes: &[Hash]) {
+        self.unstage(hashes);
+        if !hashes.is_empty() {
+            lock(&self.abandoned).extend_from_slice(hashes);
+        }
+    }
+
+    pub(crate) fn take_abandoned(&self) -> Vec<Hash> {
+        std::mem::take(&mut *lock(&self.abandoned))
     }
 
     /// Holds the staging lock: while held, no writer can stage a chunk.

@@ -239,6 +239,28 @@ impl Vault {
         Ok(report)
     }
 
+    /// Deletes the files of abandoned chunks (staged, then dropped without a commit) that no
+    /// metadata names and no writer has staged again. Cheap: it looks only at those chunks.
+    /// Returns how many files it removed.
+    pub fn reclaim_abandoned(&self) -> Result<u64> {
+        let abandoned = self.chunks.take_abandoned();
+        if abandoned.is_empty() {
+            return Ok(0);
+        }
+        let staged = self.chunks.staging_lock();
+        // Begun under the staging lock: every writer that unstaged a chunk has committed it.
+        let txn = self.read_txn()?;
+        let known = txn.open_table(CHUNKS)?;
+        let mut removed = 0;
+        for chunk in abandoned {
+            if !staged.contains_key(&chunk) && known.get(&chunk)?.is_none() {
+                self.chunks.remove(&chunk).map_err(|e| Error::io(self.chunks.path(&chunk), e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Deletes chunk files that no metadata names, and leftover temp files, after an unclean
     /// shutdown. Such a chunk file may have been renamed into place but never fsync'd, so it
     /// cannot be trusted for dedup.

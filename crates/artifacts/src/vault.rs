@@ -599,6 +599,7 @@ impl Vault {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.reclaim_abandoned()?;
         self.write(Commit::Durable, |txn| {
             let mut meta = txn.open_table(META)?;
             meta.remove(META_OPEN)?;
@@ -855,6 +856,11 @@ impl Vault {
             w.add_entry(&dir, name, id, None)?;
             w.touch_dir(&mut dir, now)?;
             Ok(node)
+        })
+        .inspect(|_| {
+            if let Some(c) = &content {
+                c.mark_committed();
+            }
         })
     }
 
@@ -1117,6 +1123,7 @@ impl Vault {
             w.put_node(&node)?;
             Ok(node)
         })
+        .inspect(|_| staged.mark_committed())
     }
 
     /// Deletes a node that has no links left. Call it once nothing holds the node open.

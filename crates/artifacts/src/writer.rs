@@ -10,6 +10,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fastcdc::v2020::FastCDC;
 
@@ -35,11 +36,17 @@ pub struct StagedLeaf {
     pub size: u64,
     pub(crate) body: StagedBody,
     store: Arc<ChunkStore>,
+    /// Set once metadata naming this payload has committed.
+    committed: AtomicBool,
 }
 
 impl StagedLeaf {
     pub fn is_inline(&self) -> bool {
         matches!(self.body, StagedBody::Inline(_))
+    }
+
+    pub(crate) fn mark_committed(&self) {
+        self.committed.store(true, Ordering::Release);
     }
 
     /// Reads the staged content at `offset` (before it is committed).
@@ -96,7 +103,11 @@ impl Drop for StagedLeaf {
     fn drop(&mut self) {
         if let StagedBody::Chunked(chunks) = &self.body {
             let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
-            self.store.unstage(&hashes);
+            if self.committed.load(Ordering::Acquire) {
+                self.store.unstage(&hashes);
+            } else {
+                self.store.abandon(&hashes);
+            }
         }
     }
 }
@@ -167,7 +178,13 @@ impl PayloadWriter {
             self.cut_ready_chunks(true)?;
             StagedBody::Chunked(std::mem::take(&mut self.chunks))
         };
-        Ok(StagedLeaf { hash, size: self.size, body, store: self.store.clone() })
+        Ok(StagedLeaf {
+            hash,
+            size: self.size,
+            body,
+            store: self.store.clone(),
+            committed: AtomicBool::new(false),
+        })
     }
 }
 
@@ -189,8 +206,8 @@ impl io::Write for PayloadWriter {
 
 impl Drop for PayloadWriter {
     fn drop(&mut self) {
-        // Chunks of an abandoned import are unstaged; GC reclaims their files.
+        // An import dropped before `finish`: its chunks are abandoned.
         let hashes: Vec<Hash> = self.chunks.iter().map(|c| c.0).collect();
-        self.store.unstage(&hashes);
+        self.store.abandon(&hashes);
     }
 }

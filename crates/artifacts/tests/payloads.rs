@@ -259,3 +259,26 @@ fn gc_reclaims_unreferenced_payloads_and_stray_files() {
     assert_eq!(get(&v, "keep"), bytes(5, MIB));
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
 }
+
+#[test]
+fn abandoned_payloads_leave_no_files_and_shared_chunks_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let keep = bytes(8, 2 * MIB);
+    put(&v, "keep", &keep, Commit::Durable);
+    let chunk_files = || disk_bytes(&dir.path().join("chunks"));
+    let before = chunk_files();
+    // A staged payload dropped without a commit, and an import dropped before `finish`.
+    drop(v.stage(&bytes(9, 3 * MIB)).unwrap());
+    let mut w = v.payload_writer();
+    w.write_all(&bytes(10, 2 * MIB)).unwrap();
+    drop(w);
+    // A staged copy of content that is committed elsewhere shares its chunks.
+    drop(v.stage(&keep).unwrap());
+    assert!(chunk_files() > before);
+    let removed = v.reclaim_abandoned().unwrap();
+    assert!(removed > 0);
+    assert_eq!(chunk_files(), before, "only the committed payload's chunks remain");
+    assert_eq!(get(&v, "keep"), keep);
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}

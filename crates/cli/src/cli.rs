@@ -1,5 +1,5 @@
 //! Argument parsing and the commands: mount (daemonizing unless `--foreground`), unmount,
-//! status, gc and fsck.
+//! status, gc, fsck and scenario.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +57,19 @@ enum Cmd {
         /// Also rehash every file end to end.
         #[arg(long)]
         deep: bool,
+    },
+    /// Run a Lua scenario (lua-scenarios/README.md) against real mounts of this binary.
+    Scenario {
+        file: PathBuf,
+        /// Seconds before it is stopped [default: its `-- timeout: N` header, else 300].
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Keep its temp dir (data dirs, mount points, daemon logs) afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// The binary that mounts vaults [default: this one].
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
 }
 
@@ -119,7 +132,27 @@ pub fn run() -> Result<()> {
         Cmd::Status { mountpoint, store, json } => status(mountpoint.as_deref(), &store, json),
         Cmd::Gc { store } => gc(&store),
         Cmd::Fsck { store, repair, deep } => fsck(&store, repair, deep),
+        Cmd::Scenario { file, timeout, keep, binary } => scenario(&file, timeout, keep, binary),
     }
+}
+
+fn scenario(file: &Path, timeout: Option<u64>, keep: bool, binary: Option<PathBuf>) -> Result<()> {
+    let binary = match binary {
+        Some(b) => b,
+        None => std::env::current_exe().context("finding this program")?,
+    };
+    let mut opts = indras_scenario::Options::new(binary);
+    opts.timeout = timeout.map(Duration::from_secs);
+    opts.keep = keep;
+    opts.progress = true;
+    let report = indras_scenario::run(file, &opts).map_err(|f| anyhow!("{f}"))?;
+    println!(
+        "scenario {}: ok ({} steps, {:.1}s)",
+        file.display(),
+        report.steps,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `$XDG_DATA_HOME/indras/<player>`, else `~/.local/share/indras/<player>`.

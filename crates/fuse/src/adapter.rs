@@ -120,7 +120,11 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>, op: &'static str)
 
 impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+        // ATOMIC_O_TRUNC: `open(O_TRUNC)` arrives as one open with the flag, so the truncation
+        // joins the write buffer (committed at close) instead of a setattr that carries no file
+        // handle and would have to commit at once.
+        let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS

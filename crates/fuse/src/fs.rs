@@ -3,18 +3,20 @@
 //! it without a kernel; `adapter` is the thin layer that speaks fuser.
 //!
 //! # State and lock order
-//! - `open`: node -> `OpenNode` (handle count, write buffer). The map lock is held only to find
-//!   or insert an entry, never while an `OpenNode` is locked.
+//! - `open`: node -> `OpenNode` (handle count, write buffer). Handle counts change, and idle
+//!   entries are removed, only while this map is locked.
 //! - `OpenNode` mutex: serialises writes, reads of dirty content and commits of one file.
-//! - `handles`: fh -> `Handle`; held only to look up or remove a handle.
+//! - `handles` (fh -> `Handle`), `orphans` and the inode table are leaf locks, held only for
+//!   one lookup or update.
 //! - The store (`Vault`) has its own transactions; it is called with at most one `OpenNode`
 //!   locked.
 //!
-//! Order: `OpenNode`, then (briefly) `open` or `handles` or `orphans`, then the store.
+//! Order: `open`, then `OpenNode`, then a leaf lock, then the store. Nothing that holds an
+//! `OpenNode` takes the `open` map.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -111,10 +113,16 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
-/// The state of a file that has open handles or uncommitted writes.
+/// A file that has open handles or uncommitted writes.
 #[derive(Debug)]
 struct OpenNode {
-    handles: u32,
+    /// Open handles; changes only while the `open` map is locked.
+    handles: AtomicU32,
+    state: Mutex<FileState>,
+}
+
+#[derive(Debug)]
+struct FileState {
     buffer: Option<WriteBuffer>,
     /// Time of the last write, which becomes the committed mtime.
     written_at: Timestamp,
@@ -122,7 +130,7 @@ struct OpenNode {
 
 #[derive(Debug)]
 enum Handle {
-    File { ino: u64, node: Arc<Mutex<OpenNode>>, append: bool, opened_at: Option<Timestamp> },
+    File { ino: u64, node: Arc<OpenNode>, append: bool, opened_at: Option<Timestamp> },
     Dir,
     Virtual { data: Arc<[u8]> },
 }
@@ -183,7 +191,7 @@ pub struct VaultFs {
     /// Sizes of recently rendered virtual files, so `stat` does not render each time.
     rendered: Mutex<HashMap<u64, (std::time::Instant, u64)>>,
     inodes: InodeTable,
-    open: Mutex<HashMap<u64, Arc<Mutex<OpenNode>>>>,
+    open: Mutex<HashMap<u64, Arc<OpenNode>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     /// Nodes that lost their last link during this mount and wait to be reaped.
     orphans: Mutex<HashSet<u64>>,
@@ -248,10 +256,13 @@ impl VaultFs {
         let mut size = node.size;
         let mut mtime = node.mtime;
         let mut ctime = node.ctime;
-        if node.kind == NodeKind::File
-            && let Some(open) = lock(&self.open).get(&node.id.0).cloned()
-        {
-            let on = lock(&open);
+        let open = if node.kind == NodeKind::File {
+            lock(&self.open).get(&node.id.0).cloned()
+        } else {
+            None
+        };
+        if let Some(open) = open {
+            let on = lock(&open.state);
             if let Some(b) = &on.buffer {
                 size = b.size();
                 mtime = mtime.max(on.written_at);
@@ -448,7 +459,7 @@ impl VaultFs {
     fn truncate(&self, node: &Node, size: u64, commit_now: bool, now: Timestamp) -> FsResult<()> {
         let open = self.open_node(node.id.0, false);
         let result = (|| {
-            let mut on = lock(&open);
+            let mut on = lock(&open.state);
             let current = match &on.buffer {
                 Some(b) => b.size(),
                 None => node.size,
@@ -631,47 +642,47 @@ impl VaultFs {
 
     // ----- files -----
 
-    /// The `OpenNode` of `ino`, created if needed; `handle` counts a new handle.
-    fn open_node(&self, ino: u64, handle: bool) -> Arc<Mutex<OpenNode>> {
+    /// The `OpenNode` of `ino`, created if needed; `handle` counts a new handle. The count is
+    /// taken under the map lock, so `close_open_node` never removes an entry being handed out.
+    fn open_node(&self, ino: u64, handle: bool) -> Arc<OpenNode> {
         let mut map = lock(&self.open);
-        let entry = map.entry(ino).or_insert_with(|| {
-            Arc::new(Mutex::new(OpenNode {
-                handles: 0,
-                buffer: None,
-                written_at: Timestamp::EPOCH,
-            }))
-        });
-        let node = entry.clone();
-        drop(map);
+        let node = map
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(OpenNode {
+                    handles: AtomicU32::new(0),
+                    state: Mutex::new(FileState { buffer: None, written_at: Timestamp::EPOCH }),
+                })
+            })
+            .clone();
         if handle {
-            lock(&node).handles += 1;
+            node.handles.fetch_add(1, Ordering::AcqRel);
         }
         node
     }
 
-    /// Undoes `open_node`: drops the entry when no handle and no buffer remain.
-    fn close_open_node(&self, ino: u64, node: &Arc<Mutex<OpenNode>>, handle: bool) {
-        let idle = {
-            let mut on = lock(node);
-            if handle {
-                on.handles = on.handles.saturating_sub(1);
-            }
-            on.handles == 0 && on.buffer.is_none()
-        };
+    /// Undoes `open_node`: drops the entry once no handle and no buffer remain. The decision is
+    /// made under the map lock, so of two releases racing, the last one sees the final count.
+    /// The file's own lock is only tried: if another thread holds it, that thread is working
+    /// on the file and the entry stays (an idle entry is reused by the next open).
+    fn close_open_node(&self, ino: u64, node: &Arc<OpenNode>, handle: bool) {
+        let mut map = lock(&self.open);
+        if handle {
+            node.handles.fetch_sub(1, Ordering::AcqRel);
+        }
+        let idle = node.handles.load(Ordering::Acquire) == 0
+            && node.state.try_lock().is_ok_and(|st| st.buffer.is_none())
+            && map.get(&ino).is_some_and(|current| Arc::ptr_eq(current, node));
         if idle {
-            let mut map = lock(&self.open);
-            if let Some(current) = map.get(&ino)
-                && Arc::ptr_eq(current, node)
-                && Arc::strong_count(node) <= 2
-            {
-                map.remove(&ino);
-            }
-            drop(map);
+            map.remove(&ino);
+        }
+        drop(map);
+        if idle {
             self.maybe_reap(ino);
         }
     }
 
-    fn buffer_for<'a>(&self, on: &'a mut OpenNode, ino: u64) -> FsResult<&'a mut WriteBuffer> {
+    fn buffer_for<'a>(&self, on: &'a mut FileState, ino: u64) -> FsResult<&'a mut WriteBuffer> {
         if on.buffer.is_none() {
             let node = self.vault.node(node_id(ino))?;
             on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
@@ -680,7 +691,7 @@ impl VaultFs {
     }
 
     /// Commits a file's pending writes as a new leaf.
-    fn commit_locked(&self, ino: u64, on: &mut OpenNode, commit: Commit) -> FsResult<()> {
+    fn commit_locked(&self, ino: u64, on: &mut FileState, commit: Commit) -> FsResult<()> {
         let Some(buffer) = on.buffer.take() else {
             if commit == Commit::Durable {
                 self.vault.sync()?;
@@ -704,7 +715,7 @@ impl VaultFs {
             }
             return Ok(());
         };
-        let mut on = lock(&open);
+        let mut on = lock(&open.state);
         self.commit_locked(ino, &mut on, commit)
     }
 
@@ -731,6 +742,20 @@ impl VaultFs {
             _ => return Err(FsError::errno(libc::ENXIO)),
         }
         let open = self.open_node(ino, true);
+        if flags & libc::O_TRUNC != 0 && writing {
+            // Buffered like any write: a crash before close leaves the old content.
+            let result = (|| {
+                let mut on = lock(&open.state);
+                let buffer = self.buffer_for(&mut on, ino)?;
+                buffer.truncate(&self.vault, 0)?;
+                on.written_at = Timestamp::now();
+                Ok(())
+            })();
+            if let Err(e) = result {
+                self.close_open_node(ino, &open, true);
+                return Err(e);
+            }
+        }
         let append = flags & libc::O_APPEND != 0;
         let opened_at = self.attention.opened(&node);
         let fh = self.new_fh(Handle::File { ino, node: open, append, opened_at });
@@ -753,7 +778,7 @@ impl VaultFs {
         Ok((attr, Opened { fh, keep_cache: true, direct_io: false }))
     }
 
-    fn file_handle(&self, fh: u64) -> FsResult<(u64, Arc<Mutex<OpenNode>>, bool)> {
+    fn file_handle(&self, fh: u64) -> FsResult<(u64, Arc<OpenNode>, bool)> {
         match lock(&self.handles).get(&fh) {
             Some(Handle::File { ino, node, append, .. }) => Ok((*ino, node.clone(), *append)),
             Some(_) => Err(FsError::errno(libc::EISDIR)),
@@ -774,7 +799,7 @@ impl VaultFs {
         }
         let (handle_ino, open, _) = self.file_handle(fh)?;
         debug_assert_eq!(handle_ino, ino);
-        let on = lock(&open);
+        let on = lock(&open.state);
         if let Some(b) = &on.buffer {
             return b.read(&self.vault, offset, size as usize);
         }
@@ -798,7 +823,7 @@ impl VaultFs {
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let (ino, open, append) = self.file_handle(fh)?;
-        let mut on = lock(&open);
+        let mut on = lock(&open.state);
         let tmp = self.vault.tmp_dir().to_path_buf();
         let buffer = self.buffer_for(&mut on, ino)?;
         let offset = if append { buffer.size() } else { offset };
@@ -815,7 +840,7 @@ impl VaultFs {
             None => return Err(FsError::errno(libc::EBADF)),
         }
         let (ino, open, _) = self.file_handle(fh)?;
-        let mut on = lock(&open);
+        let mut on = lock(&open.state);
         self.commit_locked(ino, &mut on, Commit::CrashConsistent)
     }
 
@@ -826,7 +851,7 @@ impl VaultFs {
             Err(e) if e.errno == libc::EISDIR => return self.vault.sync().map_err(Into::into),
             Err(e) => return Err(e),
         };
-        let mut on = lock(&open);
+        let mut on = lock(&open.state);
         self.commit_locked(ino, &mut on, Commit::Durable)
     }
 
@@ -837,7 +862,7 @@ impl VaultFs {
         match handle {
             Handle::File { ino, node, opened_at, .. } => {
                 let result = {
-                    let mut on = lock(&node);
+                    let mut on = lock(&node.state);
                     // Writes through a shared mapping can arrive after the last flush.
                     self.commit_locked(ino, &mut on, Commit::CrashConsistent)
                 };
@@ -858,7 +883,7 @@ impl VaultFs {
         if length == 0 {
             return Err(FsError::errno(libc::EINVAL));
         }
-        let mut on = lock(&open);
+        let mut on = lock(&open.state);
         let tmp = self.vault.tmp_dir().to_path_buf();
         match mode {
             0 => {
@@ -990,7 +1015,7 @@ impl VaultFs {
                 self.attention.flush()?;
                 let heat =
                     self.vault.attention_of(node.id)?.map_or(0.0, |a| a.heat(self.attention.now()));
-                format!("{heat:.4}")
+                format!("{:.4}", virtual_files::display_heat(heat))
             }
             IndraXattr::Steward => {
                 // Files belong to the tree that holds them; in the player's own vault that is
@@ -1113,11 +1138,11 @@ impl VaultFs {
         if let Err(e) = self.attention.flush() {
             tracing::error!(error = %e, "writing attention events at shutdown failed");
         }
-        let nodes: Vec<(u64, Arc<Mutex<OpenNode>>)> =
+        let nodes: Vec<(u64, Arc<OpenNode>)> =
             lock(&self.open).iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut first_err = None;
         for (ino, open) in nodes {
-            let mut on = lock(&open);
+            let mut on = lock(&open.state);
             if let Err(e) = self.commit_locked(ino, &mut on, Commit::CrashConsistent) {
                 tracing::error!(ino, error = %e, "committing a file at shutdown failed");
                 first_err.get_or_insert(e);

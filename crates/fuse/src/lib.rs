@@ -20,5 +20,5 @@ pub mod virtual_files;
 
 pub use error::{FsError, FsResult};
 pub use fs::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet, VaultFs};
-pub use mount::{MountConfig, MountError, MountSession, StopHandle, is_mounted};
+pub use mount::{MountConfig, MountError, MountSession, StopHandle, is_mounted, mount_points};
 pub use virtual_files::MountInfo;

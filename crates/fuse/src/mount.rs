@@ -71,15 +71,23 @@ pub enum MountError {
     Fs(crate::error::FsError),
 }
 
-/// Whether `path` is a mount point, from `/proc/self/mountinfo`.
+/// Every mount point in `/proc/self/mountinfo`.
+pub fn mount_points() -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt as _;
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|mp| PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(mp))))
+        .collect()
+}
+
+/// Whether `path` is a mount point. A dead FUSE mount cannot be resolved, so when
+/// canonicalizing fails the absolute path is compared as given.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(path) = path.canonicalize() else { return false };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    info.lines().any(|line| {
-        line.split(' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mount_path(mp) == path.as_os_str().as_encoded_bytes())
-    })
+    let Ok(path) = path.canonicalize().or_else(|_| std::path::absolute(path)) else {
+        return false;
+    };
+    mount_points().contains(&path)
 }
 
 /// Undoes the octal escapes (`\040` for a space) of mountinfo paths.
@@ -182,7 +190,8 @@ impl StopHandle {
 /// How often queued attention events are written.
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
 
-/// The background thread: writes attention batches, and makes commits durable on a timer.
+/// The background thread: writes attention batches, makes commits durable on a timer, and
+/// deletes the chunks of payloads that were staged and then dropped.
 fn background(fs: &VaultFs, stop: &StopHandle, sync_interval: Duration) {
     let mut last_sync = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
@@ -193,6 +202,9 @@ fn background(fs: &VaultFs, stop: &StopHandle, sync_interval: Duration) {
             last_sync = std::time::Instant::now();
             if let Err(e) = fs.vault().sync() {
                 tracing::error!(error = %e, "periodic durable commit failed");
+            }
+            if let Err(e) = fs.vault().reclaim_abandoned() {
+                tracing::warn!(error = %e, "reclaiming abandoned chunks failed; gc will");
             }
         }
     }
@@ -358,6 +370,8 @@ mod tests {
     fn mountinfo_paths_unescape() {
         assert_eq!(unescape_mount_path(r"/tmp/a\040b"), b"/tmp/a b");
         assert_eq!(unescape_mount_path("/plain"), b"/plain");
+        assert!(mount_points().iter().any(|p| p == Path::new("/")));
+        assert!(is_mounted(Path::new("/")));
     }
 
     #[test]

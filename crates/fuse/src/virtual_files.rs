@@ -161,9 +161,9 @@ fn mount_paths(
         .collect())
 }
 
-/// Heat rounded for display: four decimals.
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
+/// Heat for display: four decimals, rounded down, so a value below 1 never shows as 1.
+pub fn display_heat(x: f64) -> f64 {
+    (x * 10_000.0).floor() / 10_000.0
 }
 
 /// The hottest artifacts with their paths, hottest first.
@@ -172,7 +172,9 @@ pub fn hot(vault: &Vault, now: Timestamp, limit: usize) -> FsResult<Vec<Hot>> {
     let paths = mount_paths(vault, &heat.iter().map(|h| h.node).collect())?;
     Ok(heat
         .into_iter()
-        .filter_map(|h| paths.get(&h.node).map(|p| Hot { path: p.clone(), heat: round4(h.heat) }))
+        .filter_map(|h| {
+            paths.get(&h.node).map(|p| Hot { path: p.clone(), heat: display_heat(h.heat) })
+        })
         .collect())
 }
 
@@ -183,7 +185,7 @@ fn heat_json(vault: &Vault, now: Timestamp) -> FsResult<Vec<u8>> {
     for h in heat {
         let Some(path) = paths.get(&h.node) else { continue };
         let entry = HeatEntry {
-            heat: round4(h.heat),
+            heat: display_heat(h.heat),
             unique_peers: h.unique_players,
             dwell_ms: h.dwell_ms,
             opens: h.opens,
