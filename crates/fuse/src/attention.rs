@@ -173,9 +173,4 @@ impl Attention {
         }
         Ok(())
     }
-
-    /// Events waiting to be written.
-    pub fn queued(&self) -> usize {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
 }

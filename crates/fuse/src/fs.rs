@@ -15,7 +15,6 @@
 //! `OpenNode` takes the `open` map.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
@@ -412,11 +411,12 @@ impl VaultFs {
         }
     }
 
-    pub fn setattr(&self, ctx: Ctx, ino: u64, req: &SetAttrReq) -> FsResult<Attr> {
+    /// Changes attributes. The caller's identity is not needed: the kernel has checked the
+    /// permission (`default_permissions`).
+    pub fn setattr(&self, _ctx: Ctx, ino: u64, req: &SetAttrReq) -> FsResult<Attr> {
         if inode::is_virtual(ino) {
             return Err(erofs());
         }
-        let _ = ctx;
         let id = node_id(ino);
         let now = Timestamp::now();
         if let Some(size) = req.size {
@@ -1157,8 +1157,4 @@ impl VaultFs {
         self.open_count()
     }
 
-    /// The data dir, for status output.
-    pub fn data_dir(&self) -> PathBuf {
-        self.vault.dir().to_path_buf()
-    }
 }
