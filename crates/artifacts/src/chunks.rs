@@ -235,7 +235,12 @@ impl ChunkStore {
             }
             for f in &files {
                 check(&self.faults, IoStep::SyncFile)?;
-                File::open(f)?.sync_all()?;
+                match File::open(f) {
+                    Ok(file) => file.sync_all()?,
+                    // Reclaimed since it was written (an abandoned payload): nothing to sync.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
             for d in &dirs {
                 check(&self.faults, IoStep::SyncDir)?;

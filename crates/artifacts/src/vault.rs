@@ -960,11 +960,13 @@ impl Vault {
             let dst = w.entry(dst_parent, dst_name)?;
             let mut src_node = w.node(src)?;
             let src_is_dir = src_node.kind == NodeKind::Dir;
-            if src_is_dir && w.is_within(dst_parent, src)? {
-                return Err(Error::Cycle(src, dst_parent));
-            }
+            // A removed directory takes no new entries; its stale parent pointer must not be
+            // walked for the cycle check.
             if dst_dir.nlink == 0 {
                 return Err(Error::NotFound { parent: dst_parent, name: lossy(dst_name) });
+            }
+            if src_is_dir && w.is_within(dst_parent, src)? {
+                return Err(Error::Cycle(src, dst_parent));
             }
             let same_parent = src_parent == dst_parent;
 

@@ -112,6 +112,10 @@ impl WriteBuffer {
     }
 
     pub fn write(&mut self, tmp_dir: &Path, offset: u64, data: &[u8]) -> FsResult<()> {
+        if data.is_empty() {
+            // POSIX: a zero-length write changes nothing, not even the size.
+            return Ok(());
+        }
         let end =
             offset.checked_add(data.len() as u64).ok_or_else(|| FsError::errno(libc::EFBIG))?;
         if let Mode::Stream(w) = &mut self.mode

@@ -823,6 +823,10 @@ impl VaultFs {
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let (ino, open, append) = self.file_handle(fh)?;
+        if data.is_empty() {
+            // POSIX: a zero-length write changes nothing.
+            return Ok(0);
+        }
         let mut on = lock(&open.state);
         let tmp = self.vault.tmp_dir().to_path_buf();
         let buffer = self.buffer_for(&mut on, ino)?;
