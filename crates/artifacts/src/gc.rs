@@ -294,6 +294,8 @@ impl Vault {
         opts: FsckOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<FsckReport> {
+        // Chunks this process knows it abandoned are garbage, not damage: collect them first.
+        self.reclaim_abandoned()?;
         let staged_guard = opts.repair.then(|| self.chunks.staging_lock());
         let is_staged = |h: &Hash| match &staged_guard {
             Some(g) => g.contains_key(h),
