@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use indras_e2e::{Dirs, Mount, binary, bytes, have, is_mounted, sh};
+use indras_e2e::{Dirs, Mount, binary, bytes, git_origin, have, is_mounted, sh};
 
 /// inode, mode, uid, gid, size, mtime, nlink, and the content hash or link target.
 type Stat = (u64, u32, u32, u32, u64, i64, u64, String);
@@ -133,12 +133,7 @@ fn git_status_on_a_remounted_400_file_clone() {
         return;
     }
     let dirs = Dirs::new();
-    let origin = dirs.tmp.path().join("origin");
-    std::fs::create_dir_all(&origin).unwrap();
-    sh(
-        &origin,
-        "git init -q -b main . && for i in $(seq 1 400); do mkdir -p d$((i % 20)); echo \"line $i\" > d$((i % 20))/f$i.txt; done && git add -A && git commit -qm init",
-    );
+    let origin = git_origin(&dirs, 400, 20);
     let m = Mount::start(&dirs);
     sh(&m.vault(), &format!("git clone -q {} clone", origin.display()));
     m.stop();

@@ -223,3 +223,18 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
     out
 }
+
+/// A git repository of `files` small files spread over `dirs` folders, committed, outside
+/// the mount (the origin to clone from).
+pub fn git_origin(d: &Dirs, files: u32, dirs: u32) -> PathBuf {
+    let origin = d.tmp.path().join("origin");
+    std::fs::create_dir_all(&origin).expect("mkdir origin");
+    sh(
+        &origin,
+        &format!(
+            "git init -q -b main . && for i in $(seq 1 {files}); do mkdir -p d$((i % {dirs})); \
+             echo \"line $i\" > d$((i % {dirs}))/f$i.txt; done && git add -A && git commit -qm init"
+        ),
+    );
+    origin
+}
