@@ -1160,5 +1160,4 @@ impl VaultFs {
     pub fn open_files(&self) -> usize {
         self.open_count()
     }
-
 }
