@@ -65,9 +65,6 @@ pub enum Error {
     #[error("extended attribute value of {0} bytes is too large")]
     XattrTooLarge(usize),
 
-    #[error("offset {0} is beyond the largest file size")]
-    FileTooLarge(u64),
-
     #[error("record {0} is corrupt: {1}")]
     CorruptRecord(&'static str, String),
 
@@ -79,9 +76,6 @@ pub enum Error {
 
     #[error("store belongs to player {found:?}, not {requested:?}")]
     WrongPlayer { found: String, requested: String },
-
-    #[error("the store is read-only: a previous write failed; reopen it to recover")]
-    Poisoned,
 
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },

@@ -56,12 +56,10 @@ impl From<StoreError> for FsError {
             StoreError::NoXattr(_) => (libc::ENODATA, Level::DEBUG),
             StoreError::XattrExists(_) => (libc::EEXIST, Level::DEBUG),
             StoreError::XattrTooLarge(_) => (libc::E2BIG, Level::DEBUG),
-            StoreError::FileTooLarge(_) => (libc::EFBIG, Level::DEBUG),
             StoreError::CorruptRecord(..) | StoreError::UnsupportedVersion { .. } => {
                 (libc::EIO, Level::ERROR)
             }
             StoreError::Locked(_) | StoreError::WrongPlayer { .. } => (libc::EBUSY, Level::WARN),
-            StoreError::Poisoned => (libc::EIO, Level::ERROR),
             StoreError::Io { .. } | StoreError::Db(_) => {
                 if e.is_no_space() {
                     (libc::ENOSPC, Level::WARN)
