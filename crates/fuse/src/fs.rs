@@ -3,16 +3,16 @@
 //! it without a kernel; `adapter` is the thin layer that speaks fuser.
 //!
 //! # State and lock order
-//! - `open`: node -> `OpenNode` (handle count, write buffer). Handle counts change, and idle
-//!   entries are removed, only while this map is locked.
+//! - `open`: node -> `OpenNode` (handle count, write buffer). Handles are counted, and idle
+//!   entries removed, while this map is locked.
 //! - `OpenNode` mutex: serialises writes, reads of dirty content and commits of one file.
 //! - `handles` (fh -> `Handle`), `orphans` and the inode table are leaf locks, held only for
 //!   one lookup or update.
 //! - The store (`Vault`) has its own transactions; it is called with at most one `OpenNode`
 //!   locked.
 //!
-//! Order: `open`, then `OpenNode`, then a leaf lock, then the store. Nothing that holds an
-//! `OpenNode` takes the `open` map.
+//! Order: `OpenNode`, then a leaf lock, then the store. The `open` map is never held while
+//! waiting for an `OpenNode` (a commit can hold one for long).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -661,17 +661,19 @@ impl VaultFs {
         node
     }
 
-    /// Undoes `open_node`: drops the entry once no handle and no buffer remain. The decision is
-    /// made under the map lock, so of two releases racing, the last one sees the final count.
-    /// The file's own lock is only tried: if another thread holds it, that thread is working
-    /// on the file and the entry stays (an idle entry is reused by the next open).
+    /// Undoes `open_node`: drops the entry once no handle and no buffer remain. The file's
+    /// lock is taken without the map lock (a commit may hold it for long); the handle count is
+    /// checked again under the map lock, where `open_node` changes it. Only a truncate by
+    /// path creates a buffer without a handle, and it commits before it lets go.
     fn close_open_node(&self, ino: u64, node: &Arc<OpenNode>, handle: bool) {
-        let mut map = lock(&self.open);
         if handle {
             node.handles.fetch_sub(1, Ordering::AcqRel);
         }
+        if node.handles.load(Ordering::Acquire) != 0 || lock(&node.state).buffer.is_some() {
+            return;
+        }
+        let mut map = lock(&self.open);
         let idle = node.handles.load(Ordering::Acquire) == 0
-            && node.state.try_lock().is_ok_and(|st| st.buffer.is_none())
             && map.get(&ino).is_some_and(|current| Arc::ptr_eq(current, node));
         if idle {
             map.remove(&ino);
