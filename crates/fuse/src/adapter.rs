@@ -111,6 +111,20 @@ fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>, op: &'static st
     }
 }
 
+fn reply_data(reply: ReplyData, result: Result<Vec<u8>, FsError>, op: &'static str) {
+    match result {
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, result: Result<Attr, FsError>, op: &'static str) {
+    match result {
+        Ok(a) => reply.attr(&ttl(a.ino), &attr(&a)),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>, op: &'static str) {
     match result {
         Ok(()) => reply.ok(),
@@ -152,10 +166,7 @@ impl Filesystem for Adapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttl(a.ino), &attr(&a)),
-            Err(e) => reply.error(errno("getattr", &e)),
-        }
+        reply_attr(reply, self.fs.getattr(ino.0), "getattr");
     }
 
     fn setattr(
@@ -186,17 +197,11 @@ impl Filesystem for Adapter {
             ctime,
             fh: fh.map(|f| f.0),
         };
-        match self.fs.setattr(ctx(req), ino.0, &r) {
-            Ok(a) => reply.attr(&ttl(a.ino), &attr(&a)),
-            Err(e) => reply.error(errno("setattr", &e)),
-        }
+        reply_attr(reply, self.fs.setattr(ctx(req), ino.0, &r), "setattr");
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno("readlink", &e)),
-        }
+        reply_data(reply, self.fs.readlink(ino.0), "readlink");
     }
 
     fn mknod(
@@ -298,10 +303,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno("read", &e)),
-        }
+        reply_data(reply, self.fs.read(ino.0, fh.0, offset, size), "read");
     }
 
     fn write(
