@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Error, Result, lossy};
+use crate::layout::{decode_segment, decode_segment_list};
 use crate::schema::{
-    CHUNKS, ENTRIES, INLINE, LEAF_CHUNKS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS, TREES,
-    UNREFERENCED, decode, encode,
+    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,
+    SEGMENT_REFS, SEGMENTS, TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::{Commit, Vault, W};
@@ -60,8 +61,14 @@ pub enum Problem {
         leaf: Hash,
     },
     MissingChunkRecord {
-        leaf: Hash,
+        segment: Hash,
         chunk: Hash,
+    },
+    /// A segment's recorded number of leaf references is wrong (or it has no segment).
+    SegmentRefs {
+        segment: Hash,
+        recorded: u64,
+        actual: u64,
     },
     LeafRefs {
         leaf: Hash,
@@ -107,8 +114,11 @@ impl fmt::Display for Problem {
             Problem::MissingLeaf { node, leaf } => {
                 write!(f, "node {node} names missing leaf {}", hex(leaf))
             }
-            Problem::MissingChunkRecord { leaf, chunk } => {
-                write!(f, "leaf {} names unknown chunk {}", hex(leaf), hex(chunk))
+            Problem::MissingChunkRecord { segment, chunk } => {
+                write!(f, "segment {} names unknown chunk {}", hex(segment), hex(chunk))
+            }
+            Problem::SegmentRefs { segment, recorded, actual } => {
+                write!(f, "segment {} records {recorded} references, has {actual}", hex(segment))
             }
             Problem::LeafRefs { leaf, recorded, actual } => {
                 write!(f, "leaf {} records {recorded} references, has {actual}", hex(leaf))
@@ -193,6 +203,7 @@ impl Vault {
                     continue;
                 }
                 remove_leaf(w, &leaf, &rec, &staged, &mut doomed, &mut report)?;
+                self.forget_index(&leaf);
             }
             let dead: Vec<Hash> =
                 w.dead()?.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
@@ -309,7 +320,9 @@ impl Vault {
         let trees_t = txn.open_table(TREES)?;
         let leaves_t = txn.open_table(LEAVES)?;
         let inline_t = txn.open_table(INLINE)?;
-        let leaf_chunks_t = txn.open_table(LEAF_CHUNKS)?;
+        let leaf_segments_t = txn.open_table(LEAF_SEGMENTS)?;
+        let segments_t = txn.open_table(SEGMENTS)?;
+        let segment_refs_t = txn.open_table(SEGMENT_REFS)?;
         let chunks_t = txn.open_table(CHUNKS)?;
         let unref_t = txn.open_table(UNREFERENCED)?;
         let orphans_t = txn.open_table(ORPHANS)?;
@@ -432,6 +445,7 @@ impl Vault {
 
         // Leaves: counts, layout, inline bytes.
         let mut chunk_refs: HashMap<Hash, u64> = HashMap::new();
+        let mut segment_refs: HashMap<Hash, u64> = HashMap::new();
         let mut refs_fixes = Vec::new();
         let total_leaves = leaves_t.len()?;
         for (i, row) in leaves_t.iter()?.enumerate() {
@@ -464,25 +478,74 @@ impl Vault {
                 }
                 continue;
             }
-            let mut expected_off = 0u64;
-            for row in leaf_chunks_t.range((&leaf, 0)..=(&leaf, u64::MAX))? {
-                let (k, v) = row?;
-                let off = k.value().1;
-                let (chunk, len) = v.value();
-                if off != expected_off {
-                    report.problems.push(Problem::LeafLayout(leaf, format!("gap at offset {off}")));
+            let list = match leaf_segments_t.get(&leaf)?.map(|v| decode_segment_list(v.value())) {
+                Some(Ok(list)) => list,
+                Some(Err(e)) => {
+                    report.problems.push(Problem::LeafLayout(leaf, e.to_string()));
+                    continue;
                 }
-                expected_off = off + u64::from(len);
-                *chunk_refs.entry(*chunk).or_default() += 1;
-                if chunks_t.get(chunk)?.is_none() {
-                    report.problems.push(Problem::MissingChunkRecord { leaf, chunk: *chunk });
+                None => {
+                    report.problems.push(Problem::LeafLayout(leaf, "no segment list".into()));
+                    continue;
+                }
+            };
+            let mut covered = 0u64;
+            for seg in list {
+                *segment_refs.entry(seg.id).or_default() += 1;
+                covered += seg.bytes;
+                let chunks = segments_t.get(&seg.id)?.map(|v| decode_segment(v.value()));
+                let detail = match chunks {
+                    None => Some(format!("segment {} is missing", hex(&seg.id))),
+                    Some(Err(e)) => Some(format!("segment {}: {e}", hex(&seg.id))),
+                    Some(Ok(c)) if c.iter().map(|c| u64::from(c.1)).sum::<u64>() != seg.bytes => {
+                        Some(format!("segment {} is not {} bytes", hex(&seg.id), seg.bytes))
+                    }
+                    Some(Ok(_)) => None,
+                };
+                if let Some(d) = detail {
+                    report.problems.push(Problem::LeafLayout(leaf, d));
                 }
             }
-            if expected_off != rec.size {
+            if covered != rec.size {
                 report.problems.push(Problem::LeafLayout(
                     leaf,
-                    format!("chunks cover {expected_off} bytes of {}", rec.size),
+                    format!("chunks cover {covered} bytes of {}", rec.size),
                 ));
+            }
+        }
+
+        // Segments: counts, and the chunk references of the live ones.
+        let mut segment_fixes = Vec::new();
+        for row in segments_t.iter()? {
+            let (k, v) = row?;
+            let segment = *k.value();
+            let recorded = segment_refs_t.get(&segment)?.map_or(0, |v| v.value());
+            let actual = segment_refs.get(&segment).copied().unwrap_or(0);
+            if recorded != actual {
+                report.problems.push(Problem::SegmentRefs { segment, recorded, actual });
+                segment_fixes.push((segment, actual));
+            }
+            if actual == 0 {
+                continue;
+            }
+            // Undecodable segments were reported with the leaves that name them.
+            for (chunk, _) in decode_segment(v.value()).unwrap_or_default() {
+                *chunk_refs.entry(chunk).or_default() += 1;
+                if chunks_t.get(&chunk)?.is_none() {
+                    report.problems.push(Problem::MissingChunkRecord { segment, chunk });
+                }
+            }
+        }
+        for row in segment_refs_t.iter()? {
+            let (k, v) = row?;
+            let segment = *k.value();
+            if segments_t.get(&segment)?.is_none() {
+                report.problems.push(Problem::SegmentRefs {
+                    segment,
+                    recorded: v.value(),
+                    actual: 0,
+                });
+                segment_fixes.push((segment, 0));
             }
         }
 
@@ -531,8 +594,8 @@ impl Vault {
         if opts.deep {
             self.deep_verify(&leaves_t, &mut report, progress)?;
         }
-        drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_chunks_t));
-        drop((chunks_t, unref_t, orphans_t, txn));
+        drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_segments_t));
+        drop((segments_t, segment_refs_t, chunks_t, unref_t, orphans_t, txn));
 
         if opts.repair && !report.problems.is_empty() {
             self.repair(
@@ -540,6 +603,7 @@ impl Vault {
                 &Fixes {
                     nlink_fixes,
                     refs_fixes,
+                    segment_fixes,
                     chunk_fixes,
                     dangling,
                     bad_chunks,
@@ -621,6 +685,16 @@ impl Vault {
                 }
                 done.push(format!("set reference count of leaf {} to {refs}", hex(leaf)));
             }
+            for (segment, refs) in &fixes.segment_fixes {
+                if *refs == 0 {
+                    w.segments()?.remove(segment)?;
+                    w.segment_refs()?.remove(segment)?;
+                    done.push(format!("removed unreferenced segment {}", hex(segment)));
+                } else {
+                    w.segment_refs()?.insert(segment, *refs)?;
+                    done.push(format!("set reference count of segment {} to {refs}", hex(segment)));
+                }
+            }
             for (chunk, len, refs) in &fixes.chunk_fixes {
                 w.chunks()?.insert(chunk, (*len, *refs))?;
                 if *refs == 0 {
@@ -660,6 +734,7 @@ impl Vault {
 struct Fixes {
     nlink_fixes: Vec<(NodeId, u32)>,
     refs_fixes: Vec<(Hash, u64)>,
+    segment_fixes: Vec<(Hash, u64)>,
     chunk_fixes: Vec<(Hash, u32, u64)>,
     dangling: Vec<(u64, Vec<u8>, u64)>,
     bad_chunks: Vec<Hash>,
@@ -683,24 +758,45 @@ fn remove_leaf(
         report.inline_bytes_freed += rec.size;
         return Ok(());
     }
-    let rows: Vec<(u64, Hash)> = w
-        .leaf_chunks()?
-        .range((leaf, 0)..=(leaf, u64::MAX))?
-        .map(|r| r.map(|(k, v)| (k.value().1, *v.value().0)))
-        .collect::<Result<_, _>>()?;
-    for (off, chunk) in rows {
-        w.leaf_chunks()?.remove((leaf, off))?;
-        let Some((len, refs)) = w.chunks()?.get(&chunk)?.map(|v| v.value()) else { continue };
+    let list = match w.leaf_segments()?.remove(leaf)? {
+        Some(v) => decode_segment_list(v.value())?,
+        None => Vec::new(),
+    };
+    for seg in list {
+        let refs = w.segment_refs()?.get(&seg.id)?.map_or(0, |v| v.value()).saturating_sub(1);
+        if refs > 0 {
+            w.segment_refs()?.insert(&seg.id, refs)?;
+            continue;
+        }
+        w.segment_refs()?.remove(&seg.id)?;
+        let chunks = match w.segments()?.remove(&seg.id)? {
+            Some(v) => decode_segment(v.value())?,
+            None => continue,
+        };
+        release_chunks(w, &chunks, staged, doomed, report)?;
+    }
+    Ok(())
+}
+
+/// Drops one reference to each chunk of a removed segment.
+fn release_chunks(
+    w: &mut W,
+    chunks: &[(Hash, u32)],
+    staged: &HashMap<Hash, u32>,
+    doomed: &mut Vec<Hash>,
+    report: &mut GcReport,
+) -> Result<()> {
+    for (chunk, _) in chunks {
+        let Some((len, refs)) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
         let refs = refs.saturating_sub(1);
         if refs > 0 {
-            w.chunks()?.insert(&chunk, (len, refs))?;
-        } else if staged.contains_key(&chunk) {
-            w.chunks()?.insert(&chunk, (len, 0))?;
-            w.dead()?.insert(&chunk, ())?;
-        } else {
-            w.chunks()?.remove(&chunk)?;
+            w.chunks()?.insert(chunk, (len, refs))?;
+        } else if staged.contains_key(chunk) {
+            w.chunks()?.insert(chunk, (len, 0))?;
+            w.dead()?.insert(chunk, ())?;
+        } else if w.chunks()?.remove(chunk)?.is_some() {
             report.chunk_bytes_freed += u64::from(len);
-            doomed.push(chunk);
+            doomed.push(*chunk);
         }
     }
     Ok(())

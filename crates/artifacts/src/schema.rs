@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::types::{NodeId, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format `Vault::open` migrates from.
+pub const FORMAT_OLDEST: u32 = 1;
 
 /// Store-wide values: format version, id counters, the owning player.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
@@ -29,14 +31,22 @@ pub const XATTRS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("x
 pub const LEAVES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("leaves_v1");
 /// leaf hash -> content, for leaves of at most `INLINE_MAX` bytes
 pub const INLINE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("inline_v1");
-/// (leaf hash, offset) -> (chunk hash, chunk length)
-pub const LEAF_CHUNKS: TableDefinition<LeafChunkKey, ChunkSlot> =
+/// Format 1's chunk lists, one row per chunk: (leaf hash, offset) -> (chunk hash, length).
+/// Read only to migrate; format 2 replaced it with segments.
+pub const LEAF_CHUNKS_V1: TableDefinition<ChunkRowKey, ChunkRow> =
     TableDefinition::new("leaf_chunks_v1");
 /// (leaf hash, offset of the chunk in the leaf)
-pub type LeafChunkKey = (&'static [u8; 32], u64);
+pub type ChunkRowKey = (&'static [u8; 32], u64);
 /// (chunk hash, chunk length)
-pub type ChunkSlot = (&'static [u8; 32], u32);
-/// chunk hash -> (length, number of `LEAF_CHUNKS` rows naming it)
+pub type ChunkRow = (&'static [u8; 32], u32);
+/// leaf hash -> its segments, `layout::encode_segment_list`
+pub const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("leaf_segments_v2");
+/// segment id -> its chunks, `layout::encode_segment`
+pub const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
+/// segment id -> number of leaves whose lists name it (a leaf naming it twice counts twice)
+pub const SEGMENT_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("segment_refs_v2");
+/// chunk hash -> (length, number of entries in stored segments naming it)
 pub const CHUNKS: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");
 /// chunks whose count fell to zero while a writer had them staged: GC candidates
 pub const DEAD_CHUNKS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("dead_chunks_v1");
@@ -73,7 +83,7 @@ pub struct TreeRecord {
     pub created_at: Timestamp,
 }
 
-/// A leaf's record. Its bytes are in `INLINE` or split across `LEAF_CHUNKS`.
+/// A leaf's record. Its bytes are in `INLINE` or in the chunks of its `LEAF_SEGMENTS`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct LeafRecord {
     pub size: u64,

@@ -17,30 +17,36 @@
 //! some earlier commit, whole. `Commit::Durable` fsyncs every chunk written so far and then
 //! commits with fsync: when it returns, that commit and all before it survive power loss.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
     WriteTransaction,
 };
 
-use crate::chunks::{self, ChunkReadError, ChunkStore, FaultInjector, Faults, IoStep};
+use crate::chunks::{
+    self, CHUNK_MAX, ChunkReadError, ChunkStore, FaultInjector, Faults, INLINE_MAX, IoStep,
+};
 use crate::error::{Error, Result, lossy};
+use crate::layout::{
+    self, GROUP, HashTree, LeafIndex, SegmentRef, TreeCache, decode_segment, decode_segment_list,
+};
 use crate::schema::{
-    CHUNKS, ChunkSlot, DEAD_CHUNKS, ENTRIES, FORMAT_VERSION, INLINE, LEAF_CHUNKS, LEAVES,
-    LeafChunkKey, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
-    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, TREES, TreeRecord, UNREFERENCED, XATTRS,
-    bytes_u64, decode, encode, u64_bytes,
+    CHUNKS, DEAD_CHUNKS, ENTRIES, FORMAT_OLDEST, FORMAT_VERSION, INLINE, LEAF_CHUNKS_V1,
+    LEAF_SEGMENTS, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
+    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENT_REFS, SEGMENTS, TREES, TreeRecord,
+    UNREFERENCED, XATTRS, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
-    Timestamp, TreeType, XattrMode,
+    Timestamp, TreeType, XattrMode, hex,
 };
-use crate::writer::{PayloadWriter, StagedBody, StagedLeaf};
+use crate::writer::{PayloadWriter, StagedBody, StagedLeaf, first_cut};
 
 /// The longest name a directory entry may have, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -100,6 +106,10 @@ pub struct Vault {
     pub(crate) chunks: Arc<ChunkStore>,
     pub(crate) player: PlayerRecord,
     pub(crate) faults: Faults,
+    /// Hash trees of recent large payloads, for edits that rehash only what changed.
+    pub(crate) trees: Arc<TreeCache>,
+    /// Chunk lists of recently read leaves.
+    indexes: Mutex<VecDeque<(Hash, Arc<LeafIndex>)>>,
     /// Set when a crash-consistent commit has not yet been followed by a durable one.
     dirty: AtomicBool,
     closed: AtomicBool,
@@ -157,7 +167,9 @@ write_tables! {
     xattrs: XATTRS => (u64, &'static [u8]), &'static [u8];
     leaves: LEAVES => &'static [u8; 32], &'static [u8];
     inline: INLINE => &'static [u8; 32], &'static [u8];
-    leaf_chunks: LEAF_CHUNKS => LeafChunkKey, ChunkSlot;
+    leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
+    segments: SEGMENTS => &'static [u8; 32], &'static [u8];
+    segment_refs: SEGMENT_REFS => &'static [u8; 32], u64;
     chunks: CHUNKS => &'static [u8; 32], (u32, u64);
     dead: DEAD_CHUNKS => &'static [u8; 32], ();
     unref: UNREFERENCED => &'static [u8; 32], i64;
@@ -285,15 +297,70 @@ impl W<'_> {
             StagedBody::Inline(bytes) => {
                 self.inline()?.insert(&staged.hash, bytes.as_slice())?;
             }
-            StagedBody::Chunked(list) => {
-                let mut offset = 0u64;
-                for (chunk, len) in list {
-                    self.leaf_chunks()?.insert((&staged.hash, offset), (chunk, *len))?;
-                    offset += u64::from(*len);
+            StagedBody::Chunked { chunks, .. } => self.store_chunk_list(&staged.hash, chunks)?,
+        }
+        Ok(())
+    }
+
+    /// Stores a leaf's chunk list as segments, adding one reference to each segment and, for
+    /// each segment stored here for the first time, one to each of its chunks.
+    fn store_chunk_list(&mut self, leaf: &Hash, chunks: &[(Hash, u32)]) -> Result<()> {
+        let mut list = Vec::new();
+        for range in layout::split_segments(chunks) {
+            let part = &chunks[range];
+            let encoded = layout::encode_segment(part);
+            let id = *blake3::hash(&encoded).as_bytes();
+            let refs = self.segment_refs()?.get(&id)?.map_or(0, |v| v.value());
+            if refs == 0 {
+                self.segments()?.insert(&id, encoded.as_slice())?;
+                for (chunk, len) in part {
+                    // A chunk reused from a stored leaf has a record; a fresh one starts at 0.
                     let refs = self.chunks()?.get(chunk)?.map_or(0, |v| v.value().1);
                     self.chunks()?.insert(chunk, (*len, refs + 1))?;
                     self.dead()?.remove(chunk)?;
                 }
+            }
+            self.segment_refs()?.insert(&id, refs + 1)?;
+            list.push(SegmentRef { id, bytes: part.iter().map(|c| u64::from(c.1)).sum() });
+        }
+        self.leaf_segments()?.insert(leaf, layout::encode_segment_list(&list).as_slice())?;
+        Ok(())
+    }
+
+    /// Format 1 kept one row per chunk of every leaf; format 2 keeps segments. Chunk reference
+    /// counts change meaning (rows of stored segments, not of leaves), so they are recounted.
+    fn migrate_v1(&mut self) -> Result<()> {
+        let chunked: Vec<Hash> = self
+            .leaves()?
+            .iter()?
+            .map(|r| -> Result<Option<Hash>> {
+                let (k, v) = r?;
+                Ok((!decode::<LeafRecord>("leaf", v.value())?.inline).then(|| *k.value()))
+            })
+            .filter_map(Result::transpose)
+            .collect::<Result<_>>()?;
+        let chunk_ids: Vec<(Hash, u32)> = self
+            .chunks()?
+            .iter()?
+            .map(|r| r.map(|(k, v)| (*k.value(), v.value().0)))
+            .collect::<Result<_, _>>()?;
+        for (chunk, len) in &chunk_ids {
+            self.chunks()?.insert(chunk, (*len, 0))?;
+        }
+        {
+            let old = self.txn.open_table(LEAF_CHUNKS_V1)?;
+            for leaf in &chunked {
+                let list: Vec<(Hash, u32)> = old
+                    .range((leaf, 0)..=(leaf, u64::MAX))?
+                    .map(|r| r.map(|(_, v)| (*v.value().0, v.value().1)))
+                    .collect::<Result<_, _>>()?;
+                self.store_chunk_list(leaf, &list)?;
+            }
+        }
+        self.txn.delete_table(LEAF_CHUNKS_V1)?;
+        for (chunk, _) in &chunk_ids {
+            if self.chunks()?.get(chunk)?.is_some_and(|v| v.value().1 == 0) {
+                self.dead()?.insert(chunk, ())?;
             }
         }
         Ok(())
@@ -495,6 +562,8 @@ impl Vault {
             chunks,
             player,
             faults,
+            trees: Arc::default(),
+            indexes: Mutex::default(),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             recovered: was_open,
@@ -687,7 +756,7 @@ impl Vault {
     /// A streaming writer for a new payload. Commit the result with `set_content`,
     /// `create` or `place_staged`.
     pub fn payload_writer(&self) -> PayloadWriter {
-        PayloadWriter::new(self.chunks.clone())
+        PayloadWriter::new(self.chunks.clone(), self.trees.clone())
     }
 
     /// Stores a payload held in memory.
@@ -733,29 +802,168 @@ impl Vault {
             buf[..want].copy_from_slice(&bytes[start..start + want]);
             return Ok(want);
         }
-        let table = txn.open_table(LEAF_CHUNKS)?;
-        let first = table
-            .range((leaf, 0)..=(leaf, offset))?
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| k.value().1)
-            .ok_or_else(|| Error::CorruptRecord("leaf_chunks", "no chunk at offset".into()))?;
+        drop((leaves, txn));
+        let index = self.leaf_index(leaf)?;
+        if index.size != rec.size {
+            return Err(Error::CorruptRecord(
+                "leaf segments",
+                format!("chunks cover {} bytes of {}", index.size, rec.size),
+            ));
+        }
+        self.read_indexed(leaf, &index, offset, &mut buf[..want])
+    }
+
+    fn read_indexed(
+        &self,
+        leaf: &Hash,
+        index: &LeafIndex,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
         let mut done = 0usize;
-        for row in table.range((leaf, first)..=(leaf, u64::MAX))? {
-            if done >= want {
-                break;
-            }
-            let (k, v) = row?;
-            let chunk_off = k.value().1;
-            let (chunk, len) = v.value();
-            let data = self.read_chunk(leaf, chunk, len)?;
-            let pos = offset + done as u64;
-            let in_chunk = (pos - chunk_off) as usize;
-            let n = (data.len() - in_chunk).min(want - done);
+        let mut i = index.chunk_at(offset);
+        while done < buf.len() && i < index.chunks.len() {
+            let (chunk, len) = &index.chunks[i];
+            let data = self.read_chunk(leaf, chunk, *len)?;
+            let in_chunk = (offset + done as u64 - index.offsets[i]) as usize;
+            let n = (data.len() - in_chunk).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&data[in_chunk..in_chunk + n]);
             done += n;
+            i += 1;
         }
         Ok(done)
+    }
+
+    /// The whole chunk list of a chunked leaf, from its segments (cached).
+    pub(crate) fn leaf_index(&self, leaf: &Hash) -> Result<Arc<LeafIndex>> {
+        const CACHED: usize = 16;
+        let mut cache = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, idx)) = cache.iter().find(|(h, _)| h == leaf) {
+            return Ok(idx.clone());
+        }
+        drop(cache);
+        let txn = self.read_txn()?;
+        let lists = txn.open_table(LEAF_SEGMENTS)?;
+        let segments = txn.open_table(SEGMENTS)?;
+        let Some(list) = lists.get(leaf)? else {
+            return Err(Error::CorruptRecord("leaf segments", format!("none for {}", hex(leaf))));
+        };
+        let mut chunks = Vec::new();
+        for seg in decode_segment_list(list.value())? {
+            let Some(bytes) = segments.get(&seg.id)? else {
+                return Err(Error::CorruptRecord("segment", format!("{} missing", hex(&seg.id))));
+            };
+            chunks.extend(decode_segment(bytes.value())?);
+        }
+        let idx = Arc::new(LeafIndex::new(chunks));
+        cache = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHED {
+            cache.pop_front();
+        }
+        cache.push_back((*leaf, idx.clone()));
+        Ok(idx)
+    }
+
+    pub(crate) fn forget_index(&self, leaf: &Hash) {
+        self.indexes.lock().unwrap_or_else(PoisonError::into_inner).retain(|(h, _)| h != leaf);
+    }
+
+    /// Stages an edit of the chunked leaf `base`: new content of `size` bytes that equals
+    /// `base` except in the `written` ranges (sorted, disjoint) and from `base_len` on (bytes
+    /// of `base` beyond `base_len` were truncated away). `read(offset, buf)` fills `buf` with
+    /// new content. Only the chunks that the edit touches are cut and stored again, and only
+    /// the touched 64 KiB groups are rehashed; the result equals staging the whole new
+    /// content through `payload_writer` (same id, same chunks).
+    pub fn stage_edit(
+        &self,
+        base: &Hash,
+        base_len: u64,
+        written: &[(u64, u64)],
+        size: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> Result<StagedLeaf> {
+        let io_err = |e: io::Error| Error::io(self.tmp_dir(), e);
+        let old = self.leaf_index(base)?;
+        if size <= INLINE_MAX as u64 {
+            return Err(Error::CorruptRecord("edit", "an inline result cannot be an edit".into()));
+        }
+        let touches = |s: u64, e: u64| {
+            let at = written.partition_point(|w| w.1 <= s);
+            written.get(at).is_some_and(|w| w.0 < e) || e > base_len
+        };
+        // Chunks: keep each old chunk whose bytes are unchanged and whose end was a real cut
+        // (not just the old end of the payload), cut the rest again.
+        let mut chunks: Vec<(Hash, u32)> = Vec::new();
+        let mut fresh = FreshChunks { store: &self.chunks, hashes: Vec::new() };
+        let mut buf = vec![0u8; CHUNK_MAX];
+        let mut pos = 0u64;
+        let mut i = 0usize;
+        while pos < size {
+            while i < old.offsets.len() && old.offsets[i] < pos {
+                i += 1;
+            }
+            if i < old.offsets.len() && old.offsets[i] == pos {
+                let (hash, len) = old.chunks[i];
+                let end = pos + u64::from(len);
+                if !touches(pos, end) && (end < old.size || end == size) {
+                    chunks.push((hash, len));
+                    pos = end;
+                    continue;
+                }
+            }
+            let want = usize::try_from((size - pos).min(CHUNK_MAX as u64)).unwrap_or(CHUNK_MAX);
+            read(pos, &mut buf[..want]).map_err(io_err)?;
+            let len = first_cut(&buf[..want]);
+            let hash = *blake3::hash(&buf[..len]).as_bytes();
+            self.chunks.put(&hash, &buf[..len]).map_err(io_err)?;
+            fresh.hashes.push(hash);
+            chunks.push((hash, len as u32));
+            pos += len as u64;
+        }
+        // The id: rehash the touched groups in the base's tree, or everything.
+        let n = HashTree::groups(size);
+        let hash = match self.trees.take(base).filter(|t| n >= 2 && t.size() == old.size) {
+            Some(mut tree) => {
+                let mut changed = Vec::new();
+                let mut g = 0u64;
+                while g < n {
+                    let (s, e) = (g * GROUP, ((g + 1) * GROUP).min(size));
+                    let last_moved = g == n - 1 && size != old.size;
+                    if touches(s, e) || last_moved || e > old.size {
+                        read(s, &mut buf[..(e - s) as usize]).map_err(io_err)?;
+                        changed.push((g, layout::group_cv(g, &buf[..(e - s) as usize])));
+                    }
+                    g += 1;
+                }
+                tree.update(size, &changed);
+                let root = tree.root();
+                self.trees.put(root, tree);
+                root
+            }
+            None => {
+                let mut cvs = Vec::new();
+                let mut hasher = blake3::Hasher::new();
+                for g in 0..n {
+                    let (s, e) = (g * GROUP, ((g + 1) * GROUP).min(size));
+                    read(s, &mut buf[..(e - s) as usize]).map_err(io_err)?;
+                    if n == 1 {
+                        hasher.update(&buf[..(e - s) as usize]);
+                    } else {
+                        cvs.push(layout::group_cv(g, &buf[..(e - s) as usize]));
+                    }
+                }
+                match HashTree::from_cvs(size, cvs) {
+                    Some(tree) => {
+                        let root = tree.root();
+                        self.trees.put(root, tree);
+                        root
+                    }
+                    None => *hasher.finalize().as_bytes(),
+                }
+            }
+        };
+        let fresh = std::mem::take(&mut fresh.hashes);
+        Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { chunks, fresh }, self.chunks.clone()))
     }
 
     pub(crate) fn read_chunk(&self, leaf: &Hash, chunk: &Hash, len: u32) -> Result<Arc<[u8]>> {
@@ -1275,6 +1483,18 @@ impl Vault {
     }
 }
 
+/// The chunks an edit has written so far: abandoned if the edit fails before it returns them.
+struct FreshChunks<'a> {
+    store: &'a ChunkStore,
+    hashes: Vec<Hash>,
+}
+
+impl Drop for FreshChunks<'_> {
+    fn drop(&mut self) {
+        self.store.abandon(&self.hashes);
+    }
+}
+
 impl Drop for Vault {
     fn drop(&mut self) {
         if let Err(e) = self.close_inner() {
@@ -1342,8 +1562,13 @@ fn init_meta(db: &Database, dir: &Path, player: Option<&str>) -> Result<(PlayerR
         let format = w.meta()?.get(META_FORMAT)?.map(|v| v.value().to_vec());
         let rec = if let Some(format) = format {
             let found = u32::try_from(bytes_u64("format", &format)?).unwrap_or(u32::MAX);
-            if found != FORMAT_VERSION {
+            if !(FORMAT_OLDEST..=FORMAT_VERSION).contains(&found) {
                 return Err(Error::UnsupportedVersion { path: dir.to_path_buf(), found });
+            }
+            if found == 1 {
+                tracing::info!(dir = %dir.display(), "migrating the store from format 1 to 2");
+                w.migrate_v1()?;
+                w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
             }
             let rec: PlayerRecord = match w.meta()?.get(META_PLAYER)? {
                 Some(v) => decode("player", v.value())?,

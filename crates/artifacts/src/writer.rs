@@ -12,17 +12,30 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use blake3::hazmat::{ChainingValue, HasherExt};
 use fastcdc::v2020::FastCDC;
 
 use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX};
+use crate::layout::{GROUP, HashTree, TreeCache};
 use crate::types::Hash;
+
+/// The length of the first `FastCDC` chunk of `data`: `data` holds at least `CHUNK_MAX` bytes,
+/// or everything up to the end of the payload.
+pub(crate) fn first_cut(data: &[u8]) -> usize {
+    FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX).next().map_or(data.len(), |c| c.length)
+}
 
 /// The bytes of a staged leaf.
 #[derive(Debug)]
 pub enum StagedBody {
     Inline(Vec<u8>),
-    /// (chunk hash, chunk length) in order; the files are on disk and staged.
-    Chunked(Vec<(Hash, u32)>),
+    Chunked {
+        /// (chunk hash, chunk length) in order; every file is on disk.
+        chunks: Vec<(Hash, u32)>,
+        /// The chunks this staging wrote, each staged once (the others belong to stored
+        /// leaves already).
+        fresh: Vec<Hash>,
+    },
 }
 
 /// A payload whose bytes are stored but which no metadata names yet.
@@ -41,6 +54,18 @@ pub struct StagedLeaf {
 }
 
 impl StagedLeaf {
+    pub(crate) fn new(hash: Hash, size: u64, body: StagedBody, store: Arc<ChunkStore>) -> Self {
+        StagedLeaf { hash, size, body, store, committed: AtomicBool::new(false) }
+    }
+
+    /// The chunks of a chunked payload, in order (empty when inline).
+    pub fn chunk_list(&self) -> &[(Hash, u32)] {
+        match &self.body {
+            StagedBody::Inline(_) => &[],
+            StagedBody::Chunked { chunks, .. } => chunks,
+        }
+    }
+
     pub fn is_inline(&self) -> bool {
         matches!(self.body, StagedBody::Inline(_))
     }
@@ -53,7 +78,9 @@ impl StagedLeaf {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         match &self.body {
             StagedBody::Inline(bytes) => Ok(copy_from(bytes, offset, buf)),
-            StagedBody::Chunked(chunks) => read_chunks(&self.store, chunks, &[], offset, buf),
+            StagedBody::Chunked { chunks, .. } => {
+                read_chunks(&self.store, chunks, &[], offset, buf)
+            }
         }
     }
 }
@@ -101,12 +128,11 @@ fn read_chunks(
 
 impl Drop for StagedLeaf {
     fn drop(&mut self) {
-        if let StagedBody::Chunked(chunks) = &self.body {
-            let hashes: Vec<Hash> = chunks.iter().map(|c| c.0).collect();
+        if let StagedBody::Chunked { fresh, .. } = &self.body {
             if self.committed.load(Ordering::Acquire) {
-                self.store.unstage(&hashes);
+                self.store.unstage(fresh);
             } else {
-                self.store.abandon(&hashes);
+                self.store.abandon(fresh);
             }
         }
     }
@@ -115,7 +141,11 @@ impl Drop for StagedLeaf {
 /// Streams a payload into the store. Obtain one from `Vault::payload_writer`.
 pub struct PayloadWriter {
     store: Arc<ChunkStore>,
-    hasher: blake3::Hasher,
+    trees: Arc<TreeCache>,
+    /// Hashes the current `GROUP` of the payload; full groups become `cvs`.
+    group: blake3::Hasher,
+    group_len: u64,
+    cvs: Vec<ChainingValue>,
     buf: Vec<u8>,
     chunks: Vec<(Hash, u32)>,
     size: u64,
@@ -128,10 +158,13 @@ impl std::fmt::Debug for PayloadWriter {
 }
 
 impl PayloadWriter {
-    pub(crate) fn new(store: Arc<ChunkStore>) -> Self {
+    pub(crate) fn new(store: Arc<ChunkStore>, trees: Arc<TreeCache>) -> Self {
         PayloadWriter {
             store,
-            hasher: blake3::Hasher::new(),
+            trees,
+            group: blake3::Hasher::new(),
+            group_len: 0,
+            cvs: Vec::new(),
             buf: Vec::with_capacity(INLINE_MAX),
             chunks: Vec::new(),
             size: 0,
@@ -156,9 +189,7 @@ impl PayloadWriter {
         let mut start = 0;
         while self.buf.len() - start >= CHUNK_MAX || (at_end && start < self.buf.len()) {
             let rest = &self.buf[start..];
-            let len = FastCDC::new(rest, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
-                .next()
-                .map_or(rest.len(), |c| c.length);
+            let len = first_cut(rest);
             let chunk = &rest[..len];
             let hash = *blake3::hash(chunk).as_bytes();
             self.store.put(&hash, chunk)?;
@@ -171,26 +202,45 @@ impl PayloadWriter {
 
     /// Stores what is left and returns the staged leaf.
     pub fn finish(mut self) -> io::Result<StagedLeaf> {
-        let hash = *self.hasher.finalize().as_bytes();
+        let hash = if self.cvs.is_empty() {
+            *self.group.finalize().as_bytes()
+        } else {
+            // Groups are pushed only once more bytes follow, so the last one is not empty.
+            self.cvs.push(self.group.finalize_non_root());
+            let tree = HashTree::from_cvs(self.size, std::mem::take(&mut self.cvs))
+                .ok_or_else(|| io::Error::other("payload hash tree has the wrong shape"))?;
+            let root = tree.root();
+            self.trees.put(root, tree);
+            root
+        };
         let body = if self.chunks.is_empty() && self.buf.len() <= INLINE_MAX {
             StagedBody::Inline(std::mem::take(&mut self.buf))
         } else {
             self.cut_ready_chunks(true)?;
-            StagedBody::Chunked(std::mem::take(&mut self.chunks))
+            let chunks = std::mem::take(&mut self.chunks);
+            let fresh = chunks.iter().map(|c| c.0).collect();
+            StagedBody::Chunked { chunks, fresh }
         };
-        Ok(StagedLeaf {
-            hash,
-            size: self.size,
-            body,
-            store: self.store.clone(),
-            committed: AtomicBool::new(false),
-        })
+        Ok(StagedLeaf::new(hash, self.size, body, self.store.clone()))
     }
 }
 
 impl io::Write for PayloadWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.hasher.update(data);
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.group_len == GROUP {
+                self.cvs.push(self.group.finalize_non_root());
+                self.group = blake3::Hasher::new();
+                self.group.set_input_offset(self.cvs.len() as u64 * GROUP);
+                self.group_len = 0;
+            }
+            let take =
+                usize::try_from(GROUP - self.group_len).unwrap_or(usize::MAX).min(rest.len());
+            self.group.update(&rest[..take]);
+            self.group_len += take as u64;
+            rest = &rest[take..];
+        }
         self.size += data.len() as u64;
         self.buf.extend_from_slice(data);
         if self.buf.len() >= 2 * CHUNK_MAX {

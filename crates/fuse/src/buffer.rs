@@ -8,8 +8,10 @@
 //! Any other write switches the buffer to **overlay** mode: written ranges are kept in a
 //! shadow (in memory up to `MEM_SHADOW_MAX`, then a sparse temp file in the data dir) over
 //! the base content, which is the committed leaf or what the stream had staged. Reads merge
-//! shadow, base and zeros; commit streams the merged content through a new `PayloadWriter`,
-//! and chunks that did not change are found on disk and not written again.
+//! shadow, base and zeros. Commit over a committed chunked leaf is an edit
+//! (`Vault::stage_edit`): only the chunks and 64 KiB hash groups the written ranges touch are
+//! cut and hashed again. Otherwise it streams the merged content through a new
+//! `PayloadWriter`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,7 +19,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use indras_artifacts::{Hash, PayloadWriter, StagedLeaf, Vault};
+use indras_artifacts::{Hash, INLINE_MAX, PayloadWriter, StagedLeaf, Vault};
 
 use crate::error::{FsError, FsResult};
 
@@ -240,6 +242,26 @@ impl WriteBuffer {
                             Mode::Overlay { base: Base::Staged(s), .. } => Some(s),
                             _ => None,
                         });
+                    }
+                }
+                if let Base::Leaf(h) = base {
+                    let orig = vault.leaf_size(h)?;
+                    if orig > INLINE_MAX as u64 && self.size > INLINE_MAX as u64 {
+                        let written: Vec<(u64, u64)> =
+                            extents.iter().map(|(s, e)| (*s, *e)).collect();
+                        let mut read = |offset: u64, buf: &mut [u8]| -> io::Result<()> {
+                            let piece = self
+                                .read(vault, offset, buf.len())
+                                .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
+                            if piece.len() != buf.len() {
+                                return Err(io::ErrorKind::UnexpectedEof.into());
+                            }
+                            buf.copy_from_slice(&piece);
+                            Ok(())
+                        };
+                        let staged =
+                            vault.stage_edit(h, base_len, &written, self.size, &mut read)?;
+                        return Ok(Some(staged));
                     }
                 }
                 let mut w = vault.payload_writer();

@@ -1,0 +1,367 @@
+//! How a chunked leaf is laid out, and the hash tree that lets an edit rehash only what changed.
+//!
+//! # Segments
+//! A chunked leaf's chunk list is cut into *segments*: runs of chunks that end after a chunk
+//! whose hash has its low 7 bits clear (about 128 chunks, 8 MiB, per segment), or after
+//! `SEGMENT_MAX` chunks. A segment is stored once, under the BLAKE3 hash of its encoding, and
+//! a leaf stores only its list of segments. The cut depends only on chunk hashes, so an edit
+//! changes the segments around it and every other segment is shared with the previous version:
+//! a 4 KiB overwrite of a 1 GiB file writes one segment and a list of about 100 segment ids,
+//! not 13,000 chunk rows.
+//!
+//! # Hash tree
+//! BLAKE3 is a tree hash. `HashTree` keeps the chaining values of a leaf's 64 KiB groups
+//! (`GROUP`) and of every parent above them, so after an edit only the changed groups are
+//! rehashed and only their paths to the root are merged again. The root is the leaf id, equal
+//! to `blake3::hash` of the whole content. Trees live in memory (`TreeCache`), built as a
+//! payload streams in and handed from one version of a file to the next.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
+};
+
+use crate::error::{Error, Result};
+use crate::types::Hash;
+
+/// The most chunks in one segment.
+pub const SEGMENT_MAX: usize = 1024;
+/// A segment ends after a chunk whose hash has these bits clear.
+const SEGMENT_MASK: u8 = 0x7f;
+/// Bytes of one encoded chunk entry: hash, then length (u32 LE).
+const CHUNK_ENTRY: usize = 36;
+/// Bytes of one encoded segment reference: segment id, then its byte length (u64 LE).
+const SEGMENT_ENTRY: usize = 40;
+
+/// The ranges of `chunks` that form segments.
+pub(crate) fn split_segments(chunks: &[(Hash, u32)]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, (hash, _)) in chunks.iter().enumerate() {
+        if hash[0] & SEGMENT_MASK == 0 || i + 1 - start == SEGMENT_MAX {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < chunks.len() {
+        out.push(start..chunks.len());
+    }
+    out
+}
+
+pub(crate) fn encode_segment(chunks: &[(Hash, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.len() * CHUNK_ENTRY);
+    for (hash, len) in chunks {
+        out.extend_from_slice(hash);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    out
+}
+
+pub(crate) fn decode_segment(bytes: &[u8]) -> Result<Vec<(Hash, u32)>> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(CHUNK_ENTRY) {
+        return Err(Error::CorruptRecord("segment", format!("{} bytes", bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(CHUNK_ENTRY)
+        .map(|e| {
+            let (h, l) = e.split_at(32);
+            (h.try_into().expect("32 bytes"), u32::from_le_bytes(l.try_into().expect("4 bytes")))
+        })
+        .collect())
+}
+
+/// A leaf's reference to one segment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SegmentRef {
+    pub id: Hash,
+    /// Bytes of content the segment covers.
+    pub bytes: u64,
+}
+
+pub(crate) fn encode_segment_list(list: &[SegmentRef]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len() * SEGMENT_ENTRY);
+    for s in list {
+        out.extend_from_slice(&s.id);
+        out.extend_from_slice(&s.bytes.to_le_bytes());
+    }
+    out
+}
+
+pub(crate) fn decode_segment_list(bytes: &[u8]) -> Result<Vec<SegmentRef>> {
+    if !bytes.len().is_multiple_of(SEGMENT_ENTRY) {
+        return Err(Error::CorruptRecord("segment list", format!("{} bytes", bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(SEGMENT_ENTRY)
+        .map(|e| {
+            let (h, b) = e.split_at(32);
+            SegmentRef {
+                id: h.try_into().expect("32 bytes"),
+                bytes: u64::from_le_bytes(b.try_into().expect("8 bytes")),
+            }
+        })
+        .collect())
+}
+
+/// A chunked leaf's whole chunk list, with each chunk's offset: what reads and edits use.
+#[derive(Debug)]
+pub struct LeafIndex {
+    pub(crate) size: u64,
+    pub(crate) offsets: Vec<u64>,
+    pub(crate) chunks: Vec<(Hash, u32)>,
+}
+
+impl LeafIndex {
+    pub(crate) fn new(chunks: Vec<(Hash, u32)>) -> Self {
+        let mut offsets = Vec::with_capacity(chunks.len());
+        let mut size = 0u64;
+        for (_, len) in &chunks {
+            offsets.push(size);
+            size += u64::from(*len);
+        }
+        LeafIndex { size, offsets, chunks }
+    }
+
+    /// The index of the chunk holding byte `offset` (`offset < size`).
+    pub(crate) fn chunk_at(&self, offset: u64) -> usize {
+        self.offsets.partition_point(|&o| o <= offset).saturating_sub(1)
+    }
+}
+
+/// Bytes of content under one leaf of the hash tree: 64 BLAKE3 chunks.
+pub const GROUP: u64 = 64 * 1024;
+
+/// The chaining value of group `index` of a payload, whose bytes are `data`.
+pub(crate) fn group_cv(index: u64, data: &[u8]) -> ChainingValue {
+    blake3::Hasher::new().set_input_offset(index * GROUP).update(data).finalize_non_root()
+}
+
+/// The BLAKE3 tree of a payload of more than one `GROUP`: the chaining value of every group
+/// (level 0) and of every parent above, up to the two children of the root.
+///
+/// BLAKE3's tree is left-balanced: a left subtree always holds a power of two of chunks. A
+/// group is a power of two of chunks, so pairing neighbours level by level, and passing an
+/// odd one out up unchanged, builds exactly BLAKE3's tree.
+#[derive(Clone, Debug)]
+pub struct HashTree {
+    size: u64,
+    levels: Vec<Vec<ChainingValue>>,
+}
+
+impl HashTree {
+    /// Number of groups in a payload of `size` bytes.
+    pub fn groups(size: u64) -> u64 {
+        size.div_ceil(GROUP)
+    }
+
+    /// Builds the tree over the chaining values of all groups of a `size`-byte payload.
+    /// `None` when the payload has fewer than two groups (it has no parent nodes).
+    pub(crate) fn from_cvs(size: u64, cvs: Vec<ChainingValue>) -> Option<HashTree> {
+        if cvs.len() < 2 || cvs.len() as u64 != Self::groups(size) {
+            return None;
+        }
+        let mut tree = HashTree { size, levels: vec![cvs] };
+        tree.rebuild_parents();
+        Some(tree)
+    }
+
+    fn rebuild_parents(&mut self) {
+        self.levels.truncate(1);
+        while self.levels.last().map_or(0, Vec::len) > 2 {
+            let below = self.levels.last().expect("non-empty");
+            let above: Vec<ChainingValue> = below
+                .chunks(2)
+                .map(|p| match p {
+                    [l, r] => merge_subtrees_non_root(l, r, Mode::Hash),
+                    [only] => *only,
+                    _ => unreachable!("chunks(2)"),
+                })
+                .collect();
+            self.levels.push(above);
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root hash: the payload's BLAKE3 hash.
+    pub fn root(&self) -> Hash {
+        let top = self.levels.last().expect("at least level 0");
+        *merge_subtrees_root(&top[0], &top[1], Mode::Hash).as_bytes()
+    }
+
+    /// Memory the tree holds, for the cache's budget.
+    fn bytes(&self) -> usize {
+        self.levels.iter().map(|l| l.len() * 32).sum::<usize>() + 64
+    }
+
+    /// Moves the tree to a payload of `size` bytes (at least two groups), replacing the
+    /// chaining values of the groups in `changed`. Every group whose bytes differ from the
+    /// old payload's, and every group past the old end, must be in `changed`.
+    pub(crate) fn update(&mut self, size: u64, changed: &[(u64, ChainingValue)]) {
+        let n = usize::try_from(Self::groups(size)).unwrap_or(usize::MAX);
+        let reshaped = n != self.levels[0].len();
+        self.size = size;
+        self.levels[0].resize(n, [0; 32]);
+        for (i, cv) in changed {
+            if let Some(slot) = usize::try_from(*i).ok().and_then(|i| self.levels[0].get_mut(i)) {
+                *slot = *cv;
+            }
+        }
+        if reshaped {
+            self.rebuild_parents();
+            return;
+        }
+        for (i, _) in changed {
+            let mut idx = usize::try_from(*i).unwrap_or(usize::MAX);
+            for level in 1..self.levels.len() {
+                let (below, above) = self.levels.split_at_mut(level);
+                let below = &below[level - 1];
+                let pair = idx & !1;
+                let cv = match (below.get(pair), below.get(pair + 1)) {
+                    (Some(l), Some(r)) => merge_subtrees_non_root(l, r, Mode::Hash),
+                    (Some(only), None) => *only,
+                    _ => break,
+                };
+                idx /= 2;
+                above[0][idx] = cv;
+            }
+        }
+    }
+}
+
+/// Hash trees of recent payloads, by payload hash, within a memory budget.
+///
+/// A tree is *taken* by the edit that starts from its payload and *put* back under the new
+/// payload's hash, so a run of edits to one file never copies it.
+#[derive(Debug, Default)]
+pub(crate) struct TreeCache {
+    inner: Mutex<VecDeque<(Hash, HashTree)>>,
+}
+
+/// Trees over payloads smaller than this are not kept: rehashing them is cheap.
+pub(crate) const TREE_MIN_SIZE: u64 = 16 * GROUP;
+const TREE_CACHE_BYTES: usize = 64 << 20;
+
+impl TreeCache {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(Hash, HashTree)>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn take(&self, hash: &Hash) -> Option<HashTree> {
+        let mut inner = self.lock();
+        let at = inner.iter().position(|(h, _)| h == hash)?;
+        inner.remove(at).map(|(_, t)| t)
+    }
+
+    pub(crate) fn put(&self, hash: Hash, tree: HashTree) {
+        if tree.size < TREE_MIN_SIZE {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.retain(|(h, _)| *h != hash);
+        inner.push_back((hash, tree));
+        let mut total: usize = inner.iter().map(|(_, t)| t.bytes()).sum();
+        while total > TREE_CACHE_BYTES && inner.len() > 1 {
+            if let Some((_, t)) = inner.pop_front() {
+                total -= t.bytes();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+    }
+
+    fn tree_of(data: &[u8]) -> Option<HashTree> {
+        let cvs = data.chunks(GROUP as usize).enumerate().map(|(i, g)| group_cv(i as u64, g));
+        HashTree::from_cvs(data.len() as u64, cvs.collect())
+    }
+
+    #[test]
+    fn tree_root_is_blake3_at_every_shape() {
+        let g = GROUP as usize;
+        for len in [g + 1, 2 * g, 2 * g + 7, 3 * g, 5 * g - 1, 8 * g, 9 * g + 100, 17 * g] {
+            let data = content(len, 1);
+            let tree = tree_of(&data).expect("two groups or more");
+            assert_eq!(tree.root(), *blake3::hash(&data).as_bytes(), "len {len}");
+        }
+        assert!(tree_of(&content(g, 1)).is_none());
+    }
+
+    #[test]
+    fn updates_match_a_fresh_hash() {
+        let g = GROUP as usize;
+        let mut data = content(7 * g + 123, 2);
+        let mut tree = tree_of(&data).unwrap();
+        // An overwrite inside one group.
+        data[3 * g + 10..3 * g + 4106].fill(0xaa);
+        tree.update(data.len() as u64, &[(3, group_cv(3, &data[3 * g..4 * g]))]);
+        assert_eq!(tree.root(), *blake3::hash(&data).as_bytes());
+        // Growth by two groups: the old last group and the new ones change.
+        data.extend(content(2 * g, 9));
+        let changed: Vec<_> = (7..10u64)
+            .map(|i| {
+                let s = i as usize * g;
+                (i, group_cv(i, &data[s..(s + g).min(data.len())]))
+            })
+            .collect();
+        tree.update(data.len() as u64, &changed);
+        assert_eq!(tree.root(), *blake3::hash(&data).as_bytes());
+        // Shrink to a partial group.
+        data.truncate(2 * g + 5);
+        tree.update(data.len() as u64, &[(2, group_cv(2, &data[2 * g..]))]);
+        assert_eq!(tree.root(), *blake3::hash(&data).as_bytes());
+    }
+
+    #[test]
+    fn segments_split_encode_and_decode() {
+        let chunks: Vec<(Hash, u32)> =
+            (0..3000u32).map(|i| (*blake3::hash(&i.to_le_bytes()).as_bytes(), 1000 + i)).collect();
+        let segs = split_segments(&chunks);
+        assert!(segs.len() > 5, "content-defined cuts happen");
+        assert_eq!(segs.first().unwrap().start, 0);
+        assert_eq!(segs.last().unwrap().end, chunks.len());
+        for w in segs.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        for r in &segs {
+            assert!(r.len() <= SEGMENT_MAX);
+            assert_eq!(
+                decode_segment(&encode_segment(&chunks[r.clone()])).unwrap(),
+                chunks[r.clone()]
+            );
+        }
+        // A changed chunk changes only the segment around it.
+        let mut edited = chunks.clone();
+        edited[1500].0 = [1; 32];
+        let again = split_segments(&edited);
+        let changed = again.iter().filter(|r| !segs.contains(r)).count();
+        assert!(changed <= 1, "{changed} segments changed");
+        let list =
+            vec![SegmentRef { id: [7; 32], bytes: 123 }, SegmentRef { id: [8; 32], bytes: 9 }];
+        assert_eq!(decode_segment_list(&encode_segment_list(&list)).unwrap(), list);
+        assert!(decode_segment(&[0; 35]).is_err());
+        assert!(decode_segment_list(&[0; 39]).is_err());
+    }
+
+    #[test]
+    fn index_finds_chunks() {
+        let idx = LeafIndex::new(vec![([1; 32], 10), ([2; 32], 20), ([3; 32], 5)]);
+        assert_eq!(idx.size, 35);
+        assert_eq!(idx.chunk_at(0), 0);
+        assert_eq!(idx.chunk_at(9), 0);
+        assert_eq!(idx.chunk_at(10), 1);
+        assert_eq!(idx.chunk_at(34), 2);
+    }
+}

@@ -1,0 +1,164 @@
+//! Edits of large payloads (`Vault::stage_edit`) give exactly what staging the whole new
+//! content gives: the same id (the BLAKE3 hash) and the same chunks, so dedup never depends on
+//! how a file was written.
+
+mod common;
+
+use common::{bytes, now, open, put};
+use indras_artifacts::{Commit, FsckOptions, GROUP, INLINE_MAX, NodeId, Vault};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(u64, usize, u64),
+    Truncate(u64),
+}
+
+/// Applies `ops` to `base` and returns the new content with the edit's description:
+/// the visible base length and the written ranges.
+fn apply(base: &[u8], ops: &[Op]) -> (Vec<u8>, u64, Vec<(u64, u64)>) {
+    let mut model = base.to_vec();
+    let mut base_len = base.len() as u64;
+    let mut written: Vec<(u64, u64)> = Vec::new();
+    for op in ops {
+        match *op {
+            Op::Write(off, len, seed) => {
+                let end = off as usize + len;
+                if model.len() < end {
+                    model.resize(end, 0);
+                }
+                model[off as usize..end].copy_from_slice(&bytes(seed, len));
+                written.push((off, end as u64));
+            }
+            Op::Truncate(n) => {
+                model.resize(n as usize, 0);
+                base_len = base_len.min(n);
+                for w in &mut written {
+                    w.1 = w.1.min(n);
+                }
+                written.retain(|w| w.0 < w.1);
+            }
+        }
+    }
+    written.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in written {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    (model, base_len, merged)
+}
+
+fn edit(
+    v: &Vault,
+    base: &indras_artifacts::Hash,
+    base_len: u64,
+    written: &[(u64, u64)],
+    model: &[u8],
+) -> indras_artifacts::StagedLeaf {
+    let mut read = |off: u64, buf: &mut [u8]| -> std::io::Result<()> {
+        buf.copy_from_slice(&model[off as usize..off as usize + buf.len()]);
+        Ok(())
+    };
+    v.stage_edit(base, base_len, written, model.len() as u64, &mut read).expect("edit")
+}
+
+fn op(max: u64) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..max, 1usize..100_000, any::<u64>()).prop_map(|(o, n, s)| Op::Write(o, n, s)),
+        1 => (INLINE_MAX as u64 + 1..max + 200_000).prop_map(Op::Truncate),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #[test]
+    fn an_edit_equals_staging_the_whole_content(
+        size in (INLINE_MAX as u64 + 1)..3_000_000,
+        ops in proptest::collection::vec(op(3_000_000), 1..6),
+        twice in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let v = open(dir.path());
+        let base = bytes(size, size as usize);
+        let node = put(&v, "f", &base, Commit::CrashConsistent);
+        let mut leaf = node.content.unwrap();
+        let mut current = base;
+        // A second edit starts from the first's tree, not from a fresh stream.
+        for round in 0..if twice { 2 } else { 1 } {
+            let (model, base_len, written) = apply(&current, &ops);
+            prop_assume!(model.len() > INLINE_MAX);
+            let edited = edit(&v, &leaf, base_len, &written, &model);
+            let whole = v.stage(&model).unwrap();
+            prop_assert_eq!(edited.hash, *blake3::hash(&model).as_bytes(), "round {}", round);
+            prop_assert_eq!(edited.chunk_list(), whole.chunk_list());
+            drop(whole);
+            let node = v.set_content(node.id, &edited, now(), Commit::CrashConsistent).unwrap();
+            leaf = node.content.unwrap();
+            prop_assert!(v.read_all(&leaf).unwrap() == model);
+            current = model;
+        }
+        v.gc(None, &mut |_| {}).unwrap();
+        let report = v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap();
+        prop_assert!(report.is_clean(), "{:?}", report.problems);
+    }
+}
+
+/// The benchmark's case: 4 KiB overwrites inside a large file, each a new version. Each
+/// version adds one or two chunks and shares every other segment with the one before.
+#[test]
+fn small_overwrites_of_a_large_file_share_almost_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let size = 64 << 20;
+    let mut model = bytes(1, size);
+    let node = put(&v, "big", &model, Commit::CrashConsistent);
+    let mut leaf = node.content.unwrap();
+    let before = v.stats().unwrap();
+    for i in 0..50u64 {
+        let off = (i * 7919 * 4096) % (size as u64 - 4096);
+        model[off as usize..off as usize + 4096].copy_from_slice(&bytes(100 + i, 4096));
+        let staged = edit(&v, &leaf, size as u64, &[(off, off + 4096)], &model);
+        assert_eq!(staged.hash, *blake3::hash(&model).as_bytes());
+        leaf = v
+            .set_content(node.id, &staged, now(), Commit::CrashConsistent)
+            .unwrap()
+            .content
+            .unwrap();
+    }
+    let after = v.stats().unwrap();
+    assert!(after.chunks - before.chunks <= 50 * 3, "{} new chunks", after.chunks - before.chunks);
+    assert!(v.read_all(&leaf).unwrap() == model);
+    // Old versions go with GC: what is left is exactly one version's bytes.
+    v.gc(None, &mut |_| {}).unwrap();
+    let report = v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(v.stats().unwrap().chunk_bytes, size as u64);
+    let node = v.lookup(NodeId::ROOT, b"big").unwrap();
+    assert_eq!(node.content, Some(leaf));
+}
+
+/// An edit that finds no hash tree in memory (as after a remount) hashes the whole content
+/// once, and the next edit starts from the tree that built.
+#[test]
+fn an_edit_after_reopening_rebuilds_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 40 * GROUP as usize + 123;
+    let mut model = bytes(9, size);
+    let leaf = {
+        let v = open(dir.path());
+        put(&v, "f", &model, Commit::Durable).content.unwrap()
+    };
+    let v = open(dir.path());
+    let node = v.lookup(NodeId::ROOT, b"f").unwrap();
+    model[5..10].fill(1);
+    let staged = edit(&v, &leaf, size as u64, &[(5, 10)], &model);
+    assert_eq!(staged.hash, *blake3::hash(&model).as_bytes());
+    let leaf =
+        v.set_content(node.id, &staged, now(), Commit::CrashConsistent).unwrap().content.unwrap();
+    model[size - 3..].fill(2);
+    let staged = edit(&v, &leaf, size as u64, &[(size as u64 - 3, size as u64)], &model);
+    assert_eq!(staged.hash, *blake3::hash(&model).as_bytes());
+}
