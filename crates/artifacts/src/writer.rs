@@ -1,7 +1,8 @@
 //! Streaming payload import: bytes go in through `std::io::Write`, a `StagedLeaf` comes out.
 //!
-//! The writer hashes the whole content (the leaf id, equal to `b3sum`) and cuts it into
-//! `FastCDC` chunks as the bytes arrive, so memory stays at about one maximum chunk however
+//! The writer hashes the content in 64 KiB groups whose chaining values merge into the leaf
+//! id (equal to `b3sum`; the tree of them is kept for later edits, see `layout`), and cuts it
+//! into `FastCDC` chunks as the bytes arrive, so memory stays at about one maximum chunk however
 //! large the payload. Payloads of at most `INLINE_MAX` bytes are kept for inline storage.
 //!
 //! A chunk is cut as soon as `CHUNK_MAX` bytes are buffered: `FastCDC`'s cut point depends only

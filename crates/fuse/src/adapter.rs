@@ -18,9 +18,12 @@ use crate::error::FsError;
 use crate::fs::{Attr, Ctx, Opened, SetAttrReq, TimeSet, VaultFs};
 use crate::inode;
 
-/// How long the kernel may cache names and attributes of vault nodes. Every change goes
-/// through this mount, and the kernel invalidates what its own operations touch.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache names (including a name's absence) and attributes of vault
+/// nodes. Every change goes through this mount, and the kernel updates or invalidates what
+/// its own operations touch: after a write it asks for attributes again, after create,
+/// unlink, rename or link it replaces the entries involved. A repeated `stat` of an unchanged
+/// file therefore never reaches the daemon.
+const TTL: Duration = Duration::from_secs(60);
 /// Virtual files change size between renders: never cache their attributes.
 const TTL_VIRTUAL: Duration = Duration::ZERO;
 const MAX_WRITE: u32 = 1 << 20;
@@ -69,6 +72,27 @@ fn attr(a: &Attr) -> FileAttr {
         gid: a.gid,
         rdev: a.rdev,
         blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+/// Node id 0 in an entry reply means "no such name, for the entry's TTL".
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
         flags: 0,
     }
 }
@@ -158,7 +182,14 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.fs.lookup(parent.0, name.as_bytes()), "lookup");
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            // A missing name in a vault directory: a negative entry the kernel may cache, so
+            // probes for absent files (editors, git, compilers) stay in the kernel.
+            Err(e) if e.errno == libc::ENOENT && !inode::is_virtual(parent.0) => {
+                reply.entry(&TTL, &negative_attr(), Generation(0));
+            }
+            result => reply_entry(reply, result, "lookup"),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
