@@ -151,7 +151,7 @@ impl ChunkStore {
     /// Stores a chunk unless an identical one is already on disk, and stages it so GC
     /// leaves it alone until `unstage`. The caller must `unstage` exactly once.
     pub(crate) fn put(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
-        *lock(&self.staged).entry(*hash).or_insert(0) += 1;
+        self.stage(hash);
         let result = self.put_file(hash, data);
         if result.is_err() {
             self.unstage(std::slice::from_ref(hash));
@@ -159,7 +159,14 @@ impl ChunkStore {
         result
     }
 
-    fn put_file(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
+    /// Protects `hash` from GC until it is unstaged: the first half of `put`, for writers
+    /// that store the file later (on another thread).
+    pub(crate) fn stage(&self, hash: &Hash) {
+        *lock(&self.staged).entry(*hash).or_insert(0) += 1;
+    }
+
+    /// Writes a staged chunk's file (unless it is already there): the second half of `put`.
+    pub(crate) fn put_file(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
         let path = self.path(hash);
         if let Ok(meta) = fs::metadata(&path)
             && meta.len() == data.len() as u64

@@ -10,8 +10,10 @@
 //! as chunking the whole payload at once.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use blake3::hazmat::{ChainingValue, HasherExt};
 use fastcdc::v2020::FastCDC;
@@ -139,6 +141,88 @@ impl Drop for StagedLeaf {
     }
 }
 
+/// Chunks queued for the storer thread: at most this many (each at most `CHUNK_MAX`).
+const STORER_QUEUE: usize = 16;
+
+enum Job {
+    Chunk(Hash, Vec<u8>),
+    /// Answered once every chunk queued before it is on disk.
+    Barrier(SyncSender<()>),
+}
+
+/// A thread that writes one payload's chunk files while the writer hashes and cuts the next
+/// bytes: creating thousands of files is kernel work that would otherwise stall the stream.
+struct Storer {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    /// The first write that failed; the payload fails with it.
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl Storer {
+    fn spawn(store: Arc<ChunkStore>) -> io::Result<Storer> {
+        let (tx, rx) = sync_channel::<Job>(STORER_QUEUE);
+        let error = Arc::new(Mutex::new(None));
+        let err = error.clone();
+        let thread = std::thread::Builder::new()
+            .name("indras-storer".into())
+            .spawn(move || Self::run(&store, &rx, &err))?;
+        Ok(Storer { tx: Some(tx), thread: Some(thread), error })
+    }
+
+    fn run(store: &ChunkStore, rx: &Receiver<Job>, error: &Mutex<Option<io::Error>>) {
+        for job in rx {
+            match job {
+                Job::Chunk(hash, data) => {
+                    if let Err(e) = store.put_file(&hash, &data) {
+                        let mut slot = error.lock().unwrap_or_else(PoisonError::into_inner);
+                        slot.get_or_insert(e);
+                    }
+                }
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// The first failed write, again at every call: a payload with a missing chunk must
+    /// never finish.
+    fn failed(&self) -> io::Result<()> {
+        match &*self.error.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&self, job: Job) -> io::Result<()> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(job).ok())
+            .ok_or_else(|| io::Error::other("chunk storer thread is gone"))
+    }
+
+    /// Waits until every queued chunk is written; returns the first failure.
+    fn drain(&self) -> io::Result<()> {
+        let (done_tx, done_rx) = sync_channel(1);
+        self.send(Job::Barrier(done_tx))?;
+        done_rx.recv().map_err(|_| io::Error::other("chunk storer thread is gone"))?;
+        self.failed()
+    }
+}
+
+impl Drop for Storer {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Streams a payload into the store. Obtain one from `Vault::payload_writer`.
 pub struct PayloadWriter {
     store: Arc<ChunkStore>,
@@ -150,6 +234,8 @@ pub struct PayloadWriter {
     buf: Vec<u8>,
     chunks: Vec<(Hash, u32)>,
     size: u64,
+    /// Started at the first chunk: small payloads never need it.
+    storer: Option<Storer>,
 }
 
 impl std::fmt::Debug for PayloadWriter {
@@ -169,6 +255,7 @@ impl PayloadWriter {
             buf: Vec::with_capacity(INLINE_MAX),
             chunks: Vec::new(),
             size: 0,
+            storer: None,
         }
     }
 
@@ -183,18 +270,28 @@ impl PayloadWriter {
 
     /// Reads back bytes written so far.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(s) = &self.storer {
+            s.drain()?;
+        }
         read_chunks(&self.store, &self.chunks, &self.buf, offset, buf)
     }
 
     fn cut_ready_chunks(&mut self, at_end: bool) -> io::Result<()> {
+        if self.storer.is_none() {
+            self.storer = Some(Storer::spawn(self.store.clone())?);
+        }
+        let storer = self.storer.as_ref().expect("spawned above");
+        storer.failed()?;
         let mut start = 0;
         while self.buf.len() - start >= CHUNK_MAX || (at_end && start < self.buf.len()) {
             let rest = &self.buf[start..];
             let len = first_cut(rest);
             let chunk = &rest[..len];
             let hash = *blake3::hash(chunk).as_bytes();
-            self.store.put(&hash, chunk)?;
+            // Staged now, so the list always holds exactly the hashes this writer staged.
+            self.store.stage(&hash);
             self.chunks.push((hash, len as u32));
+            storer.send(Job::Chunk(hash, chunk.to_vec()))?;
             start += len;
         }
         self.buf.drain(..start);
@@ -218,6 +315,9 @@ impl PayloadWriter {
             StagedBody::Inline(std::mem::take(&mut self.buf))
         } else {
             self.cut_ready_chunks(true)?;
+            if let Some(s) = self.storer.take() {
+                s.drain()?;
+            }
             let chunks = std::mem::take(&mut self.chunks);
             let fresh = chunks.iter().map(|c| c.0).collect();
             StagedBody::Chunked { chunks, fresh }
@@ -257,7 +357,9 @@ impl io::Write for PayloadWriter {
 
 impl Drop for PayloadWriter {
     fn drop(&mut self) {
-        // An import dropped before `finish`: its chunks are abandoned.
+        // An import dropped before `finish`: its chunks are abandoned, once the storer has
+        // stopped (so no file of theirs is written after).
+        self.storer = None;
         let hashes: Vec<Hash> = self.chunks.iter().map(|c| c.0).collect();
         self.store.abandon(&hashes);
     }
