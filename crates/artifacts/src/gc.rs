@@ -24,7 +24,7 @@ use crate::schema::{
     SEGMENT_REFS, SEGMENTS, TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
-use crate::vault::{Commit, Vault, W};
+use crate::vault::{Commit, Vault, W, empty_leaf};
 
 /// Progress of a long admin run, for a progress bar.
 #[derive(Clone, Copy, Debug)]
@@ -198,7 +198,7 @@ impl Vault {
                     w.unref()?.remove(&leaf)?;
                     continue;
                 };
-                if rec.refs > 0 {
+                if rec.refs > 0 || leaf == empty_leaf() {
                     w.unref()?.remove(&leaf)?;
                     continue;
                 }
@@ -457,13 +457,16 @@ impl Vault {
                 progress(Progress { phase: "leaves", done: i as u64, total: total_leaves });
             }
             let actual = leaf_refs.get(&leaf).copied().unwrap_or(0);
-            if rec.refs != actual {
-                report.problems.push(Problem::LeafRefs { leaf, recorded: rec.refs, actual });
-                refs_fixes.push((leaf, actual));
-            }
-            if (actual == 0) != unref_t.get(&leaf)?.is_some() {
-                report.problems.push(Problem::UnreferencedIndex(leaf));
-                refs_fixes.push((leaf, actual));
+            // The empty leaf is pinned and never counted.
+            if leaf != empty_leaf() {
+                if rec.refs != actual {
+                    report.problems.push(Problem::LeafRefs { leaf, recorded: rec.refs, actual });
+                    refs_fixes.push((leaf, actual));
+                }
+                if (actual == 0) != unref_t.get(&leaf)?.is_some() {
+                    report.problems.push(Problem::UnreferencedIndex(leaf));
+                    refs_fixes.push((leaf, actual));
+                }
             }
             if rec.inline {
                 match inline_t.get(&leaf)? {

@@ -110,6 +110,8 @@ pub struct Vault {
     pub(crate) trees: Arc<TreeCache>,
     /// Chunk lists of recently read leaves.
     indexes: Mutex<VecDeque<(Hash, Arc<LeafIndex>)>>,
+    /// Node ids reserved in `meta_v1`, handed out by write transactions.
+    ids: Mutex<NodeIds>,
     /// Set when a crash-consistent commit has not yet been followed by a durable one.
     dirty: AtomicBool,
     closed: AtomicBool,
@@ -132,12 +134,14 @@ macro_rules! write_tables {
     ($($name:ident: $def:expr => $k:ty, $v:ty;)*) => {
         pub(crate) struct W<'t> {
             txn: &'t WriteTransaction,
+            /// The vault's node id reservation (absent while the store is being opened).
+            ids: Option<&'t Mutex<NodeIds>>,
             $($name: Option<Table<'t, $k, $v>>,)*
         }
 
         impl<'t> W<'t> {
             pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-                Ok(W { txn, $($name: None,)* })
+                Ok(W { txn, ids: None, $($name: None,)* })
             }
 
             /// Opens every table, creating those that do not exist yet.
@@ -275,13 +279,22 @@ impl W<'_> {
         Err(Error::CorruptRecord("node", format!("parent chain of {node} does not end")))
     }
 
+    /// A new node id. Ids come from a block reserved in `meta_v1` (`next_node` is the end of
+    /// the reservation), so most creations do not write the meta table; a crash skips at most
+    /// the rest of a block, and no id is ever handed out twice.
     pub(crate) fn alloc_node(&mut self) -> Result<NodeId> {
-        let next = match self.meta()?.get(META_NEXT_NODE)? {
-            Some(v) => bytes_u64("next_node", v.value())?,
-            None => NodeId::FIRST_DYNAMIC,
-        };
-        self.meta()?.insert(META_NEXT_NODE, u64_bytes(next + 1).as_slice())?;
-        Ok(NodeId(next))
+        let ids = self.ids.ok_or_else(|| {
+            Error::CorruptRecord("meta", "node ids are allocated only on an open store".into())
+        })?;
+        let mut ids = ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if ids.next >= ids.pending.unwrap_or(ids.limit) {
+            let limit = ids.next + NODE_ID_BLOCK;
+            self.meta()?.insert(META_NEXT_NODE, u64_bytes(limit).as_slice())?;
+            ids.pending = Some(limit);
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(NodeId(id))
     }
 
     /// Records a staged leaf's metadata if the leaf is new. Its reference count starts at 0.
@@ -289,10 +302,26 @@ impl W<'_> {
         if self.leaves()?.get(&staged.hash)?.is_some() {
             return Ok(());
         }
+        self.insert_leaf(staged, 0, now)
+    }
+
+    /// Records a staged leaf as the content of one more node: a new leaf starts at one
+    /// reference, without passing through the GC index.
+    pub(crate) fn adopt_leaf(&mut self, staged: &StagedLeaf, now: Timestamp) -> Result<()> {
+        if self.leaves()?.get(&staged.hash)?.is_some() {
+            return self.leaf_incref(&staged.hash);
+        }
+        let refs = u64::from(staged.hash != empty_leaf());
+        self.insert_leaf(staged, refs, now)
+    }
+
+    fn insert_leaf(&mut self, staged: &StagedLeaf, refs: u64, now: Timestamp) -> Result<()> {
         let rec =
-            LeafRecord { size: staged.size, refs: 0, inline: staged.is_inline(), created_at: now };
+            LeafRecord { size: staged.size, refs, inline: staged.is_inline(), created_at: now };
         self.leaves()?.insert(&staged.hash, encode(&rec).as_slice())?;
-        self.unref()?.insert(&staged.hash, now.secs)?;
+        if refs == 0 && staged.hash != empty_leaf() {
+            self.unref()?.insert(&staged.hash, now.secs)?;
+        }
         match &staged.body {
             StagedBody::Inline(bytes) => {
                 self.inline()?.insert(&staged.hash, bytes.as_slice())?;
@@ -378,6 +407,9 @@ impl W<'_> {
     }
 
     pub(crate) fn leaf_incref(&mut self, hash: &Hash) -> Result<()> {
+        if *hash == empty_leaf() {
+            return Ok(());
+        }
         let mut rec = self.leaf(hash)?;
         rec.refs += 1;
         if rec.refs == 1 {
@@ -388,6 +420,9 @@ impl W<'_> {
     }
 
     pub(crate) fn leaf_decref(&mut self, hash: &Hash, now: Timestamp) -> Result<()> {
+        if *hash == empty_leaf() {
+            return Ok(());
+        }
         let mut rec = self.leaf(hash)?;
         rec.refs = rec.refs.saturating_sub(1);
         if rec.refs == 0 {
@@ -556,6 +591,13 @@ impl Vault {
             Arc::new(ChunkStore::open(dir, faults.clone()).map_err(|e| Error::io(dir, e))?);
         let db = open_db(&dir.join("meta.redb"), opts)?;
         let (player, was_open) = init_meta(&db, dir, player)?;
+        let next_node = {
+            let txn = db.begin_read()?;
+            match txn.open_table(META)?.get(META_NEXT_NODE)? {
+                Some(v) => bytes_u64("next_node", v.value())?,
+                None => NodeId::FIRST_DYNAMIC,
+            }
+        };
         let vault = Vault {
             dir: dir.to_path_buf(),
             db,
@@ -564,6 +606,7 @@ impl Vault {
             faults,
             trees: Arc::default(),
             indexes: Mutex::default(),
+            ids: Mutex::new(NodeIds { next: next_node, limit: next_node, pending: None }),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             recovered: was_open,
@@ -611,18 +654,24 @@ impl Vault {
             self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
         }
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(match commit {
-            Commit::CrashConsistent => redb::Durability::None,
-            Commit::Durable => redb::Durability::Immediate,
-        })?;
-        let out = f(&txn)?;
-        if commit == Commit::Durable {
-            // Chunks written by commits that raced ahead of this one are made durable too:
-            // this commit makes theirs durable.
-            self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
-        }
-        chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
-        txn.commit()?;
+        let committed: Result<R> = (|| {
+            txn.set_durability(match commit {
+                Commit::CrashConsistent => redb::Durability::None,
+                Commit::Durable => redb::Durability::Immediate,
+            })?;
+            let out = f(&txn)?;
+            if commit == Commit::Durable {
+                // Chunks written by commits that raced ahead of this one are made durable too:
+                // this commit makes theirs durable.
+                self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+            }
+            chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
+            txn.commit()?;
+            Ok(out)
+        })();
+        // Write transactions are serialised, so this settles exactly this one's reservation.
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner).settle(committed.is_ok());
+        let out = committed?;
         match commit {
             Commit::CrashConsistent => self.dirty.store(true, Ordering::Release),
             Commit::Durable => self.dirty.store(false, Ordering::Release),
@@ -638,6 +687,7 @@ impl Vault {
     ) -> Result<R> {
         self.write(commit, |txn| {
             let mut w = W::open(txn)?;
+            w.ids = Some(&self.ids);
             f(&mut w)
         })
     }
@@ -1027,8 +1077,7 @@ impl Vault {
             match spec.kind {
                 NodeKind::File => {
                     if let Some(staged) = &content {
-                        w.register_leaf(staged, now)?;
-                        w.leaf_incref(&staged.hash)?;
+                        w.adopt_leaf(staged, now)?;
                         node.content = Some(staged.hash);
                         node.size = staged.size;
                     }
@@ -1321,8 +1370,7 @@ impl Vault {
                 NodeKind::Dir => return Err(Error::IsADirectory(id)),
                 _ => return Err(Error::NotAFile(id)),
             }
-            w.register_leaf(staged, now)?;
-            w.leaf_incref(&staged.hash)?;
+            w.adopt_leaf(staged, now)?;
             if let Some(old) = node.content {
                 w.leaf_decref(&old, now)?;
             }
@@ -1481,6 +1529,36 @@ impl Vault {
         s.db_bytes = fs::metadata(self.dir.join("meta.redb")).map_or(0, |m| m.len());
         Ok(s)
     }
+}
+
+/// Node ids reserved per write of `meta_v1`.
+const NODE_ID_BLOCK: u64 = 1024;
+
+/// Node ids: `next` is the next to hand out; ids below `limit` are reserved durably (by
+/// committed transactions), and `pending` is a larger reservation written by the running one.
+#[derive(Debug)]
+pub(crate) struct NodeIds {
+    next: u64,
+    limit: u64,
+    pending: Option<u64>,
+}
+
+impl NodeIds {
+    /// Ends a write transaction: its reservation stands if it committed. Ids it handed out
+    /// are never handed out again either way.
+    fn settle(&mut self, committed: bool) {
+        if let Some(p) = self.pending.take()
+            && committed
+        {
+            self.limit = p;
+        }
+    }
+}
+
+/// The id of the empty payload. Every empty file shares it, so it is pinned: never counted,
+/// never collected (counting it would add two table writes to every file creation).
+pub(crate) fn empty_leaf() -> Hash {
+    *blake3::hash(&[]).as_bytes()
 }
 
 /// The chunks an edit has written so far: abandoned if the edit fails before it returns them.

@@ -307,3 +307,37 @@ fn a_second_open_of_the_same_store_is_refused() {
             .unwrap_err();
     assert!(matches!(err, Error::WrongPlayer { .. }), "{err}");
 }
+
+/// Node ids come from reserved blocks: they stay unique and increasing across block
+/// boundaries and across reopening, and a failed creation wastes at most its own id.
+#[test]
+fn node_ids_are_never_reused_across_blocks_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = 0u64;
+    for round in 0..3 {
+        let v = open(dir.path());
+        for i in 0..1500 {
+            let node = put(&v, &format!("r{round}-{i}"), b"x", Commit::CrashConsistent);
+            assert!(node.id.0 > last, "id {} after {last}", node.id.0);
+            last = node.id.0;
+            assert!(seen.insert(node.id.0));
+            if i % 500 == 0 {
+                // Fails before it allocates: an existing name.
+                assert!(
+                    v.create(
+                        NodeId::ROOT,
+                        format!("r{round}-{i}").as_bytes(),
+                        &NewNode::file(0o644),
+                        None,
+                        now(),
+                        Commit::CrashConsistent
+                    )
+                    .is_err()
+                );
+            }
+        }
+        v.remove(NodeId::ROOT, format!("r{round}-0").as_bytes(), false, now(), Commit::Durable)
+            .unwrap();
+    }
+}
