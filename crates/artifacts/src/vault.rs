@@ -1387,7 +1387,20 @@ impl Vault {
     /// Deletes a node that has no links left. Call it once nothing holds the node open.
     /// Returns whether anything was deleted.
     pub fn reap(&self, id: NodeId, commit: Commit) -> Result<bool> {
-        self.write_fs(commit, |w| w.reap(id, Timestamp::now()))
+        self.reap_all(&[id], commit).map(|n| n > 0)
+    }
+
+    /// Deletes every node of `ids` that has no links left, in one transaction; returns how
+    /// many it deleted.
+    pub fn reap_all(&self, ids: &[NodeId], commit: Commit) -> Result<usize> {
+        let now = Timestamp::now();
+        self.write_fs(commit, |w| {
+            let mut n = 0;
+            for id in ids {
+                n += usize::from(w.reap(*id, now)?);
+            }
+            Ok(n)
+        })
     }
 
     /// Reaps every orphan: at open nothing can hold one.

@@ -194,6 +194,8 @@ pub struct VaultFs {
     handles: Mutex<HashMap<u64, Handle>>,
     /// Nodes that lost their last link during this mount and wait to be reaped.
     orphans: Mutex<HashSet<u64>>,
+    /// Unlinked nodes nothing holds any more, deleted in one transaction per batch.
+    reap_queue: Mutex<Vec<u64>>,
     next_fh: AtomicU64,
 }
 
@@ -233,6 +235,7 @@ impl VaultFs {
             open: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashSet::new()),
+            reap_queue: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
         })
     }
@@ -399,9 +402,20 @@ impl VaultFs {
             return;
         }
         lock(&self.orphans).remove(&ino);
-        if let Err(e) = self.vault.reap(node_id(ino), Commit::CrashConsistent) {
-            tracing::warn!(ino, error = %e, "reaping an unlinked node failed; it is reaped at next mount");
+        lock(&self.reap_queue).push(ino);
+    }
+
+    /// Deletes the queued unlinked nodes, all in one transaction (the mount's background
+    /// thread calls this every 200 ms, and shutdown once more). Until then each is an
+    /// orphan in the store, which the next open reaps if the process dies first.
+    pub fn reap_queued(&self) -> FsResult<usize> {
+        let ids: Vec<NodeId> =
+            std::mem::take(&mut *lock(&self.reap_queue)).into_iter().map(node_id).collect();
+        if ids.is_empty() {
+            return Ok(0);
         }
+        self.vault.reap_all(&ids, Commit::CrashConsistent)?;
+        Ok(ids.len())
     }
 
     fn note_unlinked(&self, node: &Node) {
@@ -1146,7 +1160,7 @@ impl VaultFs {
         }
         let nodes: Vec<(u64, Arc<OpenNode>)> =
             lock(&self.open).iter().map(|(k, v)| (*k, v.clone())).collect();
-        let mut first_err = None;
+        let mut first_err = self.reap_queued().err();
         for (ino, open) in nodes {
             let mut on = lock(&open.state);
             if let Err(e) = self.commit_locked(ino, &mut on, Commit::CrashConsistent) {

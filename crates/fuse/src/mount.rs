@@ -190,13 +190,17 @@ impl StopHandle {
 /// How often queued attention events are written.
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
 
-/// The background thread: writes attention batches, makes commits durable on a timer, and
-/// deletes the chunks of payloads that were staged and then dropped.
+/// The background thread: writes attention batches, deletes unlinked nodes nothing holds,
+/// makes commits durable on a timer, and deletes the chunks of payloads that were staged and
+/// then dropped.
 fn background(fs: &VaultFs, stop: &StopHandle, sync_interval: Duration) {
     let mut last_sync = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         if let Err(e) = fs.attention().flush() {
             tracing::error!(error = %e, "writing attention events failed; they stay queued");
+        }
+        if let Err(e) = fs.reap_queued() {
+            tracing::warn!(error = %e, "deleting unlinked nodes failed; the next mount does");
         }
         if last_sync.elapsed() >= sync_interval {
             last_sync = std::time::Instant::now();

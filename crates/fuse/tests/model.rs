@@ -1634,8 +1634,10 @@ impl Harness {
         }
     }
 
-    /// Unlinked nodes stay while a lookup holds them, with no links, and go once none does.
+    /// Unlinked nodes stay while a lookup holds them, with no links, and go once none does
+    /// (at the next reap batch, which the mount runs every 200 ms).
     fn verify_dead(&mut self) {
+        self.fs().reap_queued().expect("reap queued nodes");
         for ino in std::mem::take(&mut self.dead) {
             let held = self.lookups.get(&ino).copied().unwrap_or(0) > 0;
             match (self.fs().getattr(ino), held) {
