@@ -54,7 +54,7 @@ impl Vault {
         now: Timestamp,
     ) -> Result<LeafArtifact> {
         self.write_fs(Commit::CrashConsistent, |w| w.register_leaf(staged, now))?;
-        staged.mark_committed();
+        self.committed(staged);
         let created_at = self.leaf_record(&staged.hash)?.created_at;
         Ok(LeafArtifact {
             id: ArtifactId::Blob(staged.hash),

@@ -107,23 +107,79 @@ pub(crate) fn decode_segment_list(bytes: &[u8]) -> Result<Vec<SegmentRef>> {
         .collect())
 }
 
-/// A chunked leaf's whole chunk list, with each chunk's offset: what reads and edits use.
+/// One segment of a leaf: `chunks[range]` of its index, stored under `id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub range: Range<usize>,
+    pub id: Hash,
+}
+
+/// A chunked leaf's whole chunk list, with each chunk's offset and the leaf's segments: what
+/// reads, edits and commits use.
 #[derive(Debug)]
 pub struct LeafIndex {
     pub(crate) size: u64,
     pub(crate) offsets: Vec<u64>,
     pub(crate) chunks: Vec<(Hash, u32)>,
+    pub(crate) segments: Vec<Segment>,
+}
+
+fn offsets_of(chunks: &[(Hash, u32)]) -> (Vec<u64>, u64) {
+    let mut offsets = Vec::with_capacity(chunks.len());
+    let mut size = 0u64;
+    for (_, len) in chunks {
+        offsets.push(size);
+        size += u64::from(*len);
+    }
+    (offsets, size)
 }
 
 impl LeafIndex {
+    /// The index of a new chunk list: its segments are cut and hashed.
     pub(crate) fn new(chunks: Vec<(Hash, u32)>) -> Self {
-        let mut offsets = Vec::with_capacity(chunks.len());
-        let mut size = 0u64;
-        for (_, len) in &chunks {
-            offsets.push(size);
-            size += u64::from(*len);
+        Self::edited(chunks, &[], None)
+    }
+
+    /// The index of an edit of `base`: `kept[i]` says chunk `i` is the base's chunk at the
+    /// same offset. A segment made only of kept chunks, starting where one of the base's
+    /// segments starts and as long, *is* that segment: its id is reused, not rehashed.
+    pub(crate) fn edited(
+        chunks: Vec<(Hash, u32)>,
+        kept: &[bool],
+        base: Option<&LeafIndex>,
+    ) -> Self {
+        let (offsets, size) = offsets_of(&chunks);
+        let segments = split_segments(&chunks)
+            .into_iter()
+            .map(|range| {
+                let reused = base
+                    .filter(|_| kept.get(range.clone()).is_some_and(|k| k.iter().all(|k| *k)))
+                    .and_then(|b| {
+                        let first = b.offsets.binary_search(&offsets[range.start]).ok()?;
+                        let at = b.segments.binary_search_by_key(&first, |s| s.range.start).ok()?;
+                        let seg = &b.segments[at];
+                        (seg.range.len() == range.len()).then_some(seg.id)
+                    });
+                let id = reused.unwrap_or_else(|| {
+                    *blake3::hash(&encode_segment(&chunks[range.clone()])).as_bytes()
+                });
+                Segment { range, id }
+            })
+            .collect();
+        LeafIndex { size, offsets, chunks, segments }
+    }
+
+    /// The index of a stored leaf, from its segments as stored.
+    pub(crate) fn from_segments(parts: Vec<(Hash, Vec<(Hash, u32)>)>) -> Self {
+        let mut chunks = Vec::new();
+        let mut segments = Vec::with_capacity(parts.len());
+        for (id, list) in parts {
+            let start = chunks.len();
+            chunks.extend(list);
+            segments.push(Segment { range: start..chunks.len(), id });
         }
-        LeafIndex { size, offsets, chunks }
+        let (offsets, size) = offsets_of(&chunks);
+        LeafIndex { size, offsets, chunks, segments }
     }
 
     /// The index of the chunk holding byte `offset` (`offset < size`).
@@ -353,6 +409,22 @@ mod tests {
         assert_eq!(decode_segment_list(&encode_segment_list(&list)).unwrap(), list);
         assert!(decode_segment(&[0; 35]).is_err());
         assert!(decode_segment_list(&[0; 39]).is_err());
+    }
+
+    #[test]
+    fn an_edited_index_reuses_untouched_segments() {
+        let chunks: Vec<(Hash, u32)> =
+            (0..2000u32).map(|i| (*blake3::hash(&i.to_le_bytes()).as_bytes(), 1000)).collect();
+        let base = LeafIndex::new(chunks.clone());
+        let mut edited = chunks.clone();
+        edited[700] = ([9; 32], 1000);
+        let mut kept = vec![true; edited.len()];
+        kept[700] = false;
+        let fresh = LeafIndex::new(edited.clone());
+        let reused = LeafIndex::edited(edited, &kept, Some(&base));
+        assert_eq!(reused.segments, fresh.segments, "reuse gives exactly the hashed ids");
+        let shared = reused.segments.iter().filter(|s| base.segments.contains(s)).count();
+        assert!(shared + 2 >= base.segments.len(), "{shared} of {} shared", base.segments.len());
     }
 
     #[test]

@@ -326,22 +326,20 @@ impl W<'_> {
             StagedBody::Inline(bytes) => {
                 self.inline()?.insert(&staged.hash, bytes.as_slice())?;
             }
-            StagedBody::Chunked { chunks, .. } => self.store_chunk_list(&staged.hash, chunks)?,
+            StagedBody::Chunked { index, .. } => self.store_chunk_list(&staged.hash, index)?,
         }
         Ok(())
     }
 
     /// Stores a leaf's chunk list as segments, adding one reference to each segment and, for
     /// each segment stored here for the first time, one to each of its chunks.
-    fn store_chunk_list(&mut self, leaf: &Hash, chunks: &[(Hash, u32)]) -> Result<()> {
-        let mut list = Vec::new();
-        for range in layout::split_segments(chunks) {
-            let part = &chunks[range];
-            let encoded = layout::encode_segment(part);
-            let id = *blake3::hash(&encoded).as_bytes();
+    fn store_chunk_list(&mut self, leaf: &Hash, index: &LeafIndex) -> Result<()> {
+        let mut list = Vec::with_capacity(index.segments.len());
+        for seg in &index.segments {
+            let (id, part) = (seg.id, &index.chunks[seg.range.clone()]);
             let refs = self.segment_refs()?.get(&id)?.map_or(0, |v| v.value());
             if refs == 0 {
-                self.segments()?.insert(&id, encoded.as_slice())?;
+                self.segments()?.insert(&id, layout::encode_segment(part).as_slice())?;
                 for (chunk, len) in part {
                     // A chunk reused from a stored leaf has a record; a fresh one starts at 0.
                     let refs = self.chunks()?.get(chunk)?.map_or(0, |v| v.value().1);
@@ -383,7 +381,7 @@ impl W<'_> {
                     .range((leaf, 0)..=(leaf, u64::MAX))?
                     .map(|r| r.map(|(_, v)| (*v.value().0, v.value().1)))
                     .collect::<Result<_, _>>()?;
-                self.store_chunk_list(leaf, &list)?;
+                self.store_chunk_list(leaf, &LeafIndex::new(list))?;
             }
         }
         self.txn.delete_table(LEAF_CHUNKS_V1)?;
@@ -886,8 +884,7 @@ impl Vault {
 
     /// The whole chunk list of a chunked leaf, from its segments (cached).
     pub(crate) fn leaf_index(&self, leaf: &Hash) -> Result<Arc<LeafIndex>> {
-        const CACHED: usize = 16;
-        let mut cache = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, idx)) = cache.iter().find(|(h, _)| h == leaf) {
             return Ok(idx.clone());
         }
@@ -898,20 +895,35 @@ impl Vault {
         let Some(list) = lists.get(leaf)? else {
             return Err(Error::CorruptRecord("leaf segments", format!("none for {}", hex(leaf))));
         };
-        let mut chunks = Vec::new();
+        let mut parts = Vec::new();
         for seg in decode_segment_list(list.value())? {
             let Some(bytes) = segments.get(&seg.id)? else {
                 return Err(Error::CorruptRecord("segment", format!("{} missing", hex(&seg.id))));
             };
-            chunks.extend(decode_segment(bytes.value())?);
+            parts.push((seg.id, decode_segment(bytes.value())?));
         }
-        let idx = Arc::new(LeafIndex::new(chunks));
-        cache = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        let idx = Arc::new(LeafIndex::from_segments(parts));
+        self.remember_index(*leaf, idx.clone());
+        Ok(idx)
+    }
+
+    fn remember_index(&self, leaf: Hash, idx: Arc<LeafIndex>) {
+        const CACHED: usize = 16;
+        let mut cache = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|(h, _)| *h != leaf);
         if cache.len() >= CACHED {
             cache.pop_front();
         }
-        cache.push_back((*leaf, idx.clone()));
-        Ok(idx)
+        cache.push_back((leaf, idx));
+    }
+
+    /// A staged leaf's metadata has committed: its chunks are safe from GC from now on, and
+    /// its chunk list is the likeliest to be read or edited next.
+    pub(crate) fn committed(&self, staged: &StagedLeaf) {
+        staged.mark_committed();
+        if let StagedBody::Chunked { index, .. } = &staged.body {
+            self.remember_index(staged.hash, index.clone());
+        }
     }
 
     pub(crate) fn forget_index(&self, leaf: &Hash) {
@@ -944,6 +956,7 @@ impl Vault {
         // Chunks: keep each old chunk whose bytes are unchanged and whose end was a real cut
         // (not just the old end of the payload), cut the rest again.
         let mut chunks: Vec<(Hash, u32)> = Vec::new();
+        let mut kept: Vec<bool> = Vec::new();
         let mut fresh = FreshChunks { store: &self.chunks, hashes: Vec::new() };
         let mut buf = vec![0u8; CHUNK_MAX];
         let mut pos = 0u64;
@@ -957,6 +970,7 @@ impl Vault {
                 let end = pos + u64::from(len);
                 if !touches(pos, end) && (end < old.size || end == size) {
                     chunks.push((hash, len));
+                    kept.push(true);
                     pos = end;
                     continue;
                 }
@@ -968,6 +982,7 @@ impl Vault {
             self.chunks.put(&hash, &buf[..len]).map_err(io_err)?;
             fresh.hashes.push(hash);
             chunks.push((hash, len as u32));
+            kept.push(false);
             pos += len as u64;
         }
         // The id: rehash the touched groups in the base's tree, or everything.
@@ -1013,7 +1028,8 @@ impl Vault {
             }
         };
         let fresh = std::mem::take(&mut fresh.hashes);
-        Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { chunks, fresh }, self.chunks.clone()))
+        let index = Arc::new(LeafIndex::edited(chunks, &kept, Some(&old)));
+        Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { index, fresh }, self.chunks.clone()))
     }
 
     pub(crate) fn read_chunk(&self, leaf: &Hash, chunk: &Hash, len: u32) -> Result<Arc<[u8]>> {
@@ -1116,7 +1132,7 @@ impl Vault {
         })
         .inspect(|_| {
             if let Some(c) = &content {
-                c.mark_committed();
+                self.committed(c);
             }
         })
     }
@@ -1381,7 +1397,7 @@ impl Vault {
             w.put_node(&node)?;
             Ok(node)
         })
-        .inspect(|_| staged.mark_committed())
+        .inspect(|_| self.committed(staged))
     }
 
     /// Deletes a node that has no links left. Call it once nothing holds the node open.

@@ -19,7 +19,7 @@ use blake3::hazmat::{ChainingValue, HasherExt};
 use fastcdc::v2020::FastCDC;
 
 use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX};
-use crate::layout::{GROUP, HashTree, TreeCache};
+use crate::layout::{GROUP, HashTree, LeafIndex, TreeCache};
 use crate::types::Hash;
 
 /// The length of the first `FastCDC` chunk of `data`: `data` holds at least `CHUNK_MAX` bytes,
@@ -33,8 +33,8 @@ pub(crate) fn first_cut(data: &[u8]) -> usize {
 pub enum StagedBody {
     Inline(Vec<u8>),
     Chunked {
-        /// (chunk hash, chunk length) in order; every file is on disk.
-        chunks: Vec<(Hash, u32)>,
+        /// The chunks in order, and their segments; every chunk file is on disk.
+        index: Arc<LeafIndex>,
         /// The chunks this staging wrote, each staged once (the others belong to stored
         /// leaves already).
         fresh: Vec<Hash>,
@@ -65,7 +65,7 @@ impl StagedLeaf {
     pub fn chunk_list(&self) -> &[(Hash, u32)] {
         match &self.body {
             StagedBody::Inline(_) => &[],
-            StagedBody::Chunked { chunks, .. } => chunks,
+            StagedBody::Chunked { index, .. } => &index.chunks,
         }
     }
 
@@ -81,8 +81,8 @@ impl StagedLeaf {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         match &self.body {
             StagedBody::Inline(bytes) => Ok(copy_from(bytes, offset, buf)),
-            StagedBody::Chunked { chunks, .. } => {
-                read_chunks(&self.store, chunks, &[], offset, buf)
+            StagedBody::Chunked { index, .. } => {
+                read_chunks(&self.store, &index.chunks, &[], offset, buf)
             }
         }
     }
@@ -320,7 +320,7 @@ impl PayloadWriter {
             }
             let chunks = std::mem::take(&mut self.chunks);
             let fresh = chunks.iter().map(|c| c.0).collect();
-            StagedBody::Chunked { chunks, fresh }
+            StagedBody::Chunked { index: Arc::new(LeafIndex::new(chunks)), fresh }
         };
         Ok(StagedLeaf::new(hash, self.size, body, self.store.clone()))
     }
