@@ -949,29 +949,33 @@ impl Vault {
         if size <= INLINE_MAX as u64 {
             return Err(Error::CorruptRecord("edit", "an inline result cannot be an edit".into()));
         }
-        let touches = |s: u64, e: u64| {
-            let at = written.partition_point(|w| w.1 <= s);
-            written.get(at).is_some_and(|w| w.0 < e) || e > base_len
-        };
         // Chunks: keep each old chunk whose bytes are unchanged and whose end was a real cut
         // (not just the old end of the payload), cut the rest again.
-        let mut chunks: Vec<(Hash, u32)> = Vec::new();
-        let mut kept: Vec<bool> = Vec::new();
+        let mut chunks: Vec<(Hash, u32)> = Vec::with_capacity(old.chunks.len() + 4);
+        let mut kept: Vec<bool> = Vec::with_capacity(old.chunks.len() + 4);
         let mut fresh = FreshChunks { store: &self.chunks, hashes: Vec::new() };
         let mut buf = vec![0u8; CHUNK_MAX];
         let mut pos = 0u64;
-        let mut i = 0usize;
         while pos < size {
-            while i < old.offsets.len() && old.offsets[i] < pos {
-                i += 1;
-            }
-            if i < old.offsets.len() && old.offsets[i] == pos {
-                let (hash, len) = old.chunks[i];
-                let end = pos + u64::from(len);
-                if !touches(pos, end) && (end < old.size || end == size) {
+            let i = old.offsets.partition_point(|&o| o < pos);
+            if old.offsets.get(i) == Some(&pos) {
+                // A run of old chunks up to the next written byte (or the truncation point)
+                // is kept whole, but never a last chunk whose end was just the old end.
+                let at = written.partition_point(|w| w.1 <= pos);
+                let next_write = written.get(at).map_or(u64::MAX, |w| w.0);
+                let limit = next_write.min(base_len);
+                let mut j = i;
+                while let Some(&(hash, len)) = old.chunks.get(j) {
+                    let end = old.offsets[j] + u64::from(len);
+                    if end > limit || !(end < old.size || end == size) {
+                        break;
+                    }
                     chunks.push((hash, len));
                     kept.push(true);
-                    pos = end;
+                    j += 1;
+                }
+                if j > i {
+                    pos = old.offsets[j - 1] + u64::from(old.chunks[j - 1].1);
                     continue;
                 }
             }
@@ -989,16 +993,23 @@ impl Vault {
         let n = HashTree::groups(size);
         let hash = match self.trees.take(base).filter(|t| n >= 2 && t.size() == old.size) {
             Some(mut tree) => {
-                let mut changed = Vec::new();
-                let mut g = 0u64;
-                while g < n {
-                    let (s, e) = (g * GROUP, ((g + 1) * GROUP).min(size));
-                    let last_moved = g == n - 1 && size != old.size;
-                    if touches(s, e) || last_moved || e > old.size {
-                        read(s, &mut buf[..(e - s) as usize]).map_err(io_err)?;
-                        changed.push((g, layout::group_cv(g, &buf[..(e - s) as usize])));
+                // Groups under a written range, from the truncation point on, and the last.
+                let mut dirty: Vec<u64> = Vec::new();
+                for &(s, e) in written.iter().chain(std::iter::once(&(base_len, size))) {
+                    if s < e {
+                        dirty.extend(s / GROUP..=((e - 1) / GROUP).min(n - 1));
                     }
-                    g += 1;
+                }
+                if size != old.size {
+                    dirty.push(n - 1);
+                }
+                dirty.sort_unstable();
+                dirty.dedup();
+                let mut changed = Vec::with_capacity(dirty.len());
+                for g in dirty {
+                    let (s, e) = (g * GROUP, ((g + 1) * GROUP).min(size));
+                    read(s, &mut buf[..(e - s) as usize]).map_err(io_err)?;
+                    changed.push((g, layout::group_cv(g, &buf[..(e - s) as usize])));
                 }
                 tree.update(size, &changed);
                 let root = tree.root();
