@@ -20,8 +20,8 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use crate::error::{Error, Result, lossy};
 use crate::layout::{decode_segment, decode_segment_list};
 use crate::schema::{
-    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,
-    SEGMENT_REFS, SEGMENTS, TREES, UNREFERENCED, decode, encode,
+    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS, SEGMENTS,
+    TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::{Commit, Vault, W, empty_leaf};
@@ -63,12 +63,6 @@ pub enum Problem {
     MissingChunkRecord {
         segment: Hash,
         chunk: Hash,
-    },
-    /// A segment's recorded number of leaf references is wrong (or it has no segment).
-    SegmentRefs {
-        segment: Hash,
-        recorded: u64,
-        actual: u64,
     },
     LeafRefs {
         leaf: Hash,
@@ -116,9 +110,6 @@ impl fmt::Display for Problem {
             }
             Problem::MissingChunkRecord { segment, chunk } => {
                 write!(f, "segment {} names unknown chunk {}", hex(segment), hex(chunk))
-            }
-            Problem::SegmentRefs { segment, recorded, actual } => {
-                write!(f, "segment {} records {recorded} references, has {actual}", hex(segment))
             }
             Problem::LeafRefs { leaf, recorded, actual } => {
                 write!(f, "leaf {} records {recorded} references, has {actual}", hex(leaf))
@@ -202,9 +193,10 @@ impl Vault {
                     w.unref()?.remove(&leaf)?;
                     continue;
                 }
-                remove_leaf(w, &leaf, &rec, &staged, &mut doomed, &mut report)?;
+                remove_leaf(w, &leaf, &rec, &mut report)?;
                 self.forget_index(&leaf);
             }
+            sweep_segments(w, &staged, &mut doomed, &mut report)?;
             let dead: Vec<Hash> =
                 w.dead()?.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
             for chunk in dead {
@@ -322,7 +314,6 @@ impl Vault {
         let inline_t = txn.open_table(INLINE)?;
         let leaf_segments_t = txn.open_table(LEAF_SEGMENTS)?;
         let segments_t = txn.open_table(SEGMENTS)?;
-        let segment_refs_t = txn.open_table(SEGMENT_REFS)?;
         let chunks_t = txn.open_table(CHUNKS)?;
         let unref_t = txn.open_table(UNREFERENCED)?;
         let orphans_t = txn.open_table(ORPHANS)?;
@@ -445,7 +436,6 @@ impl Vault {
 
         // Leaves: counts, layout, inline bytes.
         let mut chunk_refs: HashMap<Hash, u64> = HashMap::new();
-        let mut segment_refs: HashMap<Hash, u64> = HashMap::new();
         let mut refs_fixes = Vec::new();
         let total_leaves = leaves_t.len()?;
         for (i, row) in leaves_t.iter()?.enumerate() {
@@ -494,7 +484,6 @@ impl Vault {
             };
             let mut covered = 0u64;
             for seg in list {
-                *segment_refs.entry(seg.id).or_default() += 1;
                 covered += seg.bytes;
                 let chunks = segments_t.get(&seg.id)?.map(|v| decode_segment(v.value()));
                 let detail = match chunks {
@@ -517,38 +506,17 @@ impl Vault {
             }
         }
 
-        // Segments: counts, and the chunk references of the live ones.
-        let mut segment_fixes = Vec::new();
+        // Segments: every stored one counts toward its chunks' references, named by a leaf
+        // or not (an unnamed one is garbage that the next GC sweeps).
         for row in segments_t.iter()? {
             let (k, v) = row?;
             let segment = *k.value();
-            let recorded = segment_refs_t.get(&segment)?.map_or(0, |v| v.value());
-            let actual = segment_refs.get(&segment).copied().unwrap_or(0);
-            if recorded != actual {
-                report.problems.push(Problem::SegmentRefs { segment, recorded, actual });
-                segment_fixes.push((segment, actual));
-            }
-            if actual == 0 {
-                continue;
-            }
             // Undecodable segments were reported with the leaves that name them.
             for (chunk, _) in decode_segment(v.value()).unwrap_or_default() {
                 *chunk_refs.entry(chunk).or_default() += 1;
                 if chunks_t.get(&chunk)?.is_none() {
                     report.problems.push(Problem::MissingChunkRecord { segment, chunk });
                 }
-            }
-        }
-        for row in segment_refs_t.iter()? {
-            let (k, v) = row?;
-            let segment = *k.value();
-            if segments_t.get(&segment)?.is_none() {
-                report.problems.push(Problem::SegmentRefs {
-                    segment,
-                    recorded: v.value(),
-                    actual: 0,
-                });
-                segment_fixes.push((segment, 0));
             }
         }
 
@@ -598,7 +566,7 @@ impl Vault {
             self.deep_verify(&leaves_t, &mut report, progress)?;
         }
         drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_segments_t));
-        drop((segments_t, segment_refs_t, chunks_t, unref_t, orphans_t, txn));
+        drop((segments_t, chunks_t, unref_t, orphans_t, txn));
 
         if opts.repair && !report.problems.is_empty() {
             self.repair(
@@ -606,7 +574,6 @@ impl Vault {
                 &Fixes {
                     nlink_fixes,
                     refs_fixes,
-                    segment_fixes,
                     chunk_fixes,
                     dangling,
                     bad_chunks,
@@ -688,16 +655,6 @@ impl Vault {
                 }
                 done.push(format!("set reference count of leaf {} to {refs}", hex(leaf)));
             }
-            for (segment, refs) in &fixes.segment_fixes {
-                if *refs == 0 {
-                    w.segments()?.remove(segment)?;
-                    w.segment_refs()?.remove(segment)?;
-                    done.push(format!("removed unreferenced segment {}", hex(segment)));
-                } else {
-                    w.segment_refs()?.insert(segment, *refs)?;
-                    done.push(format!("set reference count of segment {} to {refs}", hex(segment)));
-                }
-            }
             for (chunk, len, refs) in &fixes.chunk_fixes {
                 w.chunks()?.insert(chunk, (*len, *refs))?;
                 if *refs == 0 {
@@ -737,7 +694,6 @@ impl Vault {
 struct Fixes {
     nlink_fixes: Vec<(NodeId, u32)>,
     refs_fixes: Vec<(Hash, u64)>,
-    segment_fixes: Vec<(Hash, u64)>,
     chunk_fixes: Vec<(Hash, u32, u64)>,
     dangling: Vec<(u64, Vec<u8>, u64)>,
     bad_chunks: Vec<Hash>,
@@ -745,14 +701,7 @@ struct Fixes {
     stray: Vec<PathBuf>,
 }
 
-fn remove_leaf(
-    w: &mut W,
-    leaf: &Hash,
-    rec: &LeafRecord,
-    staged: &HashMap<Hash, u32>,
-    doomed: &mut Vec<Hash>,
-    report: &mut GcReport,
-) -> Result<()> {
+fn remove_leaf(w: &mut W, leaf: &Hash, rec: &LeafRecord, report: &mut GcReport) -> Result<()> {
     w.leaves()?.remove(leaf)?;
     w.unref()?.remove(leaf)?;
     report.leaves_removed += 1;
@@ -761,18 +710,34 @@ fn remove_leaf(
         report.inline_bytes_freed += rec.size;
         return Ok(());
     }
-    let list = match w.leaf_segments()?.remove(leaf)? {
-        Some(v) => decode_segment_list(v.value())?,
-        None => Vec::new(),
-    };
-    for seg in list {
-        let refs = w.segment_refs()?.get(&seg.id)?.map_or(0, |v| v.value()).saturating_sub(1);
-        if refs > 0 {
-            w.segment_refs()?.insert(&seg.id, refs)?;
-            continue;
-        }
-        w.segment_refs()?.remove(&seg.id)?;
-        let chunks = match w.segments()?.remove(&seg.id)? {
+    // Its segments go in the sweep, unless another leaf names them.
+    w.leaf_segments()?.remove(leaf)?;
+    Ok(())
+}
+
+/// Deletes every stored segment that no leaf's list names, releasing its chunks.
+fn sweep_segments(
+    w: &mut W,
+    staged: &HashMap<Hash, u32>,
+    doomed: &mut Vec<Hash>,
+    report: &mut GcReport,
+) -> Result<()> {
+    let mut live: HashSet<Hash> = HashSet::new();
+    for row in w.leaf_segments()?.iter()? {
+        let (_, v) = row?;
+        live.extend(decode_segment_list(v.value())?.into_iter().map(|s| s.id));
+    }
+    let dead: Vec<Hash> = w
+        .segments()?
+        .iter()?
+        .filter_map(|r| match r {
+            Ok((k, _)) if live.contains(k.value()) => None,
+            Ok((k, _)) => Some(Ok(*k.value())),
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    for id in dead {
+        let chunks = match w.segments()?.remove(&id)? {
             Some(v) => decode_segment(v.value())?,
             None => continue,
         };

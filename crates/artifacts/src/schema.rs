@@ -44,8 +44,6 @@ pub const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("leaf_segments_v2");
 /// segment id -> its chunks, `layout::encode_segment`
 pub const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
-/// segment id -> number of leaves whose lists name it (a leaf naming it twice counts twice)
-pub const SEGMENT_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("segment_refs_v2");
 /// chunk hash -> (length, number of entries in stored segments naming it)
 pub const CHUNKS: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");
 /// chunks whose count fell to zero while a writer had them staged: GC candidates

@@ -39,8 +39,8 @@ use crate::layout::{
 use crate::schema::{
     CHUNKS, DEAD_CHUNKS, ENTRIES, FORMAT_OLDEST, FORMAT_VERSION, INLINE, LEAF_CHUNKS_V1,
     LEAF_SEGMENTS, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
-    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENT_REFS, SEGMENTS, TREES, TreeRecord,
-    UNREFERENCED, XATTRS, bytes_u64, decode, encode, u64_bytes,
+    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENTS, TREES, TreeRecord, UNREFERENCED,
+    XATTRS, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
@@ -173,7 +173,6 @@ write_tables! {
     inline: INLINE => &'static [u8; 32], &'static [u8];
     leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
     segments: SEGMENTS => &'static [u8; 32], &'static [u8];
-    segment_refs: SEGMENT_REFS => &'static [u8; 32], u64;
     chunks: CHUNKS => &'static [u8; 32], (u32, u64);
     dead: DEAD_CHUNKS => &'static [u8; 32], ();
     unref: UNREFERENCED => &'static [u8; 32], i64;
@@ -331,14 +330,14 @@ impl W<'_> {
         Ok(())
     }
 
-    /// Stores a leaf's chunk list as segments, adding one reference to each segment and, for
-    /// each segment stored here for the first time, one to each of its chunks.
+    /// Stores a leaf's chunk list as segments: each segment not stored yet is stored, adding
+    /// one reference to each of its chunks. Segments carry no count (GC sweeps the ones no
+    /// leaf names), so a new version of a large file writes only its new segments and list.
     fn store_chunk_list(&mut self, leaf: &Hash, index: &LeafIndex) -> Result<()> {
         let mut list = Vec::with_capacity(index.segments.len());
         for seg in &index.segments {
             let (id, part) = (seg.id, &index.chunks[seg.range.clone()]);
-            let refs = self.segment_refs()?.get(&id)?.map_or(0, |v| v.value());
-            if refs == 0 {
+            if self.segments()?.get(&id)?.is_none() {
                 self.segments()?.insert(&id, layout::encode_segment(part).as_slice())?;
                 for (chunk, len) in part {
                     // A chunk reused from a stored leaf has a record; a fresh one starts at 0.
@@ -347,7 +346,6 @@ impl W<'_> {
                     self.dead()?.remove(chunk)?;
                 }
             }
-            self.segment_refs()?.insert(&id, refs + 1)?;
             list.push(SegmentRef { id, bytes: part.iter().map(|c| u64::from(c.1)).sum() });
         }
         self.leaf_segments()?.insert(leaf, layout::encode_segment_list(&list).as_slice())?;

@@ -16,7 +16,6 @@ const LEAF_CHUNKS_V1: TableDefinition<(&[u8; 32], u64), ChunkRow> =
     TableDefinition::new("leaf_chunks_v1");
 const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("leaf_segments_v2");
 const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
-const SEGMENT_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("segment_refs_v2");
 
 /// Rewrites a closed format 2 store into format 1's layout.
 fn downgrade(dir: &std::path::Path) {
@@ -51,7 +50,6 @@ fn downgrade(dir: &std::path::Path) {
     }
     txn.delete_table(LEAF_SEGMENTS).unwrap();
     txn.delete_table(SEGMENTS).unwrap();
-    txn.delete_table(SEGMENT_REFS).unwrap();
     txn.commit().unwrap();
 }
 
