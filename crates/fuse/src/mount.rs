@@ -71,14 +71,45 @@ pub enum MountError {
     Fs(crate::error::FsError),
 }
 
-/// Every mount point in `/proc/self/mountinfo`.
-pub fn mount_points() -> Vec<PathBuf> {
+/// Every mount in `/proc/self/mountinfo`: (`major:minor` of its device, mount point).
+fn mounts() -> Vec<(String, PathBuf)> {
     use std::os::unix::ffi::OsStringExt as _;
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
     info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|mp| PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(mp))))
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let dev = fields.nth(2)?;
+            let mp = fields.nth(1)?;
+            Some((
+                dev.to_owned(),
+                PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(mp))),
+            ))
+        })
         .collect()
+}
+
+/// Every mount point in `/proc/self/mountinfo`.
+pub fn mount_points() -> Vec<PathBuf> {
+    mounts().into_iter().map(|(_, mp)| mp).collect()
+}
+
+/// The kernel's read-ahead for this mount, in KiB. FUSE starts every mount at 128 KiB; a
+/// cold sequential read then waits on one small request after another (on a 2-core test
+/// machine 4 MiB read a cold 1 GiB file at 645 MB/s where 128 KiB gave 332 MB/s).
+const READ_AHEAD_KB: u32 = 4096;
+
+/// Raises the mount's read-ahead (`/sys/class/bdi/<major:minor>/read_ahead_kb`). Only root
+/// may; anyone else keeps the kernel's default, which is only slower.
+fn raise_read_ahead(mountpoint: &Path) {
+    let mp = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
+    let Some((dev, _)) = mounts().into_iter().rev().find(|(_, p)| *p == mp) else { return };
+    let knob = PathBuf::from(format!("/sys/class/bdi/{dev}/read_ahead_kb"));
+    match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+        Ok(()) => tracing::debug!(knob = %knob.display(), kb = READ_AHEAD_KB, "read-ahead raised"),
+        Err(e) => {
+            tracing::debug!(knob = %knob.display(), error = %e, "read-ahead left at the default")
+        }
+    }
 }
 
 /// Whether `path` is a mount point. A dead FUSE mount cannot be resolved, so when
@@ -278,6 +309,7 @@ impl MountSession {
         let session = fuser::Session::new(Adapter::new(fs.clone()), mp, &fcfg)
             .and_then(fuser::Session::spawn)
             .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
+        raise_read_ahead(mp);
 
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
