@@ -107,7 +107,7 @@ fn raise_read_ahead(mountpoint: &Path) {
     match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
         Ok(()) => tracing::debug!(knob = %knob.display(), kb = READ_AHEAD_KB, "read-ahead raised"),
         Err(e) => {
-            tracing::debug!(knob = %knob.display(), error = %e, "read-ahead left at the default")
+            tracing::debug!(knob = %knob.display(), error = %e, "read-ahead left at the default");
         }
     }
 }
