@@ -315,6 +315,15 @@ impl TreeCache {
         inner.remove(at).map(|(_, t)| t)
     }
 
+    /// Builds the tree over all groups' chaining values, keeps it, and returns its root
+    /// (`None` below two groups: such a payload has no tree).
+    pub(crate) fn root_of(&self, size: u64, cvs: Vec<ChainingValue>) -> Option<Hash> {
+        let tree = HashTree::from_cvs(size, cvs)?;
+        let root = tree.root();
+        self.put(root, tree);
+        Some(root)
+    }
+
     pub(crate) fn put(&self, hash: Hash, tree: HashTree) {
         if tree.size < TREE_MIN_SIZE {
             return;

@@ -29,7 +29,7 @@ pub use attention::{Aggregate, Heat, Retention};
 pub use chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, FaultInjector, INLINE_MAX, IoStep};
 pub use error::{Error, Result};
 pub use gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
-pub use layout::{GROUP, HashTree};
+pub use layout::GROUP;
 pub use types::*;
 pub use vault::{
     Commit, Counts, LINK_MAX, LeafReader, NAME_MAX, Options, Stats, Vault, XATTR_VALUE_MAX,

@@ -1026,12 +1026,8 @@ impl Vault {
                         cvs.push(layout::group_cv(g, &buf[..(e - s) as usize]));
                     }
                 }
-                match HashTree::from_cvs(size, cvs) {
-                    Some(tree) => {
-                        let root = tree.root();
-                        self.trees.put(root, tree);
-                        root
-                    }
+                match self.trees.root_of(size, cvs) {
+                    Some(root) => root,
                     None => *hasher.finalize().as_bytes(),
                 }
             }

@@ -19,7 +19,7 @@ use blake3::hazmat::{ChainingValue, HasherExt};
 use fastcdc::v2020::FastCDC;
 
 use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX};
-use crate::layout::{GROUP, HashTree, LeafIndex, TreeCache};
+use crate::layout::{GROUP, LeafIndex, TreeCache};
 use crate::types::Hash;
 
 /// The length of the first `FastCDC` chunk of `data`: `data` holds at least `CHUNK_MAX` bytes,
@@ -305,11 +305,9 @@ impl PayloadWriter {
         } else {
             // Groups are pushed only once more bytes follow, so the last one is not empty.
             self.cvs.push(self.group.finalize_non_root());
-            let tree = HashTree::from_cvs(self.size, std::mem::take(&mut self.cvs))
-                .ok_or_else(|| io::Error::other("payload hash tree has the wrong shape"))?;
-            let root = tree.root();
-            self.trees.put(root, tree);
-            root
+            self.trees
+                .root_of(self.size, std::mem::take(&mut self.cvs))
+                .ok_or_else(|| io::Error::other("payload hash tree has the wrong shape"))?
         };
         let body = if self.chunks.is_empty() && self.buf.len() <= INLINE_MAX {
             StagedBody::Inline(std::mem::take(&mut self.buf))
