@@ -6,8 +6,8 @@
 //! - `open`: node -> `OpenNode` (handle count, write buffer). Handles are counted, and idle
 //!   entries removed, while this map is locked.
 //! - `OpenNode` mutex: serialises writes, reads of dirty content and commits of one file.
-//! - `handles` (fh -> `Handle`), `orphans` and the inode table are leaf locks, held only for
-//!   one lookup or update.
+//! - `handles` (fh -> `Handle`), `orphans`, `reap_queue` and the inode table are leaf locks,
+//!   held only for one lookup or update.
 //! - The store (`Vault`) has its own transactions; it is called with at most one `OpenNode`
 //!   locked.
 //!
