@@ -163,12 +163,60 @@ pub struct FsckOptions {
 impl Vault {
     /// Reclaims unreferenced leaves and chunks. Leaves unreferenced since after
     /// `unreferenced_before` are kept (pass `None` to reclaim all).
+    /// Last, it deletes chunk files that no metadata names and stray files: a walk of the
+    /// whole chunk directory.
     pub fn gc(
         &self,
         unreferenced_before: Option<Timestamp>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<GcReport> {
         let staged = self.chunks.staging_lock();
+        let mut report = self.collect_locked(&staged, unreferenced_before, progress)?;
+        let (on_disk, stray) =
+            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        let txn = self.read_txn()?;
+        let known = txn.open_table(CHUNKS)?;
+        let total = on_disk.len() as u64;
+        for (i, chunk) in on_disk.iter().enumerate() {
+            if i % 1024 == 0 {
+                progress(Progress { phase: "chunk files", done: i as u64, total });
+            }
+            if known.get(chunk)?.is_none() && !staged.contains_key(chunk) {
+                self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
+                report.stray_files_removed += 1;
+            }
+        }
+        for path in stray {
+            if path.is_file() && fs::remove_file(&path).is_ok() {
+                report.stray_files_removed += 1;
+            }
+        }
+        progress(Progress { phase: "done", done: total, total });
+        Ok(report)
+    }
+
+    /// The part of `gc` that follows the metadata (leaves, segments, chunks, and the files
+    /// of the chunks it drops), without walking the chunk directory: cheap enough to run
+    /// periodically on a mounted store. Does nothing when nothing is unreferenced.
+    pub fn collect(&self, unreferenced_before: Option<Timestamp>) -> Result<GcReport> {
+        {
+            let txn = self.read_txn()?;
+            if txn.open_table(UNREFERENCED)?.is_empty()?
+                && txn.open_table(crate::schema::DEAD_CHUNKS)?.is_empty()?
+            {
+                return Ok(GcReport::default());
+            }
+        }
+        let staged = self.chunks.staging_lock();
+        self.collect_locked(&staged, unreferenced_before, &mut |_| {})
+    }
+
+    fn collect_locked(
+        &self,
+        staged: &HashMap<Hash, u32>,
+        unreferenced_before: Option<Timestamp>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<GcReport> {
         let mut report = GcReport::default();
         let mut doomed: Vec<Hash> = Vec::new();
         self.write_fs(Commit::Durable, |w| {
@@ -196,7 +244,7 @@ impl Vault {
                 remove_leaf(w, &leaf, &rec, &mut report)?;
                 self.forget_index(&leaf);
             }
-            sweep_segments(w, &staged, &mut doomed, &mut report)?;
+            sweep_segments(w, staged, &mut doomed, &mut report)?;
             let dead: Vec<Hash> =
                 w.dead()?.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
             for chunk in dead {
@@ -218,27 +266,6 @@ impl Vault {
             self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
         }
         report.chunks_removed = doomed.len() as u64;
-
-        let (on_disk, stray) =
-            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
-        let txn = self.read_txn()?;
-        let known = txn.open_table(CHUNKS)?;
-        let total = on_disk.len() as u64;
-        for (i, chunk) in on_disk.iter().enumerate() {
-            if i % 1024 == 0 {
-                progress(Progress { phase: "chunk files", done: i as u64, total });
-            }
-            if known.get(chunk)?.is_none() && !staged.contains_key(chunk) {
-                self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
-                report.stray_files_removed += 1;
-            }
-        }
-        for path in stray {
-            if path.is_file() && fs::remove_file(&path).is_ok() {
-                report.stray_files_removed += 1;
-            }
-        }
-        progress(Progress { phase: "done", done: total, total });
         Ok(report)
     }
 

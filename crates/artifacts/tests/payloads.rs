@@ -260,6 +260,25 @@ fn gc_reclaims_unreferenced_payloads_and_stray_files() {
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
 }
 
+/// `collect` (what the mount runs periodically) keeps leaves unreferenced for less than the
+/// grace period, and collects them once it is over; with nothing unreferenced it does nothing.
+#[test]
+fn collect_honours_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    assert_eq!(v.collect(None).unwrap(), indras_artifacts::GcReport::default());
+    put(&v, "f", &bytes(1, MIB), Commit::CrashConsistent);
+    put(&v, "f", &bytes(2, MIB), Commit::CrashConsistent);
+    let an_hour_ago = indras_artifacts::Timestamp { secs: now().secs - 3600, nanos: 0 };
+    assert_eq!(v.collect(Some(an_hour_ago)).unwrap().leaves_removed, 0);
+    assert_eq!(v.stats().unwrap().unreferenced_leaves, 1);
+    let report = v.collect(None).unwrap();
+    assert_eq!(report.leaves_removed, 1, "{report:?}");
+    assert!(report.chunk_bytes_freed >= MIB as u64 - 300_000, "{report:?}");
+    assert_eq!(get(&v, "f"), bytes(2, MIB));
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
+
 #[test]
 fn abandoned_payloads_leave_no_files_and_shared_chunks_stay() {
     let dir = tempfile::tempdir().unwrap();

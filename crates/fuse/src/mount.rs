@@ -30,6 +30,11 @@ pub struct MountConfig {
     pub threads: usize,
     /// How often crash-consistent commits are made durable.
     pub sync_interval: Duration,
+    /// How often the mount collects leaves no file references any more (old versions of
+    /// edited files, deleted files' content), with the segments and chunks only they used.
+    pub gc_interval: Duration,
+    /// A leaf is collected only once it has been unreferenced this long.
+    pub gc_grace: Duration,
     pub attention: crate::attention::AttentionConfig,
 }
 
@@ -44,6 +49,8 @@ impl MountConfig {
             options: Vec::new(),
             threads: 4,
             sync_interval: Duration::from_secs(1),
+            gc_interval: Duration::from_secs(600),
+            gc_grace: Duration::from_secs(600),
             attention: crate::attention::AttentionConfig::default(),
         }
     }
@@ -222,10 +229,12 @@ impl StopHandle {
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
 
 /// The background thread: writes attention batches, deletes unlinked nodes nothing holds,
-/// makes commits durable on a timer, and deletes the chunks of payloads that were staged and
-/// then dropped.
-fn background(fs: &VaultFs, stop: &StopHandle, sync_interval: Duration) {
+/// makes commits durable on a timer, deletes the chunks of payloads that were staged and
+/// then dropped, and collects payloads unreferenced for longer than the grace period.
+fn background(fs: &VaultFs, stop: &StopHandle, cfg: &Timers) {
+    let sync_interval = cfg.sync;
     let mut last_sync = std::time::Instant::now();
+    let mut last_gc = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         if let Err(e) = fs.attention().flush() {
             tracing::error!(error = %e, "writing attention events failed; they stay queued");
@@ -242,7 +251,29 @@ fn background(fs: &VaultFs, stop: &StopHandle, sync_interval: Duration) {
                 tracing::warn!(error = %e, "reclaiming abandoned chunks failed; gc will");
             }
         }
+        if last_gc.elapsed() >= cfg.gc {
+            last_gc = std::time::Instant::now();
+            let grace = i64::try_from(cfg.gc_grace.as_secs()).unwrap_or(i64::MAX);
+            let before = Timestamp { secs: Timestamp::now().secs.saturating_sub(grace), nanos: 0 };
+            match fs.vault().collect(Some(before)) {
+                Ok(r) if r.leaves_removed > 0 => tracing::info!(
+                    leaves = r.leaves_removed,
+                    chunks = r.chunks_removed,
+                    bytes = r.chunk_bytes_freed + r.inline_bytes_freed,
+                    "collected unreferenced payloads"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "collecting unreferenced payloads failed"),
+            }
+        }
     }
+}
+
+/// The background thread's periods.
+struct Timers {
+    sync: Duration,
+    gc: Duration,
+    gc_grace: Duration,
 }
 
 /// A live mount.
@@ -314,11 +345,12 @@ impl MountSession {
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
             let stop = stop.clone();
-            let interval = cfg.sync_interval;
+            let timers =
+                Timers { sync: cfg.sync_interval, gc: cfg.gc_interval, gc_grace: cfg.gc_grace };
             let fs = fs.clone();
             std::thread::Builder::new()
                 .name("indras-background".to_owned())
-                .spawn(move || background(&fs, &stop, interval))
+                .spawn(move || background(&fs, &stop, &timers))
                 .map_err(|source| MountError::Mount { path: mp.clone(), source })?
         };
         tracing::info!(mountpoint = %mp.display(), data_dir = %cfg.data_dir.display(), "mounted");
