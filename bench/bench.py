@@ -205,9 +205,6 @@ class Rclone(FuseTarget):
     def backing(self):
         return self.back
 
-    def stop(self):
-        super().stop()
-
 
 class Indras(FuseTarget):
     def __init__(self, name, root, binary):

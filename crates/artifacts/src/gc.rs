@@ -24,7 +24,7 @@ use crate::schema::{
     TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
-use crate::vault::{Commit, Vault, W, empty_leaf};
+use crate::vault::{Commit, EMPTY_LEAF, Vault, W};
 
 /// Progress of a long admin run, for a progress bar.
 #[derive(Clone, Copy, Debug)]
@@ -237,7 +237,7 @@ impl Vault {
                     w.unref()?.remove(&leaf)?;
                     continue;
                 };
-                if rec.refs > 0 || leaf == empty_leaf() {
+                if rec.refs > 0 || leaf == EMPTY_LEAF {
                     w.unref()?.remove(&leaf)?;
                     continue;
                 }
@@ -475,7 +475,7 @@ impl Vault {
             }
             let actual = leaf_refs.get(&leaf).copied().unwrap_or(0);
             // The empty leaf is pinned and never counted.
-            if leaf != empty_leaf() {
+            if leaf != EMPTY_LEAF {
                 if rec.refs != actual {
                     report.problems.push(Problem::LeafRefs { leaf, recorded: rec.refs, actual });
                     refs_fixes.push((leaf, actual));

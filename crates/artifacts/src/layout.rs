@@ -437,6 +437,11 @@ mod tests {
     }
 
     #[test]
+    fn the_pinned_empty_leaf_is_the_hash_of_nothing() {
+        assert_eq!(crate::vault::EMPTY_LEAF, *blake3::hash(b"").as_bytes());
+    }
+
+    #[test]
     fn index_finds_chunks() {
         let idx = LeafIndex::new(vec![([1; 32], 10), ([2; 32], 20), ([3; 32], 5)]);
         assert_eq!(idx.size, 35);

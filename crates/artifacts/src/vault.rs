@@ -310,7 +310,7 @@ impl W<'_> {
         if self.leaves()?.get(&staged.hash)?.is_some() {
             return self.leaf_incref(&staged.hash);
         }
-        let refs = u64::from(staged.hash != empty_leaf());
+        let refs = u64::from(staged.hash != EMPTY_LEAF);
         self.insert_leaf(staged, refs, now)
     }
 
@@ -318,7 +318,7 @@ impl W<'_> {
         let rec =
             LeafRecord { size: staged.size, refs, inline: staged.is_inline(), created_at: now };
         self.leaves()?.insert(&staged.hash, encode(&rec).as_slice())?;
-        if refs == 0 && staged.hash != empty_leaf() {
+        if refs == 0 && staged.hash != EMPTY_LEAF {
             self.unref()?.insert(&staged.hash, now.secs)?;
         }
         match &staged.body {
@@ -403,7 +403,7 @@ impl W<'_> {
     }
 
     pub(crate) fn leaf_incref(&mut self, hash: &Hash) -> Result<()> {
-        if *hash == empty_leaf() {
+        if *hash == EMPTY_LEAF {
             return Ok(());
         }
         let mut rec = self.leaf(hash)?;
@@ -416,7 +416,7 @@ impl W<'_> {
     }
 
     pub(crate) fn leaf_decref(&mut self, hash: &Hash, now: Timestamp) -> Result<()> {
-        if *hash == empty_leaf() {
+        if *hash == EMPTY_LEAF {
             return Ok(());
         }
         let mut rec = self.leaf(hash)?;
@@ -812,6 +812,26 @@ impl Vault {
         w.finish().map_err(|e| Error::io(self.chunks.chunk_dir(), e))
     }
 
+    /// Stores a payload of `size` bytes that `read(offset, buf)` provides (filling `buf`
+    /// exactly), streamed in 1 MiB pieces.
+    pub fn stage_with(
+        &self,
+        size: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> Result<StagedLeaf> {
+        const PIECE: u64 = 1 << 20;
+        let mut w = self.payload_writer();
+        let mut buf = vec![0u8; usize::try_from(size.min(PIECE)).unwrap_or(0)];
+        let mut pos = 0u64;
+        while pos < size {
+            let piece = &mut buf[..usize::try_from((size - pos).min(PIECE)).unwrap_or(0)];
+            read(pos, piece).map_err(|e| Error::io(self.tmp_dir(), e))?;
+            io::Write::write_all(&mut w, piece).map_err(|e| Error::io(self.tmp_dir(), e))?;
+            pos += piece.len() as u64;
+        }
+        w.finish().map_err(|e| Error::io(self.chunks.chunk_dir(), e))
+    }
+
     /// Size of a stored leaf.
     pub fn leaf_size(&self, leaf: &Hash) -> Result<u64> {
         let txn = self.read_txn()?;
@@ -928,12 +948,13 @@ impl Vault {
         self.indexes.lock().unwrap_or_else(PoisonError::into_inner).retain(|(h, _)| h != leaf);
     }
 
-    /// Stages an edit of the chunked leaf `base`: new content of `size` bytes that equals
-    /// `base` except in the `written` ranges (sorted, disjoint) and from `base_len` on (bytes
-    /// of `base` beyond `base_len` were truncated away). `read(offset, buf)` fills `buf` with
-    /// new content. Only the chunks that the edit touches are cut and stored again, and only
-    /// the touched 64 KiB groups are rehashed; the result equals staging the whole new
-    /// content through `payload_writer` (same id, same chunks).
+    /// Stages an edit of the leaf `base`: new content of `size` bytes that equals `base`
+    /// except in the `written` ranges (sorted, disjoint) and from `base_len` on (bytes of
+    /// `base` beyond `base_len` were truncated away). `read(offset, buf)` fills `buf` with
+    /// new content. When base and result are both chunked, only the chunks that the edit
+    /// touches are cut and stored again, and only the touched 64 KiB groups are rehashed;
+    /// otherwise (small payloads) the whole content is staged. Either way the result equals
+    /// staging the whole new content through `payload_writer` (same id, same chunks).
     pub fn stage_edit(
         &self,
         base: &Hash,
@@ -942,11 +963,11 @@ impl Vault {
         size: u64,
         read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
     ) -> Result<StagedLeaf> {
+        if size <= INLINE_MAX as u64 || self.leaf_size(base)? <= INLINE_MAX as u64 {
+            return self.stage_with(size, read);
+        }
         let io_err = |e: io::Error| Error::io(self.tmp_dir(), e);
         let old = self.leaf_index(base)?;
-        if size <= INLINE_MAX as u64 {
-            return Err(Error::CorruptRecord("edit", "an inline result cannot be an edit".into()));
-        }
         // Chunks: keep each old chunk whose bytes are unchanged and whose end was a real cut
         // (not just the old end of the payload), cut the rest again.
         let mut chunks: Vec<(Hash, u32)> = Vec::with_capacity(old.chunks.len() + 4);
@@ -1589,11 +1610,13 @@ impl NodeIds {
     }
 }
 
-/// The id of the empty payload. Every empty file shares it, so it is pinned: never counted,
-/// never collected (counting it would add two table writes to every file creation).
-pub(crate) fn empty_leaf() -> Hash {
-    *blake3::hash(&[]).as_bytes()
-}
+/// The id of the empty payload (`blake3::hash(b"")`). Every empty file shares it, so it is
+/// pinned: never counted, never collected (counting it would add two table writes to every
+/// file creation).
+pub(crate) const EMPTY_LEAF: Hash = [
+    0xaf, 0x13, 0x49, 0xb9, 0xf5, 0xf9, 0xa1, 0xa6, 0xa0, 0x40, 0x4d, 0xea, 0x36, 0xdc, 0xc9, 0x49,
+    0x9b, 0xcb, 0x25, 0xc9, 0xad, 0xc1, 0x12, 0xb7, 0xcc, 0x9a, 0x93, 0xca, 0xe4, 0x1f, 0x32, 0x62,
+];
 
 /// The chunks an edit has written so far: abandoned if the edit fails before it returns them.
 struct FreshChunks<'a> {

@@ -10,8 +10,8 @@
 //! the base content, which is the committed leaf or what the stream had staged. Reads merge
 //! shadow, base and zeros. Commit over a committed chunked leaf is an edit
 //! (`Vault::stage_edit`): only the chunks and 64 KiB hash groups the written ranges touch are
-//! cut and hashed again. Otherwise it streams the merged content through a new
-//! `PayloadWriter`.
+//! cut and hashed again. Otherwise it streams the merged content into the store
+//! (`Vault::stage_with`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -19,14 +19,12 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use indras_artifacts::{Hash, INLINE_MAX, PayloadWriter, StagedLeaf, Vault};
+use indras_artifacts::{Hash, PayloadWriter, StagedLeaf, Vault};
 
 use crate::error::{FsError, FsResult};
 
 /// Shadows larger than this spill to a temp file.
 pub const MEM_SHADOW_MAX: u64 = 4 << 20;
-/// Commit streams content in pieces of this size.
-const COMMIT_PIECE: usize = 1 << 20;
 
 /// The content a buffer was opened over.
 enum Base {
@@ -244,37 +242,25 @@ impl WriteBuffer {
                         });
                     }
                 }
-                if let Base::Leaf(h) = base {
-                    let orig = vault.leaf_size(h)?;
-                    if orig > INLINE_MAX as u64 && self.size > INLINE_MAX as u64 {
+                let mut read = |offset: u64, buf: &mut [u8]| -> io::Result<()> {
+                    let piece = self
+                        .read(vault, offset, buf.len())
+                        .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
+                    if piece.len() != buf.len() {
+                        return Err(io::Error::other("buffer ended before its size"));
+                    }
+                    buf.copy_from_slice(&piece);
+                    Ok(())
+                };
+                let staged = match base {
+                    Base::Leaf(h) => {
                         let written: Vec<(u64, u64)> =
                             extents.iter().map(|(s, e)| (*s, *e)).collect();
-                        let mut read = |offset: u64, buf: &mut [u8]| -> io::Result<()> {
-                            let piece = self
-                                .read(vault, offset, buf.len())
-                                .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
-                            if piece.len() != buf.len() {
-                                return Err(io::ErrorKind::UnexpectedEof.into());
-                            }
-                            buf.copy_from_slice(&piece);
-                            Ok(())
-                        };
-                        let staged =
-                            vault.stage_edit(h, base_len, &written, self.size, &mut read)?;
-                        return Ok(Some(staged));
+                        vault.stage_edit(h, base_len, &written, self.size, &mut read)?
                     }
-                }
-                let mut w = vault.payload_writer();
-                let mut pos = 0u64;
-                while pos < self.size {
-                    let piece = self.read(vault, pos, COMMIT_PIECE)?;
-                    if piece.is_empty() {
-                        return Err(FsError::new(libc::EIO, "buffer ended before its size"));
-                    }
-                    w.write_all(&piece)?;
-                    pos += piece.len() as u64;
-                }
-                Ok(Some(w.finish()?))
+                    Base::Staged(_) | Base::Empty => vault.stage_with(self.size, &mut read)?,
+                };
+                Ok(Some(staged))
             }
         }
     }

@@ -231,8 +231,8 @@ const ATTENTION_TICK: Duration = Duration::from_millis(200);
 /// The background thread: writes attention batches, deletes unlinked nodes nothing holds,
 /// makes commits durable on a timer, deletes the chunks of payloads that were staged and
 /// then dropped, and collects payloads unreferenced for longer than the grace period.
-fn background(fs: &VaultFs, stop: &StopHandle, cfg: &Timers) {
-    let sync_interval = cfg.sync;
+fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
+    let sync_interval = cfg.sync_interval;
     let mut last_sync = std::time::Instant::now();
     let mut last_gc = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
@@ -251,7 +251,7 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &Timers) {
                 tracing::warn!(error = %e, "reclaiming abandoned chunks failed; gc will");
             }
         }
-        if last_gc.elapsed() >= cfg.gc {
+        if last_gc.elapsed() >= cfg.gc_interval {
             last_gc = std::time::Instant::now();
             let grace = i64::try_from(cfg.gc_grace.as_secs()).unwrap_or(i64::MAX);
             let before = Timestamp { secs: Timestamp::now().secs.saturating_sub(grace), nanos: 0 };
@@ -267,13 +267,6 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &Timers) {
             }
         }
     }
-}
-
-/// The background thread's periods.
-struct Timers {
-    sync: Duration,
-    gc: Duration,
-    gc_grace: Duration,
 }
 
 /// A live mount.
@@ -345,12 +338,11 @@ impl MountSession {
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
             let stop = stop.clone();
-            let timers =
-                Timers { sync: cfg.sync_interval, gc: cfg.gc_interval, gc_grace: cfg.gc_grace };
+            let cfg = cfg.clone();
             let fs = fs.clone();
             std::thread::Builder::new()
                 .name("indras-background".to_owned())
-                .spawn(move || background(&fs, &stop, &timers))
+                .spawn(move || background(&fs, &stop, &cfg))
                 .map_err(|source| MountError::Mount { path: mp.clone(), source })?
         };
         tracing::info!(mountpoint = %mp.display(), data_dir = %cfg.data_dir.display(), "mounted");
