@@ -1,23 +1,38 @@
-//! Chunk files: content-defined chunks of large payloads, one file per chunk, named by
-//! the chunk's BLAKE3 hash under `chunks/<first two hex digits>/<hex>`.
+//! Chunk storage: content-defined chunks of large payloads, appended to pack files.
+//!
+//! A pack is `packs/<8 hex digits>.pack`, an append-only file of chunk bytes with no framing.
+//! A chunk's place in a pack (`Loc`: pack, offset, length) is recorded in the metadata table
+//! `chunk_locs_v3`, in the transaction that first names the chunk. One pack takes appends at a
+//! time; a full one (`PACK_MAX`) is left as it is and a new one begins. GC punches a hole over
+//! each chunk it drops, and a full GC also punches every range no chunk owns and deletes the
+//! packs left with no live chunk.
+//!
+//! Why packs and not one file per chunk: a GiB is about 13,000 chunks, and creating (then
+//! fsyncing) that many files costs more kernel time than writing the bytes; a pack costs one
+//! `pwrite` per chunk and one `fdatasync` per commit.
 //!
 //! Invariants:
-//! - A chunk file only ever appears at its final name by `rename` from a temp file in the
-//!   same directory, so a file at a final name is whole after a process crash (power loss is
-//!   covered by `sync_pending` and the sweep at open after an unclean shutdown).
-//! - Every chunk file named by a *durable* metadata commit was fsync'd, with its directory,
-//!   before that commit: `Vault::write` calls `sync_pending` inside the write transaction.
-//! - A chunk that a writer has staged (written or found, not yet committed) is never deleted:
-//!   GC holds the `staged` lock from its decision until the file is gone.
+//! - Chunk bytes are appended before any metadata names them, and every pack range named by a
+//!   *durable* commit was `fdatasync`ed before that commit (`Vault::write` calls
+//!   `sync_pending` inside the write transaction). A crash can leave bytes that nothing names
+//!   (the sweep at open after an unclean shutdown punches them), never a name without bytes.
+//! - Appends happen under the staging lock, and every chunk a writer has staged is kept:
+//!   GC holds the staging lock from its decision until the hole is punched, so its view of
+//!   the live ranges (the recorded ones, and those of staged chunks) covers every byte that a
+//!   committed or staged chunk owns.
 //! - Every read is verified against the hash; a mismatch is an integrity error.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use redb::{Database, ReadableDatabase};
+
+use crate::schema::CHUNK_LOCS;
 use crate::types::{Hash, hex};
 
 /// Payloads of at most this many bytes are stored inline in the database.
@@ -29,18 +44,30 @@ pub const CHUNK_AVG: usize = 64 * 1024;
 /// `FastCDC` (2020) maximum chunk size.
 pub const CHUNK_MAX: usize = 256 * 1024;
 
-/// Above this many unsynced files, one `syncfs` is cheaper than a file-by-file fsync.
-const SYNCFS_THRESHOLD: usize = 64;
+/// The directory of pack files, under the data dir.
+pub(crate) const PACK_DIR: &str = "packs";
+/// A pack takes no more appends once it holds this many bytes (unless `Options` says
+/// otherwise).
+const PACK_MAX: u64 = 1 << 30;
+/// Every chunk starts at a multiple of this in its pack, so the blocks a chunk occupies are its
+/// own and punching it frees them all (a hole over part of a block only zeroes it). This costs
+/// about 2 KiB of allocation per chunk.
+const ALIGN: u64 = 4096;
+/// Pack files kept open for reads (the appending one is held besides).
+const OPEN_PACKS: usize = 64;
 /// Verified chunks kept in memory for reads that straddle or repeat.
 const CACHE_ENTRIES: usize = 32;
 
 /// A point in the write path where a test can inject an I/O failure.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum IoStep {
-    CreateTemp,
-    WriteTemp,
-    Rename,
-    SyncFile,
+    /// Creating a new pack file.
+    CreatePack,
+    /// Appending a chunk to a pack.
+    WritePack,
+    /// `fdatasync` of a pack.
+    SyncPack,
+    /// `fsync` of the pack directory after a pack was created.
     SyncDir,
     /// The metadata database's own writes and syncs.
     DbWrite,
@@ -63,6 +90,36 @@ pub(crate) fn check(faults: &Faults, step: IoStep) -> io::Result<()> {
     }
 }
 
+/// Where a chunk's bytes are: a range of a pack.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Loc {
+    pub pack: u32,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A `Loc` as a `chunk_locs_v3` value.
+pub(crate) type LocRow = (u32, u64, u32);
+
+fn align_up(n: u64) -> u64 {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+impl Loc {
+    /// The end of the blocks this chunk occupies (its bytes, and the padding to the next).
+    fn block_end(self) -> u64 {
+        align_up(self.offset + u64::from(self.len))
+    }
+
+    pub(crate) fn row(self) -> LocRow {
+        (self.pack, self.offset, self.len)
+    }
+
+    pub(crate) fn from_row((pack, offset, len): LocRow) -> Loc {
+        Loc { pack, offset, len }
+    }
+}
+
 /// Why a chunk could not be read.
 #[derive(Debug)]
 pub(crate) enum ChunkReadError {
@@ -71,30 +128,65 @@ pub(crate) enum ChunkReadError {
     Io(PathBuf, io::Error),
 }
 
+/// A chunk that live writers have staged: how many hold it, and where its bytes went if one
+/// of them appended them (a chunk already recorded in the metadata is not appended again).
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    writers: u32,
+    pub loc: Option<Loc>,
+}
+
+pub(crate) type StagedMap = HashMap<Hash, Staged>;
+
+/// The pack that takes appends.
+struct Active {
+    /// The pack and its length; `None` until the first append after open (or after a pack
+    /// filled up).
+    pack: Option<(u32, Arc<File>, u64)>,
+    /// The id the next new pack gets.
+    next: u32,
+}
+
+/// Packs appended to since the last `sync_pending`, and whether a pack was created.
 #[derive(Default)]
-struct Pending {
-    files: Vec<PathBuf>,
-    dirs: BTreeSet<PathBuf>,
+struct Dirty {
+    packs: BTreeSet<u32>,
+    dir: bool,
+}
+
+/// What a full sweep of the packs did.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    pub packs_removed: u64,
+    pub stray_files_removed: u64,
 }
 
 pub(crate) struct ChunkStore {
-    chunk_dir: PathBuf,
+    pack_dir: PathBuf,
     tmp_dir: PathBuf,
     faults: Faults,
-    /// Chunks a live writer has staged, with how many writers hold each.
-    staged: Mutex<HashMap<Hash, u32>>,
-    /// Chunk files renamed into place but not yet fsync'd.
-    pending: Mutex<Pending>,
+    /// The metadata database, for `chunk_locs_v3` lookups.
+    db: Arc<Database>,
+    /// The size at which a pack takes no more appends.
+    pack_max: u64,
+    /// Chunks live writers have staged. Also the lock that orders appends against GC.
+    staged: Mutex<StagedMap>,
+    active: Mutex<Active>,
+    /// Open pack files by id, for reads and hole punching.
+    files: Mutex<HashMap<u32, Arc<File>>>,
+    dirty: Mutex<Dirty>,
     cache: Mutex<VecDeque<(Hash, Arc<[u8]>)>>,
-    tmp_seq: AtomicU64,
-    /// Chunks of payloads that were staged and then dropped without a commit: their files
-    /// may be referenced by nothing. `Vault::reclaim_abandoned` checks and removes them.
-    abandoned: Mutex<Vec<Hash>>,
+    /// Ranges appended for payloads that were then dropped without a commit (or that lost to
+    /// another copy): `Vault::reclaim_abandoned` punches those that nothing names.
+    abandoned: Mutex<Vec<(Hash, Loc)>>,
+    /// Set once the filesystem refused to punch a hole (space is then reclaimed only when a
+    /// whole pack dies).
+    no_punch: AtomicBool,
 }
 
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkStore").field("dir", &self.chunk_dir).finish_non_exhaustive()
+        f.debug_struct("ChunkStore").field("dir", &self.pack_dir).finish_non_exhaustive()
     }
 }
 
@@ -103,35 +195,73 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn pack_name(id: u32) -> String {
+    format!("{id:08x}.pack")
+}
+
+fn parse_pack_name(name: &str) -> Option<u32> {
+    let hex = name.strip_suffix(".pack")?;
+    if hex.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok()
+}
+
+fn db_err(e: impl Into<redb::Error>) -> io::Error {
+    io::Error::other(e.into())
+}
+
 impl ChunkStore {
-    /// Opens (creating if needed) the chunk and temp directories under `data_dir`, and
-    /// empties `tmp/`: nothing in it can be live, since the caller holds the store lock.
-    pub(crate) fn open(data_dir: &Path, faults: Faults) -> io::Result<Self> {
-        let chunk_dir = data_dir.join("chunks");
+    /// Opens (creating if needed) the pack and temp directories under `data_dir`, and empties
+    /// `tmp/`: nothing in it can be live, since the caller holds the store lock.
+    pub(crate) fn open(
+        data_dir: &Path,
+        db: Arc<Database>,
+        faults: Faults,
+        pack_max: Option<u64>,
+    ) -> io::Result<Self> {
+        let pack_max = pack_max.unwrap_or(PACK_MAX);
+        let pack_dir = data_dir.join(PACK_DIR);
         let tmp_dir = data_dir.join("tmp");
-        fs::create_dir_all(&chunk_dir)?;
+        fs::create_dir_all(&pack_dir)?;
         fs::create_dir_all(&tmp_dir)?;
-        for i in 0..=255u8 {
-            let shard = chunk_dir.join(hex(&[i]));
-            if !shard.is_dir() {
-                fs::create_dir(&shard)?;
-            }
-        }
         for entry in fs::read_dir(&tmp_dir)? {
             let entry = entry?;
             let _ = fs::remove_file(entry.path());
         }
-        sync_dir(&chunk_dir)?;
+        let mut last: Option<u32> = None;
+        for entry in fs::read_dir(&pack_dir)? {
+            if let Some(id) = entry?.file_name().to_str().and_then(parse_pack_name) {
+                last = last.max(Some(id));
+            }
+        }
+        // Appends go on at the end of the last pack, unless it is full.
+        let mut active = Active {
+            pack: None,
+            next: last.map_or(Some(1), |l| l.checked_add(1)).unwrap_or(u32::MAX),
+        };
+        if let Some(id) = last {
+            let file =
+                OpenOptions::new().read(true).write(true).open(pack_dir.join(pack_name(id)))?;
+            let len = file.metadata()?.len();
+            if len < pack_max {
+                active.pack = Some((id, Arc::new(file), len));
+            }
+        }
         sync_dir(data_dir)?;
         Ok(ChunkStore {
-            chunk_dir,
+            pack_dir,
             tmp_dir,
             faults,
+            db,
+            pack_max,
             staged: Mutex::new(HashMap::new()),
-            pending: Mutex::new(Pending::default()),
+            active: Mutex::new(active),
+            files: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Dirty::default()),
             cache: Mutex::new(VecDeque::new()),
-            tmp_seq: AtomicU64::new(0),
             abandoned: Mutex::new(Vec::new()),
+            no_punch: AtomicBool::new(false),
         })
     }
 
@@ -139,126 +269,191 @@ impl ChunkStore {
         &self.tmp_dir
     }
 
-    pub(crate) fn chunk_dir(&self) -> &Path {
-        &self.chunk_dir
+    pub(crate) fn pack_dir(&self) -> &Path {
+        &self.pack_dir
     }
 
-    pub(crate) fn path(&self, hash: &Hash) -> PathBuf {
-        let h = hex(hash);
-        self.chunk_dir.join(&h[..2]).join(h)
+    fn pack_path(&self, id: u32) -> PathBuf {
+        self.pack_dir.join(pack_name(id))
     }
 
-    /// Stores a chunk unless an identical one is already on disk, and stages it so GC
-    /// leaves it alone until `unstage`. The caller must `unstage` exactly once.
+    /// An open pack file.
+    fn pack(&self, id: u32) -> io::Result<Arc<File>> {
+        let mut files = lock(&self.files);
+        if let Some(f) = files.get(&id) {
+            return Ok(f.clone());
+        }
+        let file = Arc::new(OpenOptions::new().read(true).write(true).open(self.pack_path(id))?);
+        if files.len() >= OPEN_PACKS {
+            files.clear();
+        }
+        files.insert(id, file.clone());
+        Ok(file)
+    }
+
+    /// Stores a chunk unless an identical one is already stored, and stages it so GC leaves
+    /// it alone until `unstage`. The caller must `unstage` (or `abandon`) exactly once.
     pub(crate) fn put(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
         self.stage(hash);
-        let result = self.put_file(hash, data);
+        let result = self.write(hash, data);
         if result.is_err() {
-            self.unstage(std::slice::from_ref(hash));
+            self.abandon(std::slice::from_ref(hash));
         }
         result
     }
 
     /// Protects `hash` from GC until it is unstaged: the first half of `put`, for writers
-    /// that store the file later (on another thread).
+    /// that store the bytes later (on another thread).
     pub(crate) fn stage(&self, hash: &Hash) {
-        *lock(&self.staged).entry(*hash).or_insert(0) += 1;
+        lock(&self.staged).entry(*hash).or_default().writers += 1;
     }
 
-    /// Writes a staged chunk's file (unless it is already there): the second half of `put`.
-    pub(crate) fn put_file(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
-        let path = self.path(hash);
-        if let Ok(meta) = fs::metadata(&path)
-            && meta.len() == data.len() as u64
-        {
+    /// Appends a staged chunk's bytes to the active pack, unless the metadata or another
+    /// writer already has them: the second half of `put`.
+    pub(crate) fn write(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(data.len()).map_err(|_| io::Error::other("chunk too large"))?;
+        let mut staged = lock(&self.staged);
+        match staged.get(hash) {
+            None => return Err(io::Error::other("chunk written without being staged")),
+            Some(s) if s.loc.is_some() => return Ok(()),
+            Some(_) => {}
+        }
+        if self.recorded(hash)?.is_some_and(|l| l.len == len) {
             return Ok(());
         }
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        // The temp file lives beside its final name: same directory, so the rename is atomic
-        // and inodes spread over the shards instead of crowding one directory's block group.
-        let tmp = path.with_extension(format!("{seq}.tmp"));
-        let written = (|| {
-            check(&self.faults, IoStep::CreateTemp)?;
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            check(&self.faults, IoStep::WriteTemp)?;
-            f.write_all(data)?;
-            check(&self.faults, IoStep::Rename)?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        let loc = self.append(data)?;
+        if let Some(s) = staged.get_mut(hash) {
+            s.loc = Some(loc);
         }
-        let mut pending = lock(&self.pending);
-        if let Some(dir) = path.parent() {
-            pending.dirs.insert(dir.to_path_buf());
-        }
-        pending.files.push(path);
         Ok(())
     }
 
+    /// Appends bytes to the active pack, starting a new pack when it is full. Callers hold the
+    /// staging lock (or are alone, while the store opens).
+    pub(crate) fn append(&self, data: &[u8]) -> io::Result<Loc> {
+        let len = u32::try_from(data.len()).map_err(|_| io::Error::other("chunk too large"))?;
+        let mut active = lock(&self.active);
+        let full =
+            active.pack.as_ref().is_none_or(|p| align_up(p.2) + u64::from(len) > self.pack_max);
+        if full {
+            check(&self.faults, IoStep::CreatePack)?;
+            let id = active.next;
+            let next = id.checked_add(1).ok_or_else(|| io::Error::other("pack ids exhausted"))?;
+            let file = Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(self.pack_path(id))?,
+            );
+            active.next = next;
+            active.pack = Some((id, file.clone(), 0));
+            lock(&self.dirty).dir = true;
+            lock(&self.files).insert(id, file);
+        }
+        let Some((id, file, end)) = active.pack.as_mut() else {
+            return Err(io::Error::other("no active pack"));
+        };
+        check(&self.faults, IoStep::WritePack)?;
+        let loc = Loc { pack: *id, offset: align_up(*end), len };
+        file.write_all_at(data, loc.offset)?;
+        *end = loc.offset + u64::from(len);
+        lock(&self.dirty).packs.insert(loc.pack);
+        Ok(loc)
+    }
+
+    /// Where the metadata says a chunk is.
+    fn recorded(&self, hash: &Hash) -> io::Result<Option<Loc>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let locs = txn.open_table(CHUNK_LOCS).map_err(db_err)?;
+        Ok(locs.get(hash).map_err(db_err)?.map(|v| Loc::from_row(v.value())))
+    }
+
+    /// Where a chunk is: recorded, or appended by a writer that has not committed yet.
+    fn locate(&self, hash: &Hash) -> io::Result<Option<Loc>> {
+        if let Some(loc) = self.recorded(hash)? {
+            return Ok(Some(loc));
+        }
+        Ok(lock(&self.staged).get(hash).and_then(|s| s.loc))
+    }
+
+    /// The places this process appended the given staged chunks to (those it did not find
+    /// already stored). The writer's commit records them.
+    pub(crate) fn appended(&self, hashes: &[Hash]) -> Vec<(Hash, Loc)> {
+        let staged = lock(&self.staged);
+        hashes.iter().filter_map(|h| staged.get(h).and_then(|s| s.loc).map(|l| (*h, l))).collect()
+    }
+
     pub(crate) fn unstage(&self, hashes: &[Hash]) {
-        let mut staged = lock(&self.staged);
-        for h in hashes {
-            if let Some(n) = staged.get_mut(h) {
-                *n -= 1;
-                if *n == 0 {
+        self.release(hashes, false);
+    }
+
+    /// Unstages chunks whose payload will never be committed; the ranges appended for them
+    /// are remembered for `take_abandoned`.
+    pub(crate) fn abandon(&self, hashes: &[Hash]) {
+        self.release(hashes, true);
+    }
+
+    fn release(&self, hashes: &[Hash], abandoned: bool) {
+        let mut freed = Vec::new();
+        {
+            let mut staged = lock(&self.staged);
+            for h in hashes {
+                let Some(s) = staged.get_mut(h) else { continue };
+                s.writers -= 1;
+                if s.writers == 0 {
+                    if abandoned && let Some(loc) = s.loc {
+                        freed.push((*h, loc));
+                    }
                     staged.remove(h);
                 }
             }
         }
+        self.discard(freed);
     }
 
-    /// Unstages chunks whose payload will never be committed, and remembers them for
-    /// `take_abandoned`.
-    pub(crate) fn abandon(&self, hashes: &[Hash]) {
-        self.unstage(hashes);
-        if !hashes.is_empty() {
-            lock(&self.abandoned).extend_from_slice(hashes);
+    /// Ranges that may be garbage: `take_abandoned` hands them to the reclaimer.
+    pub(crate) fn discard(&self, ranges: Vec<(Hash, Loc)>) {
+        if !ranges.is_empty() {
+            lock(&self.abandoned).extend(ranges);
         }
     }
 
-    pub(crate) fn take_abandoned(&self) -> Vec<Hash> {
+    pub(crate) fn take_abandoned(&self) -> Vec<(Hash, Loc)> {
         std::mem::take(&mut *lock(&self.abandoned))
     }
 
-    /// Holds the staging lock: while held, no writer can stage a chunk.
-    pub(crate) fn staging_lock(&self) -> MutexGuard<'_, HashMap<Hash, u32>> {
+    /// Holds the staging lock: while held, no writer can stage or append a chunk.
+    pub(crate) fn staging_lock(&self) -> MutexGuard<'_, StagedMap> {
         lock(&self.staged)
     }
 
-    /// Makes every chunk file written so far durable: the files' data and their names.
+    /// Makes every chunk appended so far durable.
     pub(crate) fn sync_pending(&self) -> io::Result<()> {
-        let Pending { files, dirs } = std::mem::take(&mut *lock(&self.pending));
-        if files.is_empty() && dirs.is_empty() {
+        let Dirty { packs, dir } = std::mem::take(&mut *lock(&self.dirty));
+        if packs.is_empty() && !dir {
             return Ok(());
         }
         let result = (|| {
-            if files.len() > SYNCFS_THRESHOLD {
-                check(&self.faults, IoStep::SyncFile)?;
-                let dir = File::open(&self.chunk_dir)?;
-                rustix::fs::syncfs(&dir)?;
-                return Ok(());
-            }
-            for f in &files {
-                check(&self.faults, IoStep::SyncFile)?;
-                match File::open(f) {
-                    Ok(file) => file.sync_all()?,
-                    // Reclaimed since it was written (an abandoned payload): nothing to sync.
+            for id in &packs {
+                check(&self.faults, IoStep::SyncPack)?;
+                match self.pack(*id) {
+                    Ok(file) => file.sync_data()?,
+                    // Deleted by a sweep since (nothing in it was live): nothing to sync.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
             }
-            for d in &dirs {
+            if dir {
                 check(&self.faults, IoStep::SyncDir)?;
-                sync_dir(d)?;
+                sync_dir(&self.pack_dir)?;
             }
             Ok(())
         })();
         if result.is_err() {
-            let mut pending = lock(&self.pending);
-            pending.files.extend(files);
-            pending.dirs.extend(dirs);
+            let mut pending = lock(&self.dirty);
+            pending.packs.extend(packs);
+            pending.dir |= dir;
         }
         result
     }
@@ -268,7 +463,12 @@ impl ChunkStore {
         if let Some(hit) = lock(&self.cache).iter().find(|(h, _)| h == hash) {
             return Ok(hit.1.clone());
         }
-        let data: Arc<[u8]> = self.read_verified(hash, len)?.into();
+        let loc = match self.locate(hash) {
+            Ok(Some(loc)) => loc,
+            Ok(None) => return Err(ChunkReadError::Missing),
+            Err(e) => return Err(ChunkReadError::Io(self.pack_dir.clone(), e)),
+        };
+        let data: Arc<[u8]> = self.read_verified(hash, len, loc)?.into();
         let mut cache = lock(&self.cache);
         if cache.len() >= CACHE_ENTRIES {
             cache.pop_front();
@@ -277,65 +477,154 @@ impl ChunkStore {
         Ok(data)
     }
 
-    /// Verifies a chunk on disk, bypassing the cache.
-    pub(crate) fn verify(&self, hash: &Hash, len: u32) -> Result<(), ChunkReadError> {
-        self.read_verified(hash, len).map(drop)
-    }
-
-    fn read_verified(&self, hash: &Hash, len: u32) -> Result<Vec<u8>, ChunkReadError> {
-        let path = self.path(hash);
-        let mut buf = Vec::with_capacity(len as usize);
-        match File::open(&path) {
-            Ok(mut f) => {
-                if let Err(e) = f.read_to_end(&mut buf) {
-                    return Err(ChunkReadError::Io(path, e));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ChunkReadError::Missing),
-            Err(e) => return Err(ChunkReadError::Io(path, e)),
-        }
-        if buf.len() != len as usize || blake3::hash(&buf).as_bytes() != hash {
-            tracing::error!(chunk = %hex(hash), path = %path.display(), "chunk fails verification");
+    /// Reads the bytes at `loc` and checks that they are the chunk `hash` of `len` bytes.
+    pub(crate) fn read_verified(
+        &self,
+        hash: &Hash,
+        len: u32,
+        loc: Loc,
+    ) -> Result<Vec<u8>, ChunkReadError> {
+        let buf = self.read_raw(loc)?;
+        if loc.len != len || blake3::hash(&buf).as_bytes() != hash {
+            tracing::error!(
+                chunk = %hex(hash),
+                pack = %self.pack_path(loc.pack).display(),
+                offset = loc.offset,
+                "chunk fails verification"
+            );
             return Err(ChunkReadError::Corrupt);
         }
         Ok(buf)
     }
 
-    pub(crate) fn is_staged(&self, hash: &Hash) -> bool {
-        lock(&self.staged).contains_key(hash)
+    /// The bytes at `loc`, unverified (repair copies them out of the way).
+    pub(crate) fn read_raw(&self, loc: Loc) -> Result<Vec<u8>, ChunkReadError> {
+        let path = self.pack_path(loc.pack);
+        let file = match self.pack(loc.pack) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ChunkReadError::Missing),
+            Err(e) => return Err(ChunkReadError::Io(path, e)),
+        };
+        let mut buf = vec![0u8; loc.len as usize];
+        match file.read_exact_at(&mut buf, loc.offset) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ChunkReadError::Missing),
+            Err(e) => Err(ChunkReadError::Io(path, e)),
+        }
     }
 
-    /// Removes a chunk file (GC). The caller holds the staging lock.
-    pub(crate) fn remove(&self, hash: &Hash) -> io::Result<()> {
+    /// Frees a dropped chunk's bytes. The caller holds the staging lock.
+    pub(crate) fn remove(&self, hash: &Hash, loc: Loc) -> io::Result<()> {
         lock(&self.cache).retain(|(h, _)| h != hash);
-        match fs::remove_file(self.path(hash)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        match self.pack(loc.pack) {
+            Ok(file) => self.punch(&file, loc.offset, loc.block_end() - loc.offset),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
-    /// Every chunk file on disk, by hash, and the paths of stray files that are not chunks.
-    pub(crate) fn list(&self) -> io::Result<(Vec<Hash>, Vec<PathBuf>)> {
-        let mut hashes = Vec::new();
-        let mut stray = Vec::new();
-        for shard in fs::read_dir(&self.chunk_dir)? {
-            let shard = shard?;
-            if !shard.file_type()?.is_dir() {
-                stray.push(shard.path());
-                continue;
+    fn punch(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 || self.no_punch.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(file, mode, offset, len) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                tracing::warn!(
+                    dir = %self.pack_dir.display(),
+                    "the filesystem cannot punch holes: dead chunks are reclaimed only with their whole pack"
+                );
+                self.no_punch.store(true, Ordering::Relaxed);
+                Ok(())
             }
-            for entry in fs::read_dir(shard.path())? {
-                let entry = entry?;
-                match entry.file_name().to_str().and_then(crate::types::parse_hash) {
-                    Some(h) => hashes.push(h),
-                    None => stray.push(entry.path()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Punches every range of every pack that no chunk owns, deletes the packs (other than
+    /// the active one) that hold no live chunk, and removes files that are not packs.
+    /// `recorded` holds the recorded locations; the caller holds the staging lock (`staged`),
+    /// so no append runs meanwhile, and staged chunks' ranges are kept too.
+    pub(crate) fn sweep(&self, recorded: Vec<Loc>, staged: &StagedMap) -> io::Result<Swept> {
+        let mut live: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        for loc in recorded.into_iter().chain(staged.values().filter_map(|s| s.loc)) {
+            live.entry(loc.pack).or_default().push((loc.offset, loc.block_end()));
+        }
+        let active = lock(&self.active).pack.as_ref().map(|p| (p.0, p.2));
+        let mut swept = Swept::default();
+        for entry in fs::read_dir(&self.pack_dir)? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(parse_pack_name) else {
+                if entry.file_type()?.is_file() {
+                    fs::remove_file(entry.path())?;
+                    swept.stray_files_removed += 1;
                 }
+                continue;
+            };
+            let mut ranges = live.remove(&id).unwrap_or_default();
+            let end = match active {
+                Some((a, len)) if a == id => len,
+                _ if ranges.is_empty() => {
+                    lock(&self.files).remove(&id);
+                    fs::remove_file(entry.path())?;
+                    swept.packs_removed += 1;
+                    continue;
+                }
+                _ => entry.metadata()?.len(),
+            };
+            ranges.sort_unstable();
+            let file = self.pack(id)?;
+            let mut pos = 0u64;
+            for (start, end) in ranges {
+                if start > pos {
+                    self.punch_data(&file, pos, start)?;
+                }
+                pos = pos.max(end);
+            }
+            if end > pos {
+                self.punch_data(&file, pos, end)?;
             }
         }
-        Ok((hashes, stray))
+        if swept.packs_removed > 0 {
+            sync_dir(&self.pack_dir)?;
+        }
+        Ok(swept)
     }
 
-    /// Drops cached chunk bytes (tests that corrupt files on disk call this).
+    /// Punches `start..end` of a pack unless it is a hole already.
+    fn punch_data(&self, file: &File, start: u64, end: u64) -> io::Result<()> {
+        match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(start)) {
+            Ok(data) if data < end => self.punch(file, data, end - data),
+            Ok(_) => Ok(()),
+            // No data after `start`.
+            Err(rustix::io::Errno::NXIO) => Ok(()),
+            Err(_) => self.punch(file, start, end - start),
+        }
+    }
+
+    /// Files in the pack directory that are not packs.
+    pub(crate) fn stray_files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut stray = Vec::new();
+        for entry in fs::read_dir(&self.pack_dir)? {
+            let entry = entry?;
+            if entry.file_name().to_str().and_then(parse_pack_name).is_none() {
+                stray.push(entry.path());
+            }
+        }
+        Ok(stray)
+    }
+
+    /// Bytes the packs take on disk (holes excluded).
+    pub(crate) fn disk_bytes(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for entry in fs::read_dir(&self.pack_dir)? {
+            total += entry?.metadata()?.blocks() * 512;
+        }
+        Ok(total)
+    }
+
+    /// Drops cached chunk bytes (after repair, and for tests that corrupt packs on disk).
     pub(crate) fn clear_cache(&self) {
         lock(&self.cache).clear();
     }

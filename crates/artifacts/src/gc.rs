@@ -1,27 +1,30 @@
 //! Garbage collection and the consistency checker.
 //!
 //! GC deletes leaves that no node references (their inline bytes or chunk lists), then the
-//! chunks no leaf references. It commits the metadata durably *before* it deletes any file,
-//! so a crash can leave a stray chunk file (reclaimed by the next GC) but never metadata that
-//! names a deleted file. It holds the staging lock throughout, so a writer cannot adopt a
-//! chunk that is about to go.
+//! chunks no leaf references. It commits the metadata durably *before* it punches any chunk's
+//! bytes out of its pack, so a crash can leave dead bytes (punched by the next full GC, or by
+//! the sweep at open after an unclean shutdown) but never metadata that names punched bytes.
+//! It holds the staging lock throughout, so a writer cannot adopt a chunk that is about to go.
 //!
 //! `fsck` recomputes every reference count and link count from the tables, verifies every
-//! chunk against its hash, and reports each disagreement; `repair` fixes what can be fixed
-//! without guessing (counts, stray files, dangling entries) and quarantines corrupt chunks.
+//! chunk against its hash, checks that no two chunks share bytes, and reports each
+//! disagreement; `repair` fixes what can be fixed without guessing (counts, stray records and
+//! files, dangling entries) and quarantines corrupt chunks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::path::PathBuf;
 
+use crate::chunks::{ChunkReadError, Loc, StagedMap};
+
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Error, Result, lossy};
 use crate::layout::{decode_segment, decode_segment_list};
 use crate::schema::{
-    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS, SEGMENTS,
-    TREES, UNREFERENCED, decode, encode,
+    CHUNK_LOCS, CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,
+    SEGMENTS, TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::{Commit, EMPTY_LEAF, Vault, W};
@@ -41,6 +44,9 @@ pub struct GcReport {
     pub inline_bytes_freed: u64,
     pub chunks_removed: u64,
     pub chunk_bytes_freed: u64,
+    /// Packs deleted by a full GC because no live chunk was left in them.
+    pub packs_removed: u64,
+    /// Files in the pack directory that were not packs.
     pub stray_files_removed: u64,
 }
 
@@ -49,9 +55,11 @@ pub struct GcReport {
 pub enum Problem {
     CorruptChunk(Hash),
     MissingChunk(Hash),
-    /// A chunk file that no metadata names.
-    StrayChunkFile(Hash),
-    /// A file in the chunk directory that is not a chunk.
+    /// A chunk location with no chunk record.
+    StrayChunk(Hash),
+    /// Two chunks whose recorded ranges of a pack overlap.
+    OverlappingChunks(Hash, Hash),
+    /// A file in the pack directory that is not a pack.
     StrayFile(PathBuf),
     LeafHashMismatch(Hash),
     LeafLayout(Hash, String),
@@ -100,7 +108,10 @@ impl fmt::Display for Problem {
         match self {
             Problem::CorruptChunk(h) => write!(f, "chunk {} is corrupt", hex(h)),
             Problem::MissingChunk(h) => write!(f, "chunk {} is missing", hex(h)),
-            Problem::StrayChunkFile(h) => write!(f, "chunk file {} is not referenced", hex(h)),
+            Problem::StrayChunk(h) => write!(f, "chunk {} has a location but no record", hex(h)),
+            Problem::OverlappingChunks(a, b) => {
+                write!(f, "chunks {} and {} overlap in their pack", hex(a), hex(b))
+            }
             Problem::StrayFile(p) => write!(f, "stray file {}", p.display()),
             Problem::LeafHashMismatch(h) => write!(f, "leaf {} does not hash to its id", hex(h)),
             Problem::LeafLayout(h, d) => write!(f, "leaf {}: {d}", hex(h)),
@@ -163,8 +174,8 @@ pub struct FsckOptions {
 impl Vault {
     /// Reclaims unreferenced leaves and chunks. Leaves unreferenced since after
     /// `unreferenced_before` are kept (pass `None` to reclaim all).
-    /// Last, it deletes chunk files that no metadata names and stray files: a walk of the
-    /// whole chunk directory.
+    /// Last, it sweeps the packs: it punches every range that no chunk owns, deletes packs
+    /// with no live chunk and removes files that are not packs.
     pub fn gc(
         &self,
         unreferenced_before: Option<Timestamp>,
@@ -172,27 +183,28 @@ impl Vault {
     ) -> Result<GcReport> {
         let staged = self.chunks.staging_lock();
         let mut report = self.collect_locked(&staged, unreferenced_before, progress)?;
-        let (on_disk, stray) =
-            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
-        let txn = self.read_txn()?;
-        let known = txn.open_table(CHUNKS)?;
-        let total = on_disk.len() as u64;
-        for (i, chunk) in on_disk.iter().enumerate() {
-            if i % 1024 == 0 {
-                progress(Progress { phase: "chunk files", done: i as u64, total });
-            }
-            if known.get(chunk)?.is_none() && !staged.contains_key(chunk) {
-                self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
-                report.stray_files_removed += 1;
-            }
-        }
-        for path in stray {
-            if path.is_file() && fs::remove_file(&path).is_ok() {
-                report.stray_files_removed += 1;
-            }
-        }
-        progress(Progress { phase: "done", done: total, total });
+        progress(Progress { phase: "packs", done: 0, total: 1 });
+        self.sweep_locked(&staged, &mut report)?;
+        progress(Progress { phase: "done", done: 1, total: 1 });
         Ok(report)
+    }
+
+    /// The full sweep of the packs. The caller holds the staging lock.
+    fn sweep_locked(&self, staged: &StagedMap, report: &mut GcReport) -> Result<()> {
+        let recorded: Vec<Loc> = {
+            let txn = self.read_txn()?;
+            let locs = txn.open_table(CHUNK_LOCS)?;
+            locs.iter()?
+                .map(|r| r.map(|(_, v)| Loc::from_row(v.value())))
+                .collect::<Result<_, _>>()?
+        };
+        let swept = self
+            .chunks
+            .sweep(recorded, staged)
+            .map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
+        report.packs_removed += swept.packs_removed;
+        report.stray_files_removed += swept.stray_files_removed;
+        Ok(())
     }
 
     /// The part of `gc` that follows the metadata (leaves, segments, chunks, and the files
@@ -213,12 +225,12 @@ impl Vault {
 
     fn collect_locked(
         &self,
-        staged: &HashMap<Hash, u32>,
+        staged: &StagedMap,
         unreferenced_before: Option<Timestamp>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let mut doomed: Vec<Hash> = Vec::new();
+        let mut doomed: Vec<(Hash, Loc)> = Vec::new();
         self.write_fs(Commit::Durable, |w| {
             let candidates: Vec<(Hash, i64)> = w
                 .unref()?
@@ -254,24 +266,21 @@ impl Vault {
                 w.dead()?.remove(&chunk)?;
                 let refs = w.chunks()?.get(&chunk)?.map(|v| v.value());
                 if let Some((len, 0)) = refs {
-                    w.chunks()?.remove(&chunk)?;
-                    report.chunk_bytes_freed += u64::from(len);
-                    doomed.push(chunk);
+                    drop_chunk(w, &chunk, len, &mut doomed, &mut report)?;
                 }
             }
             Ok(())
         })?;
-        // The metadata no longer names these chunks, durably: now the files can go.
-        for chunk in &doomed {
-            self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
+        // The metadata no longer names these chunks, durably: now their bytes can go.
+        for (chunk, loc) in &doomed {
+            self.chunks.remove(chunk, *loc).map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
         }
-        report.chunks_removed = doomed.len() as u64;
         Ok(report)
     }
 
-    /// Deletes the files of abandoned chunks (staged, then dropped without a commit) that no
-    /// metadata names and no writer has staged again. Cheap: it looks only at those chunks.
-    /// Returns how many files it removed.
+    /// Punches the ranges appended for abandoned chunks (staged, then dropped without a
+    /// commit) unless metadata names that range or a writer still holds it. Cheap: it looks
+    /// only at those chunks. Returns how many ranges it punched.
     pub fn reclaim_abandoned(&self) -> Result<u64> {
         let abandoned = self.chunks.take_abandoned();
         if abandoned.is_empty() {
@@ -280,40 +289,35 @@ impl Vault {
         let staged = self.chunks.staging_lock();
         // Begun under the staging lock: every writer that unstaged a chunk has committed it.
         let txn = self.read_txn()?;
-        let known = txn.open_table(CHUNKS)?;
+        let locs = txn.open_table(CHUNK_LOCS)?;
         let mut removed = 0;
-        for chunk in abandoned {
-            if !staged.contains_key(&chunk) && known.get(&chunk)?.is_none() {
-                self.chunks.remove(&chunk).map_err(|e| Error::io(self.chunks.path(&chunk), e))?;
-                removed += 1;
+        let mut held = Vec::new();
+        for (chunk, loc) in abandoned {
+            if staged.get(&chunk).and_then(|s| s.loc) == Some(loc) {
+                held.push((chunk, loc));
+                continue;
             }
+            if locs.get(&chunk)?.map(|v| Loc::from_row(v.value())) == Some(loc) {
+                continue;
+            }
+            self.chunks.remove(&chunk, loc).map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
+            removed += 1;
         }
+        self.chunks.discard(held);
         Ok(removed)
     }
 
-    /// Deletes chunk files that no metadata names, and leftover temp files, after an unclean
-    /// shutdown. Such a chunk file may have been renamed into place but never fsync'd, so it
-    /// cannot be trusted for dedup.
-    pub(crate) fn sweep_stray_chunks(&self) -> Result<()> {
-        let (on_disk, stray) =
-            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
-        for path in stray {
-            if path.is_file() {
-                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            }
-        }
-        let txn = self.read_txn()?;
-        let known = txn.open_table(CHUNKS)?;
-        let mut removed = 0u64;
-        for chunk in on_disk {
-            if known.get(&chunk)?.is_none() {
-                self.chunks.remove(&chunk).map_err(|e| Error::io(self.chunks.path(&chunk), e))?;
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            tracing::info!(removed, "removed chunk files left by an interrupted write");
-        }
+    /// Punches the pack ranges that no metadata names after an unclean shutdown: bytes
+    /// appended for commits that never became durable (they may be torn, so nothing may
+    /// adopt them), and chunks dropped by a GC that stopped before it punched them.
+    pub(crate) fn sweep_packs(&self) -> Result<()> {
+        let staged = self.chunks.staging_lock();
+        let mut report = GcReport::default();
+        self.sweep_locked(&staged, &mut report)?;
+        tracing::info!(
+            packs_removed = report.packs_removed,
+            "swept the packs after an unclean shutdown"
+        );
         Ok(())
     }
 
@@ -327,10 +331,6 @@ impl Vault {
         // Chunks this process knows it abandoned are garbage, not damage: collect them first.
         self.reclaim_abandoned()?;
         let staged_guard = opts.repair.then(|| self.chunks.staging_lock());
-        let is_staged = |h: &Hash| match &staged_guard {
-            Some(g) => g.contains_key(h),
-            None => self.chunks.is_staged(h),
-        };
         let mut report = FsckReport::default();
         let txn = self.read_txn()?;
         let nodes_t = txn.open_table(NODES)?;
@@ -342,6 +342,7 @@ impl Vault {
         let leaf_segments_t = txn.open_table(LEAF_SEGMENTS)?;
         let segments_t = txn.open_table(SEGMENTS)?;
         let chunks_t = txn.open_table(CHUNKS)?;
+        let locs_t = txn.open_table(CHUNK_LOCS)?;
         let unref_t = txn.open_table(UNREFERENCED)?;
         let orphans_t = txn.open_table(ORPHANS)?;
 
@@ -564,27 +565,43 @@ impl Vault {
                 report.problems.push(Problem::ChunkRefs { chunk, recorded, actual });
                 chunk_fixes.push((chunk, len, actual));
             }
-            match self.chunks.verify(&chunk, len) {
-                Ok(()) => report.bytes_verified += u64::from(len),
-                Err(crate::chunks::ChunkReadError::Missing) => {
+            let Some(loc) = locs_t.get(&chunk)?.map(|v| Loc::from_row(v.value())) else {
+                report.problems.push(Problem::MissingChunk(chunk));
+                continue;
+            };
+            match self.chunks.read_verified(&chunk, len, loc) {
+                Ok(_) => report.bytes_verified += u64::from(len),
+                Err(ChunkReadError::Missing) => {
                     report.problems.push(Problem::MissingChunk(chunk));
                 }
-                Err(crate::chunks::ChunkReadError::Corrupt) => {
+                Err(ChunkReadError::Corrupt) => {
                     report.problems.push(Problem::CorruptChunk(chunk));
-                    bad_chunks.push(chunk);
+                    bad_chunks.push((chunk, loc));
                 }
-                Err(crate::chunks::ChunkReadError::Io(path, e)) => return Err(Error::io(path, e)),
+                Err(ChunkReadError::Io(path, e)) => return Err(Error::io(path, e)),
             }
         }
-        let (on_disk, stray) =
-            self.chunks.list().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+        // Locations: each names a recorded chunk, and no two share a byte.
         let mut stray_chunks = Vec::new();
-        for chunk in on_disk {
-            if chunks_t.get(&chunk)?.is_none() && !is_staged(&chunk) {
-                report.problems.push(Problem::StrayChunkFile(chunk));
+        let mut ranges: Vec<(u32, u64, u64, Hash)> = Vec::new();
+        for row in locs_t.iter()? {
+            let (k, v) = row?;
+            let chunk = *k.value();
+            if chunks_t.get(&chunk)?.is_none() {
+                report.problems.push(Problem::StrayChunk(chunk));
                 stray_chunks.push(chunk);
             }
+            let loc = Loc::from_row(v.value());
+            ranges.push((loc.pack, loc.offset, loc.offset + u64::from(loc.len), chunk));
         }
+        ranges.sort_unstable();
+        for pair in ranges.windows(2) {
+            let ((pack_a, _, end_a, a), (pack_b, start_b, _, b)) = (pair[0], pair[1]);
+            if pack_a == pack_b && start_b < end_a {
+                report.problems.push(Problem::OverlappingChunks(a, b));
+            }
+        }
+        let stray = self.chunks.stray_files().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
         for p in &stray {
             report.problems.push(Problem::StrayFile(p.clone()));
         }
@@ -593,20 +610,15 @@ impl Vault {
             self.deep_verify(&leaves_t, &mut report, progress)?;
         }
         drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_segments_t));
-        drop((segments_t, chunks_t, unref_t, orphans_t, txn));
+        drop((segments_t, chunks_t, locs_t, unref_t, orphans_t, txn));
 
-        if opts.repair && !report.problems.is_empty() {
+        if let Some(staged) = &staged_guard
+            && !report.problems.is_empty()
+        {
             self.repair(
+                staged,
                 &mut report,
-                &Fixes {
-                    nlink_fixes,
-                    refs_fixes,
-                    chunk_fixes,
-                    dangling,
-                    bad_chunks,
-                    stray_chunks,
-                    stray,
-                },
+                &Fixes { nlink_fixes, refs_fixes, chunk_fixes, dangling, bad_chunks, stray_chunks },
             )?;
         }
         progress(Progress { phase: "done", done: total_chunks, total: total_chunks });
@@ -653,9 +665,33 @@ impl Vault {
         Ok(())
     }
 
-    fn repair(&self, report: &mut FsckReport, fixes: &Fixes) -> Result<()> {
+    fn repair(&self, staged: &StagedMap, report: &mut FsckReport, fixes: &Fixes) -> Result<()> {
         let mut done = Vec::new();
+        // Corrupt chunks are copied aside before their locations go.
+        let quarantine = self.dir.join("quarantine");
+        for (chunk, loc) in &fixes.bad_chunks {
+            let bytes = match self.chunks.read_raw(*loc) {
+                Ok(b) => b,
+                Err(ChunkReadError::Io(path, e)) => return Err(Error::io(path, e)),
+                Err(_) => Vec::new(),
+            };
+            fs::create_dir_all(&quarantine).map_err(|e| Error::io(&quarantine, e))?;
+            let to = quarantine.join(hex(chunk));
+            fs::write(&to, bytes).map_err(|e| Error::io(&to, e))?;
+            done.push(format!(
+                "moved corrupt chunk {} to {} (reads of it fail until the content is written again)",
+                hex(chunk),
+                to.display()
+            ));
+        }
         self.write_fs(Commit::Durable, |w| {
+            for (chunk, _) in &fixes.bad_chunks {
+                w.locs()?.remove(chunk)?;
+            }
+            for chunk in &fixes.stray_chunks {
+                w.locs()?.remove(chunk)?;
+                done.push(format!("removed the location of unrecorded chunk {}", hex(chunk)));
+            }
             for (parent, name, pos) in &fixes.dangling {
                 w.entries()?.remove((*parent, name.as_slice()))?;
                 w.order()?.remove((*parent, *pos))?;
@@ -691,26 +727,11 @@ impl Vault {
             }
             Ok(())
         })?;
-        let quarantine = self.dir.join("quarantine");
-        for chunk in &fixes.bad_chunks {
-            fs::create_dir_all(&quarantine).map_err(|e| Error::io(&quarantine, e))?;
-            let from = self.chunks.path(chunk);
-            let to = quarantine.join(hex(chunk));
-            fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
-            done.push(format!(
-                "moved corrupt chunk {} to {} (reads of it fail until the content is written again)",
-                hex(chunk),
-                to.display()
-            ));
-        }
-        for chunk in &fixes.stray_chunks {
-            self.chunks.remove(chunk).map_err(|e| Error::io(self.chunks.path(chunk), e))?;
-            done.push(format!("removed stray chunk file {}", hex(chunk)));
-        }
-        for p in &fixes.stray {
-            if fs::remove_file(p).is_ok() {
-                done.push(format!("removed stray file {}", p.display()));
-            }
+        // Punch what no chunk owns any more, and remove stray files.
+        let mut swept = GcReport::default();
+        self.sweep_locked(staged, &mut swept)?;
+        if swept.stray_files_removed > 0 {
+            done.push(format!("removed {} stray files", swept.stray_files_removed));
         }
         self.chunks.clear_cache();
         report.repaired = done;
@@ -723,9 +744,8 @@ struct Fixes {
     refs_fixes: Vec<(Hash, u64)>,
     chunk_fixes: Vec<(Hash, u32, u64)>,
     dangling: Vec<(u64, Vec<u8>, u64)>,
-    bad_chunks: Vec<Hash>,
+    bad_chunks: Vec<(Hash, Loc)>,
     stray_chunks: Vec<Hash>,
-    stray: Vec<PathBuf>,
 }
 
 fn remove_leaf(w: &mut W, leaf: &Hash, rec: &LeafRecord, report: &mut GcReport) -> Result<()> {
@@ -745,8 +765,8 @@ fn remove_leaf(w: &mut W, leaf: &Hash, rec: &LeafRecord, report: &mut GcReport) 
 /// Deletes every stored segment that no leaf's list names, releasing its chunks.
 fn sweep_segments(
     w: &mut W,
-    staged: &HashMap<Hash, u32>,
-    doomed: &mut Vec<Hash>,
+    staged: &StagedMap,
+    doomed: &mut Vec<(Hash, Loc)>,
     report: &mut GcReport,
 ) -> Result<()> {
     let mut live: HashSet<Hash> = HashSet::new();
@@ -777,8 +797,8 @@ fn sweep_segments(
 fn release_chunks(
     w: &mut W,
     chunks: &[(Hash, u32)],
-    staged: &HashMap<Hash, u32>,
-    doomed: &mut Vec<Hash>,
+    staged: &StagedMap,
+    doomed: &mut Vec<(Hash, Loc)>,
     report: &mut GcReport,
 ) -> Result<()> {
     for (chunk, _) in chunks {
@@ -789,10 +809,26 @@ fn release_chunks(
         } else if staged.contains_key(chunk) {
             w.chunks()?.insert(chunk, (len, 0))?;
             w.dead()?.insert(chunk, ())?;
-        } else if w.chunks()?.remove(chunk)?.is_some() {
-            report.chunk_bytes_freed += u64::from(len);
-            doomed.push(*chunk);
+        } else {
+            drop_chunk(w, chunk, len, doomed, report)?;
         }
+    }
+    Ok(())
+}
+
+/// Deletes a chunk's record and location; its bytes are punched once this commits.
+fn drop_chunk(
+    w: &mut W,
+    chunk: &Hash,
+    len: u32,
+    doomed: &mut Vec<(Hash, Loc)>,
+    report: &mut GcReport,
+) -> Result<()> {
+    w.chunks()?.remove(chunk)?;
+    report.chunks_removed += 1;
+    report.chunk_bytes_freed += u64::from(len);
+    if let Some(v) = w.locs()?.remove(chunk)? {
+        doomed.push((*chunk, Loc::from_row(v.value())));
     }
     Ok(())
 }

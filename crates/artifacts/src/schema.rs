@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::types::{NodeId, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 
@@ -46,6 +46,10 @@ pub const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> =
 pub const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
 /// chunk hash -> (length, number of entries in stored segments naming it)
 pub const CHUNKS: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");
+/// chunk hash -> (pack, offset, length): where its bytes are (`chunks::Loc`). Format 3 moved
+/// chunks from one file each (`chunks/<xx>/<hex>`) into pack files.
+pub const CHUNK_LOCS: TableDefinition<&[u8; 32], crate::chunks::LocRow> =
+    TableDefinition::new("chunk_locs_v3");
 /// chunks whose count fell to zero while a writer had them staged: GC candidates
 pub const DEAD_CHUNKS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("dead_chunks_v1");
 /// leaves no node references, with the time they became unreferenced: GC candidates

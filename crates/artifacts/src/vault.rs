@@ -1,4 +1,4 @@
-//! The `Vault`: the store's one handle. It owns the metadata database, the chunk files and
+//! The `Vault`: the store's one handle. It owns the metadata database, the chunk packs and
 //! the data-dir lock, and exposes nodes (the mount's inodes), leaves and trees.
 //!
 //! # Transactions and locking
@@ -7,10 +7,10 @@
 //!   with the one writer.
 //! - Payload bytes are written *outside* any transaction (by `PayloadWriter`, from any number
 //!   of threads at once) and only named inside one. The chunk store's `staged` set keeps GC
-//!   from deleting a chunk between the two.
-//! - Lock order: `ChunkStore::staged` (held by GC and repair only), then redb's writer lock,
-//!   then `ChunkStore::pending` and the chunk cache. Nothing that holds the writer lock takes
-//!   `staged`.
+//!   from dropping a chunk between the two.
+//! - Lock order: `ChunkStore::staged` (held by GC and repair, and briefly by each append),
+//!   then redb's writer lock, then the chunk store's other locks (active pack, unsynced packs,
+//!   open files, cache, abandoned ranges). Nothing that holds the writer lock takes `staged`.
 //!
 //! # Commit strengths
 //! `Commit::CrashConsistent` commits without fsync: after a crash the store holds the state of
@@ -30,17 +30,17 @@ use redb::{
 };
 
 use crate::chunks::{
-    self, CHUNK_MAX, ChunkReadError, ChunkStore, FaultInjector, Faults, INLINE_MAX, IoStep,
+    self, CHUNK_MAX, ChunkReadError, ChunkStore, FaultInjector, Faults, INLINE_MAX, IoStep, Loc,
 };
 use crate::error::{Error, Result, lossy};
 use crate::layout::{
     self, GROUP, HashTree, LeafIndex, SegmentRef, TreeCache, decode_segment, decode_segment_list,
 };
 use crate::schema::{
-    CHUNKS, DEAD_CHUNKS, ENTRIES, FORMAT_OLDEST, FORMAT_VERSION, INLINE, LEAF_CHUNKS_V1,
-    LEAF_SEGMENTS, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
-    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENTS, TREES, TreeRecord, UNREFERENCED,
-    XATTRS, bytes_u64, decode, encode, u64_bytes,
+    CHUNK_LOCS, CHUNKS, DEAD_CHUNKS, ENTRIES, FORMAT_OLDEST, FORMAT_VERSION, INLINE,
+    LEAF_CHUNKS_V1, LEAF_SEGMENTS, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT,
+    META_NEXT_NODE, META_OPEN, META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENTS, TREES,
+    TreeRecord, UNREFERENCED, XATTRS, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
@@ -71,6 +71,8 @@ pub struct Options {
     pub faults: Option<Arc<dyn FaultInjector>>,
     /// The database page cache, in bytes (redb's default when `None`).
     pub cache_bytes: Option<usize>,
+    /// A pack file takes no more appends once it holds this many bytes (1 GiB when `None`).
+    pub pack_bytes: Option<u64>,
 }
 
 /// Numbers of entries in the main tables.
@@ -94,6 +96,8 @@ pub struct Stats {
     pub inline_bytes: u64,
     pub chunks: u64,
     pub chunk_bytes: u64,
+    /// Bytes the pack files take on disk: the chunks, and dead ranges not yet punched.
+    pub pack_bytes: u64,
     /// Total size of all leaves (what the content would take without dedup).
     pub logical_bytes: u64,
     pub db_bytes: u64,
@@ -102,7 +106,7 @@ pub struct Stats {
 /// The durable content-addressed store. `Send + Sync`: share it with `Arc`.
 pub struct Vault {
     pub(crate) dir: PathBuf,
-    pub(crate) db: Database,
+    pub(crate) db: Arc<Database>,
     pub(crate) chunks: Arc<ChunkStore>,
     pub(crate) player: PlayerRecord,
     pub(crate) faults: Faults,
@@ -174,6 +178,7 @@ write_tables! {
     leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
     segments: SEGMENTS => &'static [u8; 32], &'static [u8];
     chunks: CHUNKS => &'static [u8; 32], (u32, u64);
+    locs: CHUNK_LOCS => &'static [u8; 32], chunks::LocRow;
     dead: DEAD_CHUNKS => &'static [u8; 32], ();
     unref: UNREFERENCED => &'static [u8; 32], i64;
     orphans: ORPHANS => u64, ();
@@ -298,6 +303,7 @@ impl W<'_> {
 
     /// Records a staged leaf's metadata if the leaf is new. Its reference count starts at 0.
     pub(crate) fn register_leaf(&mut self, staged: &StagedLeaf, now: Timestamp) -> Result<()> {
+        self.record_locations(staged)?;
         if self.leaves()?.get(&staged.hash)?.is_some() {
             return Ok(());
         }
@@ -307,11 +313,30 @@ impl W<'_> {
     /// Records a staged leaf as the content of one more node: a new leaf starts at one
     /// reference, without passing through the GC index.
     pub(crate) fn adopt_leaf(&mut self, staged: &StagedLeaf, now: Timestamp) -> Result<()> {
+        self.record_locations(staged)?;
         if self.leaves()?.get(&staged.hash)?.is_some() {
             return self.leaf_incref(&staged.hash);
         }
         let refs = u64::from(staged.hash != EMPTY_LEAF);
         self.insert_leaf(staged, refs, now)
+    }
+
+    /// Records where the chunks a staging appended are, for those that have no location yet
+    /// (a chunk's first copy; or a copy written again after repair quarantined the old one).
+    fn record_locations(&mut self, staged: &StagedLeaf) -> Result<()> {
+        let mut lost = Vec::new();
+        for (chunk, loc) in &staged.appended {
+            let recorded = self.locs()?.get(chunk)?.map(|v| Loc::from_row(v.value()));
+            match recorded {
+                None => {
+                    self.locs()?.insert(chunk, loc.row())?;
+                }
+                Some(recorded) if recorded != *loc => lost.push((*chunk, *loc)),
+                Some(_) => {}
+            }
+        }
+        staged.discard(lost);
+        Ok(())
     }
 
     fn insert_leaf(&mut self, staged: &StagedLeaf, refs: u64, now: Timestamp) -> Result<()> {
@@ -388,6 +413,36 @@ impl W<'_> {
                 self.dead()?.insert(chunk, ())?;
             }
         }
+        Ok(())
+    }
+
+    /// Format 2 kept each chunk in a file of its own, `chunks/<xx>/<hex>`; format 3 appends
+    /// chunks to packs. This copies every recorded chunk into a pack and records where; the
+    /// packs are synced here, and `Vault::open` deletes the old files once this commits. A
+    /// chunk whose file is gone stays without a location (fsck reports it missing).
+    fn migrate_v2(&mut self, store: &ChunkStore, dir: &Path) -> Result<()> {
+        let old = dir.join("chunks");
+        let chunks: Vec<Hash> =
+            self.chunks()?.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
+        let mut missing = 0u64;
+        for chunk in &chunks {
+            let name = hex(chunk);
+            let path = old.join(&name[..2]).join(&name);
+            let data = match fs::read(&path) {
+                Ok(data) => data,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing += 1;
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            let loc = store.append(&data).map_err(|e| Error::io(store.pack_dir(), e))?;
+            self.locs()?.insert(chunk, loc.row())?;
+        }
+        if missing > 0 {
+            tracing::warn!(missing, "chunk files missing while migrating to packs");
+        }
+        store.sync_pending().map_err(|e| Error::io(store.pack_dir(), e))?;
         Ok(())
     }
 
@@ -583,10 +638,18 @@ impl Vault {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
         let faults = opts.faults.clone();
-        let chunks =
-            Arc::new(ChunkStore::open(dir, faults.clone()).map_err(|e| Error::io(dir, e))?);
-        let db = open_db(&dir.join("meta.redb"), opts)?;
-        let (player, was_open) = init_meta(&db, dir, player)?;
+        let db = Arc::new(open_db(&dir.join("meta.redb"), opts)?);
+        let chunks = Arc::new(
+            ChunkStore::open(dir, db.clone(), faults.clone(), opts.pack_bytes)
+                .map_err(|e| Error::io(dir, e))?,
+        );
+        let (player, was_open) = init_meta(&db, &chunks, dir, player)?;
+        // Chunk files of format 2, left behind if a migration committed but the process
+        // stopped before it removed them.
+        let old_chunks = dir.join("chunks");
+        if old_chunks.is_dir() {
+            fs::remove_dir_all(&old_chunks).map_err(|e| Error::io(&old_chunks, e))?;
+        }
         let next_node = {
             let txn = db.begin_read()?;
             match txn.open_table(META)?.get(META_NEXT_NODE)? {
@@ -610,7 +673,7 @@ impl Vault {
         };
         if was_open {
             tracing::warn!(dir = %dir.display(), "store was not closed cleanly; recovering");
-            vault.sweep_stray_chunks()?;
+            vault.sweep_packs()?;
         }
         vault.reap_orphans()?;
         Ok(vault)
@@ -647,7 +710,7 @@ impl Vault {
     ) -> Result<R> {
         if commit == Commit::Durable {
             // Most of the fsync work happens before taking the writer lock.
-            self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+            self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
         }
         let mut txn = self.db.begin_write()?;
         let committed: Result<R> = (|| {
@@ -659,7 +722,7 @@ impl Vault {
             if commit == Commit::Durable {
                 // Chunks written by commits that raced ahead of this one are made durable too:
                 // this commit makes theirs durable.
-                self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.chunk_dir(), e))?;
+                self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
             }
             chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
             txn.commit()?;
@@ -809,7 +872,7 @@ impl Vault {
     pub fn stage(&self, bytes: &[u8]) -> Result<StagedLeaf> {
         let mut w = self.payload_writer();
         io::Write::write_all(&mut w, bytes).map_err(|e| Error::io(self.tmp_dir(), e))?;
-        w.finish().map_err(|e| Error::io(self.chunks.chunk_dir(), e))
+        w.finish().map_err(|e| Error::io(self.chunks.pack_dir(), e))
     }
 
     /// Stores a payload of `size` bytes that `read(offset, buf)` provides (filling `buf`
@@ -829,7 +892,7 @@ impl Vault {
             io::Write::write_all(&mut w, piece).map_err(|e| Error::io(self.tmp_dir(), e))?;
             pos += piece.len() as u64;
         }
-        w.finish().map_err(|e| Error::io(self.chunks.chunk_dir(), e))
+        w.finish().map_err(|e| Error::io(self.chunks.pack_dir(), e))
     }
 
     /// Size of a stored leaf.
@@ -1582,6 +1645,8 @@ impl Vault {
             }
         }
         s.db_bytes = fs::metadata(self.dir.join("meta.redb")).map_or(0, |m| m.len());
+        s.pack_bytes =
+            self.chunks.disk_bytes().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
         Ok(s)
     }
 }
@@ -1689,7 +1754,12 @@ fn open_db(path: &Path, opts: &Options) -> Result<Database> {
 
 /// Creates or checks the store-wide records, and sets the crash marker durably.
 /// Returns the player and whether the marker was already set (an unclean shutdown).
-fn init_meta(db: &Database, dir: &Path, player: Option<&str>) -> Result<(PlayerRecord, bool)> {
+fn init_meta(
+    db: &Database,
+    store: &ChunkStore,
+    dir: &Path,
+    player: Option<&str>,
+) -> Result<(PlayerRecord, bool)> {
     let txn = db.begin_write()?;
     let out = {
         let mut w = W::open(&txn)?;
@@ -1703,6 +1773,12 @@ fn init_meta(db: &Database, dir: &Path, player: Option<&str>) -> Result<(PlayerR
             if found == 1 {
                 tracing::info!(dir = %dir.display(), "migrating the store from format 1 to 2");
                 w.migrate_v1()?;
+            }
+            if found <= 2 {
+                tracing::info!(dir = %dir.display(), "migrating the store to format 3 (packs)");
+                w.migrate_v2(store, dir)?;
+            }
+            if found < FORMAT_VERSION {
                 w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
             }
             let rec: PlayerRecord = match w.meta()?.get(META_PLAYER)? {

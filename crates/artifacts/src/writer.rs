@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use blake3::hazmat::{ChainingValue, HasherExt};
 use fastcdc::v2020::FastCDC;
 
-use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX};
+use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX, Loc};
 use crate::layout::{GROUP, LeafIndex, TreeCache};
 use crate::types::Hash;
 
@@ -33,7 +33,7 @@ pub(crate) fn first_cut(data: &[u8]) -> usize {
 pub enum StagedBody {
     Inline(Vec<u8>),
     Chunked {
-        /// The chunks in order, and their segments; every chunk file is on disk.
+        /// The chunks in order, and their segments; every chunk is stored.
         index: Arc<LeafIndex>,
         /// The chunks this staging wrote, each staged once (the others belong to stored
         /// leaves already).
@@ -45,20 +45,34 @@ pub enum StagedBody {
 ///
 /// Commit it with `Vault::place_staged`, `Vault::set_content` or `Vault::create_file`.
 /// Until then (and if it is dropped) its chunks are protected from GC; dropping it without
-/// committing leaves at most unreferenced chunk files, which GC reclaims.
+/// committing leaves at most unreferenced chunk bytes in a pack, which GC reclaims.
 #[derive(Debug)]
 pub struct StagedLeaf {
     pub hash: Hash,
     pub size: u64,
     pub(crate) body: StagedBody,
     store: Arc<ChunkStore>,
+    /// Where this staging appended the bytes of its fresh chunks (those not stored before):
+    /// the commit records these locations.
+    pub(crate) appended: Vec<(Hash, Loc)>,
     /// Set once metadata naming this payload has committed.
     committed: AtomicBool,
 }
 
 impl StagedLeaf {
+    /// A staged leaf, once all of its chunks are stored.
     pub(crate) fn new(hash: Hash, size: u64, body: StagedBody, store: Arc<ChunkStore>) -> Self {
-        StagedLeaf { hash, size, body, store, committed: AtomicBool::new(false) }
+        let appended = match &body {
+            StagedBody::Inline(_) => Vec::new(),
+            StagedBody::Chunked { fresh, .. } => store.appended(fresh),
+        };
+        StagedLeaf { hash, size, body, store, appended, committed: AtomicBool::new(false) }
+    }
+
+    /// Hands ranges this staging appended, which lost to copies recorded meanwhile, to the
+    /// reclaimer.
+    pub(crate) fn discard(&self, ranges: Vec<(Hash, Loc)>) {
+        self.store.discard(ranges);
     }
 
     /// The chunks of a chunked payload, in order (empty when inline).
@@ -150,8 +164,8 @@ enum Job {
     Barrier(SyncSender<()>),
 }
 
-/// A thread that writes one payload's chunk files while the writer hashes and cuts the next
-/// bytes: creating thousands of files is kernel work that would otherwise stall the stream.
+/// A thread that appends one payload's chunks to the pack while the writer hashes and cuts the
+/// next bytes, so the copy into the page cache overlaps the hashing.
 struct Storer {
     tx: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -174,7 +188,7 @@ impl Storer {
         for job in rx {
             match job {
                 Job::Chunk(hash, data) => {
-                    if let Err(e) = store.put_file(&hash, &data) {
+                    if let Err(e) = store.write(&hash, &data) {
                         let mut slot = error.lock().unwrap_or_else(PoisonError::into_inner);
                         slot.get_or_insert(e);
                     }
@@ -356,7 +370,7 @@ impl io::Write for PayloadWriter {
 impl Drop for PayloadWriter {
     fn drop(&mut self) {
         // An import dropped before `finish`: its chunks are abandoned, once the storer has
-        // stopped (so no file of theirs is written after).
+        // stopped (so none of them is appended after).
         self.storer = None;
         let hashes: Vec<Hash> = self.chunks.iter().map(|c| c.0).collect();
         self.store.abandon(&hashes);

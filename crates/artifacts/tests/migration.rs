@@ -1,5 +1,8 @@
-//! A format 1 store (one chunk-list row per chunk of every leaf) opens as format 2: its chunk
-//! lists become segments, chunk reference counts are recounted, and nothing is lost.
+//! Older stores open as format 3, and nothing is lost:
+//! - format 2 kept each chunk in a file of its own (`chunks/<xx>/<hex>`): the chunks move into
+//!   packs and the files go;
+//! - format 1 also kept one chunk-list row per chunk of every leaf: the lists become segments
+//!   and chunk reference counts are recounted, then the chunks move as for format 2.
 
 mod common;
 
@@ -16,8 +19,74 @@ const LEAF_CHUNKS_V1: TableDefinition<(&[u8; 32], u64), ChunkRow> =
     TableDefinition::new("leaf_chunks_v1");
 const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("leaf_segments_v2");
 const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
+const CHUNK_LOCS: TableDefinition<&[u8; 32], (u32, u64, u32)> =
+    TableDefinition::new("chunk_locs_v3");
 
-/// Rewrites a closed format 2 store into format 1's layout.
+/// Rewrites a closed format 3 store into format 2's layout: every chunk in a file of its own.
+fn unpack(dir: &std::path::Path) {
+    let db = redb::Database::open(dir.join("meta.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let locs = txn.open_table(CHUNK_LOCS).unwrap();
+        for row in locs.iter().unwrap() {
+            let (chunk, loc) = row.unwrap();
+            let (pack, offset, len) = loc.value();
+            let pack = std::fs::read(dir.join(format!("packs/{pack:08x}.pack"))).unwrap();
+            let name = indras_artifacts::hex(chunk.value());
+            let shard = dir.join("chunks").join(&name[..2]);
+            std::fs::create_dir_all(&shard).unwrap();
+            let at = usize::try_from(offset).unwrap();
+            std::fs::write(shard.join(&name), &pack[at..at + len as usize]).unwrap();
+        }
+        txn.open_table(META).unwrap().insert("format", 2u64.to_le_bytes().as_slice()).unwrap();
+    }
+    txn.delete_table(CHUNK_LOCS).unwrap();
+    txn.commit().unwrap();
+    std::fs::remove_dir_all(dir.join("packs")).unwrap();
+}
+
+fn chunk_files(dir: &std::path::Path) -> usize {
+    match std::fs::read_dir(dir.join("chunks")) {
+        Err(_) => 0,
+        Ok(shards) => shards.map(|s| std::fs::read_dir(s.unwrap().path()).unwrap().count()).sum(),
+    }
+}
+
+/// Writes a store with three related large files and a small one, and closes it.
+fn populate(dir: &std::path::Path) -> Vec<(&'static str, Vec<u8>)> {
+    let big = bytes(1, 3 << 20);
+    let mut similar = big.clone();
+    similar[1_000_000..1_000_100].fill(7);
+    let files =
+        vec![("big", big.clone()), ("similar", similar), ("copy", big), ("small", bytes(2, 1000))];
+    let v = open(dir);
+    for (name, content) in &files {
+        put(&v, name, content, Commit::Durable);
+    }
+    files
+}
+
+/// Opens a downgraded store and checks that every file reads back and fsck is clean.
+fn check_migrated(dir: &std::path::Path, files: &[(&str, Vec<u8>)]) {
+    let v = open(dir);
+    for (name, content) in files {
+        assert!(get(&v, name) == *content, "{name}");
+    }
+    let report = v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(!dir.join("chunks").exists(), "the chunk files are gone");
+}
+
+#[test]
+fn a_format_2_store_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = populate(dir.path());
+    unpack(dir.path());
+    assert!(chunk_files(dir.path()) > 20);
+    check_migrated(dir.path(), &files);
+}
+
+/// Rewrites a closed format 2 store (see `unpack`) into format 1's layout.
 fn downgrade(dir: &std::path::Path) {
     let db = redb::Database::open(dir.join("meta.redb")).unwrap();
     let txn = db.begin_write().unwrap();
@@ -56,31 +125,15 @@ fn downgrade(dir: &std::path::Path) {
 #[test]
 fn a_format_1_store_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
-    let big = bytes(1, 3 << 20);
-    let mut similar = big.clone();
-    similar[1_000_000..1_000_100].fill(7);
-    let small = bytes(2, 1000);
-    {
-        let v = open(dir.path());
-        put(&v, "big", &big, Commit::Durable);
-        put(&v, "similar", &similar, Commit::Durable);
-        put(&v, "copy", &big, Commit::Durable);
-        put(&v, "small", &small, Commit::Durable);
-    }
+    let files = populate(dir.path());
+    unpack(dir.path());
     downgrade(dir.path());
     {
         let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
         let txn = db.begin_read().unwrap();
         assert!(txn.open_table(LEAF_CHUNKS_V1).unwrap().len().unwrap() > 40);
     }
-    let v = open(dir.path());
-    assert!(get(&v, "big") == big);
-    assert!(get(&v, "similar") == similar);
-    assert!(get(&v, "copy") == big);
-    assert!(get(&v, "small") == small);
-    let report = v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap();
-    assert!(report.is_clean(), "{:?}", report.problems);
-    drop(v);
+    check_migrated(dir.path(), &files);
     let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
     let txn = db.begin_read().unwrap();
     assert!(txn.open_table(LEAF_CHUNKS_V1).is_err(), "the old table is gone");

@@ -151,11 +151,11 @@ fn one_byte_overwrite_in_64_mib_adds_under_1_mib() {
     let mut content = bytes(2, 64 * MIB);
     put(&v, "big", &content, Commit::Durable);
     let before = v.stats().unwrap();
-    let disk_before = disk_bytes(&dir.path().join("chunks"));
+    let disk_before = disk_bytes(&dir.path().join("packs"));
     content[32 * MIB + 17] ^= 0xff;
     put(&v, "big", &content, Commit::Durable);
     let after = v.stats().unwrap();
-    let disk_after = disk_bytes(&dir.path().join("chunks"));
+    let disk_after = disk_bytes(&dir.path().join("packs"));
     let added = after.chunk_bytes - before.chunk_bytes;
     assert!(added < MIB as u64, "1-byte edit added {added} bytes of chunks");
     assert!(disk_after - disk_before < MIB as u64, "disk grew by {}", disk_after - disk_before);
@@ -169,13 +169,12 @@ fn one_byte_overwrite_in_64_mib_adds_under_1_mib() {
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
 }
 
-fn first_chunk_file(dir: &std::path::Path) -> std::path::PathBuf {
-    for shard in std::fs::read_dir(dir.join("chunks")).unwrap() {
-        if let Some(f) = std::fs::read_dir(shard.unwrap().path()).unwrap().next() {
-            return f.unwrap().path();
-        }
-    }
-    panic!("no chunk files");
+/// The one pack file of a store that has written only a little.
+fn only_pack(dir: &std::path::Path) -> std::path::PathBuf {
+    let packs: Vec<_> =
+        std::fs::read_dir(dir.join("packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    packs[0].clone()
 }
 
 #[test]
@@ -186,28 +185,24 @@ fn corrupt_chunk_is_an_integrity_error_and_fsck_finds_it() {
         let v = open(dir.path());
         put(&v, "f", &content, Commit::Durable);
     }
-    let victim = first_chunk_file(dir.path());
-    let mut data = std::fs::read(&victim).unwrap();
+    // One flipped bit in the first chunk (which starts the pack).
+    let pack = only_pack(dir.path());
+    let mut data = std::fs::read(&pack).unwrap();
     data[100] ^= 1;
-    std::fs::write(&victim, &data).unwrap();
+    std::fs::write(&pack, &data).unwrap();
+    let first = fastcdc::v2020::FastCDC::new(&content, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+        .next()
+        .map(|c| *blake3::hash(&content[..c.length]).as_bytes())
+        .unwrap();
 
     let v = open(dir.path());
     let leaf = v.lookup(NodeId::ROOT, b"f").unwrap().content.unwrap();
     match v.read_all(&leaf) {
-        Err(Error::Integrity { chunk, .. }) => {
-            assert_eq!(
-                indras_artifacts::hex(&chunk),
-                victim.file_name().unwrap().to_str().unwrap()
-            );
-        }
+        Err(Error::Integrity { chunk, .. }) => assert_eq!(chunk, first),
         other => panic!("expected an integrity error, got {other:?}"),
     }
     let report = v.fsck(FsckOptions::default(), &mut |_| {}).unwrap();
-    assert!(
-        report.problems.iter().any(|p| matches!(p, Problem::CorruptChunk(_))),
-        "{:?}",
-        report.problems
-    );
+    assert_eq!(report.problems, vec![Problem::CorruptChunk(first)]);
     // Repair quarantines the chunk; reads now fail as missing rather than corrupt ...
     let repaired = v.fsck(FsckOptions { deep: false, repair: true }, &mut |_| {}).unwrap();
     assert!(!repaired.repaired.is_empty());
@@ -225,7 +220,9 @@ fn missing_chunk_is_reported() {
         let v = open(dir.path());
         put(&v, "f", &bytes(4, MIB), Commit::Durable);
     }
-    std::fs::remove_file(first_chunk_file(dir.path())).unwrap();
+    // The pack loses its tail, as if a write never reached the disk.
+    let pack = only_pack(dir.path());
+    std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(1000).unwrap();
     let v = open(dir.path());
     let leaf = v.lookup(NodeId::ROOT, b"f").unwrap().content.unwrap();
     assert!(matches!(v.read_all(&leaf), Err(Error::MissingChunk { .. })));
@@ -245,17 +242,21 @@ fn gc_reclaims_unreferenced_payloads_and_stray_files() {
         assert_eq!(node.nlink, 0);
         assert!(v.reap(node.id, Commit::CrashConsistent).unwrap());
     }
-    // A writer abandoned mid-way leaves chunk files nothing names.
+    // A writer abandoned mid-way leaves chunk bytes nothing names, and something that is not
+    // a pack lands in the pack directory.
     let mut w = v.payload_writer();
     w.write_all(&bytes(7, MIB)).unwrap();
     drop(w);
-    let before = disk_bytes(&dir.path().join("chunks"));
+    std::fs::write(dir.path().join("packs/notes.txt"), b"not a pack").unwrap();
+    let before = disk_bytes(&dir.path().join("packs"));
     let report = v.gc(None, &mut |_| {}).unwrap();
     assert_eq!(report.leaves_removed, 2, "{report:?}");
     assert!(report.inline_bytes_freed >= 12);
-    assert!(report.stray_files_removed > 0);
-    let after = disk_bytes(&dir.path().join("chunks"));
-    assert!(after < before - MIB as u64, "{before} -> {after}");
+    assert_eq!(report.stray_files_removed, 1);
+    // What is left is the kept file, give or take the blocks its chunks share with dead ones.
+    let after = disk_bytes(&dir.path().join("packs"));
+    assert!(after < before - 3 * MIB as u64 / 2, "{before} -> {after}");
+    assert!(after <= MIB as u64 + 64 * 1024, "{after}");
     assert_eq!(get(&v, "keep"), bytes(5, MIB));
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
 }
@@ -285,8 +286,8 @@ fn abandoned_payloads_leave_no_files_and_shared_chunks_stay() {
     let v = open(dir.path());
     let keep = bytes(8, 2 * MIB);
     put(&v, "keep", &keep, Commit::Durable);
-    let chunk_files = || disk_bytes(&dir.path().join("chunks"));
-    let before = chunk_files();
+    let pack_bytes = || disk_bytes(&dir.path().join("packs"));
+    let before = pack_bytes();
     // A staged payload dropped without a commit, and an import dropped before `finish`.
     drop(v.stage(&bytes(9, 3 * MIB)).unwrap());
     let mut w = v.payload_writer();
@@ -294,10 +295,46 @@ fn abandoned_payloads_leave_no_files_and_shared_chunks_stay() {
     drop(w);
     // A staged copy of content that is committed elsewhere shares its chunks.
     drop(v.stage(&keep).unwrap());
-    assert!(chunk_files() > before);
+    assert!(pack_bytes() > before);
     let removed = v.reclaim_abandoned().unwrap();
     assert!(removed > 0);
-    assert_eq!(chunk_files(), before, "only the committed payload's chunks remain");
+    assert_eq!(pack_bytes(), before, "only the committed payload's chunks take room");
     assert_eq!(get(&v, "keep"), keep);
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
+
+/// Chunks fill packs one after another; a full GC deletes the packs whose chunks all died and
+/// punches the dead chunks out of the others.
+#[test]
+fn full_packs_roll_over_and_dead_packs_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = indras_artifacts::Options { pack_bytes: Some(MIB as u64), ..Default::default() };
+    let v = indras_artifacts::Vault::open(dir.path(), "alice", &opts).unwrap();
+    for i in 0..6u8 {
+        put(&v, &format!("f{i}"), &bytes(20 + u64::from(i), 3 * MIB / 2), Commit::Durable);
+    }
+    let packs = || std::fs::read_dir(dir.path().join("packs")).unwrap().count();
+    let before = packs();
+    assert!(before >= 9, "{before} packs for 9 MiB in 1 MiB packs");
+    for i in 0..4u8 {
+        let node =
+            v.remove(NodeId::ROOT, format!("f{i}").as_bytes(), false, now(), Commit::Durable);
+        assert!(v.reap(node.unwrap().id, Commit::Durable).unwrap());
+    }
+    let report = v.gc(None, &mut |_| {}).unwrap();
+    assert!(report.packs_removed >= 4, "{report:?}");
+    assert_eq!(packs() as u64, before as u64 - report.packs_removed);
+    let on_disk = disk_bytes(&dir.path().join("packs"));
+    assert!(on_disk <= 3 * MIB as u64 + 64 * 4096, "{on_disk} bytes for 3 MiB of live chunks");
+    for i in 4..6u8 {
+        assert_eq!(get(&v, &format!("f{i}")), bytes(20 + u64::from(i), 3 * MIB / 2));
+    }
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+    // Reopened, the store appends to its last pack, and old packs stay readable.
+    drop(v);
+    let v = indras_artifacts::Vault::open(dir.path(), "alice", &opts).unwrap();
+    put(&v, "g", &bytes(30, MIB), Commit::Durable);
+    assert_eq!(get(&v, "f5"), bytes(25, 3 * MIB / 2));
+    assert_eq!(get(&v, "g"), bytes(30, MIB));
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
 }

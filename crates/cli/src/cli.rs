@@ -465,7 +465,7 @@ fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()
             "player_id": v.player().to_string(),
             "data_dir": dir.display().to_string(),
             "artifacts": { "total": c.trees + c.leaves, "trees": c.trees, "leaves": c.leaves, "nodes": c.nodes, "chunks": c.chunks },
-            "store": { "logical_bytes": stats.logical_bytes, "chunk_bytes": stats.chunk_bytes, "inline_bytes": stats.inline_bytes, "db_bytes": stats.db_bytes },
+            "store": { "logical_bytes": stats.logical_bytes, "chunk_bytes": stats.chunk_bytes, "pack_bytes": stats.pack_bytes, "inline_bytes": stats.inline_bytes, "db_bytes": stats.db_bytes },
             "peers": { "known": v.peers()?.len(), "connected": 0 },
             "attention": { "events_last_hour": last_hour, "events_stored": c.events },
             "hot": hot.iter().map(|h| serde_json::json!({ "path": h.path, "heat": h.heat })).collect::<Vec<_>>(),
@@ -485,9 +485,10 @@ fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()
         if hot.is_empty() { "none yet".to_owned() } else { hot.join(", ") }
     );
     println!(
-        "Stored: {} of content in {} of chunks and {} inline",
+        "Stored: {} of content in {} of chunks ({} on disk) and {} inline",
         bytes(stats.logical_bytes),
         bytes(stats.chunk_bytes),
+        bytes(stats.pack_bytes),
         bytes(stats.inline_bytes)
     );
     Ok(())
@@ -531,11 +532,12 @@ fn gc(store: &StoreArgs) -> Result<()> {
     let v = open_store(&dir)?;
     let r = v.gc(None, &mut progress_bar())?;
     println!(
-        "removed {} leaves ({} inline), {} chunks ({}), {} stray files",
+        "removed {} leaves ({} inline), {} chunks ({}), {} empty packs, {} stray files",
         r.leaves_removed,
         bytes(r.inline_bytes_freed),
         r.chunks_removed,
         bytes(r.chunk_bytes_freed),
+        r.packs_removed,
         r.stray_files_removed
     );
     Ok(())

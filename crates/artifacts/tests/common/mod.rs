@@ -50,7 +50,7 @@ pub fn get(v: &Vault, name: &str) -> Vec<u8> {
     v.read_all(&node.content.expect("file has content")).expect("read")
 }
 
-/// Total bytes of regular files under `dir`.
+/// Bytes the files under `dir` take on disk (holes punched in packs excluded).
 pub fn disk_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -59,7 +59,7 @@ pub fn disk_bytes(dir: &Path) -> u64 {
         if meta.is_dir() {
             total += disk_bytes(&entry.path());
         } else {
-            total += meta.len();
+            total += std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
         }
     }
     total
