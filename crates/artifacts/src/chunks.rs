@@ -1,8 +1,8 @@
 //! Chunk storage: content-defined chunks of large payloads, appended to pack files.
 //!
 //! A pack is `packs/<8 hex digits>.pack`, an append-only file of chunk bytes with no framing.
-//! A chunk's place in a pack (`Loc`: pack, offset, length) is recorded in the metadata table
-//! `chunk_locs_v3`, in the transaction that first names the chunk. One pack takes appends at a
+//! A chunk's place in a pack (`Loc`: pack, offset, length) is recorded in its row of the
+//! metadata table `chunks_v3`, in the transaction that first names the chunk. One pack takes appends at a
 //! time; a full one (`PACK_MAX`) is left as it is and a new one begins. GC punches a hole over
 //! each chunk it drops, and a full GC also punches every range no chunk owns and deletes the
 //! packs left with no live chunk.
@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, ReadableDatabase};
 
-use crate::schema::CHUNK_LOCS;
+use crate::schema::CHUNKS;
 use crate::types::{Hash, hex};
 
 /// Payloads of at most this many bytes are stored inline in the database.
@@ -98,8 +98,27 @@ pub(crate) struct Loc {
     pub len: u32,
 }
 
-/// A `Loc` as a `chunk_locs_v3` value.
-pub(crate) type LocRow = (u32, u64, u32);
+/// A chunk's row in `chunks_v3`: its length, how many entries of stored segments name it, and
+/// where its bytes are.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct ChunkRecord {
+    pub len: u32,
+    pub refs: u64,
+    pub loc: Option<Loc>,
+}
+
+/// A `ChunkRecord` as stored: `(len, refs, (pack, offset))`.
+pub type ChunkValue = (u32, u64, Option<(u32, u64)>);
+
+impl ChunkRecord {
+    pub(crate) fn value(self) -> ChunkValue {
+        (self.len, self.refs, self.loc.map(|l| (l.pack, l.offset)))
+    }
+
+    pub(crate) fn from_value((len, refs, loc): ChunkValue) -> Self {
+        ChunkRecord { len, refs, loc: loc.map(|(pack, offset)| Loc { pack, offset, len }) }
+    }
+}
 
 fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
@@ -109,14 +128,6 @@ impl Loc {
     /// The end of the blocks this chunk occupies (its bytes, and the padding to the next).
     fn block_end(self) -> u64 {
         align_up(self.offset + u64::from(self.len))
-    }
-
-    pub(crate) fn row(self) -> LocRow {
-        (self.pack, self.offset, self.len)
-    }
-
-    pub(crate) fn from_row((pack, offset, len): LocRow) -> Loc {
-        Loc { pack, offset, len }
     }
 }
 
@@ -165,7 +176,7 @@ pub(crate) struct ChunkStore {
     pack_dir: PathBuf,
     tmp_dir: PathBuf,
     faults: Faults,
-    /// The metadata database, for `chunk_locs_v3` lookups.
+    /// The metadata database, for lookups of chunk places.
     db: Arc<Database>,
     /// The size at which a pack takes no more appends.
     pack_max: u64,
@@ -319,6 +330,7 @@ impl ChunkStore {
             Some(_) => {}
         }
         if self.recorded(hash)?.is_some_and(|l| l.len == len) {
+            // Stored and committed; staged now, so GC keeps it.
             return Ok(());
         }
         let loc = self.append(data)?;
@@ -365,8 +377,9 @@ impl ChunkStore {
     /// Where the metadata says a chunk is.
     fn recorded(&self, hash: &Hash) -> io::Result<Option<Loc>> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let locs = txn.open_table(CHUNK_LOCS).map_err(db_err)?;
-        Ok(locs.get(hash).map_err(db_err)?.map(|v| Loc::from_row(v.value())))
+        let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+        let row = chunks.get(hash).map_err(db_err)?;
+        Ok(row.and_then(|v| ChunkRecord::from_value(v.value()).loc))
     }
 
     /// Where a chunk is: recorded, or appended by a writer that has not committed yet.

@@ -16,15 +16,15 @@ use std::fmt;
 use std::fs;
 use std::path::PathBuf;
 
-use crate::chunks::{ChunkReadError, Loc, StagedMap};
+use crate::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Error, Result, lossy};
 use crate::layout::{decode_segment, decode_segment_list};
 use crate::schema::{
-    CHUNK_LOCS, CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,
-    SEGMENTS, TREES, UNREFERENCED, decode, encode,
+    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS, SEGMENTS,
+    TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::{Commit, EMPTY_LEAF, Vault, W};
@@ -55,8 +55,6 @@ pub struct GcReport {
 pub enum Problem {
     CorruptChunk(Hash),
     MissingChunk(Hash),
-    /// A chunk location with no chunk record.
-    StrayChunk(Hash),
     /// Two chunks whose recorded ranges of a pack overlap.
     OverlappingChunks(Hash, Hash),
     /// A file in the pack directory that is not a pack.
@@ -108,7 +106,6 @@ impl fmt::Display for Problem {
         match self {
             Problem::CorruptChunk(h) => write!(f, "chunk {} is corrupt", hex(h)),
             Problem::MissingChunk(h) => write!(f, "chunk {} is missing", hex(h)),
-            Problem::StrayChunk(h) => write!(f, "chunk {} has a location but no record", hex(h)),
             Problem::OverlappingChunks(a, b) => {
                 write!(f, "chunks {} and {} overlap in their pack", hex(a), hex(b))
             }
@@ -193,10 +190,12 @@ impl Vault {
     fn sweep_locked(&self, staged: &StagedMap, report: &mut GcReport) -> Result<()> {
         let recorded: Vec<Loc> = {
             let txn = self.read_txn()?;
-            let locs = txn.open_table(CHUNK_LOCS)?;
-            locs.iter()?
-                .map(|r| r.map(|(_, v)| Loc::from_row(v.value())))
-                .collect::<Result<_, _>>()?
+            let chunks = txn.open_table(CHUNKS)?;
+            let mut places = Vec::new();
+            for row in chunks.iter()? {
+                places.extend(ChunkRecord::from_value(row?.1.value()).loc);
+            }
+            places
         };
         let swept = self
             .chunks
@@ -264,9 +263,9 @@ impl Vault {
                     continue;
                 }
                 w.dead()?.remove(&chunk)?;
-                let refs = w.chunks()?.get(&chunk)?.map(|v| v.value());
-                if let Some((len, 0)) = refs {
-                    drop_chunk(w, &chunk, len, &mut doomed, &mut report)?;
+                let refs = w.chunks()?.get(&chunk)?.map(|v| v.value().1);
+                if refs == Some(0) {
+                    drop_chunk(w, &chunk, &mut doomed, &mut report)?;
                 }
             }
             Ok(())
@@ -289,7 +288,7 @@ impl Vault {
         let staged = self.chunks.staging_lock();
         // Begun under the staging lock: every writer that unstaged a chunk has committed it.
         let txn = self.read_txn()?;
-        let locs = txn.open_table(CHUNK_LOCS)?;
+        let chunks = txn.open_table(CHUNKS)?;
         let mut removed = 0;
         let mut held = Vec::new();
         for (chunk, loc) in abandoned {
@@ -297,7 +296,8 @@ impl Vault {
                 held.push((chunk, loc));
                 continue;
             }
-            if locs.get(&chunk)?.map(|v| Loc::from_row(v.value())) == Some(loc) {
+            if chunks.get(&chunk)?.and_then(|v| ChunkRecord::from_value(v.value()).loc) == Some(loc)
+            {
                 continue;
             }
             self.chunks.remove(&chunk, loc).map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
@@ -342,7 +342,6 @@ impl Vault {
         let leaf_segments_t = txn.open_table(LEAF_SEGMENTS)?;
         let segments_t = txn.open_table(SEGMENTS)?;
         let chunks_t = txn.open_table(CHUNKS)?;
-        let locs_t = txn.open_table(CHUNK_LOCS)?;
         let unref_t = txn.open_table(UNREFERENCED)?;
         let orphans_t = txn.open_table(ORPHANS)?;
 
@@ -551,11 +550,12 @@ impl Vault {
         // Chunks: counts and content.
         let mut bad_chunks = Vec::new();
         let mut chunk_fixes = Vec::new();
+        let mut ranges: Vec<(u32, u64, u64, Hash)> = Vec::new();
         let total_chunks = chunks_t.len()?;
         for (i, row) in chunks_t.iter()?.enumerate() {
             let (k, v) = row?;
             let chunk = *k.value();
-            let (len, recorded) = v.value();
+            let ChunkRecord { len, refs: recorded, loc } = ChunkRecord::from_value(v.value());
             if i % 64 == 0 {
                 progress(Progress { phase: "chunks", done: i as u64, total: total_chunks });
             }
@@ -563,12 +563,13 @@ impl Vault {
             let actual = chunk_refs.get(&chunk).copied().unwrap_or(0);
             if recorded != actual {
                 report.problems.push(Problem::ChunkRefs { chunk, recorded, actual });
-                chunk_fixes.push((chunk, len, actual));
+                chunk_fixes.push((chunk, actual));
             }
-            let Some(loc) = locs_t.get(&chunk)?.map(|v| Loc::from_row(v.value())) else {
+            let Some(loc) = loc else {
                 report.problems.push(Problem::MissingChunk(chunk));
                 continue;
             };
+            ranges.push((loc.pack, loc.offset, loc.offset + u64::from(loc.len), chunk));
             match self.chunks.read_verified(&chunk, len, loc) {
                 Ok(_) => report.bytes_verified += u64::from(len),
                 Err(ChunkReadError::Missing) => {
@@ -581,19 +582,7 @@ impl Vault {
                 Err(ChunkReadError::Io(path, e)) => return Err(Error::io(path, e)),
             }
         }
-        // Locations: each names a recorded chunk, and no two share a byte.
-        let mut stray_chunks = Vec::new();
-        let mut ranges: Vec<(u32, u64, u64, Hash)> = Vec::new();
-        for row in locs_t.iter()? {
-            let (k, v) = row?;
-            let chunk = *k.value();
-            if chunks_t.get(&chunk)?.is_none() {
-                report.problems.push(Problem::StrayChunk(chunk));
-                stray_chunks.push(chunk);
-            }
-            let loc = Loc::from_row(v.value());
-            ranges.push((loc.pack, loc.offset, loc.offset + u64::from(loc.len), chunk));
-        }
+        // No two chunks share a byte of a pack.
         ranges.sort_unstable();
         for pair in ranges.windows(2) {
             let ((pack_a, _, end_a, a), (pack_b, start_b, _, b)) = (pair[0], pair[1]);
@@ -610,7 +599,7 @@ impl Vault {
             self.deep_verify(&leaves_t, &mut report, progress)?;
         }
         drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_segments_t));
-        drop((segments_t, chunks_t, locs_t, unref_t, orphans_t, txn));
+        drop((segments_t, chunks_t, unref_t, orphans_t, txn));
 
         if let Some(staged) = &staged_guard
             && !report.problems.is_empty()
@@ -618,7 +607,7 @@ impl Vault {
             self.repair(
                 staged,
                 &mut report,
-                &Fixes { nlink_fixes, refs_fixes, chunk_fixes, dangling, bad_chunks, stray_chunks },
+                &Fixes { nlink_fixes, refs_fixes, chunk_fixes, dangling, bad_chunks },
             )?;
         }
         progress(Progress { phase: "done", done: total_chunks, total: total_chunks });
@@ -686,11 +675,9 @@ impl Vault {
         }
         self.write_fs(Commit::Durable, |w| {
             for (chunk, _) in &fixes.bad_chunks {
-                w.locs()?.remove(chunk)?;
-            }
-            for chunk in &fixes.stray_chunks {
-                w.locs()?.remove(chunk)?;
-                done.push(format!("removed the location of unrecorded chunk {}", hex(chunk)));
+                let Some(v) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
+                let rec = ChunkRecord { loc: None, ..ChunkRecord::from_value(v) };
+                w.chunks()?.insert(chunk, rec.value())?;
             }
             for (parent, name, pos) in &fixes.dangling {
                 w.entries()?.remove((*parent, name.as_slice()))?;
@@ -718,8 +705,10 @@ impl Vault {
                 }
                 done.push(format!("set reference count of leaf {} to {refs}", hex(leaf)));
             }
-            for (chunk, len, refs) in &fixes.chunk_fixes {
-                w.chunks()?.insert(chunk, (*len, *refs))?;
+            for (chunk, refs) in &fixes.chunk_fixes {
+                let Some(v) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
+                let rec = ChunkRecord { refs: *refs, ..ChunkRecord::from_value(v) };
+                w.chunks()?.insert(chunk, rec.value())?;
                 if *refs == 0 {
                     w.dead()?.insert(chunk, ())?;
                 }
@@ -742,10 +731,9 @@ impl Vault {
 struct Fixes {
     nlink_fixes: Vec<(NodeId, u32)>,
     refs_fixes: Vec<(Hash, u64)>,
-    chunk_fixes: Vec<(Hash, u32, u64)>,
+    chunk_fixes: Vec<(Hash, u64)>,
     dangling: Vec<(u64, Vec<u8>, u64)>,
     bad_chunks: Vec<(Hash, Loc)>,
-    stray_chunks: Vec<Hash>,
 }
 
 fn remove_leaf(w: &mut W, leaf: &Hash, rec: &LeafRecord, report: &mut GcReport) -> Result<()> {
@@ -802,33 +790,34 @@ fn release_chunks(
     report: &mut GcReport,
 ) -> Result<()> {
     for (chunk, _) in chunks {
-        let Some((len, refs)) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
-        let refs = refs.saturating_sub(1);
-        if refs > 0 {
-            w.chunks()?.insert(chunk, (len, refs))?;
-        } else if staged.contains_key(chunk) {
-            w.chunks()?.insert(chunk, (len, 0))?;
-            w.dead()?.insert(chunk, ())?;
+        let Some(v) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
+        let rec = ChunkRecord::from_value(v);
+        let refs = rec.refs.saturating_sub(1);
+        if refs > 0 || staged.contains_key(chunk) {
+            w.chunks()?.insert(chunk, ChunkRecord { refs, ..rec }.value())?;
+            if refs == 0 {
+                w.dead()?.insert(chunk, ())?;
+            }
         } else {
-            drop_chunk(w, chunk, len, doomed, report)?;
+            drop_chunk(w, chunk, doomed, report)?;
         }
     }
     Ok(())
 }
 
-/// Deletes a chunk's record and location; its bytes are punched once this commits.
+/// Deletes a chunk's record; its bytes are punched once this commits.
 fn drop_chunk(
     w: &mut W,
     chunk: &Hash,
-    len: u32,
     doomed: &mut Vec<(Hash, Loc)>,
     report: &mut GcReport,
 ) -> Result<()> {
-    w.chunks()?.remove(chunk)?;
+    let Some(v) = w.chunks()?.remove(chunk)?.map(|v| v.value()) else { return Ok(()) };
+    let rec = ChunkRecord::from_value(v);
     report.chunks_removed += 1;
-    report.chunk_bytes_freed += u64::from(len);
-    if let Some(v) = w.locs()?.remove(chunk)? {
-        doomed.push((*chunk, Loc::from_row(v.value())));
+    report.chunk_bytes_freed += u64::from(rec.len);
+    if let Some(loc) = rec.loc {
+        doomed.push((*chunk, loc));
     }
     Ok(())
 }

@@ -44,12 +44,14 @@ pub const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("leaf_segments_v2");
 /// segment id -> its chunks, `layout::encode_segment`
 pub const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
-/// chunk hash -> (length, number of entries in stored segments naming it)
-pub const CHUNKS: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");
-/// chunk hash -> (pack, offset, length): where its bytes are (`chunks::Loc`). Format 3 moved
-/// chunks from one file each (`chunks/<xx>/<hex>`) into pack files.
-pub const CHUNK_LOCS: TableDefinition<&[u8; 32], crate::chunks::LocRow> =
-    TableDefinition::new("chunk_locs_v3");
+/// chunk hash -> (length, number of entries in stored segments naming it, (pack, offset) of
+/// its bytes): a `chunks::ChunkRecord`. The place is `None` when the bytes are known lost
+/// (repair quarantined them); writing the content again gives it a place.
+pub const CHUNKS: TableDefinition<&[u8; 32], crate::chunks::ChunkValue> =
+    TableDefinition::new("chunks_v3");
+/// Formats 1 and 2: chunk hash -> (length, references); each chunk's bytes were a file of its
+/// own, `chunks/<xx>/<hex>`. Read only to migrate.
+pub const CHUNKS_V1: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");
 /// chunks whose count fell to zero while a writer had them staged: GC candidates
 pub const DEAD_CHUNKS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("dead_chunks_v1");
 /// leaves no node references, with the time they became unreferenced: GC candidates

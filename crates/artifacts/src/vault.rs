@@ -17,7 +17,7 @@
 //! some earlier commit, whole. `Commit::Durable` fsyncs every chunk written so far and then
 //! commits with fsync: when it returns, that commit and all before it survive power loss.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -30,17 +30,18 @@ use redb::{
 };
 
 use crate::chunks::{
-    self, CHUNK_MAX, ChunkReadError, ChunkStore, FaultInjector, Faults, INLINE_MAX, IoStep, Loc,
+    self, CHUNK_MAX, ChunkReadError, ChunkRecord, ChunkStore, FaultInjector, Faults, INLINE_MAX,
+    IoStep, Loc,
 };
 use crate::error::{Error, Result, lossy};
 use crate::layout::{
     self, GROUP, HashTree, LeafIndex, SegmentRef, TreeCache, decode_segment, decode_segment_list,
 };
 use crate::schema::{
-    CHUNK_LOCS, CHUNKS, DEAD_CHUNKS, ENTRIES, FORMAT_OLDEST, FORMAT_VERSION, INLINE,
-    LEAF_CHUNKS_V1, LEAF_SEGMENTS, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT,
-    META_NEXT_NODE, META_OPEN, META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENTS, TREES,
-    TreeRecord, UNREFERENCED, XATTRS, bytes_u64, decode, encode, u64_bytes,
+    CHUNKS, CHUNKS_V1, DEAD_CHUNKS, ENTRIES, FORMAT_OLDEST, FORMAT_VERSION, INLINE, LEAF_CHUNKS_V1,
+    LEAF_SEGMENTS, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
+    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENTS, TREES, TreeRecord, UNREFERENCED,
+    XATTRS, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
@@ -177,8 +178,7 @@ write_tables! {
     inline: INLINE => &'static [u8; 32], &'static [u8];
     leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
     segments: SEGMENTS => &'static [u8; 32], &'static [u8];
-    chunks: CHUNKS => &'static [u8; 32], (u32, u64);
-    locs: CHUNK_LOCS => &'static [u8; 32], chunks::LocRow;
+    chunks: CHUNKS => &'static [u8; 32], chunks::ChunkValue;
     dead: DEAD_CHUNKS => &'static [u8; 32], ();
     unref: UNREFERENCED => &'static [u8; 32], i64;
     orphans: ORPHANS => u64, ();
@@ -303,9 +303,8 @@ impl W<'_> {
 
     /// Records a staged leaf's metadata if the leaf is new. Its reference count starts at 0.
     pub(crate) fn register_leaf(&mut self, staged: &StagedLeaf, now: Timestamp) -> Result<()> {
-        self.record_locations(staged)?;
         if self.leaves()?.get(&staged.hash)?.is_some() {
-            return Ok(());
+            return self.place_appended(staged, appended(staged));
         }
         self.insert_leaf(staged, 0, now)
     }
@@ -313,30 +312,12 @@ impl W<'_> {
     /// Records a staged leaf as the content of one more node: a new leaf starts at one
     /// reference, without passing through the GC index.
     pub(crate) fn adopt_leaf(&mut self, staged: &StagedLeaf, now: Timestamp) -> Result<()> {
-        self.record_locations(staged)?;
         if self.leaves()?.get(&staged.hash)?.is_some() {
+            self.place_appended(staged, appended(staged))?;
             return self.leaf_incref(&staged.hash);
         }
         let refs = u64::from(staged.hash != EMPTY_LEAF);
         self.insert_leaf(staged, refs, now)
-    }
-
-    /// Records where the chunks a staging appended are, for those that have no location yet
-    /// (a chunk's first copy; or a copy written again after repair quarantined the old one).
-    fn record_locations(&mut self, staged: &StagedLeaf) -> Result<()> {
-        let mut lost = Vec::new();
-        for (chunk, loc) in &staged.appended {
-            let recorded = self.locs()?.get(chunk)?.map(|v| Loc::from_row(v.value()));
-            match recorded {
-                None => {
-                    self.locs()?.insert(chunk, loc.row())?;
-                }
-                Some(recorded) if recorded != *loc => lost.push((*chunk, *loc)),
-                Some(_) => {}
-            }
-        }
-        staged.discard(lost);
-        Ok(())
     }
 
     fn insert_leaf(&mut self, staged: &StagedLeaf, refs: u64, now: Timestamp) -> Result<()> {
@@ -350,7 +331,11 @@ impl W<'_> {
             StagedBody::Inline(bytes) => {
                 self.inline()?.insert(&staged.hash, bytes.as_slice())?;
             }
-            StagedBody::Chunked { index, .. } => self.store_chunk_list(&staged.hash, index)?,
+            StagedBody::Chunked { index, .. } => {
+                let mut places = appended(staged);
+                self.store_chunk_list(&staged.hash, index, &mut places)?;
+                self.place_appended(staged, places)?;
+            }
         }
         Ok(())
     }
@@ -358,22 +343,68 @@ impl W<'_> {
     /// Stores a leaf's chunk list as segments: each segment not stored yet is stored, adding
     /// one reference to each of its chunks. Segments carry no count (GC sweeps the ones no
     /// leaf names), so a new version of a large file writes only its new segments and list.
-    fn store_chunk_list(&mut self, leaf: &Hash, index: &LeafIndex) -> Result<()> {
+    /// A chunk recorded for the first time takes its place from `places`.
+    fn store_chunk_list(
+        &mut self,
+        leaf: &Hash,
+        index: &LeafIndex,
+        places: &mut HashMap<Hash, Loc>,
+    ) -> Result<()> {
         let mut list = Vec::with_capacity(index.segments.len());
         for seg in &index.segments {
             let (id, part) = (seg.id, &index.chunks[seg.range.clone()]);
             if self.segments()?.get(&id)?.is_none() {
                 self.segments()?.insert(&id, layout::encode_segment(part).as_slice())?;
                 for (chunk, len) in part {
-                    // A chunk reused from a stored leaf has a record; a fresh one starts at 0.
-                    let refs = self.chunks()?.get(chunk)?.map_or(0, |v| v.value().1);
-                    self.chunks()?.insert(chunk, (*len, refs + 1))?;
+                    let row =
+                        self.chunks()?.get(chunk)?.map(|v| ChunkRecord::from_value(v.value()));
+                    let rec = match row {
+                        // Reused from a stored leaf.
+                        Some(rec) => ChunkRecord { refs: rec.refs + 1, ..rec },
+                        None => ChunkRecord { len: *len, refs: 1, loc: places.remove(chunk) },
+                    };
+                    self.chunks()?.insert(chunk, rec.value())?;
                     self.dead()?.remove(chunk)?;
                 }
             }
             list.push(SegmentRef { id, bytes: part.iter().map(|c| u64::from(c.1)).sum() });
         }
         self.leaf_segments()?.insert(leaf, layout::encode_segment_list(&list).as_slice())?;
+        Ok(())
+    }
+
+    /// Records the places of appended chunks that `store_chunk_list` did not take: a chunk
+    /// whose row has no place (written again after repair quarantined it) takes this one; a
+    /// copy that lost to one recorded meanwhile goes to the reclaimer.
+    fn place_appended(&mut self, staged: &StagedLeaf, rest: HashMap<Hash, Loc>) -> Result<()> {
+        let mut lost = Vec::new();
+        for (chunk, loc) in rest {
+            let row = self.chunks()?.get(&chunk)?.map(|v| ChunkRecord::from_value(v.value()));
+            match row {
+                Some(rec) if rec.loc.is_none() && rec.len == loc.len => {
+                    self.chunks()?.insert(&chunk, ChunkRecord { loc: Some(loc), ..rec }.value())?;
+                }
+                Some(rec) if rec.loc == Some(loc) => {}
+                _ => lost.push((chunk, loc)),
+            }
+        }
+        staged.discard(lost);
+        Ok(())
+    }
+
+    /// Formats 1 and 2 kept chunk rows without places in `chunks_v1`; they move to
+    /// `chunks_v3` (`migrate_chunk_files` fills in the places).
+    fn migrate_chunk_table(&mut self) -> Result<()> {
+        let rows: Vec<(Hash, (u32, u64))> = {
+            let old = self.txn.open_table(CHUNKS_V1)?;
+            old.iter()?
+                .map(|r| r.map(|(k, v)| (*k.value(), v.value())))
+                .collect::<Result<_, _>>()?
+        };
+        for (chunk, (len, refs)) in rows {
+            self.chunks()?.insert(&chunk, ChunkRecord { len, refs, loc: None }.value())?;
+        }
+        self.txn.delete_table(CHUNKS_V1)?;
         Ok(())
     }
 
@@ -389,13 +420,13 @@ impl W<'_> {
             })
             .filter_map(Result::transpose)
             .collect::<Result<_>>()?;
-        let chunk_ids: Vec<(Hash, u32)> = self
+        let rows: Vec<(Hash, ChunkRecord)> = self
             .chunks()?
             .iter()?
-            .map(|r| r.map(|(k, v)| (*k.value(), v.value().0)))
+            .map(|r| r.map(|(k, v)| (*k.value(), ChunkRecord::from_value(v.value()))))
             .collect::<Result<_, _>>()?;
-        for (chunk, len) in &chunk_ids {
-            self.chunks()?.insert(chunk, (*len, 0))?;
+        for (chunk, rec) in &rows {
+            self.chunks()?.insert(chunk, ChunkRecord { refs: 0, ..*rec }.value())?;
         }
         {
             let old = self.txn.open_table(LEAF_CHUNKS_V1)?;
@@ -404,29 +435,37 @@ impl W<'_> {
                     .range((leaf, 0)..=(leaf, u64::MAX))?
                     .map(|r| r.map(|(_, v)| (*v.value().0, v.value().1)))
                     .collect::<Result<_, _>>()?;
-                self.store_chunk_list(leaf, &LeafIndex::new(list))?;
+                self.store_chunk_list(leaf, &LeafIndex::new(list), &mut HashMap::new())?;
             }
         }
         self.txn.delete_table(LEAF_CHUNKS_V1)?;
-        for (chunk, _) in &chunk_ids {
-            if self.chunks()?.get(chunk)?.is_some_and(|v| v.value().1 == 0) {
+        for (chunk, _) in &rows {
+            let refs = self.chunks()?.get(chunk)?.map(|v| v.value().1);
+            if refs == Some(0) {
                 self.dead()?.insert(chunk, ())?;
             }
         }
         Ok(())
     }
 
-    /// Format 2 kept each chunk in a file of its own, `chunks/<xx>/<hex>`; format 3 appends
-    /// chunks to packs. This copies every recorded chunk into a pack and records where; the
-    /// packs are synced here, and `Vault::open` deletes the old files once this commits. A
-    /// chunk whose file is gone stays without a location (fsck reports it missing).
-    fn migrate_v2(&mut self, store: &ChunkStore, dir: &Path) -> Result<()> {
+    /// Formats 1 and 2 kept each chunk in a file of its own, `chunks/<xx>/<hex>`; format 3
+    /// appends chunks to packs. This copies every chunk without a place into a pack and
+    /// records where; the packs are synced here, and `Vault::open` deletes the old files once
+    /// this commits. A chunk whose file is gone stays without a place (fsck reports it
+    /// missing).
+    fn migrate_chunk_files(&mut self, store: &ChunkStore, dir: &Path) -> Result<()> {
         let old = dir.join("chunks");
-        let chunks: Vec<Hash> =
-            self.chunks()?.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
+        let rows: Vec<(Hash, ChunkRecord)> = self
+            .chunks()?
+            .iter()?
+            .map(|r| r.map(|(k, v)| (*k.value(), ChunkRecord::from_value(v.value()))))
+            .collect::<Result<_, _>>()?;
         let mut missing = 0u64;
-        for chunk in &chunks {
-            let name = hex(chunk);
+        for (chunk, rec) in rows {
+            if rec.loc.is_some() {
+                continue;
+            }
+            let name = hex(&chunk);
             let path = old.join(&name[..2]).join(&name);
             let data = match fs::read(&path) {
                 Ok(data) => data,
@@ -437,7 +476,8 @@ impl W<'_> {
                 Err(e) => return Err(Error::io(&path, e)),
             };
             let loc = store.append(&data).map_err(|e| Error::io(store.pack_dir(), e))?;
-            self.locs()?.insert(chunk, loc.row())?;
+            // A file of the wrong length keeps its own length: reads report it corrupt.
+            self.chunks()?.insert(&chunk, ChunkRecord { loc: Some(loc), ..rec }.value())?;
         }
         if missing > 0 {
             tracing::warn!(missing, "chunk files missing while migrating to packs");
@@ -1683,6 +1723,11 @@ pub(crate) const EMPTY_LEAF: Hash = [
     0x9b, 0xcb, 0x25, 0xc9, 0xad, 0xc1, 0x12, 0xb7, 0xcc, 0x9a, 0x93, 0xca, 0xe4, 0x1f, 0x32, 0x62,
 ];
 
+/// Where a staging appended its fresh chunks, by hash.
+fn appended(staged: &StagedLeaf) -> HashMap<Hash, Loc> {
+    staged.appended.iter().copied().collect()
+}
+
 /// The chunks an edit has written so far: abandoned if the edit fails before it returns them.
 struct FreshChunks<'a> {
     store: &'a ChunkStore,
@@ -1770,13 +1815,13 @@ fn init_meta(
             if !(FORMAT_OLDEST..=FORMAT_VERSION).contains(&found) {
                 return Err(Error::UnsupportedVersion { path: dir.to_path_buf(), found });
             }
-            if found == 1 {
-                tracing::info!(dir = %dir.display(), "migrating the store from format 1 to 2");
-                w.migrate_v1()?;
-            }
             if found <= 2 {
-                tracing::info!(dir = %dir.display(), "migrating the store to format 3 (packs)");
-                w.migrate_v2(store, dir)?;
+                tracing::info!(dir = %dir.display(), found, "migrating the store to format 3");
+                w.migrate_chunk_table()?;
+                if found == 1 {
+                    w.migrate_v1()?;
+                }
+                w.migrate_chunk_files(store, dir)?;
             }
             if found < FORMAT_VERSION {
                 w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;

@@ -19,28 +19,31 @@ const LEAF_CHUNKS_V1: TableDefinition<(&[u8; 32], u64), ChunkRow> =
     TableDefinition::new("leaf_chunks_v1");
 const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("leaf_segments_v2");
 const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
-const CHUNK_LOCS: TableDefinition<&[u8; 32], (u32, u64, u32)> =
-    TableDefinition::new("chunk_locs_v3");
+type ChunkValue = (u32, u64, Option<(u32, u64)>);
+const CHUNKS_V3: TableDefinition<&[u8; 32], ChunkValue> = TableDefinition::new("chunks_v3");
 
 /// Rewrites a closed format 3 store into format 2's layout: every chunk in a file of its own.
 fn unpack(dir: &std::path::Path) {
     let db = redb::Database::open(dir.join("meta.redb")).unwrap();
     let txn = db.begin_write().unwrap();
     {
-        let locs = txn.open_table(CHUNK_LOCS).unwrap();
-        for row in locs.iter().unwrap() {
-            let (chunk, loc) = row.unwrap();
-            let (pack, offset, len) = loc.value();
+        let rows = txn.open_table(CHUNKS_V3).unwrap();
+        let mut old = txn.open_table(CHUNKS).unwrap();
+        for row in rows.iter().unwrap() {
+            let (chunk, value) = row.unwrap();
+            let (len, refs, place) = value.value();
+            let (pack, offset) = place.unwrap();
             let pack = std::fs::read(dir.join(format!("packs/{pack:08x}.pack"))).unwrap();
             let name = indras_artifacts::hex(chunk.value());
             let shard = dir.join("chunks").join(&name[..2]);
             std::fs::create_dir_all(&shard).unwrap();
             let at = usize::try_from(offset).unwrap();
             std::fs::write(shard.join(&name), &pack[at..at + len as usize]).unwrap();
+            old.insert(chunk.value(), (len, refs)).unwrap();
         }
         txn.open_table(META).unwrap().insert("format", 2u64.to_le_bytes().as_slice()).unwrap();
     }
-    txn.delete_table(CHUNK_LOCS).unwrap();
+    txn.delete_table(CHUNKS_V3).unwrap();
     txn.commit().unwrap();
     std::fs::remove_dir_all(dir.join("packs")).unwrap();
 }
