@@ -186,7 +186,7 @@ pub(crate) struct ChunkStore {
     /// Open pack files by id, for reads and hole punching.
     files: Mutex<HashMap<u32, Arc<File>>>,
     dirty: Mutex<Dirty>,
-    cache: Mutex<VecDeque<(Hash, Arc<[u8]>)>>,
+    cache: Mutex<VecDeque<(Hash, Arc<Vec<u8>>)>>,
     /// Ranges appended for payloads that were then dropped without a commit (or that lost to
     /// another copy): `Vault::reclaim_abandoned` punches those that nothing names.
     abandoned: Mutex<Vec<(Hash, Loc)>>,
@@ -472,7 +472,7 @@ impl ChunkStore {
     }
 
     /// Reads a chunk and verifies it against its hash and length.
-    pub(crate) fn read(&self, hash: &Hash, len: u32) -> Result<Arc<[u8]>, ChunkReadError> {
+    pub(crate) fn read(&self, hash: &Hash, len: u32) -> Result<Arc<Vec<u8>>, ChunkReadError> {
         if let Some(hit) = lock(&self.cache).iter().find(|(h, _)| h == hash) {
             return Ok(hit.1.clone());
         }
@@ -481,7 +481,7 @@ impl ChunkStore {
             Ok(None) => return Err(ChunkReadError::Missing),
             Err(e) => return Err(ChunkReadError::Io(self.pack_dir.clone(), e)),
         };
-        let data: Arc<[u8]> = self.read_verified(hash, len, loc)?.into();
+        let data = Arc::new(self.read_verified(hash, len, loc)?);
         let mut cache = lock(&self.cache);
         if cache.len() >= CACHE_ENTRIES {
             cache.pop_front();

@@ -1161,7 +1161,7 @@ impl Vault {
         Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { index, fresh }, self.chunks.clone()))
     }
 
-    pub(crate) fn read_chunk(&self, leaf: &Hash, chunk: &Hash, len: u32) -> Result<Arc<[u8]>> {
+    pub(crate) fn read_chunk(&self, leaf: &Hash, chunk: &Hash, len: u32) -> Result<Arc<Vec<u8>>> {
         self.chunks.read(chunk, len).map_err(|e| match e {
             ChunkReadError::Missing => {
                 Error::MissingChunk { leaf: ArtifactId::Blob(*leaf), chunk: *chunk }
