@@ -268,6 +268,7 @@ fn sigkill_during_commits_keeps_durable_data_and_a_prefix_of_the_rest() {
         let min = commits.iter().rposition(|c| c.durable && c.done).map_or(0, |i| i + 1);
         let v = Vault::open(&store, "alice", &Options::default())
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        assert!(v.recovered(), "round {round}: a killed store must reopen as recovered");
         assert_clean(&v);
         let got: BTreeMap<String, String> =
             snapshot(&v).into_iter().map(|(k, h)| (k, hex(&h))).collect();
@@ -281,4 +282,53 @@ fn sigkill_during_commits_keeps_durable_data_and_a_prefix_of_the_rest() {
         state = got;
     }
     assert!(total_commits > rounds as usize, "the child made only {total_commits} commits");
+}
+
+/// The child side of `sigkill_leaves_no_unnamed_bytes`: stages a payload that nothing will
+/// ever name, says so, and waits to be killed.
+#[test]
+fn crash_child_stager() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
+    let dir = std::path::PathBuf::from(dir);
+    let v = Vault::open(&dir.join("store"), "alice", &Options::default()).unwrap();
+    let staged = v.stage(&bytes(99, 8 << 20)).unwrap();
+    std::fs::write(dir.join("staged"), b"").unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(staged);
+}
+
+/// A process killed after appending chunks that no commit names leaves those bytes in a
+/// pack; the next open (recovering) punches them, so they take no room.
+#[test]
+fn sigkill_leaves_no_unnamed_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    {
+        let v = Vault::open(&store, "alice", &Options::default()).unwrap();
+        put(&v, "kept", &bytes(1, 2 << 20), Commit::Durable).unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child_stager", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !dir.path().join("staged").exists() {
+        assert!(std::time::Instant::now() < deadline, "the child never staged its payload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let packs = || common::disk_bytes(&store.join("packs"));
+    assert!(packs() >= 10 << 20, "the staged payload is in the pack: {}", packs());
+    let v = Vault::open(&store, "alice", &Options::default()).unwrap();
+    assert!(v.recovered());
+    // Each chunk takes its bytes rounded up to whole 4 KiB blocks, and nothing more.
+    let stats = v.stats().unwrap();
+    assert!(stats.pack_bytes <= stats.chunk_bytes + stats.chunks * 4096, "{stats:?}");
+    assert!(packs() < 3 << 20, "{}", packs());
+    assert_clean(&v);
+    assert_eq!(common::get(&v, "kept"), bytes(1, 2 << 20));
 }
