@@ -109,6 +109,13 @@ struct MountArgs {
     /// Days attention events are kept.
     #[arg(long, default_value_t = 30)]
     attention_max_age_days: u64,
+    /// Seconds between background collections of content no file references any more (old
+    /// versions of edited files, deleted files' content); 0 turns them off.
+    #[arg(long, default_value_t = 600)]
+    gc_interval: u64,
+    /// Seconds content must have been unreferenced before a background collection takes it.
+    #[arg(long, default_value_t = 600)]
+    gc_grace: u64,
     /// Internal: this process is the daemon started by `mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
@@ -206,6 +213,8 @@ fn mount(args: &MountArgs) -> Result<()> {
     cfg.auto_unmount = args.auto_unmount;
     cfg.options.clone_from(&args.options);
     cfg.threads = usize::from(args.threads);
+    cfg.gc_interval = Duration::from_secs(args.gc_interval);
+    cfg.gc_grace = Duration::from_secs(args.gc_grace);
     cfg.attention = indras_fuse::attention::AttentionConfig {
         enabled: args.attention == "on",
         retention: indras_artifacts::Retention {
@@ -291,6 +300,8 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
     cmd.arg("--attention").arg(&args.attention);
     cmd.arg("--attention-max-events").arg(args.attention_max_events.to_string());
     cmd.arg("--attention-max-age-days").arg(args.attention_max_age_days.to_string());
+    cmd.arg("--gc-interval").arg(args.gc_interval.to_string());
+    cmd.arg("--gc-grace").arg(args.gc_grace.to_string());
     if args.allow_other {
         cmd.arg("--allow-other");
     }

@@ -32,6 +32,7 @@ pub struct MountConfig {
     pub sync_interval: Duration,
     /// How often the mount collects leaves no file references any more (old versions of
     /// edited files, deleted files' content), with the segments and chunks only they used.
+    /// Zero turns background collection off.
     pub gc_interval: Duration,
     /// A leaf is collected only once it has been unreferenced this long.
     pub gc_grace: Duration,
@@ -251,7 +252,7 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
                 tracing::warn!(error = %e, "reclaiming abandoned chunks failed; gc will");
             }
         }
-        if last_gc.elapsed() >= cfg.gc_interval {
+        if !cfg.gc_interval.is_zero() && last_gc.elapsed() >= cfg.gc_interval {
             last_gc = std::time::Instant::now();
             let grace = i64::try_from(cfg.gc_grace.as_secs()).unwrap_or(i64::MAX);
             let before = Timestamp { secs: Timestamp::now().secs.saturating_sub(grace), nanos: 0 };
