@@ -316,8 +316,9 @@ def dependency_sources(repo):
     return out
 
 
-def run_workloads(t, cfg, tree_tar, git_src):
-    res = {}
+def run_workloads(t, cfg, tree_tar, git_src, res):
+    """Runs every workload on a started target, recording each figure in `res` as it is
+    measured (so a failure keeps the figures before it)."""
     base = t.work / f"round-{cfg['round']}"
     base.mkdir(parents=True, exist_ok=True)
     size = cfg["seq_size"]
@@ -430,7 +431,6 @@ def run_workloads(t, cfg, tree_tar, git_src):
     for i in range(4):
         os.unlink(base / f"copy{i}")
     shutil.rmtree(base, ignore_errors=True)
-    return res
 
 
 # ----- reporting ------------------------------------------------------------------------------
@@ -505,6 +505,9 @@ def report(summary, targets, meta, out_dir):
         rb = r["ratio_vs_best_other_fuse"]
         lines.append(f"| {r['label']} | {r['unit']} | " + " | ".join(cells) +
                      f" | {fmt(rt)} | {fmt(rb)}" + (f" ({r['best_other_fuse']})" if rb else "") + " |")
+    if meta["failures"]:
+        lines += ["", "Failed workloads (the rest of that target's round is missing from the "
+                      "medians):", ""] + [f"- {f}" for f in meta["failures"]]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     chart(rows, out_dir / "ratios.png")
     print("\n".join(lines))
@@ -584,15 +587,22 @@ def main():
     }
     names = [n for n in args.targets.split(",") if n in makers]
     samples = {n: [] for n in names}
+    failures = []
     for rnd in range(rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
         for name in order:
             t = makers[name]()
             print(f"round {rnd + 1}/{rounds}: {name}", file=sys.stderr, flush=True)
+            res = {}
             try:
                 t.start()
-                samples[name].append(run_workloads(t, dict(cfg, round=rnd), tree_tar, git_src))
+                run_workloads(t, dict(cfg, round=rnd), tree_tar, git_src, res)
+            except Exception as e:  # noqa: BLE001 - a failing target must not end the run
+                # The round keeps what it measured before the failure, and the report says so.
+                failures.append(f"round {rnd + 1}, {name}: {type(e).__name__}: {e}")
+                print(f"FAILED: {failures[-1]}", file=sys.stderr, flush=True)
             finally:
+                samples[name].append(res)
                 t.stop()
                 shutil.rmtree(t.root, ignore_errors=True)
     meta = {
@@ -604,6 +614,7 @@ def main():
         "mode": "quick" if quick else "full",
         "command": "bench/run.sh" + (" --quick" if quick else ""),
         "config": cfg,
+        "failures": failures,
     }
     report(summarize(samples), names, meta, out_dir)
     shutil.rmtree(work, ignore_errors=True)
