@@ -618,6 +618,9 @@ def main():
     }
     report(summarize(samples), names, meta, out_dir)
     shutil.rmtree(work, ignore_errors=True)
+    # Other filesystems' failures are reported and tolerated; ours fail the run.
+    if any(f.split(": ")[0].endswith(", indras-fuse") for f in failures):
+        sys.exit("indras-fuse failed a workload (see above)")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,6 @@ cargo test --release --workspace
 
 echo "==> pjdfstest (POSIX conformance on a real mount)"
 INDRAS_FUSE_BIN="$PWD/target/release/indras-fuse" scripts/pjdfstest.sh
+
+echo "==> benchmark smoke run (bench/run.sh --quick: every target and workload, small sizes)"
+bench/run.sh --quick

@@ -8,18 +8,17 @@
 //!
 //! `fsck` recomputes every reference count and link count from the tables, verifies every
 //! chunk against its hash, checks that no two chunks share bytes, and reports each
-//! disagreement; `repair` fixes what can be fixed without guessing (counts, stray records and
-//! files, dangling entries) and quarantines corrupt chunks.
+//! disagreement; `repair` fixes what can be fixed without guessing (counts, stray files,
+//! dangling entries) and quarantines corrupt chunks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::path::PathBuf;
 
-use crate::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
-
 use redb::{ReadableTable, ReadableTableMetadata};
 
+use crate::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
 use crate::error::{Error, Result, lossy};
 use crate::layout::{decode_segment, decode_segment_list};
 use crate::schema::{
@@ -206,9 +205,9 @@ impl Vault {
         Ok(())
     }
 
-    /// The part of `gc` that follows the metadata (leaves, segments, chunks, and the files
-    /// of the chunks it drops), without walking the chunk directory: cheap enough to run
-    /// periodically on a mounted store. Does nothing when nothing is unreferenced.
+    /// The part of `gc` that follows the metadata (leaves, segments, chunks, and the bytes of
+    /// the chunks it drops), without the sweep of the packs: cheap enough to run periodically
+    /// on a mounted store. Does nothing when nothing is unreferenced.
     pub fn collect(&self, unreferenced_before: Option<Timestamp>) -> Result<GcReport> {
         {
             let txn = self.read_txn()?;
