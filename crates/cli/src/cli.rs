@@ -98,7 +98,7 @@ struct MountArgs {
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// FUSE request threads.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
     /// Record attention (opens, closes, listings) and compute heat.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]

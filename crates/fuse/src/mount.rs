@@ -48,7 +48,7 @@ impl MountConfig {
             allow_other: false,
             auto_unmount: false,
             options: Vec::new(),
-            threads: 4,
+            threads: 16,
             sync_interval: Duration::from_secs(1),
             gc_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(600),
