@@ -451,8 +451,8 @@ impl W<'_> {
     /// Formats 1 and 2 kept each chunk in a file of its own, `chunks/<xx>/<hex>`; format 3
     /// appends chunks to packs. This copies every chunk without a place into a pack and
     /// records where; the packs are synced here, and `Vault::open` deletes the old files once
-    /// this commits. A chunk whose file is gone stays without a place (fsck reports it
-    /// missing).
+    /// this commits. A chunk whose file is gone, or is not the recorded length (copied to
+    /// `quarantine/`), stays without a place (fsck reports it missing).
     fn migrate_chunk_files(&mut self, store: &ChunkStore, dir: &Path) -> Result<()> {
         let old = dir.join("chunks");
         let rows: Vec<(Hash, ChunkRecord)> = self
@@ -475,12 +475,20 @@ impl W<'_> {
                 }
                 Err(e) => return Err(Error::io(&path, e)),
             };
+            if data.len() != rec.len as usize {
+                // Damaged: set aside like a quarantined chunk (no place; reads fail as missing
+                // until the content is written again), since a place spans `rec.len` bytes.
+                let quarantine = dir.join("quarantine");
+                fs::create_dir_all(&quarantine).map_err(|e| Error::io(&quarantine, e))?;
+                fs::write(quarantine.join(&name), &data).map_err(|e| Error::io(&quarantine, e))?;
+                missing += 1;
+                continue;
+            }
             let loc = store.append(&data).map_err(|e| Error::io(store.pack_dir(), e))?;
-            // A file of the wrong length keeps its own length: reads report it corrupt.
             self.chunks()?.insert(&chunk, ChunkRecord { loc: Some(loc), ..rec }.value())?;
         }
         if missing > 0 {
-            tracing::warn!(missing, "chunk files missing while migrating to packs");
+            tracing::warn!(missing, "chunk files missing or damaged while migrating to packs");
         }
         store.sync_pending().map_err(|e| Error::io(store.pack_dir(), e))?;
         Ok(())
