@@ -58,21 +58,6 @@ fn snapshot(v: &Vault) -> BTreeMap<String, [u8; 32]> {
     out
 }
 
-/// Opens a store, waiting out `Locked`. The SIGKILL tests spawn child processes while other
-/// tests in this binary open and close stores, and a child between `fork` and `exec` briefly
-/// shares this process's open files, store locks included.
-fn open_store(dir: &Path, opts: &Options) -> indras_artifacts::Result<Vault> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Vault::open(dir, "alice", opts) {
-            Err(indras_artifacts::Error::Locked(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
 fn put(v: &Vault, name: &str, content: &[u8], commit: Commit) -> indras_artifacts::Result<()> {
     common::try_put(v, name, content, commit).map(drop)
 }
@@ -112,14 +97,14 @@ fn injected_failure_at_every_step_leaves_a_consistent_store() {
     loop {
         let dir = tempfile::tempdir().unwrap();
         {
-            let v = open_store(dir.path(), &Options::default()).unwrap();
+            let v = common::open_with(dir.path(), &Options::default()).unwrap();
             put(&v, "base_small", &base_small, Commit::Durable).unwrap();
             put(&v, "base_big", &base_big, Commit::Durable).unwrap();
         }
         let faults = std::sync::Arc::new(StopAt::new(k));
         let done = {
             let opts = Options { faults: Some(faults.clone()), ..Options::default() };
-            match open_store(dir.path(), &opts) {
+            match common::open_with(dir.path(), &opts) {
                 Ok(v) => run(&v),
                 Err(_) => 0,
             }
@@ -129,18 +114,18 @@ fn injected_failure_at_every_step_leaves_a_consistent_store() {
             let probe = std::sync::Arc::new(StopAt::new(u64::MAX));
             let pdir = tempfile::tempdir().unwrap();
             {
-                let v = open_store(pdir.path(), &Options::default()).unwrap();
+                let v = common::open_with(pdir.path(), &Options::default()).unwrap();
                 put(&v, "base_small", &base_small, Commit::Durable).unwrap();
                 put(&v, "base_big", &base_big, Commit::Durable).unwrap();
             }
             let opts = Options { faults: Some(probe.clone()), ..Options::default() };
-            let v = open_store(pdir.path(), &opts).unwrap();
+            let v = common::open_with(pdir.path(), &opts).unwrap();
             assert_eq!(run(&v), 5);
             drop(v);
             total_steps = Some(probe.seen.load(Ordering::SeqCst));
         }
 
-        let v = open_store(dir.path(), &Options::default())
+        let v = common::open_with(dir.path(), &Options::default())
             .unwrap_or_else(|e| panic!("reopen after failure at step {k}: {e}"));
         assert_clean(&v);
         let s = snapshot(&v);
@@ -183,7 +168,7 @@ fn crash_child_worker() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
     let dir = std::path::PathBuf::from(dir);
     let seed: u64 = std::env::var(CHILD_SEED).unwrap().parse().unwrap();
-    let v = open_store(&dir.join("store"), &Options::default()).unwrap();
+    let v = common::open_with(&dir.join("store"), &Options::default()).unwrap();
     let mut log =
         std::fs::OpenOptions::new().append(true).create(true).open(dir.join("log")).unwrap();
     let sizes = [0usize, 10, 5_000, 20_000, 300_000, 1_500_000];
@@ -281,7 +266,7 @@ fn sigkill_during_commits_keeps_durable_data_and_a_prefix_of_the_rest() {
         }
         // Every commit up to the last durable one that returned must be there.
         let min = commits.iter().rposition(|c| c.durable && c.done).map_or(0, |i| i + 1);
-        let v = open_store(&store, &Options::default())
+        let v = common::open_with(&store, &Options::default())
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         assert!(v.recovered(), "round {round}: a killed store must reopen as recovered");
         assert_clean(&v);
@@ -305,7 +290,7 @@ fn sigkill_during_commits_keeps_durable_data_and_a_prefix_of_the_rest() {
 fn crash_child_stager() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
     let dir = std::path::PathBuf::from(dir);
-    let v = open_store(&dir.join("store"), &Options::default()).unwrap();
+    let v = common::open_with(&dir.join("store"), &Options::default()).unwrap();
     let staged = v.stage(&bytes(99, 8 << 20)).unwrap();
     std::fs::write(dir.join("staged"), b"").unwrap();
     std::thread::sleep(Duration::from_secs(60));
@@ -319,7 +304,7 @@ fn sigkill_leaves_no_unnamed_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     {
-        let v = open_store(&store, &Options::default()).unwrap();
+        let v = common::open_with(&store, &Options::default()).unwrap();
         put(&v, "kept", &bytes(1, 2 << 20), Commit::Durable).unwrap();
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -338,7 +323,7 @@ fn sigkill_leaves_no_unnamed_bytes() {
     child.wait().unwrap();
     let packs = || common::disk_bytes(&store.join("packs"));
     assert!(packs() >= 10 << 20, "the staged payload is in the pack: {}", packs());
-    let v = open_store(&store, &Options::default()).unwrap();
+    let v = common::open_with(&store, &Options::default()).unwrap();
     assert!(v.recovered());
     // Each chunk takes its bytes rounded up to whole 4 KiB blocks, and nothing more.
     let stats = v.stats().unwrap();

@@ -309,7 +309,7 @@ fn abandoned_payloads_leave_no_files_and_shared_chunks_stay() {
 fn full_packs_roll_over_and_dead_packs_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let opts = indras_artifacts::Options { pack_bytes: Some(MIB as u64), ..Default::default() };
-    let v = indras_artifacts::Vault::open(dir.path(), "alice", &opts).unwrap();
+    let v = common::open_with(dir.path(), &opts).unwrap();
     for i in 0..6u8 {
         put(&v, &format!("f{i}"), &bytes(20 + u64::from(i), 3 * MIB / 2), Commit::Durable);
     }
@@ -332,7 +332,7 @@ fn full_packs_roll_over_and_dead_packs_are_deleted() {
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
     // Reopened, the store appends to its last pack, and old packs stay readable.
     drop(v);
-    let v = indras_artifacts::Vault::open(dir.path(), "alice", &opts).unwrap();
+    let v = common::open_with(dir.path(), &opts).unwrap();
     put(&v, "g", &bytes(30, MIB), Commit::Durable);
     assert_eq!(get(&v, "f5"), bytes(25, 3 * MIB / 2));
     assert_eq!(get(&v, "g"), bytes(30, MIB));

@@ -13,7 +13,22 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn open(dir: &Path) -> Vault {
-    Vault::open(dir, "alice", &Options::default()).expect("open vault")
+    open_with(dir, &Options::default()).expect("open vault")
+}
+
+/// Opens a store, waiting out `Locked`. Tests that spawn child processes (the SIGKILL tests,
+/// `b3sum`) run beside tests that open and close stores, and a child between `fork` and
+/// `exec` briefly shares this process's open files, store locks included.
+pub fn open_with(dir: &Path, opts: &Options) -> indras_artifacts::Result<Vault> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Vault::open(dir, "alice", opts) {
+            Err(indras_artifacts::Error::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 pub fn now() -> Timestamp {
