@@ -1205,9 +1205,9 @@ fn regression_close_after_a_failed_create_of_chunked_content() {
 fn regression_reclaim_abandoned_breaks_durable_commits() {
     let dir = tempfile::tempdir().unwrap();
     let v = Vault::open(dir.path(), PLAYER, &Options::default()).unwrap();
-    let staged = v.stage(&vec![7u8; 600 * 1024]).unwrap(); // chunk files, fsync pending
+    let staged = v.stage(&vec![7u8; 600 * 1024]).unwrap(); // appended, sync pending
     drop(staged); // never committed: abandoned
-    v.reclaim_abandoned().unwrap(); // deletes the files
+    v.reclaim_abandoned().unwrap(); // punches the abandoned ranges
     let now = Timestamp::now();
     let got = v.create(NodeId::ROOT, b"a", &NewNode::dir(0o755), None, now, Commit::Durable);
     assert!(got.is_ok(), "durable commit after reclaim_abandoned: {got:?}");

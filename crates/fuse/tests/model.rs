@@ -938,9 +938,8 @@ fn problems(report: &FsckReport) -> Vec<String> {
     report.problems.iter().map(ToString::to_string).collect()
 }
 
-/// `fsck`, a full GC, `fsck` again: all clean. (`fsck` first reclaims the chunk files of
-/// payloads this process staged and abandoned, such as a write buffer's streamed base, so
-/// those do not count as stray.)
+/// `fsck`, a full GC, `fsck` again: all clean. (`fsck` first reclaims the chunks of payloads
+/// this process staged and abandoned, such as a write buffer's streamed base.)
 fn check_store(fs: &VaultFs, at: &str) {
     let vault = fs.vault();
     let report = vault.fsck(FsckOptions::default(), &mut |_| {}).expect("fsck");
@@ -2178,9 +2177,9 @@ fn listing_order_survives_renames() {
     ]);
 }
 
-/// Found by this test: `VaultFs` left a chunk file that no metadata names after ordinary
-/// use, and `fsck` (so `indras-fuse fsck`, which exits non-zero) reported it until the next
-/// GC. A buffer that streamed more than `INLINE_MAX` bytes into a new file switches to overlay
+/// Found by this test, when each chunk was a file: `VaultFs` left a chunk file that no
+/// metadata names after ordinary use, and `fsck` (so `indras-fuse fsck`, which exits non-zero)
+/// reported it until the next GC. A buffer that streamed more than `INLINE_MAX` bytes into a new file switches to overlay
 /// mode on a write that does not land at the end: `WriteBuffer::to_overlay` finishes the
 /// stream into a staged, chunked leaf and keeps it as the base; the commit re-streams the
 /// merged content into a new leaf and drops the staged base, whose chunk stayed on disk.
