@@ -507,7 +507,8 @@ def report(summary, targets, meta, out_dir):
                      f" | {fmt(rt)} | {fmt(rb)}" + (f" ({r['best_other_fuse']})" if rb else "") + " |")
     if meta["failures"]:
         lines += ["", "Failed workloads (the rest of that target's round is missing from the "
-                      "medians):", ""] + [f"- {f}" for f in meta["failures"]]
+                      "medians):", ""] + [f"- round {f['round']}, {f['target']}: {f['error']}"
+                                          for f in meta["failures"]]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     chart(rows, out_dir / "ratios.png")
     print("\n".join(lines))
@@ -599,8 +600,10 @@ def main():
                 run_workloads(t, dict(cfg, round=rnd), tree_tar, git_src, res)
             except Exception as e:  # noqa: BLE001 - a failing target must not end the run
                 # The round keeps what it measured before the failure, and the report says so.
-                failures.append(f"round {rnd + 1}, {name}: {type(e).__name__}: {e}")
-                print(f"FAILED: {failures[-1]}", file=sys.stderr, flush=True)
+                failures.append({"round": rnd + 1, "target": name,
+                                 "error": f"{type(e).__name__}: {e}"})
+                print(f"FAILED: round {rnd + 1}, {name}: {failures[-1]['error']}",
+                      file=sys.stderr, flush=True)
             finally:
                 samples[name].append(res)
                 t.stop()
@@ -619,7 +622,7 @@ def main():
     report(summarize(samples), names, meta, out_dir)
     shutil.rmtree(work, ignore_errors=True)
     # Other filesystems' failures are reported and tolerated; ours fail the run.
-    if any(f.split(": ")[0].endswith(", indras-fuse") for f in failures):
+    if any(f["target"] == "indras-fuse" for f in failures):
         sys.exit("indras-fuse failed a workload (see above)")
 
 
