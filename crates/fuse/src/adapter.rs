@@ -125,6 +125,9 @@ fn fopen(o: Opened) -> FopenFlags {
     if o.direct_io {
         f |= FopenFlags::FOPEN_DIRECT_IO;
     }
+    if o.no_flush {
+        f |= FopenFlags::FOPEN_NOFLUSH;
+    }
     f
 }
 

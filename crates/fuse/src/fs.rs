@@ -97,6 +97,9 @@ pub struct Opened {
     pub keep_cache: bool,
     /// Bypass the page cache (virtual files, whose size is only known at open).
     pub direct_io: bool,
+    /// The kernel need not send `flush` at each `close(2)`: a read-only handle has nothing
+    /// to commit, and skipping the request saves a round trip per open file.
+    pub no_flush: bool,
 }
 
 /// `statfs` figures.
@@ -749,7 +752,7 @@ impl VaultFs {
             }
             let data: Arc<[u8]> = self.render(ino)?.into();
             let fh = self.new_fh(Handle::Virtual { data });
-            return Ok(Opened { fh, keep_cache: false, direct_io: true });
+            return Ok(Opened { fh, keep_cache: false, direct_io: true, no_flush: true });
         }
         let node = self.vault.node(node_id(ino))?;
         match node.kind {
@@ -775,7 +778,7 @@ impl VaultFs {
         let append = flags & libc::O_APPEND != 0;
         let opened_at = self.attention.opened(&node);
         let fh = self.new_fh(Handle::File { ino, node: open, append, opened_at });
-        Ok(Opened { fh, keep_cache: true, direct_io: false })
+        Ok(Opened { fh, keep_cache: true, direct_io: false, no_flush: !writing })
     }
 
     pub fn create(
@@ -791,7 +794,7 @@ impl VaultFs {
         let append = flags & libc::O_APPEND != 0;
         // Creating a file is not attention yet (the plan): no event until it is opened.
         let fh = self.new_fh(Handle::File { ino: attr.ino, node: open, append, opened_at: None });
-        Ok((attr, Opened { fh, keep_cache: true, direct_io: false }))
+        Ok((attr, Opened { fh, keep_cache: true, direct_io: false, no_flush: false }))
     }
 
     fn file_handle(&self, fh: u64) -> FsResult<(u64, Arc<OpenNode>, bool)> {
@@ -940,7 +943,7 @@ impl VaultFs {
             return Err(FsError::errno(libc::ENOTDIR));
         }
         let fh = self.new_fh(Handle::Dir);
-        Ok(Opened { fh, keep_cache: false, direct_io: false })
+        Ok(Opened { fh, keep_cache: false, direct_io: false, no_flush: false })
     }
 
     pub fn releasedir(&self, fh: u64) {
