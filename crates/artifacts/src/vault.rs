@@ -344,16 +344,25 @@ impl W<'_> {
     /// one reference to each of its chunks. Segments carry no count (GC sweeps the ones no
     /// leaf names), so a new version of a large file writes only its new segments and list.
     /// A chunk recorded for the first time takes its place from `places`.
+    ///
+    /// An edit's segments reused from its base leaf are not looked up one by one while the
+    /// base's list is stored: GC sweeps only segments that no stored list names, in a
+    /// transaction of its own, so every segment of a stored list is stored.
     fn store_chunk_list(
         &mut self,
         leaf: &Hash,
         index: &LeafIndex,
         places: &mut HashMap<Hash, Loc>,
     ) -> Result<()> {
+        let base_stored = match &index.base {
+            Some(base) => self.leaf_segments()?.get(base)?.is_some(),
+            None => false,
+        };
         let mut list = Vec::with_capacity(index.segments.len());
         for seg in &index.segments {
             let (id, part) = (seg.id, &index.chunks[seg.range.clone()]);
-            if self.segments()?.get(&id)?.is_none() {
+            let known = seg.reused && base_stored;
+            if !known && self.segments()?.get(&id)?.is_none() {
                 self.segments()?.insert(&id, layout::encode_segment(part).as_slice())?;
                 for (chunk, len) in part {
                     let row =
@@ -1165,7 +1174,7 @@ impl Vault {
             }
         };
         let fresh = std::mem::take(&mut fresh.hashes);
-        let index = Arc::new(LeafIndex::edited(chunks, &kept, Some(&old)));
+        let index = Arc::new(LeafIndex::edited(chunks, &kept, Some((*base, &old))));
         Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { index, fresh }, self.chunks.clone()))
     }
 
