@@ -243,3 +243,56 @@ fn in_place_edits_of_a_large_file_keep_its_id_equal_to_b3sum() {
     sh(&v, &same);
     m.stop();
 }
+
+/// A program being run from the mount cannot be truncated, by any open: `O_RDONLY | O_TRUNC`
+/// too, which the kernel checks only after the open, when it has already dropped the file's
+/// cached pages under the program. Otherwise `O_RDONLY | O_TRUNC` truncates, as on Linux.
+#[test]
+fn a_running_program_is_text_busy_and_o_rdonly_o_trunc_truncates() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    /// Kills the program even when an assertion fails.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    let program = v.join("sleep");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open = |read: bool, write: bool, trunc: bool| {
+        std::fs::OpenOptions::new()
+            .read(read)
+            .write(write)
+            .custom_flags(if trunc { libc::O_TRUNC } else { 0 })
+            .open(&program)
+            .map(drop)
+            .map_err(|e| e.raw_os_error())
+    };
+    for round in 0..20 {
+        let mut running = Running(std::process::Command::new(&program).arg("30").spawn().unwrap());
+        assert_eq!(open(false, true, false), Err(Some(libc::ETXTBSY)), "round {round}");
+        assert_eq!(open(true, false, true), Err(Some(libc::ETXTBSY)), "round {round}");
+        open(true, false, false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(running.0.try_wait().unwrap().is_none(), "round {round}: the program died");
+    }
+    assert!(std::fs::metadata(&program).unwrap().len() > 0);
+    // The daemon hears of the last program's exit from an asynchronous release.
+    let mut tries = 0;
+    while open(true, false, true) == Err(Some(libc::ETXTBSY)) && tries < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tries += 1;
+    }
+    assert_eq!(std::fs::metadata(&program).unwrap().len(), 0);
+    m.stop();
+    let m = Mount::start(&dirs);
+    assert_eq!(std::fs::metadata(m.vault().join("sleep")).unwrap().len(), 0);
+    m.stop();
+}

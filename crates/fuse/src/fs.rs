@@ -120,6 +120,8 @@ pub struct StatFs {
 struct OpenNode {
     /// Open handles; changes only while the `open` map is locked.
     handles: AtomicU32,
+    /// Handles that `execve(2)` opened: the file is a program being run.
+    executing: AtomicU32,
     state: Mutex<FileState>,
 }
 
@@ -132,10 +134,23 @@ struct FileState {
 
 #[derive(Debug)]
 enum Handle {
-    File { ino: u64, node: Arc<OpenNode>, append: bool, opened_at: Option<Timestamp> },
+    File {
+        ino: u64,
+        node: Arc<OpenNode>,
+        append: bool,
+        /// Opened by `execve(2)` to run the file.
+        exec: bool,
+        opened_at: Option<Timestamp>,
+    },
     Dir,
-    Virtual { data: Arc<[u8]> },
+    Virtual {
+        data: Arc<[u8]>,
+    },
 }
+
+/// The bit the kernel sets in the flags of `execve(2)`'s open of the program (its internal
+/// `__FMODE_EXEC`); no `open(2)` flag uses it.
+const OPEN_EXEC: i32 = 0x20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -668,6 +683,7 @@ impl VaultFs {
             .or_insert_with(|| {
                 Arc::new(OpenNode {
                     handles: AtomicU32::new(0),
+                    executing: AtomicU32::new(0),
                     state: Mutex::new(FileState { buffer: None, written_at: Timestamp::EPOCH }),
                 })
             })
@@ -746,8 +762,11 @@ impl VaultFs {
 
     pub fn open(&self, _ctx: Ctx, ino: u64, flags: i32) -> FsResult<Opened> {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        // Linux truncates on `O_TRUNC` whatever the access mode (the kernel has checked write
+        // permission), so `O_RDONLY | O_TRUNC` truncates too.
+        let truncating = flags & libc::O_TRUNC != 0;
         if inode::is_virtual(ino) {
-            if writing {
+            if writing || truncating {
                 return Err(erofs());
             }
             let data: Arc<[u8]> = self.render(ino)?.into();
@@ -761,7 +780,16 @@ impl VaultFs {
             _ => return Err(FsError::errno(libc::ENXIO)),
         }
         let open = self.open_node(ino, true);
-        if flags & libc::O_TRUNC != 0 && writing {
+        if truncating {
+            // A program being run cannot be truncated. For a write open the kernel answers
+            // ETXTBSY before asking us; for `O_RDONLY | O_TRUNC` it checks only after this open
+            // succeeds, and by then it has dropped the file's cached pages, under the program.
+            // (The count drops when the kernel's asynchronous release arrives, a moment after
+            // the program exits: only this rare open can see the difference.)
+            if !writing && open.executing.load(Ordering::Acquire) > 0 {
+                self.close_open_node(ino, &open, true);
+                return Err(FsError::errno(libc::ETXTBSY));
+            }
             // Buffered like any write: a crash before close leaves the old content.
             let result = (|| {
                 let mut on = lock(&open.state);
@@ -776,9 +804,13 @@ impl VaultFs {
             }
         }
         let append = flags & libc::O_APPEND != 0;
+        let exec = flags & OPEN_EXEC != 0;
+        if exec {
+            open.executing.fetch_add(1, Ordering::AcqRel);
+        }
         let opened_at = self.attention.opened(&node);
-        let fh = self.new_fh(Handle::File { ino, node: open, append, opened_at });
-        Ok(Opened { fh, keep_cache: true, direct_io: false, no_flush: !writing })
+        let fh = self.new_fh(Handle::File { ino, node: open, append, exec, opened_at });
+        Ok(Opened { fh, keep_cache: true, direct_io: false, no_flush: !(writing || truncating) })
     }
 
     pub fn create(
@@ -793,7 +825,13 @@ impl VaultFs {
         let open = self.open_node(attr.ino, true);
         let append = flags & libc::O_APPEND != 0;
         // Creating a file is not attention yet (the plan): no event until it is opened.
-        let fh = self.new_fh(Handle::File { ino: attr.ino, node: open, append, opened_at: None });
+        let fh = self.new_fh(Handle::File {
+            ino: attr.ino,
+            node: open,
+            append,
+            exec: false,
+            opened_at: None,
+        });
         Ok((attr, Opened { fh, keep_cache: true, direct_io: false, no_flush: false }))
     }
 
@@ -883,7 +921,10 @@ impl VaultFs {
             return Err(FsError::errno(libc::EBADF));
         };
         match handle {
-            Handle::File { ino, node, opened_at, .. } => {
+            Handle::File { ino, node, exec, opened_at, .. } => {
+                if exec {
+                    node.executing.fetch_sub(1, Ordering::AcqRel);
+                }
                 let result = {
                     let mut on = lock(&node.state);
                     // Writes through a shared mapping can arrive after the last flush.
