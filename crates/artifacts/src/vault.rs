@@ -359,26 +359,34 @@ impl W<'_> {
             None => false,
         };
         let mut list = Vec::with_capacity(index.segments.len());
+        // The entries of the segments stored here: each adds one reference to its chunk.
+        let mut named: Vec<(Hash, u32)> = Vec::new();
         for seg in &index.segments {
             let (id, part) = (seg.id, &index.chunks[seg.range.clone()]);
             let known = seg.reused && base_stored;
             if !known && self.segments()?.get(&id)?.is_none() {
                 self.segments()?.insert(&id, layout::encode_segment(part).as_slice())?;
-                for (chunk, len) in part {
-                    let row =
-                        self.chunks()?.get(chunk)?.map(|v| ChunkRecord::from_value(v.value()));
-                    let rec = match row {
-                        // Reused from a stored leaf.
-                        Some(rec) => ChunkRecord { refs: rec.refs + 1, ..rec },
-                        None => ChunkRecord { len: *len, refs: 1, loc: places.remove(chunk) },
-                    };
-                    self.chunks()?.insert(chunk, rec.value())?;
-                    self.dead()?.remove(chunk)?;
-                }
+                named.extend_from_slice(part);
             }
             list.push(SegmentRef { id, bytes: part.iter().map(|c| u64::from(c.1)).sum() });
         }
         self.leaf_segments()?.insert(leaf, layout::encode_segment_list(&list).as_slice())?;
+        // In hash order, each chunk once: consecutive updates land on the same B-tree pages.
+        named.sort_unstable_by_key(|c| c.0);
+        for run in named.chunk_by(|a, b| a.0 == b.0) {
+            let (chunk, len) = run[0];
+            let n = run.len() as u64;
+            let row = self.chunks()?.get(&chunk)?.map(|v| ChunkRecord::from_value(v.value()));
+            let rec = match row {
+                // Reused from a stored leaf; it may have been waiting for GC at no references.
+                Some(rec) => {
+                    self.dead()?.remove(&chunk)?;
+                    ChunkRecord { refs: rec.refs + n, ..rec }
+                }
+                None => ChunkRecord { len, refs: n, loc: places.remove(&chunk) },
+            };
+            self.chunks()?.insert(&chunk, rec.value())?;
+        }
         Ok(())
     }
 
