@@ -275,8 +275,21 @@ fn a_running_program_is_text_busy_and_o_rdonly_o_trunc_truncates() {
             .map(drop)
             .map_err(|e| e.raw_os_error())
     };
+    // Another test's child, between fork and exec, can briefly hold our copy's write
+    // descriptor, and exec fails with ETXTBSY meanwhile: the usual retry.
+    let spawn = || {
+        for _ in 0..100 {
+            match std::process::Command::new(&program).arg("30").spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return Running(r.unwrap()),
+            }
+        }
+        panic!("{} stayed text-busy for 2 s", program.display());
+    };
     for round in 0..20 {
-        let mut running = Running(std::process::Command::new(&program).arg("30").spawn().unwrap());
+        let mut running = spawn();
         assert_eq!(open(false, true, false), Err(Some(libc::ETXTBSY)), "round {round}");
         assert_eq!(open(true, false, true), Err(Some(libc::ETXTBSY)), "round {round}");
         open(true, false, false).unwrap();
