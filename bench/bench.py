@@ -22,6 +22,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import smallfiles  # bench/, beside this file
+
 MIB = 1 << 20
 GIB = 1 << 30
 
@@ -408,26 +410,9 @@ def run_workloads(t, cfg, tree_tar, git_src, res):
     # small files
     small = base / "small"
     small.mkdir()
-    files = [small / f"f{i:05}" for i in range(cfg["small_files"])]
-    payload = random.Random(5).randbytes(4096)
-    t0 = time.perf_counter()
-    for i, p in enumerate(files):
-        with open(p, "wb") as f:
-            f.write(i.to_bytes(8, "little") + payload[8:])
-    res["small_create"] = len(files) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for p in files:
-        os.stat(p)
-    res["small_stat"] = len(files) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for p in files:
-        with open(p, "rb") as f:
-            f.read()
-    res["small_read"] = len(files) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for p in files:
-        os.unlink(p)
-    res["small_unlink"] = len(files) / (time.perf_counter() - t0)
+    files = smallfiles.files_in(small, cfg["small_files"])
+    for phase in smallfiles.PHASES:
+        res[f"small_{phase}"] = len(files) / smallfiles.run_phase(files, phase)
 
     # tar x of a source tree, then rm -rf
     dest = base / "tree"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark's small-file loop, one phase at a time, for tracing or profiling a phase alone.
+"""The benchmark's small-file workload, one phase at a time (bench.py runs the same code).
 
 Usage: bench/smallfiles.py DIR N PHASE      PHASE: create, stat, read or unlink
 
@@ -13,17 +13,20 @@ import os
 import random
 import sys
 import time
+from pathlib import Path
+
+PHASES = ("create", "stat", "read", "unlink")
 
 
-def main():
-    if len(sys.argv) != 4 or sys.argv[3] not in ("create", "stat", "read", "unlink"):
-        sys.exit(__doc__.strip().splitlines()[2])
-    d, n, phase = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    files = [os.path.join(d, f"f{i:05}") for i in range(n)]
+def files_in(directory, n):
+    return [Path(directory) / f"f{i:05}" for i in range(n)]
+
+
+def run_phase(files, phase):
+    """Runs one phase over `files`; returns the seconds it took."""
     payload = random.Random(5).randbytes(4096)
     t0 = time.perf_counter()
     if phase == "create":
-        os.makedirs(d, exist_ok=True)
         for i, p in enumerate(files):
             with open(p, "wb") as f:
                 f.write(i.to_bytes(8, "little") + payload[8:])
@@ -37,7 +40,16 @@ def main():
     else:
         for p in files:
             os.unlink(p)
-    dt = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[3] not in PHASES:
+        sys.exit(__doc__.strip().splitlines()[2])
+    d, n, phase = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if phase == "create":
+        os.makedirs(d, exist_ok=True)
+    dt = run_phase(files_in(d, n), phase)
     print(f"{phase}: {n / dt:,.0f} files/s, {dt / n * 1e6:.1f} us per file")
 
 

@@ -40,10 +40,6 @@ def tracing_dir():
     return TRACING
 
 
-def write(path, value):
-    path.write_text(value)
-
-
 def parse(lines):
     """Per opcode: a list of latencies in seconds."""
     sent = {}
@@ -82,16 +78,16 @@ def main():
     if not cmd:
         fail("no command given (usage: trace.py -- COMMAND [ARG...])")
     t = tracing_dir()
-    write(t / "buffer_size_kb", "200000")
-    write(t / "trace", "")
-    write(t / "events/fuse/enable", "1")
+    (t / "buffer_size_kb").write_text("200000")
+    (t / "trace").write_text("")
+    (t / "events/fuse/enable").write_text("1")
     try:
         rc = subprocess.run(cmd).returncode
     finally:
-        write(t / "events/fuse/enable", "0")
+        (t / "events/fuse/enable").write_text("0")
     with open(t / "trace") as f:
         report(parse(f), args.top)
-    write(t / "trace", "")
+    (t / "trace").write_text("")
     sys.exit(rc)
 
 

@@ -2,10 +2,10 @@
 //!
 //! A pack is `packs/<8 hex digits>.pack`, an append-only file of chunk bytes with no framing.
 //! A chunk's place in a pack (`Loc`: pack, offset, length) is recorded in its row of the
-//! metadata table `chunks_v3`, in the transaction that first names the chunk. One pack takes appends at a
-//! time; a full one (`PACK_MAX`) is left as it is and a new one begins. GC punches a hole over
-//! each chunk it drops, and a full GC also punches every range no chunk owns and deletes the
-//! packs left with no live chunk.
+//! metadata table `chunks_v3`, in the transaction that first names the chunk. One pack takes
+//! appends at a time; a full one (`PACK_MAX`) is left as it is and a new one begins. GC
+//! punches a hole over each chunk it drops, and a full GC also punches every range no chunk
+//! owns and deletes the packs left with no live chunk.
 //!
 //! Why packs and not one file per chunk: a GiB is about 13,000 chunks, and creating (then
 //! fsyncing) that many files costs more kernel time than writing the bytes; a pack costs one

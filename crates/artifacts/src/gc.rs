@@ -262,8 +262,7 @@ impl Vault {
                     continue;
                 }
                 w.dead()?.remove(&chunk)?;
-                let refs = w.chunks()?.get(&chunk)?.map(|v| v.value().1);
-                if refs == Some(0) {
+                if w.chunk(&chunk)?.is_some_and(|c| c.refs == 0) {
                     drop_chunk(w, &chunk, &mut doomed, &mut report)?;
                 }
             }
@@ -674,9 +673,8 @@ impl Vault {
         }
         self.write_fs(Commit::Durable, |w| {
             for (chunk, _) in &fixes.bad_chunks {
-                let Some(v) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
-                let rec = ChunkRecord { loc: None, ..ChunkRecord::from_value(v) };
-                w.chunks()?.insert(chunk, rec.value())?;
+                let Some(rec) = w.chunk(chunk)? else { continue };
+                w.put_chunk(chunk, ChunkRecord { loc: None, ..rec })?;
             }
             for (parent, name, pos) in &fixes.dangling {
                 w.entries()?.remove((*parent, name.as_slice()))?;
@@ -705,9 +703,8 @@ impl Vault {
                 done.push(format!("set reference count of leaf {} to {refs}", hex(leaf)));
             }
             for (chunk, refs) in &fixes.chunk_fixes {
-                let Some(v) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
-                let rec = ChunkRecord { refs: *refs, ..ChunkRecord::from_value(v) };
-                w.chunks()?.insert(chunk, rec.value())?;
+                let Some(rec) = w.chunk(chunk)? else { continue };
+                w.put_chunk(chunk, ChunkRecord { refs: *refs, ..rec })?;
                 if *refs == 0 {
                     w.dead()?.insert(chunk, ())?;
                 }
@@ -789,11 +786,10 @@ fn release_chunks(
     report: &mut GcReport,
 ) -> Result<()> {
     for (chunk, _) in chunks {
-        let Some(v) = w.chunks()?.get(chunk)?.map(|v| v.value()) else { continue };
-        let rec = ChunkRecord::from_value(v);
+        let Some(rec) = w.chunk(chunk)? else { continue };
         let refs = rec.refs.saturating_sub(1);
         if refs > 0 || staged.contains_key(chunk) {
-            w.chunks()?.insert(chunk, ChunkRecord { refs, ..rec }.value())?;
+            w.put_chunk(chunk, ChunkRecord { refs, ..rec })?;
             if refs == 0 {
                 w.dead()?.insert(chunk, ())?;
             }

@@ -198,6 +198,25 @@ impl W<'_> {
         Ok(())
     }
 
+    /// A chunk's row.
+    pub(crate) fn chunk(&mut self, hash: &Hash) -> Result<Option<ChunkRecord>> {
+        Ok(self.chunks()?.get(hash)?.map(|v| ChunkRecord::from_value(v.value())))
+    }
+
+    pub(crate) fn put_chunk(&mut self, hash: &Hash, rec: ChunkRecord) -> Result<()> {
+        self.chunks()?.insert(hash, rec.value())?;
+        Ok(())
+    }
+
+    /// Every chunk row (for the migrations).
+    fn chunk_rows(&mut self) -> Result<Vec<(Hash, ChunkRecord)>> {
+        Ok(self
+            .chunks()?
+            .iter()?
+            .map(|r| r.map(|(k, v)| (*k.value(), ChunkRecord::from_value(v.value()))))
+            .collect::<Result<_, _>>()?)
+    }
+
     pub(crate) fn tree(&mut self, id: &Hash) -> Result<TreeRecord> {
         match self.trees()?.get(id)? {
             Some(v) => decode("tree", v.value()),
@@ -376,8 +395,7 @@ impl W<'_> {
         for run in named.chunk_by(|a, b| a.0 == b.0) {
             let (chunk, len) = run[0];
             let n = run.len() as u64;
-            let row = self.chunks()?.get(&chunk)?.map(|v| ChunkRecord::from_value(v.value()));
-            let rec = match row {
+            let rec = match self.chunk(&chunk)? {
                 // Reused from a stored leaf; it may have been waiting for GC at no references.
                 Some(rec) => {
                     self.dead()?.remove(&chunk)?;
@@ -385,7 +403,7 @@ impl W<'_> {
                 }
                 None => ChunkRecord { len, refs: n, loc: places.remove(&chunk) },
             };
-            self.chunks()?.insert(&chunk, rec.value())?;
+            self.put_chunk(&chunk, rec)?;
         }
         Ok(())
     }
@@ -396,10 +414,9 @@ impl W<'_> {
     fn place_appended(&mut self, staged: &StagedLeaf, rest: HashMap<Hash, Loc>) -> Result<()> {
         let mut lost = Vec::new();
         for (chunk, loc) in rest {
-            let row = self.chunks()?.get(&chunk)?.map(|v| ChunkRecord::from_value(v.value()));
-            match row {
+            match self.chunk(&chunk)? {
                 Some(rec) if rec.loc.is_none() && rec.len == loc.len => {
-                    self.chunks()?.insert(&chunk, ChunkRecord { loc: Some(loc), ..rec }.value())?;
+                    self.put_chunk(&chunk, ChunkRecord { loc: Some(loc), ..rec })?;
                 }
                 Some(rec) if rec.loc == Some(loc) => {}
                 _ => lost.push((chunk, loc)),
@@ -419,7 +436,7 @@ impl W<'_> {
                 .collect::<Result<_, _>>()?
         };
         for (chunk, (len, refs)) in rows {
-            self.chunks()?.insert(&chunk, ChunkRecord { len, refs, loc: None }.value())?;
+            self.put_chunk(&chunk, ChunkRecord { len, refs, loc: None })?;
         }
         self.txn.delete_table(CHUNKS_V1)?;
         Ok(())
@@ -437,13 +454,9 @@ impl W<'_> {
             })
             .filter_map(Result::transpose)
             .collect::<Result<_>>()?;
-        let rows: Vec<(Hash, ChunkRecord)> = self
-            .chunks()?
-            .iter()?
-            .map(|r| r.map(|(k, v)| (*k.value(), ChunkRecord::from_value(v.value()))))
-            .collect::<Result<_, _>>()?;
+        let rows = self.chunk_rows()?;
         for (chunk, rec) in &rows {
-            self.chunks()?.insert(chunk, ChunkRecord { refs: 0, ..*rec }.value())?;
+            self.put_chunk(chunk, ChunkRecord { refs: 0, ..*rec })?;
         }
         {
             let old = self.txn.open_table(LEAF_CHUNKS_V1)?;
@@ -457,8 +470,7 @@ impl W<'_> {
         }
         self.txn.delete_table(LEAF_CHUNKS_V1)?;
         for (chunk, _) in &rows {
-            let refs = self.chunks()?.get(chunk)?.map(|v| v.value().1);
-            if refs == Some(0) {
+            if self.chunk(chunk)?.is_some_and(|c| c.refs == 0) {
                 self.dead()?.insert(chunk, ())?;
             }
         }
@@ -472,11 +484,7 @@ impl W<'_> {
     /// `quarantine/`), stays without a place (fsck reports it missing).
     fn migrate_chunk_files(&mut self, store: &ChunkStore, dir: &Path) -> Result<()> {
         let old = dir.join("chunks");
-        let rows: Vec<(Hash, ChunkRecord)> = self
-            .chunks()?
-            .iter()?
-            .map(|r| r.map(|(k, v)| (*k.value(), ChunkRecord::from_value(v.value()))))
-            .collect::<Result<_, _>>()?;
+        let rows = self.chunk_rows()?;
         let mut missing = 0u64;
         for (chunk, rec) in rows {
             if rec.loc.is_some() {
@@ -502,7 +510,7 @@ impl W<'_> {
                 continue;
             }
             let loc = store.append(&data).map_err(|e| Error::io(store.pack_dir(), e))?;
-            self.chunks()?.insert(&chunk, ChunkRecord { loc: Some(loc), ..rec }.value())?;
+            self.put_chunk(&chunk, ChunkRecord { loc: Some(loc), ..rec })?;
         }
         if missing > 0 {
             tracing::warn!(missing, "chunk files missing or damaged while migrating to packs");

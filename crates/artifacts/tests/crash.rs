@@ -97,7 +97,7 @@ fn injected_failure_at_every_step_leaves_a_consistent_store() {
     loop {
         let dir = tempfile::tempdir().unwrap();
         {
-            let v = common::open_with(dir.path(), &Options::default()).unwrap();
+            let v = common::open(dir.path());
             put(&v, "base_small", &base_small, Commit::Durable).unwrap();
             put(&v, "base_big", &base_big, Commit::Durable).unwrap();
         }
@@ -114,7 +114,7 @@ fn injected_failure_at_every_step_leaves_a_consistent_store() {
             let probe = std::sync::Arc::new(StopAt::new(u64::MAX));
             let pdir = tempfile::tempdir().unwrap();
             {
-                let v = common::open_with(pdir.path(), &Options::default()).unwrap();
+                let v = common::open(pdir.path());
                 put(&v, "base_small", &base_small, Commit::Durable).unwrap();
                 put(&v, "base_big", &base_big, Commit::Durable).unwrap();
             }
@@ -168,7 +168,7 @@ fn crash_child_worker() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
     let dir = std::path::PathBuf::from(dir);
     let seed: u64 = std::env::var(CHILD_SEED).unwrap().parse().unwrap();
-    let v = common::open_with(&dir.join("store"), &Options::default()).unwrap();
+    let v = common::open(&dir.join("store"));
     let mut log =
         std::fs::OpenOptions::new().append(true).create(true).open(dir.join("log")).unwrap();
     let sizes = [0usize, 10, 5_000, 20_000, 300_000, 1_500_000];
@@ -290,7 +290,7 @@ fn sigkill_during_commits_keeps_durable_data_and_a_prefix_of_the_rest() {
 fn crash_child_stager() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
     let dir = std::path::PathBuf::from(dir);
-    let v = common::open_with(&dir.join("store"), &Options::default()).unwrap();
+    let v = common::open(&dir.join("store"));
     let staged = v.stage(&bytes(99, 8 << 20)).unwrap();
     std::fs::write(dir.join("staged"), b"").unwrap();
     std::thread::sleep(Duration::from_secs(60));
@@ -304,7 +304,7 @@ fn sigkill_leaves_no_unnamed_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     {
-        let v = common::open_with(&store, &Options::default()).unwrap();
+        let v = common::open(&store);
         put(&v, "kept", &bytes(1, 2 << 20), Commit::Durable).unwrap();
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -323,7 +323,7 @@ fn sigkill_leaves_no_unnamed_bytes() {
     child.wait().unwrap();
     let packs = || common::disk_bytes(&store.join("packs"));
     assert!(packs() >= 10 << 20, "the staged payload is in the pack: {}", packs());
-    let v = common::open_with(&store, &Options::default()).unwrap();
+    let v = common::open(&store);
     assert!(v.recovered());
     // Each chunk takes its bytes rounded up to whole 4 KiB blocks, and nothing more.
     let stats = v.stats().unwrap();
