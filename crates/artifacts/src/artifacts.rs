@@ -11,7 +11,7 @@ use redb::ReadableTable;
 
 use crate::error::{Error, Result, lossy};
 use crate::schema::{
-    ENTRIES, GRANTS, LEAVES, LeafRecord, NODES, ORDER, PEERS, TREES, TreeRecord, decode, encode,
+    ENTRIES, GRANTS, LeafRecord, NODES, ORDER, PEERS, TreeRecord, decode, encode,
 };
 use crate::types::{
     AccessGrant, AccessMode, ArtifactId, ArtifactRef, Hash, LeafArtifact, LeafType, NewNode, Node,
@@ -65,12 +65,10 @@ impl Vault {
     }
 
     fn leaf_record(&self, hash: &Hash) -> Result<LeafRecord> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(LEAVES)?;
-        match t.get(hash)? {
+        self.read_fs(|r| match r.leaves()?.get(hash)? {
             Some(v) => decode("leaf", v.value()),
             None => Err(Error::NoSuchArtifact(ArtifactId::Blob(*hash))),
-        }
+        })
     }
 
     /// A stored leaf. Its type is `File`: a leaf's type comes from the label it is given.
@@ -205,12 +203,7 @@ impl Vault {
     }
 
     fn tree_record(&self, id: &Hash) -> Result<TreeRecord> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(TREES)?;
-        match t.get(id)? {
-            Some(v) => decode("tree", v.value()),
-            None => Err(Error::NoSuchArtifact(ArtifactId::Doc(*id))),
-        }
+        self.read_fs(|r| r.tree(id))
     }
 
     fn update_tree(

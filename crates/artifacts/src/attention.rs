@@ -265,7 +265,7 @@ impl Vault {
     }
 
     pub fn event_count(&self) -> Result<u64> {
-        Ok(self.db.begin_read()?.open_table(EVENTS)?.len()?)
+        Ok(self.meta.db.begin_read()?.open_table(EVENTS)?.len()?)
     }
 
     /// Deletes events with sequence numbers up to and including `through`. Aggregates, and so

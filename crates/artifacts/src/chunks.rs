@@ -30,9 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use redb::{Database, ReadableDatabase};
 
-use crate::schema::CHUNKS;
+use crate::meta::Meta;
 use crate::types::{Hash, hex};
 
 /// Payloads of at most this many bytes are stored inline in the database.
@@ -176,8 +175,8 @@ pub(crate) struct ChunkStore {
     pack_dir: PathBuf,
     tmp_dir: PathBuf,
     faults: Faults,
-    /// The metadata database, for lookups of chunk places.
-    db: Arc<Database>,
+    /// The metadata, for lookups of chunk places.
+    meta: Arc<Meta>,
     /// The size at which a pack takes no more appends.
     pack_max: u64,
     /// Chunks live writers have staged. Also the lock that orders appends against GC.
@@ -218,16 +217,12 @@ fn parse_pack_name(name: &str) -> Option<u32> {
     u32::from_str_radix(hex, 16).ok()
 }
 
-fn db_err(e: impl Into<redb::Error>) -> io::Error {
-    io::Error::other(e.into())
-}
-
 impl ChunkStore {
     /// Opens (creating if needed) the pack and temp directories under `data_dir`, and empties
     /// `tmp/`: nothing in it can be live, since the caller holds the store lock.
     pub(crate) fn open(
         data_dir: &Path,
-        db: Arc<Database>,
+        meta: Arc<Meta>,
         faults: Faults,
         pack_max: Option<u64>,
     ) -> io::Result<Self> {
@@ -264,7 +259,7 @@ impl ChunkStore {
             pack_dir,
             tmp_dir,
             faults,
-            db,
+            meta,
             pack_max,
             staged: Mutex::new(HashMap::new()),
             active: Mutex::new(active),
@@ -376,10 +371,8 @@ impl ChunkStore {
 
     /// Where the metadata says a chunk is.
     fn recorded(&self, hash: &Hash) -> io::Result<Option<Loc>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-        let row = chunks.get(hash).map_err(db_err)?;
-        Ok(row.and_then(|v| ChunkRecord::from_value(v.value()).loc))
+        let row = self.meta.read(|r| r.chunk(hash)).map_err(io::Error::other)?;
+        Ok(row.and_then(|c| c.loc))
     }
 
     /// Where a chunk is: recorded, or appended by a writer that has not committed yet.

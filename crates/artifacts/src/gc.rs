@@ -26,7 +26,8 @@ use crate::schema::{
     TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
-use crate::vault::{Commit, EMPTY_LEAF, Vault, W};
+use crate::meta::W;
+use crate::vault::{Commit, EMPTY_LEAF, Vault};
 
 /// Progress of a long admin run, for a progress bar.
 #[derive(Clone, Copy, Debug)]

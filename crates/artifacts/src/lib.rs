@@ -20,6 +20,7 @@ mod error;
 mod faulty;
 mod gc;
 mod layout;
+mod meta;
 mod schema;
 mod types;
 mod vault;

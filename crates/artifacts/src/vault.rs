@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     WriteTransaction,
 };
 
@@ -34,14 +34,13 @@ use crate::chunks::{
     IoStep, Loc,
 };
 use crate::error::{Error, Result, lossy};
+use crate::meta::{Meta, Strength, W};
 use crate::layout::{
     self, GROUP, HashTree, LeafIndex, SegmentRef, TreeCache, decode_segment, decode_segment_list,
 };
 use crate::schema::{
-    CHUNKS, CHUNKS_V1, DEAD_CHUNKS, ENTRIES, FORMAT_OLDEST, FORMAT_VERSION, INLINE, LEAF_CHUNKS_V1,
-    LEAF_SEGMENTS, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
-    META_PLAYER, NODES, ORDER, ORPHANS, PlayerRecord, SEGMENTS, TREES, TreeRecord, UNREFERENCED,
-    XATTRS, bytes_u64, decode, encode, u64_bytes,
+    CHUNKS, CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
+    META_PLAYER, NODES, ORPHANS, PlayerRecord, TREES, TreeRecord, UNREFERENCED, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
@@ -63,6 +62,15 @@ pub enum Commit {
     CrashConsistent,
     /// Atomic and fsync'd, with every chunk it names: used by fsync.
     Durable,
+}
+
+impl Commit {
+    fn strength(self) -> Strength {
+        match self {
+            Commit::CrashConsistent => Strength::Consistent,
+            Commit::Durable => Strength::Durable,
+        }
+    }
 }
 
 /// Settings for opening a vault.
@@ -107,7 +115,7 @@ pub struct Stats {
 /// The durable content-addressed store. `Send + Sync`: share it with `Arc`.
 pub struct Vault {
     pub(crate) dir: PathBuf,
-    pub(crate) db: Arc<Database>,
+    pub(crate) meta: Arc<Meta>,
     pub(crate) chunks: Arc<ChunkStore>,
     pub(crate) player: PlayerRecord,
     pub(crate) faults: Faults,
@@ -117,8 +125,6 @@ pub struct Vault {
     indexes: Mutex<VecDeque<(Hash, Arc<LeafIndex>)>>,
     /// Node ids reserved in `meta_v1`, handed out by write transactions.
     ids: Mutex<NodeIds>,
-    /// Set when a crash-consistent commit has not yet been followed by a durable one.
-    dirty: AtomicBool,
     closed: AtomicBool,
     recovered: bool,
     _lock: File,
@@ -131,58 +137,6 @@ impl std::fmt::Debug for Vault {
             .field("player", &self.player.name)
             .finish_non_exhaustive()
     }
-}
-
-/// Declares `W`: the tables of one write transaction, each opened on first use (opening a
-/// table costs a B-tree lookup, so a transaction pays only for the tables it touches).
-macro_rules! write_tables {
-    ($($name:ident: $def:expr => $k:ty, $v:ty;)*) => {
-        pub(crate) struct W<'t> {
-            txn: &'t WriteTransaction,
-            /// The vault's node id reservation (absent while the store is being opened).
-            ids: Option<&'t Mutex<NodeIds>>,
-            $($name: Option<Table<'t, $k, $v>>,)*
-        }
-
-        impl<'t> W<'t> {
-            pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-                Ok(W { txn, ids: None, $($name: None,)* })
-            }
-
-            /// Opens every table, creating those that do not exist yet.
-            pub(crate) fn open_all(&mut self) -> Result<()> {
-                $(self.$name()?;)*
-                Ok(())
-            }
-
-            $(
-                pub(crate) fn $name(&mut self) -> Result<&mut Table<'t, $k, $v>> {
-                    if self.$name.is_none() {
-                        self.$name = Some(self.txn.open_table($def)?);
-                    }
-                    Ok(self.$name.as_mut().expect("opened above"))
-                }
-            )*
-        }
-    };
-}
-
-write_tables! {
-    meta: META => &'static str, &'static [u8];
-    nodes: NODES => u64, &'static [u8];
-    entries: ENTRIES => (u64, &'static [u8]), (u64, u64);
-    order: ORDER => (u64, u64), &'static [u8];
-    trees: TREES => &'static [u8; 32], &'static [u8];
-    xattrs: XATTRS => (u64, &'static [u8]), &'static [u8];
-    leaves: LEAVES => &'static [u8; 32], &'static [u8];
-    inline: INLINE => &'static [u8; 32], &'static [u8];
-    leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
-    segments: SEGMENTS => &'static [u8; 32], &'static [u8];
-    chunks: CHUNKS => &'static [u8; 32], chunks::ChunkValue;
-    dead: DEAD_CHUNKS => &'static [u8; 32], ();
-    unref: UNREFERENCED => &'static [u8; 32], i64;
-    orphans: ORPHANS => u64, ();
-    attention: crate::schema::ATTENTION => u64, &'static [u8];
 }
 
 impl W<'_> {
@@ -430,7 +384,7 @@ impl W<'_> {
     /// `chunks_v3` (`migrate_chunk_files` fills in the places).
     fn migrate_chunk_table(&mut self) -> Result<()> {
         let rows: Vec<(Hash, (u32, u64))> = {
-            let old = self.txn.open_table(CHUNKS_V1)?;
+            let old = self.txn()?.open_table(CHUNKS_V1)?;
             old.iter()?
                 .map(|r| r.map(|(k, v)| (*k.value(), v.value())))
                 .collect::<Result<_, _>>()?
@@ -438,7 +392,7 @@ impl W<'_> {
         for (chunk, (len, refs)) in rows {
             self.put_chunk(&chunk, ChunkRecord { len, refs, loc: None })?;
         }
-        self.txn.delete_table(CHUNKS_V1)?;
+        self.txn()?.delete_table(CHUNKS_V1)?;
         Ok(())
     }
 
@@ -459,7 +413,7 @@ impl W<'_> {
             self.put_chunk(chunk, ChunkRecord { refs: 0, ..*rec })?;
         }
         {
-            let old = self.txn.open_table(LEAF_CHUNKS_V1)?;
+            let old = self.txn()?.open_table(LEAF_CHUNKS_V1)?;
             for leaf in &chunked {
                 let list: Vec<(Hash, u32)> = old
                     .range((leaf, 0)..=(leaf, u64::MAX))?
@@ -468,7 +422,7 @@ impl W<'_> {
                 self.store_chunk_list(leaf, &LeafIndex::new(list), &mut HashMap::new())?;
             }
         }
-        self.txn.delete_table(LEAF_CHUNKS_V1)?;
+        self.txn()?.delete_table(LEAF_CHUNKS_V1)?;
         for (chunk, _) in &rows {
             if self.chunk(chunk)?.is_some_and(|c| c.refs == 0) {
                 self.dead()?.insert(chunk, ())?;
@@ -711,12 +665,12 @@ impl Vault {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
         let faults = opts.faults.clone();
-        let db = Arc::new(open_db(&dir.join("meta.redb"), opts)?);
+        let meta = Arc::new(Meta::new(open_db(&dir.join("meta.redb"), opts)?));
         let chunks = Arc::new(
-            ChunkStore::open(dir, db.clone(), faults.clone(), opts.pack_bytes)
+            ChunkStore::open(dir, meta.clone(), faults.clone(), opts.pack_bytes)
                 .map_err(|e| Error::io(dir, e))?,
         );
-        let (player, was_open) = init_meta(&db, &chunks, dir, player)?;
+        let (player, was_open) = init_meta(&meta.db, &chunks, dir, player)?;
         // Chunk files of format 2, left behind if a migration committed but the process
         // stopped before it removed them.
         let old_chunks = dir.join("chunks");
@@ -724,7 +678,7 @@ impl Vault {
             fs::remove_dir_all(&old_chunks).map_err(|e| Error::io(&old_chunks, e))?;
         }
         let next_node = {
-            let txn = db.begin_read()?;
+            let txn = meta.db.begin_read()?;
             match txn.open_table(META)?.get(META_NEXT_NODE)? {
                 Some(v) => bytes_u64("next_node", v.value())?,
                 None => NodeId::FIRST_DYNAMIC,
@@ -732,14 +686,13 @@ impl Vault {
         };
         let vault = Vault {
             dir: dir.to_path_buf(),
-            db,
+            meta,
             chunks,
             player,
             faults,
             trees: Arc::default(),
             indexes: Mutex::default(),
             ids: Mutex::new(NodeIds { next: next_node, limit: next_node, pending: None }),
-            dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             recovered: was_open,
             _lock: lock,
@@ -774,71 +727,81 @@ impl Vault {
         self.chunks.tmp_dir()
     }
 
-    /// Runs `f` in one write transaction and commits it with the given strength.
-    /// If `f` fails, nothing it did is committed.
+    /// Runs `f` in a write transaction of its own, after every pending change, and commits
+    /// it with the given strength. If `f` fails, nothing it did is committed.
     pub(crate) fn write<R>(
         &self,
         commit: Commit,
         f: impl FnOnce(&WriteTransaction) -> Result<R>,
     ) -> Result<R> {
-        if commit == Commit::Durable {
-            // Most of the fsync work happens before taking the writer lock.
-            self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
-        }
-        let mut txn = self.db.begin_write()?;
-        let committed: Result<R> = (|| {
-            txn.set_durability(match commit {
-                Commit::CrashConsistent => redb::Durability::None,
-                Commit::Durable => redb::Durability::Immediate,
-            })?;
-            let out = f(&txn)?;
-            if commit == Commit::Durable {
-                // Chunks written by commits that raced ahead of this one are made durable too:
-                // this commit makes theirs durable.
-                self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
-            }
-            chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
-            txn.commit()?;
-            Ok(out)
-        })();
-        // Write transactions are serialised, so this settles exactly this one's reservation.
-        self.ids.lock().unwrap_or_else(PoisonError::into_inner).settle(committed.is_ok());
-        let out = committed?;
-        match commit {
-            Commit::CrashConsistent => self.dirty.store(true, Ordering::Release),
-            Commit::Durable => self.dirty.store(false, Ordering::Release),
-        }
-        Ok(out)
+        self.meta.write(commit.strength(), || self.before_commit(commit), f)
     }
 
-    /// Runs `f` with the filesystem tables open, in one transaction.
+    /// What runs just before a commit: with `Durable`, every chunk written so far is made
+    /// durable first, so that metadata never lands before the bytes it names.
+    fn before_commit(&self, commit: Commit) -> Result<()> {
+        if commit == Commit::Durable {
+            self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
+        }
+        chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))
+    }
+
+    /// Runs `f` as one operation on the filesystem tables: all of it takes effect, at once,
+    /// or none of it does. It lands in memory; with `Durable` it is flushed durably before
+    /// this returns, otherwise at the next sync (or as soon as enough is pending).
     pub(crate) fn write_fs<R>(
         &self,
         commit: Commit,
         f: impl FnOnce(&mut W) -> Result<R>,
     ) -> Result<R> {
-        self.write(commit, |txn| {
-            let mut w = W::open(txn)?;
-            w.ids = Some(&self.ids);
-            f(&mut w)
-        })
+        let (out, full) = self.meta.op(
+            &self.ids,
+            |w| {
+                let out = f(w)?;
+                chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
+                Ok(out)
+            },
+            // Operations are serialised, so this settles exactly this one's reservation.
+            |ok| self.ids.lock().unwrap_or_else(PoisonError::into_inner).settle(ok),
+        )?;
+        if commit == Commit::Durable {
+            self.flush(Commit::Durable)?;
+        } else if full {
+            self.flush(Commit::CrashConsistent)?;
+        }
+        Ok(out)
     }
 
+    /// Writes every pending change to the database.
+    fn flush(&self, commit: Commit) -> Result<()> {
+        self.meta.flush(commit.strength(), || self.before_commit(commit))
+    }
+
+    /// Runs `f` on a read-only view of the filesystem tables, pending changes included.
+    pub(crate) fn read_fs<R>(&self, f: impl FnOnce(&mut W) -> Result<R>) -> Result<R> {
+        self.meta.read(f)
+    }
+
+    /// A snapshot of the database with every change so far in it (pending ones are flushed
+    /// first). For scans; point reads go through `read_fs`.
     pub(crate) fn read_txn(&self) -> Result<ReadTransaction> {
-        Ok(self.db.begin_read()?)
+        if self.meta.pending() {
+            self.flush(Commit::CrashConsistent)?;
+        }
+        Ok(self.meta.db.begin_read()?)
     }
 
-    /// Makes every commit so far durable. Cheap when nothing is pending.
+    /// Makes every change so far durable. Cheap when nothing is pending.
     pub fn sync(&self) -> Result<()> {
-        if self.dirty.load(Ordering::Acquire) {
-            self.write(Commit::Durable, |_| Ok(()))?;
+        if self.meta.dirty() {
+            self.flush(Commit::Durable)?;
         }
         Ok(())
     }
 
-    /// Whether some crash-consistent commit is not yet durable.
+    /// Whether some change is not yet durable.
     pub fn has_unsynced(&self) -> bool {
-        self.dirty.load(Ordering::Acquire)
+        self.meta.dirty()
     }
 
     /// Closes the store cleanly: everything durable, the crash marker cleared.
@@ -861,70 +824,46 @@ impl Vault {
     // ----- reads -----
 
     pub fn node(&self, id: NodeId) -> Result<Node> {
-        let txn = self.read_txn()?;
-        let nodes = txn.open_table(NODES)?;
-        match nodes.get(id.0)? {
-            Some(v) => decode("node", v.value()),
-            None => Err(Error::NoSuchNode(id)),
-        }
+        self.read_fs(|r| r.node(id))
     }
 
     /// The node named `name` in directory `parent`.
     pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<Node> {
         validate_name(name)?;
-        let txn = self.read_txn()?;
-        let nodes = txn.open_table(NODES)?;
-        let dir: Node = match nodes.get(parent.0)? {
-            Some(v) => decode("node", v.value())?,
-            None => return Err(Error::NoSuchNode(parent)),
-        };
-        if dir.kind != NodeKind::Dir {
-            return Err(Error::NotADirectory(parent));
-        }
-        let entries = txn.open_table(ENTRIES)?;
-        let child = match entries.get((parent.0, name))? {
-            Some(v) => v.value().0,
-            None => return Err(Error::NotFound { parent, name: lossy(name) }),
-        };
-        match nodes.get(child)? {
-            Some(v) => decode("node", v.value()),
-            None => Err(Error::NoSuchNode(NodeId(child))),
-        }
+        self.read_fs(|r| {
+            if r.node(parent)?.kind != NodeKind::Dir {
+                return Err(Error::NotADirectory(parent));
+            }
+            match r.entry(parent, name)? {
+                Some((child, _)) => r.node(child),
+                None => Err(Error::NotFound { parent, name: lossy(name) }),
+            }
+        })
     }
 
     /// Up to `limit` entries of `dir` in position order, starting after position `after`
     /// (0 for the start). Positions are stable, so they serve as readdir cookies.
     pub fn list(&self, dir: NodeId, after: u64, limit: usize) -> Result<Vec<DirEntry>> {
-        let txn = self.read_txn()?;
-        let nodes = txn.open_table(NODES)?;
-        let node: Node = match nodes.get(dir.0)? {
-            Some(v) => decode("node", v.value())?,
-            None => return Err(Error::NoSuchNode(dir)),
-        };
-        if node.kind != NodeKind::Dir {
-            return Err(Error::NotADirectory(dir));
-        }
-        let order = txn.open_table(ORDER)?;
-        let entries = txn.open_table(ENTRIES)?;
-        let mut out = Vec::new();
-        let start = after.saturating_add(1);
-        for row in order.range((dir.0, start)..=(dir.0, u64::MAX))? {
-            if out.len() >= limit {
-                break;
+        self.read_fs(|r| {
+            if r.node(dir)?.kind != NodeKind::Dir {
+                return Err(Error::NotADirectory(dir));
             }
-            let (k, name) = row?;
-            let name = name.value().to_vec();
-            let Some(e) = entries.get((dir.0, name.as_slice()))? else {
-                return Err(Error::CorruptRecord("order", format!("{dir} lists a missing entry")));
-            };
-            let child = NodeId(e.value().0);
-            let kind = match nodes.get(child.0)? {
-                Some(v) => decode::<Node>("node", v.value())?.kind,
-                None => return Err(Error::NoSuchNode(child)),
-            };
-            out.push(DirEntry { name, node: child, kind, position: k.value().1 });
-        }
-        Ok(out)
+            let start = after.saturating_add(1);
+            let mut names = Vec::new();
+            for row in r.order()?.range((dir.0, start)..=(dir.0, u64::MAX))?.take(limit) {
+                let (k, name) = row?;
+                names.push((k.value().1, name.value().to_vec()));
+            }
+            let mut out = Vec::with_capacity(names.len());
+            for (position, name) in names {
+                let Some((child, _)) = r.entry(dir, &name)? else {
+                    return Err(Error::CorruptRecord("order", format!("{dir} lists a missing entry")));
+                };
+                let kind = r.node(child)?.kind;
+                out.push(DirEntry { name, node: child, kind, position });
+            }
+            Ok(out)
+        })
     }
 
     /// The parent of a directory (the root is its own parent).
@@ -970,30 +909,24 @@ impl Vault {
 
     /// Size of a stored leaf.
     pub fn leaf_size(&self, leaf: &Hash) -> Result<u64> {
-        let txn = self.read_txn()?;
-        let leaves = txn.open_table(LEAVES)?;
-        match leaves.get(leaf)? {
-            Some(v) => Ok(decode::<LeafRecord>("leaf", v.value())?.size),
-            None => Err(Error::NoSuchArtifact(ArtifactId::Blob(*leaf))),
-        }
+        self.read_fs(|r| r.leaf_size(leaf))
     }
 
     /// Reads up to `buf.len()` bytes of a leaf at `offset`; returns how many were read
     /// (fewer only at the end). Every byte comes from a verified chunk.
     pub fn read_at(&self, leaf: &Hash, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let txn = self.read_txn()?;
-        let leaves = txn.open_table(LEAVES)?;
-        let rec: LeafRecord = match leaves.get(leaf)? {
-            Some(v) => decode("leaf", v.value())?,
-            None => return Err(Error::NoSuchArtifact(ArtifactId::Blob(*leaf))),
-        };
-        if offset >= rec.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = usize::try_from((rec.size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
-        if rec.inline {
-            let inline = txn.open_table(INLINE)?;
-            let Some(v) = inline.get(leaf)? else {
+        // Inline bytes are copied out in the read itself; a chunked leaf's size comes back.
+        let size = self.read_fs(|r| {
+            let rec = r.leaf(leaf)?;
+            if offset >= rec.size || buf.is_empty() {
+                return Ok(Err(0));
+            }
+            if !rec.inline {
+                return Ok(Ok(rec.size));
+            }
+            let want =
+                usize::try_from((rec.size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
+            let Some(v) = r.inline()?.get(leaf)? else {
                 return Err(Error::MissingChunk { leaf: ArtifactId::Blob(*leaf), chunk: *leaf });
             };
             let bytes = v.value();
@@ -1002,14 +935,18 @@ impl Vault {
             }
             let start = offset as usize;
             buf[..want].copy_from_slice(&bytes[start..start + want]);
-            return Ok(want);
-        }
-        drop((leaves, txn));
+            Ok(Err(want))
+        })?;
+        let size = match size {
+            Ok(size) => size,
+            Err(done) => return Ok(done),
+        };
+        let want = usize::try_from((size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
         let index = self.leaf_index(leaf)?;
-        if index.size != rec.size {
+        if index.size != size {
             return Err(Error::CorruptRecord(
                 "leaf segments",
-                format!("chunks cover {} bytes of {}", index.size, rec.size),
+                format!("chunks cover {} bytes of {size}", index.size),
             ));
         }
         self.read_indexed(leaf, &index, offset, &mut buf[..want])
@@ -1043,19 +980,19 @@ impl Vault {
             return Ok(idx.clone());
         }
         drop(cache);
-        let txn = self.read_txn()?;
-        let lists = txn.open_table(LEAF_SEGMENTS)?;
-        let segments = txn.open_table(SEGMENTS)?;
-        let Some(list) = lists.get(leaf)? else {
-            return Err(Error::CorruptRecord("leaf segments", format!("none for {}", hex(leaf))));
-        };
-        let mut parts = Vec::new();
-        for seg in decode_segment_list(list.value())? {
-            let Some(bytes) = segments.get(&seg.id)? else {
-                return Err(Error::CorruptRecord("segment", format!("{} missing", hex(&seg.id))));
+        let parts = self.read_fs(|r| {
+            let Some(list) = r.leaf_segments()?.get(leaf)? else {
+                return Err(Error::CorruptRecord("leaf segments", format!("none for {}", hex(leaf))));
             };
-            parts.push((seg.id, decode_segment(bytes.value())?));
-        }
+            let mut parts = Vec::new();
+            for seg in decode_segment_list(list.value())? {
+                let Some(bytes) = r.segments()?.get(&seg.id)? else {
+                    return Err(Error::CorruptRecord("segment", format!("{} missing", hex(&seg.id))));
+                };
+                parts.push((seg.id, decode_segment(bytes.value())?));
+            }
+            Ok(parts)
+        })?;
         let idx = Arc::new(LeafIndex::from_segments(parts));
         self.remember_index(*leaf, idx.clone());
         Ok(idx)
@@ -1602,31 +1539,29 @@ impl Vault {
     // ----- xattrs -----
 
     pub fn get_xattr(&self, id: NodeId, name: &[u8]) -> Result<Vec<u8>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(XATTRS)?;
-        match t.get((id.0, name))? {
+        self.read_fs(|r| match r.xattrs()?.get((id.0, name))? {
             Some(v) => Ok(v.value().to_vec()),
             None => {
-                self.node(id)?;
+                r.node(id)?;
                 Err(Error::NoXattr(lossy(name)))
             }
-        }
+        })
     }
 
     pub fn list_xattrs(&self, id: NodeId) -> Result<Vec<Vec<u8>>> {
-        self.node(id)?;
-        let txn = self.read_txn()?;
-        let t = txn.open_table(XATTRS)?;
-        let mut out = Vec::new();
-        for row in t.range((id.0, &[][..])..)? {
-            let (k, _) = row?;
-            let (n, name) = k.value();
-            if n != id.0 {
-                break;
+        self.read_fs(|r| {
+            r.node(id)?;
+            let mut out = Vec::new();
+            for row in r.xattrs()?.range((id.0, &[][..])..)? {
+                let (k, _) = row?;
+                let (n, name) = k.value();
+                if n != id.0 {
+                    break;
+                }
+                out.push(name.to_vec());
             }
-            out.push(name.to_vec());
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     pub fn set_xattr(
@@ -1840,7 +1775,7 @@ fn init_meta(
 ) -> Result<(PlayerRecord, bool)> {
     let txn = db.begin_write()?;
     let out = {
-        let mut w = W::open(&txn)?;
+        let mut w = W::direct(&txn);
         w.open_all()?;
         let format = w.meta()?.get(META_FORMAT)?.map(|v| v.value().to_vec());
         let rec = if let Some(format) = format {

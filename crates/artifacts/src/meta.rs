@@ -1,0 +1,642 @@
+//! The metadata database with a write-back layer in front of it.
+//!
+//! A filesystem request changes a handful of rows. Committing each change as its own redb
+//! transaction costs far more than the change itself, so changes land in memory first:
+//!
+//! - Each operation runs against a [`W`] that reads through three layers of pending rows
+//!   (its own `delta`, then `active`, then `frozen`) down to a read snapshot of the database,
+//!   and writes only into its own `delta`. If the operation fails, its delta is dropped and
+//!   nothing it did is seen by anyone: every operation is all or nothing, as a transaction
+//!   was. If it succeeds, its delta is merged into `active` under the state lock, at once.
+//! - [`Meta::flush`] freezes `active` and writes the frozen rows to redb in one transaction.
+//!   Operations go on meanwhile (into a new `active`), reading through `frozen` until the
+//!   transaction has committed and `frozen` is dropped.
+//! - Readers take the state lock shared, look through the layers, and then the snapshot they
+//!   begin while holding it. `frozen` is dropped only under the lock exclusively, after its
+//!   commit, so a reader sees either `frozen` or a snapshot that has it.
+//!
+//! After a crash the database holds the state of some earlier flush, whole: operations are
+//! crash-consistent at the granularity of a flush. A durable flush (see `Vault::sync`) is what
+//! makes them survive; the mount runs one every second and at every `fsync`.
+//!
+//! Lock order: `flushing`, then `writer`, then `state`, then redb's own locks.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, btree_map};
+use std::iter::Peekable;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use parking_lot::{Mutex, RwLock};
+use redb::{
+    AccessGuard, Database, Key, ReadableDatabase, ReadOnlyTable, ReadTransaction, ReadableTable, StorageError,
+    Table, Value, WriteTransaction,
+};
+
+use crate::error::{Error, Result};
+use crate::schema::{
+    DEAD_CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, META, NODES, ORDER, ORPHANS, SEGMENTS,
+    TREES, UNREFERENCED, XATTRS,
+};
+
+/// A key in its stored encoding, ordered the way redb orders the table's keys.
+pub(crate) struct OrdKey<K>(Vec<u8>, PhantomData<fn() -> K>);
+
+impl<K: Key> OrdKey<K> {
+    fn of<'k>(key: &K::SelfType<'k>) -> Self {
+        OrdKey(K::as_bytes(key).as_ref().to_vec(), PhantomData)
+    }
+}
+
+impl<K> Clone for OrdKey<K> {
+    fn clone(&self) -> Self {
+        OrdKey(self.0.clone(), PhantomData)
+    }
+}
+
+impl<K: Key> Ord for OrdKey<K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        K::compare(&self.0, &other.0)
+    }
+}
+
+impl<K: Key> PartialOrd for OrdKey<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Key> PartialEq for OrdKey<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl<K: Key> Eq for OrdKey<K> {}
+
+/// Pending rows of one table: `None` is a removal.
+pub(crate) type Rows<K> = BTreeMap<OrdKey<K>, Option<Vec<u8>>>;
+
+/// A row's key or value, from memory or from the database; `value()` decodes it.
+pub(crate) enum Row<T: Value + 'static> {
+    Mem(Vec<u8>),
+    Db(AccessGuard<'static, T>),
+}
+
+impl<T: Value + 'static> Row<T> {
+    pub(crate) fn value(&self) -> T::SelfType<'_> {
+        match self {
+            Row::Mem(bytes) => T::from_bytes(bytes),
+            Row::Db(guard) => guard.value(),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Row::Mem(bytes) => bytes.clone(),
+            Row::Db(guard) => T::as_bytes(&guard.value()).as_ref().to_vec(),
+        }
+    }
+}
+
+fn copied<T: Value + 'static>(v: &T::SelfType<'_>) -> Row<T> {
+    Row::Mem(T::as_bytes(v).as_ref().to_vec())
+}
+
+/// The rows a range yields, in key order.
+pub(crate) type Rows2<'a, K, V> =
+    Box<dyn Iterator<Item = std::result::Result<(Row<K>, Row<V>), StorageError>> + 'a>;
+
+/// One table of a [`W`]: straight on a write transaction (opening the store), or layered.
+pub(crate) enum View<'a, 't, K: Key + 'static, V: Value + 'static> {
+    Direct(&'a mut Table<'t, K, V>),
+    Layered {
+        delta: &'a mut Rows<K>,
+        bytes: &'a mut usize,
+        under: [&'a Rows<K>; 2],
+        base: &'a ReadOnlyTable<K, V>,
+    },
+}
+
+impl<K: Key + 'static, V: Value + 'static> View<'_, '_, K, V> {
+    pub(crate) fn get<'k>(
+        &self,
+        key: impl Borrow<K::SelfType<'k>>,
+    ) -> std::result::Result<Option<Row<V>>, StorageError> {
+        match self {
+            View::Direct(t) => Ok(t.get(key)?.map(|g| copied::<V>(&g.value()))),
+            View::Layered { delta, under, base, .. } => {
+                let k = OrdKey::<K>::of(key.borrow());
+                for layer in [&**delta, under[0], under[1]] {
+                    if let Some(v) = layer.get(&k) {
+                        return Ok(v.as_ref().map(|b| Row::Mem(b.clone())));
+                    }
+                }
+                Ok(base.get(key.borrow())?.map(Row::Db))
+            }
+        }
+    }
+
+    pub(crate) fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> std::result::Result<(), StorageError> {
+        match self {
+            View::Direct(t) => t.insert(key, value).map(drop),
+            View::Layered { delta, bytes, .. } => {
+                let k = OrdKey::<K>::of(key.borrow());
+                let v = V::as_bytes(value.borrow()).as_ref().to_vec();
+                **bytes += k.0.len() + v.len();
+                delta.insert(k, Some(v));
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a row; returns what it held.
+    pub(crate) fn remove<'k>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+    ) -> std::result::Result<Option<Row<V>>, StorageError> {
+        match self {
+            View::Direct(t) => Ok(t.remove(key)?.map(|g| copied::<V>(&g.value()))),
+            View::Layered { .. } => {
+                let old = self.get(key.borrow())?;
+                if old.is_some()
+                    && let View::Layered { delta, bytes, .. } = self
+                {
+                    let k = OrdKey::<K>::of(key.borrow());
+                    **bytes += k.0.len();
+                    delta.insert(k, None);
+                }
+                Ok(old)
+            }
+        }
+    }
+
+    pub(crate) fn range<'k, KR>(
+        &self,
+        range: impl RangeBounds<KR> + 'k,
+    ) -> std::result::Result<Rows2<'_, K, V>, StorageError>
+    where
+        KR: Borrow<K::SelfType<'k>> + 'k,
+    {
+        match self {
+            View::Direct(t) => Ok(Box::new(t.range(range)?.map(|r| {
+                r.map(|(k, v)| (copied::<K>(&k.value()), copied::<V>(&v.value())))
+            }))),
+            View::Layered { delta, under, base, .. } => {
+                let lo = bound(range.start_bound());
+                let hi = bound(range.end_bound());
+                let layers = if is_empty_range(&lo, &hi) {
+                    [None, None, None]
+                } else {
+                    [&**delta, under[0], under[1]]
+                        .map(|l| Some(l.range((lo.clone(), hi.clone())).peekable()))
+                };
+                let base = base.range(range)?;
+                Ok(Box::new(Merge { layers, base, head: None, done: false }))
+            }
+        }
+    }
+
+    pub(crate) fn iter(&self) -> std::result::Result<Rows2<'_, K, V>, StorageError> {
+        self.range::<K::SelfType<'_>>(..)
+    }
+}
+
+fn bound<'k, K: Key + 'static, KR: Borrow<K::SelfType<'k>>>(b: Bound<&KR>) -> Bound<OrdKey<K>> {
+    match b {
+        Bound::Included(k) => Bound::Included(OrdKey::of(k.borrow())),
+        Bound::Excluded(k) => Bound::Excluded(OrdKey::of(k.borrow())),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// Whether a range holds no key at all (`BTreeMap::range` panics on such a range; redb
+/// yields nothing).
+fn is_empty_range<K: Key>(lo: &Bound<OrdKey<K>>, hi: &Bound<OrdKey<K>>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    }
+}
+
+type LayerIter<'a, K> = Peekable<btree_map::Range<'a, OrdKey<K>, Option<Vec<u8>>>>;
+
+/// The rows of the layers and the database in key order; a layer's row hides the rows of
+/// the layers below it and of the database.
+struct Merge<'a, K: Key + 'static, V: Value + 'static> {
+    layers: [Option<LayerIter<'a, K>>; 3],
+    base: redb::Range<'static, K, V>,
+    /// The database's next row, with its key's bytes.
+    head: Option<(Vec<u8>, Row<K>, Row<V>)>,
+    done: bool,
+}
+
+impl<K: Key + 'static, V: Value + 'static> Iterator for Merge<'_, K, V> {
+    type Item = std::result::Result<(Row<K>, Row<V>), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.head.is_none() && !self.done {
+                match self.base.next() {
+                    Some(Ok((k, v))) => {
+                        let k = Row::Db(k);
+                        self.head = Some((k.bytes(), k, Row::Db(v)));
+                    }
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => self.done = true,
+                }
+            }
+            // The smallest key among the layers' heads; the upper layer wins a tie.
+            let mut best: Option<(usize, OrdKey<K>)> = None;
+            for (i, layer) in self.layers.iter_mut().enumerate() {
+                if let Some((k, _)) = layer.as_mut().and_then(Peekable::peek)
+                    && best.as_ref().is_none_or(|(_, b)| *k < b)
+                {
+                    best = Some((i, (*k).clone()));
+                }
+            }
+            let base_first = match (&self.head, &best) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((hk, _, _)), Some((_, lk))) => K::compare(hk, &lk.0) == Ordering::Less,
+            };
+            if base_first {
+                let (_, k, v) = self.head.take()?;
+                return Some(Ok((k, v)));
+            }
+            let (i, key) = best?;
+            // Skip the hidden rows with the same key below.
+            for layer in self.layers.iter_mut().skip(i + 1).flatten() {
+                if layer.peek().is_some_and(|(k, _)| **k == key) {
+                    layer.next();
+                }
+            }
+            if self.head.as_ref().is_some_and(|(hk, _, _)| K::compare(hk, &key.0).is_eq()) {
+                self.head = None;
+            }
+            let (_, value) = self.layers[i].as_mut()?.next()?;
+            if let Some(v) = value {
+                return Some(Ok((Row::Mem(key.0), Row::Mem(v.clone()))));
+            }
+        }
+    }
+}
+
+fn apply<K: Key + 'static, V: Value + 'static>(
+    t: &mut Table<'_, K, V>,
+    rows: &Rows<K>,
+) -> std::result::Result<(), StorageError> {
+    for (k, v) in rows {
+        let key = K::from_bytes(&k.0);
+        match v {
+            Some(v) => {
+                t.insert(&key, &V::from_bytes(v))?;
+            }
+            None => {
+                t.remove(&key)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Declares the layered tables: `Layer` (pending rows of each) and `W` (one operation's view
+/// of them), each table of `W` opened on first use.
+macro_rules! tables {
+    ($($name:ident: $def:expr => $k:ty, $v:ty;)*) => {
+        /// Pending rows of every layered table.
+        #[derive(Clone, Default)]
+        pub(crate) struct Layer {
+            /// Bytes written into this layer (a flush trigger; overwrites count again).
+            bytes: usize,
+            $($name: Rows<$k>,)*
+        }
+
+        impl Layer {
+            const EMPTY: Layer = Layer { bytes: 0, $($name: BTreeMap::new(),)* };
+
+            fn is_empty(&self) -> bool {
+                true $(&& self.$name.is_empty())*
+            }
+
+            /// Puts `top`'s rows over this layer's.
+            fn absorb(&mut self, top: Layer) {
+                self.bytes += top.bytes;
+                $(self.$name.extend(top.$name);)*
+            }
+
+            /// Writes every row into `txn`.
+            fn apply(&self, txn: &WriteTransaction) -> Result<()> {
+                $(
+                    if !self.$name.is_empty() {
+                        apply(&mut txn.open_table($def)?, &self.$name)?;
+                    }
+                )*
+                Ok(())
+            }
+        }
+
+        /// One operation's tables.
+        pub(crate) struct W<'t> {
+            src: Src<'t>,
+            /// The vault's node id reservation (absent while the store is being opened).
+            pub(crate) ids: Option<&'t std::sync::Mutex<crate::vault::NodeIds>>,
+            $($name: Slot<'t, $k, $v>,)*
+        }
+
+        impl<'t> W<'t> {
+            /// Tables straight on a write transaction.
+            pub(crate) fn direct(txn: &'t WriteTransaction) -> Self {
+                W { src: Src::Direct(txn), ids: None, $($name: Slot::Closed,)* }
+            }
+
+            fn layered(txn: &'t ReadTransaction, under: [&'t Layer; 2]) -> Self {
+                W {
+                    src: Src::Layered { txn, under, delta: Layer::default() },
+                    ids: None,
+                    $($name: Slot::Closed,)*
+                }
+            }
+
+            /// Opens every table, creating those that do not exist yet (direct only).
+            pub(crate) fn open_all(&mut self) -> Result<()> {
+                $(self.$name()?;)*
+                Ok(())
+            }
+
+            $(
+                pub(crate) fn $name(&mut self) -> Result<View<'_, 't, $k, $v>> {
+                    match &mut self.src {
+                        Src::Direct(txn) => {
+                            if !matches!(self.$name, Slot::Write(_)) {
+                                self.$name = Slot::Write(txn.open_table($def)?);
+                            }
+                            match &mut self.$name {
+                                Slot::Write(t) => Ok(View::Direct(t)),
+                                _ => Err(Error::CorruptRecord("tables", "table not open".into())),
+                            }
+                        }
+                        Src::Layered { txn, under, delta } => {
+                            if !matches!(self.$name, Slot::Read(_)) {
+                                self.$name = Slot::Read(txn.open_table($def)?);
+                            }
+                            match &self.$name {
+                                Slot::Read(base) => Ok(View::Layered {
+                                    delta: &mut delta.$name,
+                                    bytes: &mut delta.bytes,
+                                    under: [&under[0].$name, &under[1].$name],
+                                    base,
+                                }),
+                                _ => Err(Error::CorruptRecord("tables", "table not open".into())),
+                            }
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+tables! {
+    meta: META => &'static str, &'static [u8];
+    nodes: NODES => u64, &'static [u8];
+    entries: ENTRIES => (u64, &'static [u8]), (u64, u64);
+    order: ORDER => (u64, u64), &'static [u8];
+    trees: TREES => &'static [u8; 32], &'static [u8];
+    xattrs: XATTRS => (u64, &'static [u8]), &'static [u8];
+    leaves: LEAVES => &'static [u8; 32], &'static [u8];
+    inline: INLINE => &'static [u8; 32], &'static [u8];
+    leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
+    segments: SEGMENTS => &'static [u8; 32], &'static [u8];
+    chunks: crate::schema::CHUNKS => &'static [u8; 32], crate::chunks::ChunkValue;
+    dead: DEAD_CHUNKS => &'static [u8; 32], ();
+    unref: UNREFERENCED => &'static [u8; 32], i64;
+    orphans: ORPHANS => u64, ();
+    attention: crate::schema::ATTENTION => u64, &'static [u8];
+}
+
+static EMPTY: Layer = Layer::EMPTY;
+
+enum Src<'t> {
+    Direct(&'t WriteTransaction),
+    Layered { txn: &'t ReadTransaction, under: [&'t Layer; 2], delta: Layer },
+}
+
+enum Slot<'t, K: Key + 'static, V: Value + 'static> {
+    Closed,
+    Write(Table<'t, K, V>),
+    Read(ReadOnlyTable<K, V>),
+}
+
+impl<'t> W<'t> {
+    /// The write transaction under a direct `W` (for the migrations).
+    pub(crate) fn txn(&self) -> Result<&'t WriteTransaction> {
+        match self.src {
+            Src::Direct(txn) => Ok(txn),
+            Src::Layered { .. } => {
+                Err(Error::CorruptRecord("tables", "no write transaction under a layered view".into()))
+            }
+        }
+    }
+
+    fn into_delta(self) -> Layer {
+        match self.src {
+            Src::Layered { delta, .. } => delta,
+            Src::Direct(_) => Layer::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Layers {
+    active: Layer,
+    frozen: Option<Arc<Layer>>,
+}
+
+/// How hard a flush presses its rows to disk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Strength {
+    /// A redb commit without fsync.
+    Consistent,
+    /// A redb commit with fsync; `before` runs first (it makes the payloads durable).
+    Durable,
+}
+
+/// The pending bytes past which an operation flushes on its own rather than waiting for the
+/// periodic sync: bounds the memory the layers hold.
+const FLUSH_BYTES: usize = 32 << 20;
+
+/// The metadata database and its write-back layers.
+pub(crate) struct Meta {
+    pub(crate) db: Database,
+    state: RwLock<Layers>,
+    /// Serialises operations (as redb serialised write transactions).
+    writer: Mutex<()>,
+    /// Serialises flushes and direct writes.
+    flushing: Mutex<()>,
+    /// Set while some change is not durable (pending, or flushed without fsync).
+    dirty: AtomicBool,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta").finish_non_exhaustive()
+    }
+}
+
+impl Meta {
+    pub(crate) fn new(db: Database) -> Meta {
+        Meta {
+            db,
+            state: RwLock::default(),
+            writer: Mutex::new(()),
+            flushing: Mutex::new(()),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether some change is not yet durable.
+    pub(crate) fn dirty(&self) -> bool {
+        self.dirty.load(AtomicOrdering::Acquire)
+    }
+
+    /// Runs `f` on a read-only view: pending rows over a snapshot.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&mut W) -> Result<R>) -> Result<R> {
+        // Recursive: a reader may read again inside `f` while an operation waits to merge.
+        let st = self.state.read_recursive();
+        let txn = self.db.begin_read()?;
+        let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
+        let mut w = W::layered(&txn, [&st.active, frozen]);
+        f(&mut w)
+    }
+
+    /// Runs one operation. If `f` succeeds, everything it wrote is visible at once, to every
+    /// later reader and operation; if it fails, nothing is. `ids` is handed to the view, and
+    /// `done(ok)` runs before the state lock is released. Returns whether the pending rows
+    /// have grown past the point where they should be flushed.
+    pub(crate) fn op<R>(
+        &self,
+        ids: &std::sync::Mutex<crate::vault::NodeIds>,
+        f: impl FnOnce(&mut W) -> Result<R>,
+        done: impl FnOnce(bool),
+    ) -> Result<(R, bool)> {
+        let _writer = self.writer.lock();
+        let (out, delta) = {
+            let st = self.state.read_recursive();
+            let txn = self.db.begin_read()?;
+            let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
+            let mut w = W::layered(&txn, [&st.active, frozen]);
+            w.ids = Some(ids);
+            let out = f(&mut w);
+            (out, w.into_delta())
+        };
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                done(false);
+                return Err(e);
+            }
+        };
+        let mut st = self.state.write();
+        st.active.absorb(delta);
+        self.dirty.store(true, AtomicOrdering::Release);
+        done(true);
+        Ok((out, st.active.bytes >= FLUSH_BYTES))
+    }
+
+    /// Whether rows wait in memory.
+    pub(crate) fn pending(&self) -> bool {
+        let st = self.state.read_recursive();
+        !st.active.is_empty() || st.frozen.is_some()
+    }
+
+    /// Writes every pending row to the database in one transaction. `before` runs after the
+    /// rows are frozen and before the commit (with `Durable`, it makes the payloads they name
+    /// durable). A failed flush keeps its rows for the next one.
+    pub(crate) fn flush(
+        &self,
+        strength: Strength,
+        before: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let _flushing = self.flushing.lock();
+        let frozen = {
+            let mut st = self.state.write();
+            let active = std::mem::take(&mut st.active);
+            if !active.is_empty() {
+                match &mut st.frozen {
+                    Some(f) => Arc::make_mut(f).absorb(active),
+                    None => st.frozen = Some(Arc::new(active)),
+                }
+            }
+            // Changes merged from here on set it again.
+            self.dirty.store(strength == Strength::Consistent, AtomicOrdering::Release);
+            st.frozen.clone()
+        };
+        let committed = before().and_then(|()| {
+            self.commit(strength, |txn| match &frozen {
+                Some(f) => f.apply(txn),
+                None => Ok(()),
+            })
+        });
+        if committed.is_err() {
+            self.dirty.store(true, AtomicOrdering::Release);
+        }
+        committed?;
+        let mut st = self.state.write();
+        if st.frozen.as_ref().zip(frozen.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) {
+            st.frozen = None;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a write transaction of its own, after every pending row (in the same
+    /// transaction). No operation runs meanwhile.
+    pub(crate) fn write<R>(
+        &self,
+        strength: Strength,
+        before: impl FnOnce() -> Result<()>,
+        f: impl FnOnce(&WriteTransaction) -> Result<R>,
+    ) -> Result<R> {
+        let _flushing = self.flushing.lock();
+        let _writer = self.writer.lock();
+        before()?;
+        let out = {
+            let st = self.state.read_recursive();
+            self.commit(strength, |txn| {
+                if let Some(f) = &st.frozen {
+                    f.apply(txn)?;
+                }
+                st.active.apply(txn)?;
+                f(txn)
+            })?
+        };
+        *self.state.write() = Layers::default();
+        self.dirty.store(strength == Strength::Consistent, AtomicOrdering::Release);
+        Ok(out)
+    }
+
+    fn commit<R>(
+        &self,
+        strength: Strength,
+        f: impl FnOnce(&WriteTransaction) -> Result<R>,
+    ) -> Result<R> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(match strength {
+            Strength::Consistent => redb::Durability::None,
+            Strength::Durable => redb::Durability::Immediate,
+        })?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+}
