@@ -10,9 +10,7 @@ use std::io::{self, Read};
 use redb::ReadableTable;
 
 use crate::error::{Error, Result, lossy};
-use crate::schema::{
-    ENTRIES, GRANTS, LeafRecord, NODES, ORDER, PEERS, TreeRecord, decode, encode,
-};
+use crate::schema::{ENTRIES, GRANTS, LeafRecord, NODES, ORDER, PEERS, TreeRecord, decode, encode};
 use crate::types::{
     AccessGrant, AccessMode, ArtifactId, ArtifactRef, Hash, LeafArtifact, LeafType, NewNode, Node,
     NodeId, NodeKind, Peer, PlayerId, RenameMode, Timestamp, TreeArtifact, TreeType,

@@ -21,12 +21,12 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use crate::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
 use crate::error::{Error, Result, lossy};
 use crate::layout::{decode_segment, decode_segment_list};
+use crate::meta::W;
 use crate::schema::{
     CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS, SEGMENTS,
     TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
-use crate::meta::W;
 use crate::vault::{Commit, EMPTY_LEAF, Vault};
 
 /// Progress of a long admin run, for a progress bar.

@@ -2,20 +2,23 @@
 //! the data-dir lock, and exposes nodes (the mount's inodes), leaves and trees.
 //!
 //! # Transactions and locking
-//! - Every mutation is one redb write transaction. redb serialises write transactions, so
-//!   mutations are linearisable; reads run on snapshots, concurrently with each other and
-//!   with the one writer.
+//! - Every mutation is one operation on the write-back layer of `meta.rs`: all or nothing,
+//!   visible to the next request at once, and written to redb in batches by `flush` (at each
+//!   `sync`, and when much is pending). Operations are serialised, so mutations are
+//!   linearisable; reads run concurrently with each other and with the one operation.
 //! - Payload bytes are written *outside* any transaction (by `PayloadWriter`, from any number
 //!   of threads at once) and only named inside one. The chunk store's `staged` set keeps GC
 //!   from dropping a chunk between the two.
 //! - Lock order: `ChunkStore::staged` (held by GC and repair, and briefly by each append),
-//!   then redb's writer lock, then the chunk store's other locks (active pack, unsynced packs,
-//!   open files, cache, abandoned ranges). Nothing that holds the writer lock takes `staged`.
+//!   then the locks of `meta.rs` (flush, operation, layers), then redb's writer lock, then the
+//!   chunk store's other locks (active pack, unsynced packs, open files, cache, abandoned
+//!   ranges). Nothing that holds the operation lock takes `staged`.
 //!
 //! # Commit strengths
-//! `Commit::CrashConsistent` commits without fsync: after a crash the store holds the state of
-//! some earlier commit, whole. `Commit::Durable` fsyncs every chunk written so far and then
-//! commits with fsync: when it returns, that commit and all before it survive power loss.
+//! `Commit::CrashConsistent` records the operation without fsync: after a crash the store
+//! holds the state of some earlier flush, whole. `Commit::Durable` then flushes: it fsyncs
+//! every chunk written so far and commits with fsync, and when it returns, that operation and
+//! all before it survive power loss.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -34,13 +37,14 @@ use crate::chunks::{
     IoStep, Loc,
 };
 use crate::error::{Error, Result, lossy};
-use crate::meta::{Meta, Strength, W};
 use crate::layout::{
     self, GROUP, HashTree, LeafIndex, SegmentRef, TreeCache, decode_segment, decode_segment_list,
 };
+use crate::meta::{Meta, Strength, W};
 use crate::schema::{
-    CHUNKS, CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LEAVES, LeafRecord, META, META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN,
-    META_PLAYER, NODES, ORPHANS, PlayerRecord, TREES, TreeRecord, UNREFERENCED, bytes_u64, decode, encode, u64_bytes,
+    CHUNKS, CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LEAVES, LeafRecord, META,
+    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, NODES, ORPHANS,
+    PlayerRecord, TREES, TreeRecord, UNREFERENCED, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
@@ -755,7 +759,7 @@ impl Vault {
         f: impl FnOnce(&mut W) -> Result<R>,
     ) -> Result<R> {
         let (out, full) = self.meta.op(
-            &self.ids,
+            Some(&self.ids),
             |w| {
                 let out = f(w)?;
                 chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
@@ -857,7 +861,10 @@ impl Vault {
             let mut out = Vec::with_capacity(names.len());
             for (position, name) in names {
                 let Some((child, _)) = r.entry(dir, &name)? else {
-                    return Err(Error::CorruptRecord("order", format!("{dir} lists a missing entry")));
+                    return Err(Error::CorruptRecord(
+                        "order",
+                        format!("{dir} lists a missing entry"),
+                    ));
                 };
                 let kind = r.node(child)?.kind;
                 out.push(DirEntry { name, node: child, kind, position });
@@ -982,12 +989,18 @@ impl Vault {
         drop(cache);
         let parts = self.read_fs(|r| {
             let Some(list) = r.leaf_segments()?.get(leaf)? else {
-                return Err(Error::CorruptRecord("leaf segments", format!("none for {}", hex(leaf))));
+                return Err(Error::CorruptRecord(
+                    "leaf segments",
+                    format!("none for {}", hex(leaf)),
+                ));
             };
             let mut parts = Vec::new();
             for seg in decode_segment_list(list.value())? {
                 let Some(bytes) = r.segments()?.get(&seg.id)? else {
-                    return Err(Error::CorruptRecord("segment", format!("{} missing", hex(&seg.id))));
+                    return Err(Error::CorruptRecord(
+                        "segment",
+                        format!("{} missing", hex(&seg.id)),
+                    ));
                 };
                 parts.push((seg.id, decode_segment(bytes.value())?));
             }
