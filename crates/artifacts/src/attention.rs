@@ -30,12 +30,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::schema::{
-    ATTENTION, ENTRIES, EVENTS, META, META_NEXT_EVENT, bytes_u64, decode, encode, u64_bytes,
+    ATTENTION, ENTRIES, EVENTS, META_NEXT_EVENT, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{ArtifactId, AttentionKind, AttentionSwitchEvent, NodeId, PlayerId, Timestamp};
 use crate::vault::{Commit, Vault};
@@ -135,23 +135,20 @@ impl Vault {
     /// Appends a batch of events in one transaction and folds them into the aggregates;
     /// returns the sequence number after them.
     pub fn append_events(&self, events: &[AttentionSwitchEvent], commit: Commit) -> Result<u64> {
-        self.write(commit, |txn| {
-            let mut meta = txn.open_table(META)?;
-            let mut next = match meta.get(META_NEXT_EVENT)? {
+        self.write_fs(commit, |w| {
+            let mut next = match w.meta()?.get(META_NEXT_EVENT)? {
                 Some(v) => bytes_u64("next_event", v.value())?,
                 None => 1,
             };
-            let mut t = txn.open_table(EVENTS)?;
-            let mut agg_t = txn.open_table(ATTENTION)?;
             let mut touched: HashMap<u64, Aggregate> = HashMap::new();
             for ev in events {
-                t.insert(next, encode(ev).as_slice())?;
+                w.events()?.insert(next, encode(ev).as_slice())?;
                 next += 1;
                 let Some(node) = ev.node else { continue };
                 let agg = match touched.entry(node.0) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        let current = match agg_t.get(node.0)? {
+                        let current = match w.attention()?.get(node.0)? {
                             Some(bytes) => decode("attention", bytes.value())?,
                             None => Aggregate::default(),
                         };
@@ -161,9 +158,9 @@ impl Vault {
                 agg.add(ev);
             }
             for (node, agg) in touched {
-                agg_t.insert(node, encode(&agg).as_slice())?;
+                w.attention()?.insert(node, encode(&agg).as_slice())?;
             }
-            meta.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
+            w.meta()?.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
             Ok(next)
         })
     }
@@ -265,7 +262,7 @@ impl Vault {
     }
 
     pub fn event_count(&self) -> Result<u64> {
-        Ok(self.meta.db.begin_read()?.open_table(EVENTS)?.len()?)
+        Ok(self.read_txn()?.open_table(EVENTS)?.len()?)
     }
 
     /// Deletes events with sequence numbers up to and including `through`. Aggregates, and so

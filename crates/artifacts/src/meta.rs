@@ -425,6 +425,7 @@ tables! {
     unref: UNREFERENCED => &'static [u8; 32], i64;
     orphans: ORPHANS => u64, ();
     attention: crate::schema::ATTENTION => u64, &'static [u8];
+    events: crate::schema::EVENTS => u64, &'static [u8];
 }
 
 static EMPTY: Layer = Layer::EMPTY;

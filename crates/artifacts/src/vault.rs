@@ -1846,7 +1846,6 @@ fn init_meta(
         // Every table exists from the start, so read transactions can always open them.
         txn.open_table(crate::schema::GRANTS)?;
         txn.open_table(crate::schema::PEERS)?;
-        txn.open_table(crate::schema::EVENTS)?;
         let was_open = w.meta()?.get(META_OPEN)?.is_some();
         w.meta()?.insert(META_OPEN, &[1u8][..])?;
         (rec, was_open)
