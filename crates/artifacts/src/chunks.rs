@@ -510,12 +510,19 @@ impl ChunkStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ChunkReadError::Missing),
             Err(e) => return Err(ChunkReadError::Io(path, e)),
         };
-        let mut buf = vec![0u8; loc.len as usize];
-        match file.read_exact_at(&mut buf, loc.offset) {
-            Ok(()) => Ok(buf),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ChunkReadError::Missing),
-            Err(e) => Err(ChunkReadError::Io(path, e)),
+        let len = loc.len as usize;
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            // Into the spare capacity: the buffer is not zeroed first.
+            let at = loc.offset + buf.len() as u64;
+            match rustix::io::pread(&*file, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(0) => return Err(ChunkReadError::Missing),
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(ChunkReadError::Io(path, e.into())),
+            }
         }
+        buf.truncate(len);
+        Ok(buf)
     }
 
     /// Frees a dropped chunk's bytes. The caller holds the staging lock.

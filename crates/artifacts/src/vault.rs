@@ -1059,7 +1059,7 @@ impl Vault {
         let mut chunks: Vec<(Hash, u32)> = Vec::with_capacity(old.chunks.len() + 4);
         let mut kept: Vec<bool> = Vec::with_capacity(old.chunks.len() + 4);
         let mut fresh = FreshChunks { store: &self.chunks, hashes: Vec::new() };
-        let mut buf = vec![0u8; CHUNK_MAX];
+        let mut buf = Scratch::take(CHUNK_MAX);
         let mut pos = 0u64;
         while pos < size {
             let i = old.offsets.partition_point(|&o| o < pos);
@@ -1069,16 +1069,16 @@ impl Vault {
                 let at = written.partition_point(|w| w.1 <= pos);
                 let next_write = written.get(at).map_or(u64::MAX, |w| w.0);
                 let limit = next_write.min(base_len);
-                let mut j = i;
-                while let Some(&(hash, len)) = old.chunks.get(j) {
-                    let end = old.offsets[j] + u64::from(len);
-                    if end > limit || !(end < old.size || end == size) {
-                        break;
-                    }
-                    chunks.push((hash, len));
-                    kept.push(true);
-                    j += 1;
+                let end_of = |j: usize| old.offsets[j] + u64::from(old.chunks[j].1);
+                let mut j = i + old.offsets[i..].partition_point(|&o| o < limit);
+                while j > i
+                    && (end_of(j - 1) > limit
+                        || !(end_of(j - 1) < old.size || end_of(j - 1) == size))
+                {
+                    j -= 1;
                 }
+                chunks.extend_from_slice(&old.chunks[i..j]);
+                kept.resize(chunks.len(), true);
                 if j > i {
                     pos = old.offsets[j - 1] + u64::from(old.chunks[j - 1].1);
                     continue;
@@ -1139,6 +1139,7 @@ impl Vault {
                 }
             }
         };
+        buf.give_back();
         let fresh = std::mem::take(&mut fresh.hashes);
         let index = Arc::new(LeafIndex::edited(chunks, &kept, Some((*base, &old))));
         Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { index, fresh }, self.chunks.clone()))
@@ -1707,6 +1708,40 @@ pub(crate) const EMPTY_LEAF: Hash = [
 /// Where a staging appended its fresh chunks, by hash.
 fn appended(staged: &StagedLeaf) -> HashMap<Hash, Loc> {
     staged.appended.iter().copied().collect()
+}
+
+/// A zeroed-once buffer per thread for edits, so that an edit does not allocate and clear
+/// `CHUNK_MAX` bytes each time. Dropped (not given back) on an error path; that only costs a
+/// fresh one next time.
+struct Scratch(Vec<u8>);
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Scratch {
+    fn take(len: usize) -> Scratch {
+        let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        buf.resize(len, 0);
+        Scratch(buf)
+    }
+
+    fn give_back(self) {
+        SCRATCH.with(|s| *s.borrow_mut() = self.0);
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
 }
 
 /// The chunks an edit has written so far: abandoned if the edit fails before it returns them.
