@@ -756,6 +756,51 @@ mod tests {
         }
     }
 
+    /// A flush that fails keeps its rows: still visible, still pending, committed by the next.
+    #[test]
+    fn a_failed_flush_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        meta.op(None, |w| Ok(w.nodes()?.insert(1, &b"a"[..])?), |_| {}).unwrap();
+        let failed =
+            meta.flush(Strength::Durable, || Err(Error::NoSuchNode(crate::types::NodeId(0))));
+        assert!(failed.is_err());
+        assert!(meta.pending() && meta.dirty());
+        meta.op(None, |w| Ok(w.nodes()?.insert(2, &b"b"[..])?), |_| {}).unwrap();
+        let get =
+            |k: u64| meta.read(|r| Ok(r.nodes()?.get(k)?.map(|v| v.value().to_vec()))).unwrap();
+        assert_eq!((get(1), get(2)), (Some(b"a".to_vec()), Some(b"b".to_vec())));
+        meta.flush(Strength::Durable, || Ok(())).unwrap();
+        assert!(!meta.pending() && !meta.dirty());
+        drop(meta);
+        let meta = Meta::new(Database::create(dir.path().join("meta.redb")).unwrap());
+        let get =
+            |k: u64| meta.read(|r| Ok(r.nodes()?.get(k)?.map(|v| v.value().to_vec()))).unwrap();
+        assert_eq!((get(1), get(2)), (Some(b"a".to_vec()), Some(b"b".to_vec())));
+    }
+
+    /// An operation says when the pending rows have grown past `FLUSH_BYTES`.
+    #[test]
+    fn pending_rows_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        let value = vec![7u8; 1 << 20];
+        let mut ops = 0;
+        loop {
+            let (_, full) =
+                meta.op(None, |w| Ok(w.nodes()?.insert(ops, value.as_slice())?), |_| {}).unwrap();
+            ops += 1;
+            if full {
+                break;
+            }
+            assert!(ops < 64, "no flush asked for after {ops} MiB");
+        }
+        assert_eq!(ops, (FLUSH_BYTES >> 20) as u64);
+        meta.flush(Strength::Consistent, || Ok(())).unwrap();
+        let (_, full) = meta.op(None, |w| Ok(w.nodes()?.insert(0, &b"x"[..])?), |_| {}).unwrap();
+        assert!(!full, "a flush starts the count again");
+    }
+
     /// A reader sees the frozen rows while their flush commits, and the database after.
     #[test]
     fn a_flush_hides_nothing_while_it_commits() {
