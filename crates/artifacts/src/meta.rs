@@ -787,7 +787,7 @@ mod tests {
         let value = vec![7u8; 1 << 20];
         let mut ops = 0;
         loop {
-            let (_, full) =
+            let ((), full) =
                 meta.op(None, |w| Ok(w.nodes()?.insert(ops, value.as_slice())?), |_| {}).unwrap();
             ops += 1;
             if full {
@@ -797,7 +797,7 @@ mod tests {
         }
         assert_eq!(ops, (FLUSH_BYTES >> 20) as u64);
         meta.flush(Strength::Consistent, || Ok(())).unwrap();
-        let (_, full) = meta.op(None, |w| Ok(w.nodes()?.insert(0, &b"x"[..])?), |_| {}).unwrap();
+        let ((), full) = meta.op(None, |w| Ok(w.nodes()?.insert(0, &b"x"[..])?), |_| {}).unwrap();
         assert!(!full, "a flush starts the count again");
     }
 
