@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use redb::ReadableTable;
 
 use crate::error::{Error, Result, lossy};
-use crate::schema::{ENTRIES, GRANTS, LeafRecord, NODES, ORDER, PEERS, TreeRecord, decode, encode};
+use crate::schema::{GRANTS, LeafRecord, PEERS, TreeRecord, decode, encode};
 use crate::types::{
     AccessGrant, AccessMode, ArtifactId, ArtifactRef, Hash, LeafArtifact, LeafType, NewNode, Node,
     NodeId, NodeKind, Peer, PlayerId, RenameMode, Timestamp, TreeArtifact, TreeType,
@@ -225,37 +225,34 @@ impl Vault {
 
     /// The tree of a directory node, with its references in position order.
     pub fn tree_of(&self, dir: NodeId) -> Result<TreeArtifact> {
-        let node = self.node(dir)?;
-        let Some(tid) = node.tree else { return Err(Error::NotADirectory(dir)) };
-        let rec = self.tree_record(&tid)?;
-        let txn = self.read_txn()?;
-        let order = txn.open_table(ORDER)?;
-        let entries = txn.open_table(ENTRIES)?;
-        let nodes = txn.open_table(NODES)?;
-        let mut references = Vec::new();
-        for row in order.range((dir.0, 0)..=(dir.0, u64::MAX))? {
-            let (k, name) = row?;
-            let label = name.value().to_vec();
-            let Some(e) = entries.get((dir.0, label.as_slice()))? else { continue };
-            let child = e.value().0;
-            let Some(n) = nodes.get(child)? else { continue };
-            let n: Node = decode("node", n.value())?;
-            if let Some(artifact_id) = n.artifact_id() {
-                references.push(ArtifactRef {
-                    artifact_id,
-                    label,
-                    position: k.value().1,
-                    node: n.id,
-                });
+        self.read_fs(|r| {
+            let (node, rec) = r.dir(dir)?;
+            let tid = node.tree.ok_or(Error::NotADirectory(dir))?;
+            let mut labels = Vec::new();
+            for row in r.order()?.range((dir.0, 0)..=(dir.0, u64::MAX))? {
+                let (k, name) = row?;
+                labels.push((k.value().1, name.value().to_vec()));
             }
-        }
-        Ok(TreeArtifact {
-            id: ArtifactId::Doc(tid),
-            tree_type: rec.tree_type,
-            steward: rec.steward,
-            audience: rec.audience,
-            references,
-            node: dir,
+            let mut references = Vec::new();
+            for (position, label) in labels {
+                let Some((child, _)) = r.entry(dir, &label)? else { continue };
+                let n = match r.node(child) {
+                    Ok(n) => n,
+                    Err(Error::NoSuchNode(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                if let Some(artifact_id) = n.artifact_id() {
+                    references.push(ArtifactRef { artifact_id, label, position, node: n.id });
+                }
+            }
+            Ok(TreeArtifact {
+                id: ArtifactId::Doc(tid),
+                tree_type: rec.tree_type,
+                steward: rec.steward,
+                audience: rec.audience,
+                references,
+                node: dir,
+            })
         })
     }
 

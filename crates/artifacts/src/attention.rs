@@ -336,9 +336,9 @@ impl Vault {
 
     /// One node's aggregate, if it has had attention.
     pub fn attention_of(&self, node: NodeId) -> Result<Option<Aggregate>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(ATTENTION)?;
-        t.get(node.0)?.map(|v| decode("attention", v.value())).transpose()
+        self.read_fs(|r| {
+            r.attention()?.get(node.0)?.map(|v| decode("attention", v.value())).transpose()
+        })
     }
 
     /// Paths (labels from the root, joined with `/`) of the given nodes, found by one walk of
