@@ -33,8 +33,8 @@ use redb::{
 };
 
 use crate::chunks::{
-    self, CHUNK_MAX, ChunkReadError, ChunkRecord, ChunkStore, FaultInjector, Faults, INLINE_MAX,
-    IoStep, Loc,
+    self, CHUNK_AVG, CHUNK_MAX, ChunkReadError, ChunkRecord, ChunkStore, FaultInjector, Faults,
+    INLINE_MAX, IoStep, Loc,
 };
 use crate::error::{Error, Result, lossy};
 use crate::layout::{
@@ -1085,8 +1085,17 @@ impl Vault {
                 }
             }
             let want = usize::try_from((size - pos).min(CHUNK_MAX as u64)).unwrap_or(CHUNK_MAX);
-            read(pos, &mut buf[..want]).map_err(io_err)?;
-            let len = first_cut(&buf[..want]);
+            // Most cuts come well before `CHUNK_MAX`: read twice the average first. A cut
+            // found in a prefix of at least `CHUNK_AVG` bytes is the cut of the whole window
+            // (FastCDC scans forward and stops at the first match); none found returns the
+            // prefix's length, and then the rest is read.
+            let head = want.min(2 * CHUNK_AVG);
+            read(pos, &mut buf[..head]).map_err(io_err)?;
+            let mut len = first_cut(&buf[..head]);
+            if len == head && head < want {
+                read(pos + head as u64, &mut buf[head..want]).map_err(io_err)?;
+                len = first_cut(&buf[..want]);
+            }
             let hash = *blake3::hash(&buf[..len]).as_bytes();
             self.chunks.put(&hash, &buf[..len]).map_err(io_err)?;
             fresh.hashes.push(hash);
