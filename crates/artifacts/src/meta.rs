@@ -480,6 +480,10 @@ pub(crate) enum Strength {
 /// periodic sync: bounds the memory the layers hold.
 const FLUSH_BYTES: usize = 32 << 20;
 
+/// The pending bytes past which operations are refused with `ENOSPC`: reached only when
+/// flushes fail.
+const BACKLOG_BYTES: usize = 8 * FLUSH_BYTES;
+
 /// The metadata database and its write-back layers.
 pub(crate) struct Meta {
     pub(crate) db: Database,
@@ -537,6 +541,12 @@ impl Meta {
         let _writer = self.writer.lock();
         let (out, delta) = {
             let st = self.state.read_recursive();
+            if st.active.bytes + st.frozen.as_ref().map_or(0, |f| f.bytes) >= BACKLOG_BYTES {
+                // Flushes keep failing (a full disk, say): refuse new changes rather than
+                // hold ever more in memory.
+                done(false);
+                return Err(Error::io("meta.redb", std::io::Error::from(rustix::io::Errno::NOSPC)));
+            }
             let txn = self.db.begin_read()?;
             let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
             let mut w = W::layered(&txn, [&st.active, frozen]);
@@ -799,6 +809,35 @@ mod tests {
         meta.flush(Strength::Consistent, || Ok(())).unwrap();
         let ((), full) = meta.op(None, |w| Ok(w.nodes()?.insert(0, &b"x"[..])?), |_| {}).unwrap();
         assert!(!full, "a flush starts the count again");
+    }
+
+    /// While flushes fail, operations go on until the backlog bound, and then are refused.
+    #[test]
+    fn a_backlog_is_refused_not_hoarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        let value = vec![7u8; 1 << 20];
+        let mut key = 0;
+        let refused = loop {
+            match meta.op(None, |w| Ok(w.nodes()?.insert(key, value.as_slice())?), |_| {}) {
+                Ok(((), full)) => {
+                    if full {
+                        let failed = meta.flush(Strength::Consistent, || {
+                            Err(Error::NoSuchNode(crate::types::NodeId(0)))
+                        });
+                        assert!(failed.is_err());
+                    }
+                }
+                Err(e) => break e,
+            }
+            key += 1;
+            assert!(key < 1024, "never refused");
+        };
+        assert!(refused.is_no_space(), "{refused}");
+        assert_eq!(key, (BACKLOG_BYTES >> 20) as u64);
+        meta.flush(Strength::Durable, || Ok(())).unwrap();
+        meta.op(None, |w| Ok(w.nodes()?.insert(key, &b"x"[..])?), |_| {}).unwrap();
+        assert_eq!(meta.read(|r| Ok(r.nodes()?.iter()?.count())).unwrap() as u64, key + 1);
     }
 
     /// A reader sees the frozen rows while their flush commits, and the database after.

@@ -770,8 +770,9 @@ impl Vault {
         )?;
         if commit == Commit::Durable {
             self.flush(Commit::Durable)?;
-        } else if full {
-            self.flush(Commit::CrashConsistent)?;
+        } else if full && let Err(e) = self.flush(Commit::CrashConsistent) {
+            // The operation has taken effect; its rows wait for the next flush.
+            tracing::warn!(error = %e, "flushing pending metadata failed; will retry");
         }
         Ok(out)
     }
