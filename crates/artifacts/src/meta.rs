@@ -11,9 +11,10 @@
 //! - [`Meta::flush`] freezes `active` and writes the frozen rows to redb in one transaction.
 //!   Operations go on meanwhile (into a new `active`), reading through `frozen` until the
 //!   transaction has committed and `frozen` is dropped.
-//! - Readers take the state lock shared, look through the layers, and then the snapshot they
-//!   begin while holding it. `frozen` is dropped only under the lock exclusively, after its
-//!   commit, so a reader sees either `frozen` or a snapshot that has it.
+//! - Readers take the state lock shared and look through the layers, then through a read
+//!   snapshot of the database that every reader and operation shares (with its tables open)
+//!   until the next commit. A commit drops `frozen` and the snapshot together, under the lock
+//!   exclusively, so a reader sees either `frozen` or a snapshot that has it.
 //!
 //! After a crash the database holds the state of some earlier flush, whole: operations are
 //! crash-consistent at the granularity of a flush. A durable flush (see `Vault::sync`) is what
@@ -27,8 +28,8 @@ use std::collections::{BTreeMap, btree_map};
 use std::iter::Peekable;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 use redb::{
@@ -348,25 +349,38 @@ macro_rules! tables {
             }
         }
 
+        /// A read snapshot of the database, its tables opened on first use: shared by every
+        /// reader and operation until the next commit replaces it.
+        pub(crate) struct Snapshot {
+            txn: ReadTransaction,
+            $($name: OnceLock<ReadOnlyTable<$k, $v>>,)*
+        }
+
+        impl Snapshot {
+            fn new(txn: ReadTransaction) -> Self {
+                Snapshot { txn, $($name: OnceLock::new(),)* }
+            }
+        }
+
         /// One operation's tables.
         pub(crate) struct W<'t> {
             src: Src<'t>,
             /// The vault's node id reservation (absent while the store is being opened).
             pub(crate) ids: Option<&'t std::sync::Mutex<crate::vault::NodeIds>>,
-            $($name: Slot<'t, $k, $v>,)*
+            $($name: Option<Table<'t, $k, $v>>,)*
         }
 
         impl<'t> W<'t> {
             /// Tables straight on a write transaction.
             pub(crate) fn direct(txn: &'t WriteTransaction) -> Self {
-                W { src: Src::Direct(txn), ids: None, $($name: Slot::Closed,)* }
+                W { src: Src::Direct(txn), ids: None, $($name: None,)* }
             }
 
-            fn layered(txn: &'t ReadTransaction, under: [&'t Layer; 2]) -> Self {
+            fn layered(snap: &'t Snapshot, under: [&'t Layer; 2]) -> Self {
                 W {
-                    src: Src::Layered { txn, under, delta: Box::default() },
+                    src: Src::Layered { snap, under, delta: Box::default() },
                     ids: None,
-                    $($name: Slot::Closed,)*
+                    $($name: None,)*
                 }
             }
 
@@ -380,26 +394,28 @@ macro_rules! tables {
                 pub(crate) fn $name(&mut self) -> Result<View<'_, 't, $k, $v>> {
                     match &mut self.src {
                         Src::Direct(txn) => {
-                            if !matches!(self.$name, Slot::Write(_)) {
-                                self.$name = Slot::Write(txn.open_table($def)?);
+                            if self.$name.is_none() {
+                                self.$name = Some(txn.open_table($def)?);
                             }
                             match &mut self.$name {
-                                Slot::Write(t) => Ok(View::Direct(t)),
-                                _ => Err(Error::CorruptRecord("tables", "table not open".into())),
+                                Some(t) => Ok(View::Direct(t)),
+                                None => Err(Error::CorruptRecord("tables", "table not open".into())),
                             }
                         }
-                        Src::Layered { txn, under, delta } => {
-                            if !matches!(self.$name, Slot::Read(_)) {
-                                self.$name = Slot::Read(txn.open_table($def)?);
+                        Src::Layered { snap, under, delta } => {
+                            let snap: &'t Snapshot = snap;
+                            if snap.$name.get().is_none() {
+                                // Two threads may open it at once; the first one set wins.
+                                let _ = snap.$name.set(snap.txn.open_table($def)?);
                             }
-                            match &self.$name {
-                                Slot::Read(base) => Ok(View::Layered {
+                            match snap.$name.get() {
+                                Some(base) => Ok(View::Layered {
                                     delta: &mut delta.$name,
                                     bytes: &mut delta.bytes,
                                     under: [&under[0].$name, &under[1].$name],
                                     base,
                                 }),
-                                _ => Err(Error::CorruptRecord("tables", "table not open".into())),
+                                None => Err(Error::CorruptRecord("tables", "table not open".into())),
                             }
                         }
                     }
@@ -432,13 +448,7 @@ static EMPTY: Layer = Layer::EMPTY;
 
 enum Src<'t> {
     Direct(&'t WriteTransaction),
-    Layered { txn: &'t ReadTransaction, under: [&'t Layer; 2], delta: Box<Layer> },
-}
-
-enum Slot<'t, K: Key + 'static, V: Value + 'static> {
-    Closed,
-    Write(Table<'t, K, V>),
-    Read(ReadOnlyTable<K, V>),
+    Layered { snap: &'t Snapshot, under: [&'t Layer; 2], delta: Box<Layer> },
 }
 
 impl<'t> W<'t> {
@@ -465,6 +475,21 @@ impl<'t> W<'t> {
 struct Layers {
     active: Layer,
     frozen: Option<Arc<Layer>>,
+    /// The snapshot under the layers, made on first use after each commit (which drops it,
+    /// under the state lock, at the moment it drops the frozen rows).
+    snap: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl Layers {
+    fn snapshot(&self, db: &Database) -> Result<Arc<Snapshot>> {
+        let mut snap = self.snap.lock();
+        if let Some(s) = &*snap {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Snapshot::new(db.begin_read()?));
+        *snap = Some(s.clone());
+        Ok(s)
+    }
 }
 
 /// How hard a flush presses its rows to disk.
@@ -522,9 +547,9 @@ impl Meta {
     pub(crate) fn read<R>(&self, f: impl FnOnce(&mut W) -> Result<R>) -> Result<R> {
         // Recursive: a reader may read again inside `f` while an operation waits to merge.
         let st = self.state.read_recursive();
-        let txn = self.db.begin_read()?;
+        let snap = st.snapshot(&self.db)?;
         let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
-        let mut w = W::layered(&txn, [&st.active, frozen]);
+        let mut w = W::layered(&snap, [&st.active, frozen]);
         f(&mut w)
     }
 
@@ -547,9 +572,9 @@ impl Meta {
                 done(false);
                 return Err(Error::io("meta.redb", std::io::Error::from(rustix::io::Errno::NOSPC)));
             }
-            let txn = self.db.begin_read()?;
+            let snap = st.snapshot(&self.db)?;
             let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
-            let mut w = W::layered(&txn, [&st.active, frozen]);
+            let mut w = W::layered(&snap, [&st.active, frozen]);
             w.ids = ids;
             let out = f(&mut w);
             (out, w.into_delta())
@@ -610,6 +635,7 @@ impl Meta {
         if st.frozen.as_ref().zip(frozen.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) {
             st.frozen = None;
         }
+        *st.snap.get_mut() = None;
         Ok(())
     }
 
