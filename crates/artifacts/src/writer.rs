@@ -2,14 +2,16 @@
 //!
 //! The writer hashes the content in 64 KiB groups whose chaining values merge into the leaf
 //! id (equal to `b3sum`; the tree of them is kept for later edits, see `layout`), and cuts it
-//! into `FastCDC` chunks as the bytes arrive, so memory stays at about one maximum chunk however
-//! large the payload. Payloads of at most `INLINE_MAX` bytes are kept for inline storage.
+//! into `FastCDC` chunks as the bytes arrive, so memory stays at a few buffers of about
+//! `2 * CHUNK_MAX` however large the payload. Cut chunks reach the storer thread in the buffer
+//! they were written into, with no copy of their own. Payloads of at most `INLINE_MAX` bytes are kept for inline storage.
 //!
 //! A chunk is cut as soon as `CHUNK_MAX` bytes are buffered: `FastCDC`'s cut point depends only
 //! on the bytes from the chunk's start up to `CHUNK_MAX`, so streaming gives the same chunks
 //! as chunking the whole payload at once.
 
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -155,11 +157,17 @@ impl Drop for StagedLeaf {
     }
 }
 
-/// Chunks queued for the storer thread: at most this many (each at most `CHUNK_MAX`).
-const STORER_QUEUE: usize = 16;
+/// Buffers queued for the storer thread: at most this many (each about `2 * CHUNK_MAX` plus
+/// one write).
+const STORER_QUEUE: usize = 4;
+/// Emptied buffers kept for reuse, so that a long import does not fault in fresh pages for
+/// every buffer.
+const SPARE_BUFFERS: usize = 2;
 
 enum Job {
-    Chunk(Hash, Vec<u8>),
+    /// A buffer and the chunks cut from it, each a hash and a range of the buffer: the bytes
+    /// reach the pack without another copy.
+    Chunks(Vec<u8>, Vec<(Hash, Range<usize>)>),
     /// Answered once every chunk queued before it is on disk.
     Barrier(SyncSender<()>),
 }
@@ -171,26 +179,41 @@ struct Storer {
     thread: Option<JoinHandle<()>>,
     /// The first write that failed; the payload fails with it.
     error: Arc<Mutex<Option<io::Error>>>,
+    /// Buffers the thread has written out, for the writer to fill again.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Storer {
     fn spawn(store: Arc<ChunkStore>) -> io::Result<Storer> {
         let (tx, rx) = sync_channel::<Job>(STORER_QUEUE);
         let error = Arc::new(Mutex::new(None));
-        let err = error.clone();
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let (err, sp) = (error.clone(), spare.clone());
         let thread = std::thread::Builder::new()
             .name("indras-storer".into())
-            .spawn(move || Self::run(&store, &rx, &err))?;
-        Ok(Storer { tx: Some(tx), thread: Some(thread), error })
+            .spawn(move || Self::run(&store, &rx, &err, &sp))?;
+        Ok(Storer { tx: Some(tx), thread: Some(thread), error, spare })
     }
 
-    fn run(store: &ChunkStore, rx: &Receiver<Job>, error: &Mutex<Option<io::Error>>) {
+    fn run(
+        store: &ChunkStore,
+        rx: &Receiver<Job>,
+        error: &Mutex<Option<io::Error>>,
+        spare: &Mutex<Vec<Vec<u8>>>,
+    ) {
         for job in rx {
             match job {
-                Job::Chunk(hash, data) => {
-                    if let Err(e) = store.write(&hash, &data) {
-                        let mut slot = error.lock().unwrap_or_else(PoisonError::into_inner);
-                        slot.get_or_insert(e);
+                Job::Chunks(mut buf, cuts) => {
+                    for (hash, range) in cuts {
+                        if let Err(e) = store.write(&hash, &buf[range]) {
+                            let mut slot = error.lock().unwrap_or_else(PoisonError::into_inner);
+                            slot.get_or_insert(e);
+                        }
+                    }
+                    let mut spare = spare.lock().unwrap_or_else(PoisonError::into_inner);
+                    if spare.len() < SPARE_BUFFERS {
+                        buf.clear();
+                        spare.push(buf);
                     }
                 }
                 Job::Barrier(done) => {
@@ -210,6 +233,12 @@ impl Storer {
             }),
             None => Ok(()),
         }
+    }
+
+    /// An empty buffer, reused if the thread has one to give back.
+    fn buffer(&self) -> Vec<u8> {
+        let reused = self.spare.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        reused.unwrap_or_else(|| Vec::with_capacity(3 * CHUNK_MAX))
     }
 
     fn send(&self, job: Job) -> io::Result<()> {
@@ -297,19 +326,25 @@ impl PayloadWriter {
         let storer = self.storer.as_ref().expect("spawned above");
         storer.failed()?;
         let mut start = 0;
+        let mut cuts = Vec::new();
         while self.buf.len() - start >= CHUNK_MAX || (at_end && start < self.buf.len()) {
             let rest = &self.buf[start..];
             let len = first_cut(rest);
-            let chunk = &rest[..len];
-            let hash = *blake3::hash(chunk).as_bytes();
+            let hash = *blake3::hash(&rest[..len]).as_bytes();
             // Staged now, so the list always holds exactly the hashes this writer staged.
             self.store.stage(&hash);
             self.chunks.push((hash, len as u32));
-            storer.send(Job::Chunk(hash, chunk.to_vec()))?;
+            cuts.push((hash, start..start + len));
             start += len;
         }
-        self.buf.drain(..start);
-        Ok(())
+        if cuts.is_empty() {
+            return Ok(());
+        }
+        // The buffer goes to the storer whole; only the uncut tail is copied, into the next.
+        let mut next = storer.buffer();
+        next.extend_from_slice(&self.buf[start..]);
+        let full = std::mem::replace(&mut self.buf, next);
+        storer.send(Job::Chunks(full, cuts))
     }
 
     /// Stores what is left and returns the staged leaf.
