@@ -4,7 +4,8 @@
 //! id (equal to `b3sum`; the tree of them is kept for later edits, see `layout`), and cuts it
 //! into `FastCDC` chunks as the bytes arrive, so memory stays at a few buffers of about
 //! `2 * CHUNK_MAX` however large the payload. Cut chunks reach the storer thread in the buffer
-//! they were written into, with no copy of their own. Payloads of at most `INLINE_MAX` bytes are kept for inline storage.
+//! they were written into, with no copy of their own. Payloads of at most `INLINE_MAX` bytes
+//! are kept for inline storage.
 //!
 //! A chunk is cut as soon as `CHUNK_MAX` bytes are buffered: `FastCDC`'s cut point depends only
 //! on the bytes from the chunk's start up to `CHUNK_MAX`, so streaming gives the same chunks
