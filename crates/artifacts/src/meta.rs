@@ -130,10 +130,14 @@ impl<K: Key + 'static, V: Value + 'static> View<'_, '_, K, V> {
         match self {
             View::Direct(t) => Ok(t.get(key)?.map(|g| copied::<V>(&g.value()))),
             View::Layered { delta, under, base, .. } => {
-                let k = OrdKey::<K>::of(key.borrow());
-                for layer in [&**delta, under[0], under[1]] {
-                    if let Some(v) = layer.get(&k) {
-                        return Ok(v.as_ref().map(|b| Row::Mem(b.clone())));
+                let layers = [&**delta, under[0], under[1]];
+                // No key to build when no layer holds rows of this table.
+                if layers.iter().any(|l| !l.is_empty()) {
+                    let k = OrdKey::<K>::of(key.borrow());
+                    for layer in layers {
+                        if let Some(v) = layer.get(&k) {
+                            return Ok(v.as_ref().map(|b| Row::Mem(b.clone())));
+                        }
                     }
                 }
                 Ok(base.get(key.borrow())?.map(Row::Db))
@@ -200,8 +204,8 @@ impl<K: Key + 'static, V: Value + 'static> View<'_, '_, K, V> {
                     [&**delta, under[0], under[1]]
                         .map(|l| Some(l.range((lo.clone(), hi.clone())).peekable()))
                 };
-                let base = base.range(range)?;
-                Ok(Box::new(Merge { layers, base, head: None, done: false }))
+                let base = base.range(range)?.fuse();
+                Ok(Box::new(Merge { layers, base, head: None }))
             }
         }
     }
@@ -237,10 +241,9 @@ type LayerIter<'a, K> = Peekable<btree_map::Range<'a, OrdKey<K>, Option<Vec<u8>>
 /// the layers below it and of the database.
 struct Merge<'a, K: Key + 'static, V: Value + 'static> {
     layers: [Option<LayerIter<'a, K>>; 3],
-    base: redb::Range<'static, K, V>,
+    base: std::iter::Fuse<redb::Range<'static, K, V>>,
     /// The database's next row, with its key's bytes.
     head: Option<(Vec<u8>, Row<K>, Row<V>)>,
-    done: bool,
 }
 
 impl<K: Key + 'static, V: Value + 'static> Iterator for Merge<'_, K, V> {
@@ -248,14 +251,14 @@ impl<K: Key + 'static, V: Value + 'static> Iterator for Merge<'_, K, V> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.head.is_none() && !self.done {
+            if self.head.is_none() {
                 match self.base.next() {
                     Some(Ok((k, v))) => {
                         let k = Row::Db(k);
                         self.head = Some((k.bytes(), k, Row::Db(v)));
                     }
                     Some(Err(e)) => return Some(Err(e)),
-                    None => self.done = true,
+                    None => {}
                 }
             }
             // The smallest key among the layers' heads; the upper layer wins a tie.
@@ -547,10 +550,21 @@ impl Meta {
     pub(crate) fn read<R>(&self, f: impl FnOnce(&mut W) -> Result<R>) -> Result<R> {
         // Recursive: a reader may read again inside `f` while an operation waits to merge.
         let st = self.state.read_recursive();
+        self.with_view(&st, None, |mut w| f(&mut w))?
+    }
+
+    /// Runs `f` on a view of the layers of `st` over the shared snapshot.
+    fn with_view<R>(
+        &self,
+        st: &Layers,
+        ids: Option<&std::sync::Mutex<crate::vault::NodeIds>>,
+        f: impl FnOnce(W<'_>) -> R,
+    ) -> Result<R> {
         let snap = st.snapshot(&self.db)?;
         let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
         let mut w = W::layered(&snap, [&st.active, frozen]);
-        f(&mut w)
+        w.ids = ids;
+        Ok(f(w))
     }
 
     /// Runs one operation. If `f` succeeds, everything it wrote is visible at once, to every
@@ -572,12 +586,10 @@ impl Meta {
                 done(false);
                 return Err(Error::io("meta.redb", std::io::Error::from(rustix::io::Errno::NOSPC)));
             }
-            let snap = st.snapshot(&self.db)?;
-            let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
-            let mut w = W::layered(&snap, [&st.active, frozen]);
-            w.ids = ids;
-            let out = f(&mut w);
-            (out, w.into_delta())
+            self.with_view(&st, ids, |mut w| {
+                let out = f(&mut w);
+                (out, w.into_delta())
+            })?
         };
         let out = match out {
             Ok(out) => out,
@@ -713,6 +725,25 @@ mod tests {
         meta
     }
 
+    /// Reopens the database at `dir`, as after a restart.
+    fn reopen(dir: &std::path::Path) -> Meta {
+        Meta::new(Database::create(dir.join("meta.redb")).unwrap())
+    }
+
+    /// One operation that sets `nodes[k] = v`; returns whether a flush is due.
+    fn put(meta: &Meta, k: u64, v: &[u8]) -> Result<bool> {
+        meta.op(None, |w| Ok(w.nodes()?.insert(k, v)?), |_| {}).map(|((), full)| full)
+    }
+
+    fn get(meta: &Meta, k: u64) -> Option<Vec<u8>> {
+        meta.read(|r| Ok(r.nodes()?.get(k)?.map(|v| v.value().to_vec()))).unwrap()
+    }
+
+    /// What a failing `before` step of a flush returns.
+    fn failure() -> Result<()> {
+        Err(Error::NoSuchNode(crate::types::NodeId(0)))
+    }
+
     /// Every key's value, and the rows of one range.
     type Snapshot = (Vec<Option<Vec<u8>>>, Vec<(u64, Vec<u8>)>);
 
@@ -746,7 +777,7 @@ mod tests {
             for s in &steps {
                 match *s {
                     Step::Insert(k, v) => {
-                        meta.op(None, |w| Ok(w.nodes()?.insert(k, [v, 1].as_slice())?), |_| {}).unwrap();
+                        put(&meta, k, &[v, 1]).unwrap();
                         model.insert(k, vec![v, 1]);
                     }
                     Step::Remove(k) => {
@@ -785,7 +816,7 @@ mod tests {
             }
             meta.flush(Strength::Durable, || Ok(())).unwrap();
             drop(meta);
-            let meta = Meta::new(Database::create(dir.path().join("meta.redb")).unwrap());
+            let meta = reopen(dir.path());
             let (got, _) = snapshot(&meta, lo, hi);
             let want: Vec<_> = (0..40).map(|k| model.get(&k).cloned()).collect();
             prop_assert_eq!(got, want);
@@ -797,22 +828,17 @@ mod tests {
     fn a_failed_flush_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path());
-        meta.op(None, |w| Ok(w.nodes()?.insert(1, &b"a"[..])?), |_| {}).unwrap();
-        let failed =
-            meta.flush(Strength::Durable, || Err(Error::NoSuchNode(crate::types::NodeId(0))));
+        put(&meta, 1, b"a").unwrap();
+        let failed = meta.flush(Strength::Durable, failure);
         assert!(failed.is_err());
         assert!(meta.pending() && meta.dirty());
-        meta.op(None, |w| Ok(w.nodes()?.insert(2, &b"b"[..])?), |_| {}).unwrap();
-        let get =
-            |k: u64| meta.read(|r| Ok(r.nodes()?.get(k)?.map(|v| v.value().to_vec()))).unwrap();
-        assert_eq!((get(1), get(2)), (Some(b"a".to_vec()), Some(b"b".to_vec())));
+        put(&meta, 2, b"b").unwrap();
+        assert_eq!((get(&meta, 1), get(&meta, 2)), (Some(b"a".to_vec()), Some(b"b".to_vec())));
         meta.flush(Strength::Durable, || Ok(())).unwrap();
         assert!(!meta.pending() && !meta.dirty());
         drop(meta);
-        let meta = Meta::new(Database::create(dir.path().join("meta.redb")).unwrap());
-        let get =
-            |k: u64| meta.read(|r| Ok(r.nodes()?.get(k)?.map(|v| v.value().to_vec()))).unwrap();
-        assert_eq!((get(1), get(2)), (Some(b"a".to_vec()), Some(b"b".to_vec())));
+        let meta = reopen(dir.path());
+        assert_eq!((get(&meta, 1), get(&meta, 2)), (Some(b"a".to_vec()), Some(b"b".to_vec())));
     }
 
     /// An operation says when the pending rows have grown past `FLUSH_BYTES`.
@@ -823,8 +849,7 @@ mod tests {
         let value = vec![7u8; 1 << 20];
         let mut ops = 0;
         loop {
-            let ((), full) =
-                meta.op(None, |w| Ok(w.nodes()?.insert(ops, value.as_slice())?), |_| {}).unwrap();
+            let full = put(&meta, ops, &value).unwrap();
             ops += 1;
             if full {
                 break;
@@ -833,8 +858,7 @@ mod tests {
         }
         assert_eq!(ops, (FLUSH_BYTES >> 20) as u64);
         meta.flush(Strength::Consistent, || Ok(())).unwrap();
-        let ((), full) = meta.op(None, |w| Ok(w.nodes()?.insert(0, &b"x"[..])?), |_| {}).unwrap();
-        assert!(!full, "a flush starts the count again");
+        assert!(!put(&meta, 0, b"x").unwrap(), "a flush starts the count again");
     }
 
     /// While flushes fail, operations go on until the backlog bound, and then are refused.
@@ -845,13 +869,10 @@ mod tests {
         let value = vec![7u8; 1 << 20];
         let mut key = 0;
         let refused = loop {
-            match meta.op(None, |w| Ok(w.nodes()?.insert(key, value.as_slice())?), |_| {}) {
-                Ok(((), full)) => {
+            match put(&meta, key, &value) {
+                Ok(full) => {
                     if full {
-                        let failed = meta.flush(Strength::Consistent, || {
-                            Err(Error::NoSuchNode(crate::types::NodeId(0)))
-                        });
-                        assert!(failed.is_err());
+                        assert!(meta.flush(Strength::Consistent, failure).is_err());
                     }
                 }
                 Err(e) => break e,
@@ -862,7 +883,7 @@ mod tests {
         assert!(refused.is_no_space(), "{refused}");
         assert_eq!(key, (BACKLOG_BYTES >> 20) as u64);
         meta.flush(Strength::Durable, || Ok(())).unwrap();
-        meta.op(None, |w| Ok(w.nodes()?.insert(key, &b"x"[..])?), |_| {}).unwrap();
+        put(&meta, key, b"x").unwrap();
         assert_eq!(meta.read(|r| Ok(r.nodes()?.iter()?.count())).unwrap() as u64, key + 1);
     }
 
@@ -871,14 +892,11 @@ mod tests {
     fn a_flush_hides_nothing_while_it_commits() {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path());
-        meta.op(None, |w| Ok(w.nodes()?.insert(7, &b"x"[..])?), |_| {}).unwrap();
+        put(&meta, 7, b"x").unwrap();
         meta.flush(Strength::Consistent, || {
             // Frozen, not yet committed: still visible, and an operation can build on it.
-            assert_eq!(
-                meta.read(|r| Ok(r.nodes()?.get(7)?.map(|v| v.value().to_vec()))).unwrap(),
-                Some(b"x".to_vec())
-            );
-            meta.op(None, |w| Ok(w.nodes()?.insert(8, &b"y"[..])?), |_| {}).unwrap();
+            assert_eq!(get(&meta, 7), Some(b"x".to_vec()));
+            put(&meta, 8, b"y").unwrap();
             Ok(())
         })
         .unwrap();

@@ -747,6 +747,11 @@ impl Vault {
         if commit == Commit::Durable {
             self.chunks.sync_pending().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
         }
+        self.commit_fault()
+    }
+
+    /// The test fault injector's say at a commit point (an operation's, or a flush's).
+    fn commit_fault(&self) -> Result<()> {
         chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))
     }
 
@@ -762,7 +767,7 @@ impl Vault {
             Some(&self.ids),
             |w| {
                 let out = f(w)?;
-                chunks::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))?;
+                self.commit_fault()?;
                 Ok(out)
             },
             // Operations are serialised, so this settles exactly this one's reservation.
@@ -923,14 +928,18 @@ impl Vault {
     /// Reads up to `buf.len()` bytes of a leaf at `offset`; returns how many were read
     /// (fewer only at the end). Every byte comes from a verified chunk.
     pub fn read_at(&self, leaf: &Hash, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        // Inline bytes are copied out in the read itself; a chunked leaf's size comes back.
-        let size = self.read_fs(|r| {
+        /// What the metadata read found: inline bytes are copied out in the read itself.
+        enum Found {
+            Read(usize),
+            Chunked(u64),
+        }
+        let found = self.read_fs(|r| {
             let rec = r.leaf(leaf)?;
             if offset >= rec.size || buf.is_empty() {
-                return Ok(Err(0));
+                return Ok(Found::Read(0));
             }
             if !rec.inline {
-                return Ok(Ok(rec.size));
+                return Ok(Found::Chunked(rec.size));
             }
             let want =
                 usize::try_from((rec.size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
@@ -943,11 +952,11 @@ impl Vault {
             }
             let start = offset as usize;
             buf[..want].copy_from_slice(&bytes[start..start + want]);
-            Ok(Err(want))
+            Ok(Found::Read(want))
         })?;
-        let size = match size {
-            Ok(size) => size,
-            Err(done) => return Ok(done),
+        let size = match found {
+            Found::Chunked(size) => size,
+            Found::Read(n) => return Ok(n),
         };
         let want = usize::try_from((size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
         let index = self.leaf_index(leaf)?;
@@ -1149,7 +1158,6 @@ impl Vault {
                 }
             }
         };
-        buf.give_back();
         let fresh = std::mem::take(&mut fresh.hashes);
         let index = Arc::new(LeafIndex::edited(chunks, &kept, Some((*base, &old))));
         Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { index, fresh }, self.chunks.clone()))
@@ -1721,8 +1729,7 @@ fn appended(staged: &StagedLeaf) -> HashMap<Hash, Loc> {
 }
 
 /// A zeroed-once buffer per thread for edits, so that an edit does not allocate and clear
-/// `CHUNK_MAX` bytes each time. Dropped (not given back) on an error path; that only costs a
-/// fresh one next time.
+/// `CHUNK_MAX` bytes each time; dropping it hands it back.
 struct Scratch(Vec<u8>);
 
 thread_local! {
@@ -1735,9 +1742,12 @@ impl Scratch {
         buf.resize(len, 0);
         Scratch(buf)
     }
+}
 
-    fn give_back(self) {
-        SCRATCH.with(|s| *s.borrow_mut() = self.0);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        SCRATCH.with(|s| *s.borrow_mut() = buf);
     }
 }
 

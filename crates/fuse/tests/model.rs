@@ -2181,10 +2181,10 @@ fn listing_order_survives_renames() {
 /// metadata names after ordinary use, and `fsck` (so `indras-fuse fsck`, which exits non-zero)
 /// reported it until the next GC. A buffer that streamed more than `INLINE_MAX` bytes into a
 /// new file switches to overlay mode on a write that does not land at the end:
-/// `WriteBuffer::to_overlay` finishes the
-/// stream into a staged, chunked leaf and keeps it as the base; the commit re-streams the
-/// merged content into a new leaf and drops the staged base, whose chunk stayed on disk.
-/// Fixed by `Vault::reclaim_abandoned`, which `fsck` runs first.
+/// `WriteBuffer::to_overlay` finishes the stream into a staged, chunked leaf and keeps it as
+/// the base; the commit re-streams the merged content into a new leaf and drops the staged
+/// base, whose chunk stayed on disk. Fixed by `Vault::reclaim_abandoned`, which `fsck` runs
+/// first.
 #[test]
 fn regression_overwrite_before_flush_leaves_a_stray_chunk_file() {
     let dir = scratch();
