@@ -215,6 +215,9 @@ pub struct VaultFs {
     /// Unlinked nodes nothing holds any more, deleted in one transaction per batch.
     reap_queue: Mutex<Vec<u64>>,
     next_fh: AtomicU64,
+    /// Counts commits of file content, so an attribute read can tell that a commit (and
+    /// maybe a release that dropped the file's buffer) slipped in after it read the node.
+    commits: AtomicU64,
 }
 
 impl std::fmt::Debug for VaultFs {
@@ -255,6 +258,7 @@ impl VaultFs {
             orphans: Mutex::new(HashSet::new()),
             reap_queue: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
+            commits: AtomicU64::new(0),
         })
     }
 
@@ -272,23 +276,44 @@ impl VaultFs {
 
     // ----- attributes -----
 
-    fn node_attr(&self, node: &Node) -> Attr {
-        let mut size = node.size;
-        let mut mtime = node.mtime;
-        let mut ctime = node.ctime;
-        let open = if node.kind == NodeKind::File {
-            lock(&self.open).get(&node.id.0).cloned()
-        } else {
-            None
-        };
-        if let Some(open) = open {
-            let on = lock(&open.state);
-            if let Some(b) = &on.buffer {
-                size = b.size();
-                mtime = mtime.max(on.written_at);
-                ctime = ctime.max(on.written_at);
-            }
+    /// The attributes of the node `read` returns, with an open file's pending writes.
+    ///
+    /// The node is read again, under the file's lock, when the file is open or when a commit
+    /// ran since `read` began: the first read may predate a commit that has since taken the
+    /// buffer. Reporting its size would hand the kernel a size older than writes it has seen
+    /// answered, and the kernel would keep it for the TTL (a reader would then see a short
+    /// or empty file).
+    fn attr_from(&self, read: impl FnOnce() -> FsResult<Node>) -> FsResult<Attr> {
+        let seen = self.commits.load(Ordering::Acquire);
+        let node = read()?;
+        if node.kind != NodeKind::File {
+            return Ok(Self::attr_of(&node, None));
         }
+        let open = lock(&self.open).get(&node.id.0).cloned();
+        let Some(open) = open else {
+            if self.commits.load(Ordering::Acquire) == seen {
+                return Ok(Self::attr_of(&node, None));
+            }
+            return Ok(self.vault.node(node.id).map_or_else(
+                |_| Self::attr_of(&node, None),
+                |current| Self::attr_of(&current, None),
+            ));
+        };
+        let on = lock(&open.state);
+        Ok(match self.vault.node(node.id) {
+            Ok(current) => Self::attr_of(&current, on.buffer.as_ref().map(|b| (b, on.written_at))),
+            // Removed meanwhile (its last link): what was read is all there is.
+            Err(_) => Self::attr_of(&node, None),
+        })
+    }
+
+    fn attr_of(node: &Node, pending: Option<(&WriteBuffer, Timestamp)>) -> Attr {
+        let (size, mtime, ctime) = match pending {
+            Some((b, written_at)) => {
+                (b.size(), node.mtime.max(written_at), node.ctime.max(written_at))
+            }
+            None => (node.size, node.mtime, node.ctime),
+        };
         Attr {
             ino: node.id.0,
             size,
@@ -365,8 +390,7 @@ impl VaultFs {
         if inode::is_virtual(ino) {
             return self.virtual_attr(ino);
         }
-        let node = self.vault.node(node_id(ino))?;
-        Ok(self.node_attr(&node))
+        self.attr_from(|| Ok(self.vault.node(node_id(ino))?))
     }
 
     /// Counts a lookup the kernel now holds (readdirplus entries the adapter sent).
@@ -396,10 +420,7 @@ impl VaultFs {
             }
             inode::PEERS | inode::REALMS => return Err(FsError::errno(libc::ENOENT)),
             p if inode::is_virtual(p) => return Err(FsError::errno(libc::ENOTDIR)),
-            p => {
-                let node = self.vault.lookup(node_id(p), name)?;
-                self.node_attr(&node)
-            }
+            p => self.attr_from(|| Ok(self.vault.lookup(node_id(p), name)?))?,
         };
         self.inodes.remember(attr.ino);
         Ok(attr)
@@ -549,7 +570,8 @@ impl VaultFs {
             Commit::CrashConsistent,
         )?;
         self.inodes.remember(node.id.0);
-        Ok(self.node_attr(&node))
+        // New: no handle, no pending writes.
+        Ok(Self::attr_of(&node, None))
     }
 
     pub fn mkdir(&self, ctx: Ctx, parent: u64, name: &[u8], mode: u32) -> FsResult<Attr> {
@@ -604,15 +626,17 @@ impl VaultFs {
             return Err(FsError::errno(libc::EPERM));
         }
         let parent = Self::check_parent(new_parent)?;
-        let node = self.vault.link(
-            node_id(ino),
-            parent,
-            name,
-            Timestamp::now(),
-            Commit::CrashConsistent,
-        )?;
-        self.inodes.remember(node.id.0);
-        Ok(self.node_attr(&node))
+        let attr = self.attr_from(|| {
+            Ok(self.vault.link(
+                node_id(ino),
+                parent,
+                name,
+                Timestamp::now(),
+                Commit::CrashConsistent,
+            )?)
+        })?;
+        self.inodes.remember(attr.ino);
+        Ok(attr)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
@@ -736,6 +760,7 @@ impl VaultFs {
         match buffer.stage(&self.vault)? {
             Some(staged) => {
                 self.vault.set_content(node_id(ino), &staged, on.written_at, commit)?;
+                self.commits.fetch_add(1, Ordering::Release);
             }
             None if commit == Commit::Durable => self.vault.sync()?,
             None => {}
@@ -1219,5 +1244,60 @@ impl VaultFs {
     /// Whether any file has uncommitted writes or open handles.
     pub fn open_files(&self) -> usize {
         self.open_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indras_artifacts::Options;
+
+    const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
+
+    fn fs(dir: &std::path::Path) -> VaultFs {
+        let vault = Arc::new(Vault::open(dir, "p", &Options::default()).expect("open"));
+        let info = MountInfo {
+            player: "p".into(),
+            data_dir: dir.into(),
+            mountpoint: "/nonexistent".into(),
+            mounted_at: Timestamp::now(),
+            pid: 1,
+            uid: 0,
+            gid: 0,
+        };
+        VaultFs::new(vault, info).expect("VaultFs::new")
+    }
+
+    /// A file truncated by one handle, its empty version committed, then written again: an
+    /// attribute read that read the node before the last commit must still report the
+    /// written size, whether the handle is still open or already released. (The kernel keeps
+    /// whatever size it is told for the TTL; an old one made readers see an empty file.)
+    #[test]
+    fn attributes_never_report_a_size_older_than_a_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = fs(dir.path());
+        let (a, o) = fs.create(CTX, inode::VAULT, b"f", 0o644, libc::O_WRONLY).expect("create");
+        fs.release(o.fh).expect("release");
+        for release in [false, true] {
+            let fh = fs.open(CTX, a.ino, libc::O_WRONLY | libc::O_TRUNC).expect("open").fh;
+            fs.flush(fh).expect("commit the empty version");
+            fs.write(fh, 0, &[7; 5000]).expect("write");
+            let attr = fs
+                .attr_from(|| {
+                    let before = fs.vault.node(node_id(a.ino))?;
+                    assert_eq!(before.size, 0, "read before the commit");
+                    fs.flush(fh)?;
+                    if release {
+                        fs.release(fh)?;
+                    }
+                    Ok(before)
+                })
+                .expect("getattr");
+            assert_eq!(attr.size, 5000, "size after a commit that raced the read");
+            if !release {
+                fs.release(fh).expect("release");
+            }
+            assert_eq!(fs.getattr(a.ino).expect("getattr").size, 5000);
+        }
     }
 }
