@@ -184,11 +184,21 @@ impl WriteBuffer {
         }
         let len = usize::try_from((self.size - offset).min(len as u64)).unwrap_or(len);
         let mut out = vec![0u8; len];
+        let n = self.read_into(vault, offset, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Reads into `dst` from `offset`, up to the buffer's size; returns the bytes read. Every
+    /// byte up to that count is written (ranges past the base read as zeros).
+    fn read_into(&self, vault: &Vault, offset: u64, dst: &mut [u8]) -> FsResult<usize> {
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let len = usize::try_from((self.size - offset).min(dst.len() as u64)).unwrap_or(dst.len());
+        let out = &mut dst[..len];
         match &self.mode {
-            Mode::Stream(w) => {
-                let n = w.read_at(offset, &mut out)?;
-                out.truncate(n);
-            }
+            Mode::Stream(w) => Ok(w.read_at(offset, out)?),
             Mode::Overlay { base, base_len, shadow, extents } => {
                 let end = offset + len as u64;
                 let mut pos = offset;
@@ -209,18 +219,19 @@ impl WriteBuffer {
                     } else {
                         let next = extents.range(pos..).next().map_or(end, |(s, _)| *s).min(end);
                         seg_end = next;
-                        let from_base = seg_end.min(*base_len);
-                        if pos < from_base {
-                            let n = (from_base - pos) as usize;
-                            read_base(vault, base, pos, &mut dst[..n])?;
+                        let n = (seg_end - pos) as usize;
+                        let from_base = seg_end.min(*base_len).saturating_sub(pos) as usize;
+                        if from_base > 0 {
+                            read_base(vault, base, pos, &mut dst[..from_base])?;
                         }
-                        // Beyond the base: zeros, already in `out`.
+                        // Beyond the base: zeros.
+                        dst[from_base..n].fill(0);
                     }
                     pos = seg_end;
                 }
+                Ok(len)
             }
         }
-        Ok(out)
     }
 
     /// Stores the buffered content and returns it staged, ready to commit. `None` when the
@@ -243,13 +254,12 @@ impl WriteBuffer {
                     }
                 }
                 let mut read = |offset: u64, buf: &mut [u8]| -> io::Result<()> {
-                    let piece = self
-                        .read(vault, offset, buf.len())
+                    let n = self
+                        .read_into(vault, offset, buf)
                         .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
-                    if piece.len() != buf.len() {
+                    if n != buf.len() {
                         return Err(io::Error::other("buffer ended before its size"));
                     }
-                    buf.copy_from_slice(&piece);
                     Ok(())
                 };
                 let staged = match base {
@@ -275,7 +285,9 @@ fn read_base(vault: &Vault, base: &Base, offset: u64, dst: &mut [u8]) -> FsResul
             Base::Staged(s) => s.read_at(offset + done as u64, &mut dst[done..])?,
         };
         if n == 0 {
-            break; // shorter than recorded: the rest reads as zeros
+            // Shorter than recorded: the rest reads as zeros.
+            dst[done..].fill(0);
+            break;
         }
         done += n;
     }
