@@ -1075,16 +1075,16 @@ impl Vault {
             let i = old.offsets.partition_point(|&o| o < pos);
             if old.offsets.get(i) == Some(&pos) {
                 // A run of old chunks up to the next written byte (or the truncation point)
-                // is kept whole, but never a last chunk whose end was just the old end.
+                // is kept whole. Its last chunk's cut must still hold: it ends the payload,
+                // or it was a real cut (not just the old end) and the byte after it, which
+                // FastCDC's test at the cut reads, is unchanged.
                 let at = written.partition_point(|w| w.1 <= pos);
                 let next_write = written.get(at).map_or(u64::MAX, |w| w.0);
                 let limit = next_write.min(base_len);
                 let end_of = |j: usize| old.offsets[j] + u64::from(old.chunks[j].1);
+                let holds = |e: u64| e <= limit && (e == size || (e < old.size && e < limit));
                 let mut j = i + old.offsets[i..].partition_point(|&o| o < limit);
-                while j > i
-                    && (end_of(j - 1) > limit
-                        || !(end_of(j - 1) < old.size || end_of(j - 1) == size))
-                {
+                while j > i && !holds(end_of(j - 1)) {
                     j -= 1;
                 }
                 chunks.extend_from_slice(&old.chunks[i..j]);
@@ -1095,14 +1095,29 @@ impl Vault {
                 }
             }
             let want = usize::try_from((size - pos).min(CHUNK_MAX as u64)).unwrap_or(CHUNK_MAX);
-            // Most cuts come well before `CHUNK_MAX`: read twice the average first. A cut
-            // found in a prefix of at least `CHUNK_AVG` bytes is the cut of the whole window
-            // (FastCDC scans forward and stops at the first match); none found returns the
-            // prefix's length, and then the rest is read.
-            let head = want.min(2 * CHUNK_AVG);
+            // FastCDC scans forward from the chunk's start and stops at the first match; the
+            // test at each position reads only the 64 bytes up to it, with a mask that depends
+            // only on the distance from the start. So a scan of a prefix finds the first cut
+            // inside it, and returns the prefix's length when there is none. Then:
+            // - the old chunk starting here, when it ended at a real cut whose 64-byte window
+            //   (and the byte after it, which the test at the cut reads) no write touched,
+            //   still ends there unless an earlier cut appears: read just that chunk;
+            // - otherwise read twice the average first, and the rest only when no cut is in it.
+            let old_end = old.offsets.get(i).filter(|&&o| o == pos).map(|_| {
+                let end = pos + u64::from(old.chunks[i].1);
+                let window = (end.saturating_sub(64), end + 1);
+                let touched = written.iter().any(|&(s, e)| s < window.1 && e > window.0);
+                (end, touched)
+            });
+            let (head, settled) = match old_end {
+                Some((end, false)) if end < old.size && end < base_len && end <= size => {
+                    (usize::try_from(end - pos).unwrap_or(CHUNK_MAX).min(want), true)
+                }
+                _ => (want.min(2 * CHUNK_AVG), false),
+            };
             read(pos, &mut buf[..head]).map_err(io_err)?;
             let mut len = first_cut(&buf[..head]);
-            if len == head && head < want {
+            if len == head && head < want && !settled {
                 read(pos + head as u64, &mut buf[head..want]).map_err(io_err)?;
                 len = first_cut(&buf[..want]);
             }

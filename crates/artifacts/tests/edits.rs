@@ -162,3 +162,52 @@ fn an_edit_after_reopening_rebuilds_the_tree() {
     let staged = edit(&v, &leaf, size as u64, &[(size as u64 - 3, size as u64)], &model);
     assert_eq!(staged.hash, *blake3::hash(&model).as_bytes());
 }
+
+/// Where each chunk of a chunk list ends.
+fn chunk_ends(list: &[(indras_artifacts::Hash, u32)]) -> Vec<u64> {
+    list.iter()
+        .scan(0u64, |end, (_, len)| {
+            *end += u64::from(*len);
+            Some(*end)
+        })
+        .collect()
+}
+
+/// A cut survives an edit only when no byte it depends on changed: the 64 bytes before it and
+/// the byte after it. Edits at and around old cuts must give exactly the chunks of staging the
+/// whole new content (an edit reads only the old chunk when the cut is known to hold).
+#[test]
+fn edits_next_to_a_cut_move_it_exactly_as_a_fresh_cut_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let size = 3 << 20;
+    let base = bytes(77, size);
+    let node = put(&v, "f", &base, Commit::CrashConsistent);
+    let leaf = node.content.unwrap();
+    let cuts: Vec<u64> = chunk_ends(v.stage(&base).unwrap().chunk_list())
+        .into_iter()
+        .filter(|&end| end < size as u64)
+        .take(12)
+        .collect();
+    assert!(cuts.len() >= 8, "the payload has enough cuts");
+    let mut moved = 0;
+    for (k, &cut) in cuts.iter().enumerate() {
+        for at in [cut - 65, cut - 64, cut - 48, cut - 32, cut - 16, cut - 3, cut - 1, cut, cut + 1]
+        {
+            let mut model = base.clone();
+            model[at as usize] ^= 0x5a + k as u8;
+            let edited = edit(&v, &leaf, size as u64, &[(at, at + 1)], &model);
+            let whole = v.stage(&model).unwrap();
+            assert_eq!(edited.hash, *blake3::hash(&model).as_bytes());
+            let chunks = whole.chunk_list();
+            assert_eq!(
+                edited.chunk_list(),
+                chunks,
+                "a byte changed at {at}, next to the cut at {cut}"
+            );
+            moved += usize::from(!chunk_ends(chunks).contains(&cut));
+        }
+    }
+    // The test means something only if some of these edits moved a cut.
+    assert!(moved > 0, "no edit moved a cut");
+}
