@@ -15,7 +15,7 @@
 //! from about 550 to about 680 per second.
 //!
 //! # Hash tree
-//! BLAKE3 is a tree hash. `HashTree` keeps the chaining values of a leaf's 64 KiB groups
+//! BLAKE3 is a tree hash. `HashTree` keeps the chaining values of a leaf's 16 KiB groups
 //! (`GROUP`) and of every parent above them, so after an edit only the changed groups are
 //! rehashed and only their paths to the root are merged again. The root is the leaf id, equal
 //! to `blake3::hash` of the whole content. Trees live in memory (`TreeCache`), built as a
@@ -197,8 +197,12 @@ impl LeafIndex {
     }
 }
 
-/// Bytes of content under one leaf of the hash tree: 64 BLAKE3 chunks.
-pub const GROUP: u64 = 64 * 1024;
+/// Bytes of content under one leaf of the hash tree: 16 BLAKE3 chunks, one batch of the
+/// widest SIMD hashing. Smaller groups cost tree memory (4 MiB per GiB of payload, with the
+/// parents); an edit rehashes whole groups, and a 16 KiB group around a small write mostly
+/// lies inside the one chunk the edit reads anyway, where a 64 KiB group usually reached into
+/// a neighbour that then had to be read and verified too.
+pub const GROUP: u64 = 16 * 1024;
 
 /// The chaining value of group `index` of a payload, whose bytes are `data`.
 pub(crate) fn group_cv(index: u64, data: &[u8]) -> ChainingValue {
@@ -310,7 +314,7 @@ pub(crate) struct TreeCache {
 }
 
 /// Trees over payloads smaller than this are not kept: rehashing them is cheap.
-pub(crate) const TREE_MIN_SIZE: u64 = 16 * GROUP;
+pub(crate) const TREE_MIN_SIZE: u64 = 1 << 20;
 const TREE_CACHE_BYTES: usize = 64 << 20;
 
 impl TreeCache {

@@ -1048,7 +1048,7 @@ impl Vault {
     /// except in the `written` ranges (sorted, disjoint) and from `base_len` on (bytes of
     /// `base` beyond `base_len` were truncated away). `read(offset, buf)` fills `buf` with
     /// new content. When base and result are both chunked, only the chunks that the edit
-    /// touches are cut and stored again, and only the touched 64 KiB groups are rehashed;
+    /// touches are cut and stored again, and only the touched 16 KiB groups are rehashed;
     /// otherwise (small payloads) the whole content is staged. Either way the result equals
     /// staging the whole new content through `payload_writer` (same id, same chunks).
     pub fn stage_edit(

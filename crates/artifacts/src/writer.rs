@@ -1,6 +1,6 @@
 //! Streaming payload import: bytes go in through `std::io::Write`, a `StagedLeaf` comes out.
 //!
-//! The writer hashes the content in 64 KiB groups whose chaining values merge into the leaf
+//! The writer hashes the content in 16 KiB groups whose chaining values merge into the leaf
 //! id (equal to `b3sum`; the tree of them is kept for later edits, see `layout`), and cuts it
 //! into `FastCDC` chunks as the bytes arrive, so memory stays at a few buffers of about
 //! `2 * CHUNK_MAX` however large the payload. Cut chunks reach the storer thread in the buffer
