@@ -38,7 +38,8 @@ use crate::chunks::{
 };
 use crate::error::{Error, Result, lossy};
 use crate::layout::{
-    self, GROUP, HashTree, LeafIndex, SegmentRef, TreeCache, decode_segment, decode_segment_list,
+    self, GROUP, HashTree, LeafIndex, SegmentRef, TreeBuilder, TreeCache, decode_segment,
+    decode_segment_list,
 };
 use crate::meta::{Meta, Strength, W};
 use crate::schema::{
@@ -1156,7 +1157,7 @@ impl Vault {
                 root
             }
             None => {
-                let mut cvs = Vec::new();
+                let mut groups = TreeBuilder::default();
                 let mut hasher = blake3::Hasher::new();
                 for g in 0..n {
                     let (s, e) = (g * GROUP, ((g + 1) * GROUP).min(size));
@@ -1164,10 +1165,10 @@ impl Vault {
                     if n == 1 {
                         hasher.update(&buf[..(e - s) as usize]);
                     } else {
-                        cvs.push(layout::group_cv(g, &buf[..(e - s) as usize]));
+                        groups.push(layout::group_cv(g, &buf[..(e - s) as usize]));
                     }
                 }
-                match self.trees.root_of(size, cvs) {
+                match self.trees.root_of(size, groups) {
                     Some(root) => root,
                     None => *hasher.finalize().as_bytes(),
                 }

@@ -18,11 +18,11 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use blake3::hazmat::{ChainingValue, HasherExt};
+use blake3::hazmat::HasherExt;
 use fastcdc::v2020::FastCDC;
 
 use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX, Loc};
-use crate::layout::{GROUP, LeafIndex, TreeCache};
+use crate::layout::{GROUP, LeafIndex, TreeBuilder, TreeCache};
 use crate::types::Hash;
 
 /// The length of the first `FastCDC` chunk of `data`: `data` holds at least `CHUNK_MAX` bytes,
@@ -271,10 +271,10 @@ impl Drop for Storer {
 pub struct PayloadWriter {
     store: Arc<ChunkStore>,
     trees: Arc<TreeCache>,
-    /// Hashes the current `GROUP` of the payload; full groups become `cvs`.
+    /// Hashes the current `GROUP` of the payload; full groups go into `tree`.
     group: blake3::Hasher,
     group_len: u64,
-    cvs: Vec<ChainingValue>,
+    tree: TreeBuilder,
     buf: Vec<u8>,
     chunks: Vec<(Hash, u32)>,
     size: u64,
@@ -295,7 +295,7 @@ impl PayloadWriter {
             trees,
             group: blake3::Hasher::new(),
             group_len: 0,
-            cvs: Vec::new(),
+            tree: TreeBuilder::default(),
             buf: Vec::with_capacity(INLINE_MAX),
             chunks: Vec::new(),
             size: 0,
@@ -350,13 +350,13 @@ impl PayloadWriter {
 
     /// Stores what is left and returns the staged leaf.
     pub fn finish(mut self) -> io::Result<StagedLeaf> {
-        let hash = if self.cvs.is_empty() {
+        let hash = if self.tree.len() == 0 {
             *self.group.finalize().as_bytes()
         } else {
             // Groups are pushed only once more bytes follow, so the last one is not empty.
-            self.cvs.push(self.group.finalize_non_root());
+            self.tree.push(self.group.finalize_non_root());
             self.trees
-                .root_of(self.size, std::mem::take(&mut self.cvs))
+                .root_of(self.size, std::mem::take(&mut self.tree))
                 .ok_or_else(|| io::Error::other("payload hash tree has the wrong shape"))?
         };
         let body = if self.chunks.is_empty() && self.buf.len() <= INLINE_MAX {
@@ -379,9 +379,9 @@ impl io::Write for PayloadWriter {
         let mut rest = data;
         while !rest.is_empty() {
             if self.group_len == GROUP {
-                self.cvs.push(self.group.finalize_non_root());
+                self.tree.push(self.group.finalize_non_root());
                 self.group = blake3::Hasher::new();
-                self.group.set_input_offset(self.cvs.len() as u64 * GROUP);
+                self.group.set_input_offset(self.tree.len() as u64 * GROUP);
                 self.group_len = 0;
             }
             let take =
