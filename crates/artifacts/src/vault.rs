@@ -1071,21 +1071,31 @@ impl Vault {
         let mut kept: Vec<bool> = Vec::with_capacity(old.chunks.len() + 4);
         let mut fresh = FreshChunks { store: &self.chunks, hashes: Vec::new() };
         let mut buf = Scratch::take(CHUNK_MAX);
+        // Whether an old cut at `e` is a cut of the new content too, for a chunk starting
+        // where an old one did: it ends the payload, or it was a real cut (not just the old
+        // end) and no byte its test reads was written or truncated away. FastCDC's test at a
+        // cut reads the 64 bytes before it and the byte after it, with a mask that depends only
+        // on the distance from the chunk's start.
+        let cut_holds = |e: u64| {
+            e == size
+                || (e < old.size && e < base_len && {
+                    let k = written.partition_point(|w| w.1 <= e.saturating_sub(64));
+                    written.get(k).is_none_or(|w| w.0 > e)
+                })
+        };
         let mut pos = 0u64;
         while pos < size {
             let i = old.offsets.partition_point(|&o| o < pos);
-            if old.offsets.get(i) == Some(&pos) {
+            let at_old_chunk = old.offsets.get(i) == Some(&pos);
+            if at_old_chunk {
                 // A run of old chunks up to the next written byte (or the truncation point)
-                // is kept whole. Its last chunk's cut must still hold: it ends the payload,
-                // or it was a real cut (not just the old end) and the byte after it, which
-                // FastCDC's test at the cut reads, is unchanged.
+                // is kept whole, as long as its last cut holds.
                 let at = written.partition_point(|w| w.1 <= pos);
                 let next_write = written.get(at).map_or(u64::MAX, |w| w.0);
                 let limit = next_write.min(base_len);
                 let end_of = |j: usize| old.offsets[j] + u64::from(old.chunks[j].1);
-                let holds = |e: u64| e <= limit && (e == size || (e < old.size && e < limit));
                 let mut j = i + old.offsets[i..].partition_point(|&o| o < limit);
-                while j > i && !holds(end_of(j - 1)) {
+                while j > i && !(end_of(j - 1) <= limit && cut_holds(end_of(j - 1))) {
                     j -= 1;
                 }
                 chunks.extend_from_slice(&old.chunks[i..j]);
@@ -1096,25 +1106,17 @@ impl Vault {
                 }
             }
             let want = usize::try_from((size - pos).min(CHUNK_MAX as u64)).unwrap_or(CHUNK_MAX);
-            // FastCDC scans forward from the chunk's start and stops at the first match; the
-            // test at each position reads only the 64 bytes up to it, with a mask that depends
-            // only on the distance from the start. So a scan of a prefix finds the first cut
-            // inside it, and returns the prefix's length when there is none. Then:
-            // - the old chunk starting here, when it ended at a real cut whose 64-byte window
-            //   (and the byte after it, which the test at the cut reads) no write touched,
-            //   still ends there unless an earlier cut appears: read just that chunk;
-            // - otherwise read twice the average first, and the rest only when no cut is in it.
-            let old_end = old.offsets.get(i).filter(|&&o| o == pos).map(|_| {
-                let end = pos + u64::from(old.chunks[i].1);
-                let window = (end.saturating_sub(64), end + 1);
-                let touched = written.iter().any(|&(s, e)| s < window.1 && e > window.0);
-                (end, touched)
-            });
-            let (head, settled) = match old_end {
-                Some((end, false)) if end < old.size && end < base_len && end <= size => {
-                    (usize::try_from(end - pos).unwrap_or(CHUNK_MAX).min(want), true)
-                }
-                _ => (want.min(2 * CHUNK_AVG), false),
+            // FastCDC scans forward and stops at the first match, so a scan of a prefix finds
+            // the first cut inside it, and returns the prefix's length when there is none.
+            // When the old chunk starting here ends at a cut that holds, it still ends there
+            // unless an earlier cut appears: read just that chunk. Otherwise read twice the
+            // average first, and the rest only when no cut is in it.
+            let old_end = pos + old.chunks.get(i).map_or(0, |c| u64::from(c.1));
+            let settled = at_old_chunk && cut_holds(old_end);
+            let head = if settled {
+                usize::try_from(old_end - pos).unwrap_or(CHUNK_MAX).min(want)
+            } else {
+                want.min(2 * CHUNK_AVG)
             };
             read(pos, &mut buf[..head]).map_err(io_err)?;
             let mut len = first_cut(&buf[..head]);

@@ -1256,16 +1256,7 @@ mod tests {
 
     fn fs(dir: &std::path::Path) -> VaultFs {
         let vault = Arc::new(Vault::open(dir, "p", &Options::default()).expect("open"));
-        let info = MountInfo {
-            player: "p".into(),
-            data_dir: dir.into(),
-            mountpoint: "/nonexistent".into(),
-            mounted_at: Timestamp::now(),
-            pid: 1,
-            uid: 0,
-            gid: 0,
-        };
-        VaultFs::new(vault, info).expect("VaultFs::new")
+        VaultFs::new(vault, MountInfo::unmounted("p", dir)).expect("VaultFs::new")
     }
 
     /// A file truncated by one handle, its empty version committed, then written again: an

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indras_artifacts::{AttentionKind, NodeId, Timestamp, Vault};
 use serde::Serialize;
@@ -42,6 +42,22 @@ pub struct MountInfo {
     /// Owner of the mount's own folders and files.
     pub uid: u32,
     pub gid: u32,
+}
+
+impl MountInfo {
+    /// A filesystem driven without a kernel mount (tests, tools): no mount point, started now,
+    /// owned by root.
+    pub fn unmounted(player: &str, data_dir: &Path) -> MountInfo {
+        MountInfo {
+            player: player.into(),
+            data_dir: data_dir.into(),
+            mountpoint: "/nonexistent".into(),
+            mounted_at: Timestamp::now(),
+            pid: 1,
+            uid: 0,
+            gid: 0,
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -11,15 +11,8 @@ const T0: i64 = 1_790_000_000_000;
 
 fn fs_with_clock(dir: &std::path::Path, clock: Arc<ManualClock>, enabled: bool) -> VaultFs {
     let vault = Arc::new(Vault::open(dir, "alice", &Options::default()).unwrap());
-    let info = MountInfo {
-        player: "alice".into(),
-        data_dir: dir.into(),
-        mountpoint: "/nonexistent".into(),
-        mounted_at: Timestamp::from_millis(T0),
-        pid: 1,
-        uid: 0,
-        gid: 0,
-    };
+    let info =
+        MountInfo { mounted_at: Timestamp::from_millis(T0), ..MountInfo::unmounted("alice", dir) };
     let config = AttentionConfig { enabled, ..AttentionConfig::default() };
     VaultFs::with_attention(vault, info, clock, config).unwrap()
 }

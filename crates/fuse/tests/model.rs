@@ -46,9 +46,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use indras_artifacts::{
-    FsckOptions, FsckReport, INLINE_MAX, NodeId, NodeKind, Options, Timestamp, Vault,
-};
+use indras_artifacts::{FsckOptions, FsckReport, INLINE_MAX, NodeId, NodeKind, Options, Vault};
 use indras_fuse::buffer::MEM_SHADOW_MAX;
 use indras_fuse::{Attr, Ctx, MountInfo, SetAttrReq, VaultFs, inode};
 use proptest::prelude::*;
@@ -908,22 +906,10 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-fn mount_info(dir: &Path) -> MountInfo {
-    MountInfo {
-        player: PLAYER.into(),
-        data_dir: dir.into(),
-        mountpoint: "/nonexistent".into(),
-        mounted_at: Timestamp::now(),
-        pid: 1,
-        uid: 0,
-        gid: 0,
-    }
-}
-
 fn open_fs(dir: &Path) -> VaultFs {
     let vault = Arc::new(Vault::open(dir, PLAYER, &Options::default()).expect("open the vault"));
     assert!(!vault.recovered(), "the vault was not closed cleanly");
-    VaultFs::new(vault, mount_info(dir)).expect("VaultFs::new")
+    VaultFs::new(vault, MountInfo::unmounted(PLAYER, dir)).expect("VaultFs::new")
 }
 
 /// Drops a filesystem and closes its vault cleanly.
