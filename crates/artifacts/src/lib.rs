@@ -33,7 +33,7 @@ pub use gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
 pub use layout::GROUP;
 pub use types::*;
 pub use vault::{
-    Commit, Counts, LINK_MAX, LeafReader, NAME_MAX, Options, Stats, Vault, XATTR_VALUE_MAX,
-    validate_name,
+    Commit, Counts, FILE_SIZE_MAX, LINK_MAX, LeafReader, NAME_MAX, Options, Stats, Vault,
+    XATTR_VALUE_MAX, validate_name,
 };
 pub use writer::{PayloadWriter, StagedLeaf};

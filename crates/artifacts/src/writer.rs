@@ -15,7 +15,7 @@ use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
 use blake3::hazmat::HasherExt;
@@ -26,9 +26,47 @@ use crate::layout::{GROUP, LeafIndex, TreeBuilder, TreeCache};
 use crate::types::Hash;
 
 /// The length of the first `FastCDC` chunk of `data`: `data` holds at least `CHUNK_MAX` bytes,
-/// or everything up to the end of the payload.
+/// or everything up to the end of the payload. (With fewer, the answer is the cut the bytes
+/// given show, or all of them when they show none.)
+///
+/// A run of zeros skips `FastCDC`: the cut there depends on nothing but the run, so it is
+/// worked out once (`zero_chunk`). Sparse extensions stage zeros by the gigabyte; other data
+/// pays one look at its first bytes.
 pub(crate) fn first_cut(data: &[u8]) -> usize {
+    let (zero_len, _) = zero_chunk();
+    let probe = data.len().min(zero_len);
+    if is_zero(&data[..probe]) {
+        return probe;
+    }
+    cdc_cut(data)
+}
+
+/// The id of a chunk: its BLAKE3 hash, known without hashing for the zero chunk.
+pub(crate) fn chunk_id(chunk: &[u8]) -> Hash {
+    let (zero_len, zero_id) = zero_chunk();
+    if chunk.len() == zero_len && is_zero(chunk) {
+        return zero_id;
+    }
+    *blake3::hash(chunk).as_bytes()
+}
+
+fn cdc_cut(data: &[u8]) -> usize {
     FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX).next().map_or(data.len(), |c| c.length)
+}
+
+/// The first chunk `FastCDC` cuts from a long run of zeros: its length and id.
+fn zero_chunk() -> (usize, Hash) {
+    static ZERO: OnceLock<(usize, Hash)> = OnceLock::new();
+    *ZERO.get_or_init(|| {
+        let zeros = vec![0; CHUNK_MAX];
+        let len = cdc_cut(&zeros);
+        (len, *blake3::hash(&zeros[..len]).as_bytes())
+    })
+}
+
+/// Whether every byte is zero; stops at the first 4 KiB block that holds another.
+fn is_zero(data: &[u8]) -> bool {
+    data.chunks(4096).all(|block| block.iter().fold(0, |acc, &b| acc | b) == 0)
 }
 
 /// The bytes of a staged leaf.
@@ -331,7 +369,7 @@ impl PayloadWriter {
         while self.buf.len() - start >= CHUNK_MAX || (at_end && start < self.buf.len()) {
             let rest = &self.buf[start..];
             let len = first_cut(rest);
-            let hash = *blake3::hash(&rest[..len]).as_bytes();
+            let hash = chunk_id(&rest[..len]);
             // Staged now, so the list always holds exactly the hashes this writer staged.
             self.store.stage(&hash);
             self.chunks.push((hash, len as u32));
@@ -410,5 +448,42 @@ impl Drop for PayloadWriter {
         self.storer = None;
         let hashes: Vec<Hash> = self.chunks.iter().map(|c| c.0).collect();
         self.store.abandon(&hashes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zero_runs_cut_and_hash_exactly_as_fastcdc_and_blake3_would() {
+        let (zero_len, zero_id) = zero_chunk();
+        assert_eq!(zero_id, *blake3::hash(&vec![0; zero_len]).as_bytes());
+        let lens = [0, 1, 100, CHUNK_MIN - 1, CHUNK_MIN, 100_000, zero_len - 1, zero_len];
+        for &z in lens.iter().chain(&[zero_len + 1, CHUNK_MAX, 2 * CHUNK_MAX]) {
+            for tail in [0, 1, 5000, CHUNK_MAX] {
+                let mut data = vec![0; z];
+                data.extend(noise(tail, z as u64 + 7));
+                for n in [data.len(), data.len().min(CHUNK_MAX), data.len().min(2 * CHUNK_AVG)] {
+                    let part = &data[..n];
+                    let cut = first_cut(part);
+                    assert_eq!(cut, cdc_cut(part), "{z} zeros, then {tail} bytes, {n} given");
+                    let id = chunk_id(&part[..cut]);
+                    assert_eq!(id, *blake3::hash(&part[..cut]).as_bytes());
+                }
+            }
+        }
     }
 }

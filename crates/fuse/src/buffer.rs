@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use indras_artifacts::{Hash, PayloadWriter, StagedLeaf, Vault};
+use indras_artifacts::{FILE_SIZE_MAX, Hash, PayloadWriter, StagedLeaf, Vault};
 
 use crate::error::{FsError, FsResult};
 
@@ -111,19 +111,26 @@ impl WriteBuffer {
         Ok(())
     }
 
-    pub fn write(&mut self, tmp_dir: &Path, offset: u64, data: &[u8]) -> FsResult<()> {
+    /// Writes `data` at `offset`; returns how many bytes were written. A write that crosses
+    /// `FILE_SIZE_MAX` is cut short there, as POSIX has it; one that starts beyond fails with
+    /// `EFBIG`.
+    pub fn write(&mut self, tmp_dir: &Path, offset: u64, data: &[u8]) -> FsResult<usize> {
         if data.is_empty() {
             // POSIX: a zero-length write changes nothing, not even the size.
-            return Ok(());
+            return Ok(0);
         }
-        let end =
-            offset.checked_add(data.len() as u64).ok_or_else(|| FsError::errno(libc::EFBIG))?;
+        if offset >= FILE_SIZE_MAX {
+            return Err(FsError::errno(libc::EFBIG));
+        }
+        let room = usize::try_from(FILE_SIZE_MAX - offset).unwrap_or(usize::MAX);
+        let data = &data[..data.len().min(room)];
+        let end = offset + data.len() as u64;
         if let Mode::Stream(w) = &mut self.mode
             && offset == self.size
         {
             w.write_all(data)?;
             self.size = end;
-            return Ok(());
+            return Ok(data.len());
         }
         self.make_overlay()?;
         let Mode::Overlay { shadow, extents, .. } = &mut self.mode else { unreachable!() };
@@ -146,12 +153,16 @@ impl WriteBuffer {
         }
         insert_extent(extents, offset, end);
         self.size = self.size.max(end);
-        Ok(())
+        Ok(data.len())
     }
 
+    /// Cuts or extends (with zeros) to `size`; `EFBIG` beyond `FILE_SIZE_MAX`.
     pub fn truncate(&mut self, vault: &Vault, size: u64) -> FsResult<()> {
         if size == self.size {
             return Ok(());
+        }
+        if size > FILE_SIZE_MAX {
+            return Err(FsError::errno(libc::EFBIG));
         }
         if size == 0 {
             *self = WriteBuffer { mode: Mode::Stream(Box::new(vault.payload_writer())), size: 0 };
@@ -437,5 +448,23 @@ mod tests {
         let mut want: Vec<u8> = block.repeat(10);
         want[5..8].copy_from_slice(b"xyz");
         assert!(content(&v, b) == want);
+    }
+
+    #[test]
+    fn the_size_limit_cuts_writes_short_and_refuses_beyond() {
+        let (dir, v) = vault();
+        let tmp = dir.path().join("tmp");
+        let mut b = WriteBuffer::new(&v, None, 0);
+        b.write(&tmp, 0, b"head").unwrap();
+        let efbig = |r: FsResult<()>| r.map_err(|e| e.errno) == Err(libc::EFBIG);
+        assert!(efbig(b.truncate(&v, FILE_SIZE_MAX + 1)));
+        assert!(efbig(b.write(&tmp, FILE_SIZE_MAX, b"x").map(drop)));
+        assert!(efbig(b.write(&tmp, u64::MAX, b"x").map(drop)));
+        assert_eq!(b.size(), 4, "a refused write or truncate changes nothing");
+        assert_eq!(b.write(&tmp, FILE_SIZE_MAX - 3, b"abcdef").unwrap(), 3);
+        assert_eq!(b.size(), FILE_SIZE_MAX);
+        assert_eq!(b.read(&v, FILE_SIZE_MAX - 4, 10).unwrap(), b"\0abc".to_vec());
+        b.truncate(&v, 4).unwrap();
+        assert!(content(&v, b) == b"head");
     }
 }

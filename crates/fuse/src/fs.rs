@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use indras_artifacts::{
-    Commit, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, Vault, XattrMode,
+    Commit, FILE_SIZE_MAX, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, Vault,
+    XattrMode,
 };
 
 use crate::attention::{Attention, AttentionConfig, Clock, SystemClock};
@@ -913,9 +914,9 @@ impl VaultFs {
         let tmp = self.vault.tmp_dir().to_path_buf();
         let buffer = self.buffer_for(&mut on, ino)?;
         let offset = if append { buffer.size() } else { offset };
-        buffer.write(&tmp, offset, data)?;
+        let written = buffer.write(&tmp, offset, data)?;
         on.written_at = Timestamp::now();
-        u32::try_from(data.len()).map_err(|_| FsError::errno(libc::EINVAL))
+        u32::try_from(written).map_err(|_| FsError::errno(libc::EINVAL))
     }
 
     /// `close(2)` of one descriptor: commits pending writes crash-consistently.
@@ -968,10 +969,13 @@ impl VaultFs {
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
         let (ino, open, _) = self.file_handle(fh)?;
-        let end = offset.checked_add(length).ok_or_else(|| FsError::errno(libc::EFBIG))?;
         if length == 0 {
             return Err(FsError::errno(libc::EINVAL));
         }
+        let end = offset
+            .checked_add(length)
+            .filter(|&e| e <= FILE_SIZE_MAX)
+            .ok_or_else(|| FsError::errno(libc::EFBIG))?;
         let mut on = lock(&open.state);
         let tmp = self.vault.tmp_dir().to_path_buf();
         match mode {
