@@ -98,6 +98,12 @@ impl Error {
         }
     }
 
+    /// Whether the error is a failed read or write of the metadata database, after which redb
+    /// refuses every transaction until the database is reopened.
+    pub(crate) fn is_storage_failure(&self) -> bool {
+        matches!(self, Error::Db(redb::Error::Io(_) | redb::Error::PreviousIo))
+    }
+
     /// The raw OS error behind an I/O failure, if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {

@@ -20,7 +20,16 @@
 //! crash-consistent at the granularity of a flush. A durable flush (see `Vault::sync`) is what
 //! makes them survive; the mount runs one every second and at every `fsync`.
 //!
-//! Lock order: `flushing`, then `writer`, then `state`, then redb's own locks.
+//! **A failed commit** (a full disk, an I/O error) leaves redb refusing every later
+//! transaction ("previous I/O error") until the database is reopened, and a reopen rolls it
+//! back to its last *durable* commit. So the rows of non-durable flushes are kept in memory
+//! (`unsynced`) until a durable flush has them, and a flush whose commit failed reopens the
+//! database at once (`recover`): the kept rows go back under `frozen`, so readers see no
+//! change, and the next flush writes them again. Rows are whole values, so writing them twice
+//! is harmless. (A direct [`Meta::write`]'s own changes are not kept this way: a non-durable
+//! one is lost to a failed commit that follows it, as it would be to a crash.)
+//!
+//! Lock order: `flushing`, then `writer`, then `state`, then `db`, then redb's own locks.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -31,7 +40,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 use redb::{
     AccessGuard, Database, Key, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
     StorageError, Table, Value, WriteTransaction,
@@ -478,18 +487,21 @@ impl<'t> W<'t> {
 struct Layers {
     active: Layer,
     frozen: Option<Arc<Layer>>,
+    /// Rows committed without fsync since the last durable commit: what reopening the
+    /// database after a failed commit would roll back (not a read layer; see the module doc).
+    unsynced: Option<Arc<Layer>>,
     /// The snapshot under the layers, made on first use after each commit (which drops it,
     /// under the state lock, at the moment it drops the frozen rows).
     snap: Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl Layers {
-    fn snapshot(&self, db: &Database) -> Result<Arc<Snapshot>> {
+    fn snapshot(&self, meta: &Meta) -> Result<Arc<Snapshot>> {
         let mut snap = self.snap.lock();
         if let Some(s) = &*snap {
             return Ok(s.clone());
         }
-        let s = Arc::new(Snapshot::new(db.begin_read()?));
+        let s = Arc::new(Snapshot::new(meta.db()?.begin_read()?));
         *snap = Some(s.clone());
         Ok(s)
     }
@@ -512,9 +524,20 @@ const FLUSH_BYTES: usize = 32 << 20;
 /// flushes fail.
 const BACKLOG_BYTES: usize = 8 * FLUSH_BYTES;
 
+/// The bytes of non-durable rows past which the next flush should be durable
+/// (`Meta::wants_durable`): bounds the memory `unsynced` holds.
+const UNSYNCED_BYTES: usize = 2 * FLUSH_BYTES;
+
+/// Opens the database file again (after a failed commit).
+pub(crate) type Reopen = Box<dyn Fn() -> Result<Database> + Send + Sync>;
+
 /// The metadata database and its write-back layers.
 pub(crate) struct Meta {
-    pub(crate) db: Database,
+    /// `None` only while a reopen after a failed commit has not succeeded yet.
+    db: RwLock<Option<Database>>,
+    reopen: Reopen,
+    /// The errno of the failure that closed `db`, while it is closed.
+    closed_by: std::sync::atomic::AtomicI32,
     state: RwLock<Layers>,
     /// Serialises operations (as redb serialised write transactions).
     writer: Mutex<()>,
@@ -531,9 +554,11 @@ impl std::fmt::Debug for Meta {
 }
 
 impl Meta {
-    pub(crate) fn new(db: Database) -> Meta {
+    pub(crate) fn new(db: Database, reopen: Reopen) -> Meta {
         Meta {
-            db,
+            db: RwLock::new(Some(db)),
+            reopen,
+            closed_by: std::sync::atomic::AtomicI32::new(0),
             state: RwLock::default(),
             writer: Mutex::new(()),
             flushing: Mutex::new(()),
@@ -544,6 +569,71 @@ impl Meta {
     /// Whether some change is not yet durable.
     pub(crate) fn dirty(&self) -> bool {
         self.dirty.load(AtomicOrdering::Acquire)
+    }
+
+    /// The database. Fails while it is closed after a failed commit that could not reopen it
+    /// yet, with that failure's errno.
+    pub(crate) fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>> {
+        RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
+            let errno = self.closed_by.load(AtomicOrdering::Acquire);
+            Error::io("meta.redb", std::io::Error::from_raw_os_error(errno))
+        })
+    }
+
+    /// Whether so many rows wait for a durable commit that the next flush should be one.
+    pub(crate) fn wants_durable(&self) -> bool {
+        self.state.read_recursive().unsynced.as_ref().is_some_and(|u| u.bytes >= UNSYNCED_BYTES)
+    }
+
+    /// After a failed commit: puts the rows redb may roll back under `frozen`, drops the
+    /// database and opens it again. If the reopen fails, the database stays closed (every
+    /// operation fails with `cause`) until a later flush reopens it.
+    fn recover(&self, cause: &Error) {
+        let errno = cause.raw_os_error().unwrap_or(rustix::io::Errno::IO.raw_os_error());
+        let mut st = self.state.write();
+        if let Some(unsynced) = st.unsynced.take() {
+            let mut under = Arc::unwrap_or_clone(unsynced);
+            if let Some(frozen) = st.frozen.take() {
+                under.absorb(Arc::unwrap_or_clone(frozen));
+            }
+            st.frozen = Some(Arc::new(under));
+        }
+        *st.snap.get_mut() = None;
+        let mut db = self.db.write();
+        if db.is_some() {
+            self.closed_by.store(errno, AtomicOrdering::Release);
+        }
+        // The old handle must be gone (with every read transaction on it) before the file
+        // can be opened again.
+        *db = None;
+        drop(st);
+        for attempt in 0..100 {
+            match (self.reopen)() {
+                Ok(fresh) => {
+                    *db = Some(fresh);
+                    tracing::warn!(cause = %cause, "reopened the metadata database after a failed commit");
+                    return;
+                }
+                Err(Error::Db(redb::Error::DatabaseAlreadyOpen)) if attempt < 99 => {
+                    // A reader still holds a transaction on the old handle.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, cause = %cause, "reopening the metadata database failed; will retry at the next flush");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reopens the database if a failed commit closed it. Called with `flushing` held.
+    fn ensure_open(&self) -> Result<()> {
+        if self.db.read().is_some() {
+            return Ok(());
+        }
+        let errno = self.closed_by.load(AtomicOrdering::Acquire);
+        self.recover(&Error::io("meta.redb", std::io::Error::from_raw_os_error(errno)));
+        self.db().map(drop)
     }
 
     /// Runs `f` on a read-only view: pending rows over a snapshot.
@@ -560,7 +650,7 @@ impl Meta {
         ids: Option<&std::sync::Mutex<crate::vault::NodeIds>>,
         f: impl FnOnce(W<'_>) -> R,
     ) -> Result<R> {
-        let snap = st.snapshot(&self.db)?;
+        let snap = st.snapshot(self)?;
         let frozen = st.frozen.as_deref().unwrap_or(&EMPTY);
         let mut w = W::layered(&snap, [&st.active, frozen]);
         w.ids = ids;
@@ -580,7 +670,8 @@ impl Meta {
         let _writer = self.writer.lock();
         let (out, delta) = {
             let st = self.state.read_recursive();
-            if st.active.bytes + st.frozen.as_ref().map_or(0, |f| f.bytes) >= BACKLOG_BYTES {
+            let held = |l: &Option<Arc<Layer>>| l.as_ref().map_or(0, |l| l.bytes);
+            if st.active.bytes + held(&st.frozen) + held(&st.unsynced) >= BACKLOG_BYTES {
                 // Flushes keep failing (a full disk, say): refuse new changes rather than
                 // hold ever more in memory.
                 done(false);
@@ -620,6 +711,7 @@ impl Meta {
         before: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
         let _flushing = self.flushing.lock();
+        self.ensure_open()?;
         let frozen = {
             let mut st = self.state.write();
             let active = std::mem::take(&mut st.active);
@@ -639,13 +731,27 @@ impl Meta {
                 None => Ok(()),
             })
         });
-        if committed.is_err() {
+        if let Err(e) = committed {
             self.dirty.store(true, AtomicOrdering::Release);
+            if e.is_storage_failure() {
+                self.recover(&e);
+            }
+            return Err(e);
         }
-        committed?;
         let mut st = self.state.write();
         if st.frozen.as_ref().zip(frozen.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) {
             st.frozen = None;
+        }
+        match strength {
+            Strength::Durable => st.unsynced = None,
+            Strength::Consistent => {
+                if let Some(f) = frozen {
+                    match &mut st.unsynced {
+                        Some(u) => Arc::make_mut(u).absorb(Arc::unwrap_or_clone(f)),
+                        None => st.unsynced = Some(f),
+                    }
+                }
+            }
         }
         *st.snap.get_mut() = None;
         Ok(())
@@ -660,9 +766,10 @@ impl Meta {
         f: impl FnOnce(&WriteTransaction) -> Result<R>,
     ) -> Result<R> {
         let _flushing = self.flushing.lock();
+        self.ensure_open()?;
         let _writer = self.writer.lock();
         before()?;
-        let out = {
+        let committed = {
             let st = self.state.read_recursive();
             self.commit(strength, |txn| {
                 if let Some(f) = &st.frozen {
@@ -670,9 +777,30 @@ impl Meta {
                 }
                 st.active.apply(txn)?;
                 f(txn)
-            })?
+            })
         };
-        *self.state.write() = Layers::default();
+        let out = match committed {
+            Ok(out) => out,
+            Err(e) => {
+                if e.is_storage_failure() {
+                    self.recover(&e);
+                }
+                return Err(e);
+            }
+        };
+        let mut st = self.state.write();
+        let unsynced = match strength {
+            Strength::Durable => None,
+            Strength::Consistent => {
+                let mut kept = st.unsynced.take().map(Arc::unwrap_or_clone).unwrap_or_default();
+                if let Some(f) = st.frozen.take() {
+                    kept.absorb(Arc::unwrap_or_clone(f));
+                }
+                kept.absorb(std::mem::take(&mut st.active));
+                Some(Arc::new(kept))
+            }
+        };
+        *st = Layers { unsynced, ..Layers::default() };
         self.dirty.store(strength == Strength::Consistent, AtomicOrdering::Release);
         Ok(out)
     }
@@ -682,7 +810,7 @@ impl Meta {
         strength: Strength,
         f: impl FnOnce(&WriteTransaction) -> Result<R>,
     ) -> Result<R> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(match strength {
             Strength::Consistent => redb::Durability::None,
             Strength::Durable => redb::Durability::Immediate,
@@ -719,15 +847,20 @@ mod tests {
         ]
     }
 
+    fn reopener(dir: &std::path::Path) -> Reopen {
+        let path = dir.join("meta.redb");
+        Box::new(move || Ok(Database::create(&path)?))
+    }
+
     fn open(dir: &std::path::Path) -> Meta {
-        let meta = Meta::new(Database::create(dir.join("meta.redb")).unwrap());
+        let meta = Meta::new(Database::create(dir.join("meta.redb")).unwrap(), reopener(dir));
         meta.write(Strength::Consistent, || Ok(()), |txn| W::direct(txn).open_all()).unwrap();
         meta
     }
 
     /// Reopens the database at `dir`, as after a restart.
     fn reopen(dir: &std::path::Path) -> Meta {
-        Meta::new(Database::create(dir.join("meta.redb")).unwrap())
+        Meta::new(Database::create(dir.join("meta.redb")).unwrap(), reopener(dir))
     }
 
     /// One operation that sets `nodes[k] = v`; returns whether a flush is due.
@@ -910,5 +1043,73 @@ mod tests {
             .unwrap();
         assert_eq!(rows, [7, 8]);
         assert!(meta.pending(), "the row written during the flush waits for the next one");
+    }
+
+    /// Fails every write to the database file with `ENOSPC` while set.
+    #[derive(Debug, Default)]
+    struct DiskFull(AtomicBool);
+
+    impl crate::chunks::FaultInjector for DiskFull {
+        fn check(&self, step: crate::chunks::IoStep) -> std::io::Result<()> {
+            if step == crate::chunks::IoStep::DbWrite && self.0.load(AtomicOrdering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            Ok(())
+        }
+    }
+
+    fn open_faulty(dir: &std::path::Path, full: &Arc<DiskFull>) -> Meta {
+        let path = dir.join("meta.redb");
+        let full = full.clone();
+        let make = move || -> Result<Database> {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            let backend = crate::faulty::FaultyBackend::new(
+                redb::backends::FileBackend::new(file)?,
+                full.clone(),
+            );
+            Ok(Database::builder().create_with_backend(backend)?)
+        };
+        let meta = Meta::new(make().unwrap(), Box::new(make));
+        meta.write(Strength::Durable, || Ok(()), |txn| W::direct(txn).open_all()).unwrap();
+        meta
+    }
+
+    /// A commit that fails on a full disk leaves redb refusing every transaction, and reopening
+    /// it rolls it back to its last durable commit. Nothing is lost: not the rows of the failed
+    /// flush, nor those of an earlier flush that was not durable.
+    #[test]
+    fn a_failed_commit_reopens_the_database_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = Arc::new(DiskFull::default());
+        let meta = open_faulty(dir.path(), &full);
+        put(&meta, 1, b"durable").unwrap();
+        meta.flush(Strength::Durable, || Ok(())).unwrap();
+        put(&meta, 2, b"flushed, not durable").unwrap();
+        meta.flush(Strength::Consistent, || Ok(())).unwrap();
+        put(&meta, 3, b"pending").unwrap();
+        full.0.store(true, AtomicOrdering::SeqCst);
+        // (A non-durable commit may not write the file at all: fail a durable one.)
+        let e = meta.flush(Strength::Durable, || Ok(())).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28), "{e}");
+        assert!(meta.flush(Strength::Durable, || Ok(())).is_err(), "the disk is still full");
+        full.0.store(false, AtomicOrdering::SeqCst);
+        meta.flush(Strength::Consistent, || Ok(())).unwrap();
+        put(&meta, 4, b"after").unwrap();
+        meta.flush(Strength::Durable, || Ok(())).unwrap();
+        let want = [&b"durable"[..], b"flushed, not durable", b"pending", b"after"];
+        for (k, v) in (1..).zip(want) {
+            assert_eq!(get(&meta, k).as_deref(), Some(v), "key {k} while mounted");
+        }
+        drop(meta);
+        let meta = reopen(dir.path());
+        for (k, v) in (1..).zip(want) {
+            assert_eq!(get(&meta, k).as_deref(), Some(v), "key {k} after a reopen");
+        }
     }
 }

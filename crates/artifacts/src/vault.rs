@@ -674,12 +674,18 @@ impl Vault {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
         let faults = opts.faults.clone();
-        let meta = Arc::new(Meta::new(open_db(&dir.join("meta.redb"), opts)?));
+        let db_path = dir.join("meta.redb");
+        let reopen_opts = opts.clone();
+        let reopen_path = db_path.clone();
+        let meta = Arc::new(Meta::new(
+            open_db(&db_path, opts)?,
+            Box::new(move || open_db(&reopen_path, &reopen_opts)),
+        ));
         let chunks = Arc::new(
             ChunkStore::open(dir, meta.clone(), faults.clone(), opts.pack_bytes)
                 .map_err(|e| Error::io(dir, e))?,
         );
-        let (player, was_open) = init_meta(&meta.db, &chunks, dir, player)?;
+        let (player, was_open) = init_meta(&*meta.db()?, &chunks, dir, player)?;
         // Chunk files of format 2, left behind if a migration committed but the process
         // stopped before it removed them.
         let old_chunks = dir.join("chunks");
@@ -687,7 +693,7 @@ impl Vault {
             fs::remove_dir_all(&old_chunks).map_err(|e| Error::io(&old_chunks, e))?;
         }
         let next_node = {
-            let txn = meta.db.begin_read()?;
+            let txn = meta.db()?.begin_read()?;
             match txn.open_table(META)?.get(META_NEXT_NODE)? {
                 Some(v) => bytes_u64("next_node", v.value())?,
                 None => NodeId::FIRST_DYNAMIC,
@@ -787,8 +793,10 @@ impl Vault {
         Ok(out)
     }
 
-    /// Writes every pending change to the database.
+    /// Writes every pending change to the database (durably, whatever `commit` says, once
+    /// many rows wait for a durable commit: they are held in memory until one).
     fn flush(&self, commit: Commit) -> Result<()> {
+        let commit = if self.meta.wants_durable() { Commit::Durable } else { commit };
         self.meta.flush(commit.strength(), || self.before_commit(commit))
     }
 
@@ -803,7 +811,7 @@ impl Vault {
         if self.meta.pending() {
             self.flush(Commit::CrashConsistent)?;
         }
-        Ok(self.meta.db.begin_read()?)
+        Ok(self.meta.db()?.begin_read()?)
     }
 
     /// Makes every change so far durable. Cheap when nothing is pending.
