@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, btree_map};
 use std::iter::Peekable;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
@@ -537,7 +537,7 @@ pub(crate) struct Meta {
     db: RwLock<Option<Database>>,
     reopen: Reopen,
     /// The errno of the failure that closed `db`, while it is closed.
-    closed_by: std::sync::atomic::AtomicI32,
+    closed_by: AtomicI32,
     state: RwLock<Layers>,
     /// Serialises operations (as redb serialised write transactions).
     writer: Mutex<()>,
@@ -558,7 +558,7 @@ impl Meta {
         Meta {
             db: RwLock::new(Some(db)),
             reopen,
-            closed_by: std::sync::atomic::AtomicI32::new(0),
+            closed_by: AtomicI32::new(0),
             state: RwLock::default(),
             writer: Mutex::new(()),
             flushing: Mutex::new(()),
