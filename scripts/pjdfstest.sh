@@ -212,16 +212,17 @@ if [[ ${1-} == --in-namespace ]]; then
   fi
 
   if [[ " $SUITES " == *" c "* ]]; then
-    # prove runs each script with sh from the test folder; the scripts find the pjdfstest binary
-    # beside their tests/ folder. Each script gets 5 minutes, the whole run $TIMEOUT. The console
-    # shows each script's name and result and any failing case; $WORK/c.out keeps every line.
+    # prove runs each script with sh from the test folder, four at a time (the scripts sleep a
+    # lot, and their names never collide); the scripts find the pjdfstest binary beside their
+    # tests/ folder. Each script gets 5 minutes, the whole run $TIMEOUT. The console shows each
+    # script's name and result and any failing case; $WORK/c.out keeps every line.
     posix=$MNT/vault/pjdfstest-c
     mkdir -p "$posix"
     c_dirs=()
     for t in $C_TESTS; do c_dirs+=("$WORK/c/tests/$t"); done
-    echo "==> prove -r ${C_TESTS:-(all)} in $posix (limit $TIMEOUT)"
+    echo "==> prove -j4 -r ${C_TESTS:-(all)} in $posix (limit $TIMEOUT)"
     : >"$WORK/c.out"
-    (cd "$posix" && exec timeout -k 30 "$TIMEOUT" prove -v -r --exec 'timeout -k 10 300 sh' \
+    (cd "$posix" && exec timeout -k 30 "$TIMEOUT" prove -j4 -v -r --exec 'timeout -k 10 300 sh' \
       "${c_dirs[@]:-$WORK/c/tests}") >"$WORK/c.out" 2>&1 </dev/null &
     run_pid=$!
     tail -n +1 -f --pid="$run_pid" "$WORK/c.out" |
