@@ -287,7 +287,8 @@ if [[ " $SUITES " == *" rust "* ]] && { [[ ! -x $PJDFSTEST ]] ||
   cargo install pjdfstest --version "$PJDFSTEST_VERSION" --locked --root "$root"
 fi
 if [[ " $SUITES " == *" c "* ]]; then
-  for tool in cc prove; do
+  # openssl: the scripts name their files by `openssl md5` of random bytes.
+  for tool in cc prove openssl; do
     command -v "$tool" >/dev/null || { echo "pjdfstest.sh: $tool is missing (C suite)" >&2; exit 2; }
   done
 fi
