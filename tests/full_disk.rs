@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use indras_e2e::{Dirs, Mount, binary, bytes, is_mounted};
+use indras_e2e::{Dirs, Mount, binary, bytes, detach};
 
 const MIB: usize = 1 << 20;
 
@@ -32,12 +32,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        for _ in 0..50 {
-            if !is_mounted(&self.0) {
-                return;
-            }
-            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-        }
+        detach(&self.0);
     }
 }
 

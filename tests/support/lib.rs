@@ -147,7 +147,8 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStat
     }
 }
 
-fn detach(mnt: &Path) {
+/// Detaches whatever is mounted at `mnt` (lazily, as `umount -l`), until nothing is.
+pub fn detach(mnt: &Path) {
     for _ in 0..50 {
         if !is_mounted(mnt) {
             return;

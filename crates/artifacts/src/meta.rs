@@ -628,11 +628,9 @@ impl Meta {
 
     /// Reopens the database if a failed commit closed it. Called with `flushing` held.
     fn ensure_open(&self) -> Result<()> {
-        if self.db.read().is_some() {
-            return Ok(());
+        if let Err(closed) = self.db().map(drop) {
+            self.recover(&closed);
         }
-        let errno = self.closed_by.load(AtomicOrdering::Acquire);
-        self.recover(&Error::io("meta.redb", std::io::Error::from_raw_os_error(errno)));
         self.db().map(drop)
     }
 
