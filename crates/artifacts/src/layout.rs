@@ -123,7 +123,7 @@ pub(crate) struct Segment {
 
 /// A chunked leaf's whole chunk list, with each chunk's offset and the leaf's segments: what
 /// reads, edits and commits use.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LeafIndex {
     pub(crate) size: u64,
     pub(crate) offsets: Vec<u64>,
@@ -143,39 +143,126 @@ fn offsets_of(chunks: &[(Hash, u32)]) -> (Vec<u64>, u64) {
     (offsets, size)
 }
 
+/// A run of a base leaf's chunks that an edit replaced: `old` (indices into the base's list)
+/// became `chunks`.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    pub old: Range<usize>,
+    pub chunks: Vec<(Hash, u32)>,
+}
+
+fn segment_id(chunks: &[(Hash, u32)]) -> Hash {
+    *blake3::hash(&encode_segment(chunks)).as_bytes()
+}
+
 impl LeafIndex {
     /// The index of a new chunk list: its segments are cut and hashed.
     pub(crate) fn new(chunks: Vec<(Hash, u32)>) -> Self {
-        Self::edited(chunks, &[], None)
-    }
-
-    /// The index of an edit of `base`: `kept[i]` says chunk `i` is the base's chunk at the
-    /// same offset. A segment made only of kept chunks, starting where one of the base's
-    /// segments starts and as long, *is* that segment: its id is reused, not rehashed.
-    pub(crate) fn edited(
-        chunks: Vec<(Hash, u32)>,
-        kept: &[bool],
-        base: Option<(Hash, &LeafIndex)>,
-    ) -> Self {
         let (offsets, size) = offsets_of(&chunks);
         let segments = split_segments(&chunks)
             .into_iter()
-            .map(|range| {
-                let reused = base
-                    .filter(|_| kept.get(range.clone()).is_some_and(|k| k.iter().all(|k| *k)))
-                    .and_then(|(_, b)| {
-                        let first = b.offsets.binary_search(&offsets[range.start]).ok()?;
-                        let at = b.segments.binary_search_by_key(&first, |s| s.range.start).ok()?;
-                        let seg = &b.segments[at];
-                        (seg.range.len() == range.len()).then_some(seg.id)
-                    });
-                let id = reused.unwrap_or_else(|| {
-                    *blake3::hash(&encode_segment(&chunks[range.clone()])).as_bytes()
-                });
-                Segment { range, id, reused: reused.is_some() }
-            })
+            .map(|range| Segment { id: segment_id(&chunks[range.clone()]), range, reused: false })
             .collect();
-        LeafIndex { size, offsets, chunks, segments, base: base.map(|(hash, _)| hash) }
+        LeafIndex { size, offsets, chunks, segments, base: None }
+    }
+
+    /// The index of an edit of this leaf, whose id is `base`: each window's run of chunks is
+    /// replaced by the window's chunks. Windows are sorted and disjoint, and the chunks between
+    /// them are the base's at the same offsets, so every window covers the bytes of the run it
+    /// replaces, except one that reaches the end.
+    ///
+    /// The lists are changed in place (an edit of a 1 GiB file copies none of its 16,000
+    /// entries unless a window changes their count), and only the segments from the one holding
+    /// the first window up to the first cut after the last window that is a cut of the base too
+    /// are cut and hashed again; the others are the base's (`reused`). The result equals
+    /// `LeafIndex::new` of the new chunk list.
+    pub(crate) fn splice(mut self, base: Hash, windows: Vec<Window>) -> Self {
+        self.base = Some(base);
+        let old_len = self.chunks.len();
+        let (Some(first), Some(last_end)) =
+            (windows.first().map(|w| w.old.start), windows.last().map(|w| w.old.end))
+        else {
+            for s in &mut self.segments {
+                s.reused = true;
+            }
+            return self;
+        };
+        // From the back, so that the indices of the windows before stay the base's.
+        for w in windows.into_iter().rev() {
+            let mut at = self.offsets.get(w.old.start).copied().unwrap_or(self.size);
+            let offsets: Vec<u64> = w
+                .chunks
+                .iter()
+                .map(|c| {
+                    let o = at;
+                    at += u64::from(c.1);
+                    o
+                })
+                .collect();
+            debug_assert!(
+                w.old.end == old_len || self.offsets[w.old.end] == at,
+                "a window inside the list covers the bytes it replaces"
+            );
+            self.offsets.splice(w.old.clone(), offsets);
+            self.chunks.splice(w.old, w.chunks);
+        }
+        self.size = self
+            .offsets
+            .last()
+            .map_or(0, |o| o + u64::from(self.chunks.last().expect("as many").1));
+        let new_len = self.chunks.len();
+        // Past the last window, new index `i` holds the base's chunk `i + old_len - new_len`.
+        let old_of = |i: usize| (i + old_len).checked_sub(new_len);
+        let changed_to = last_end + new_len - old_len;
+        let old_segments = std::mem::take(&mut self.segments);
+        // The first segment a window can change: the one holding chunk `first`, or the last one
+        // when `first` is past its end (appended chunks continue an unfinished last segment).
+        let k = old_segments
+            .partition_point(|s| s.range.end <= first)
+            .min(old_segments.len().saturating_sub(1));
+        let mut segments: Vec<Segment> =
+            old_segments[..k].iter().map(|s| Segment { reused: true, ..s.clone() }).collect();
+        let mut start = old_segments.get(k).map_or(0, |s| s.range.start);
+        let mut later = k;
+        let mut i = start;
+        while i < new_len {
+            if self.chunks[i].0[0] & SEGMENT_MASK == 0 || i + 1 - start == SEGMENT_MAX {
+                let range = start..i + 1;
+                segments.push(Segment {
+                    id: segment_id(&self.chunks[range.clone()]),
+                    range,
+                    reused: false,
+                });
+                start = i + 1;
+                // Past the last window, a cut that is a cut of the base too: from here on the
+                // segments are the base's, moved by the change in length.
+                if start >= changed_to
+                    && let Some(at) = old_of(start)
+                {
+                    later += old_segments[later..].partition_point(|s| s.range.start < at);
+                    if old_segments.get(later).is_some_and(|s| s.range.start == at) {
+                        segments.extend(old_segments[later..].iter().map(|s| Segment {
+                            range: s.range.start - at + start..s.range.end - at + start,
+                            id: s.id,
+                            reused: true,
+                        }));
+                        start = new_len;
+                        break;
+                    }
+                }
+            }
+            i += 1;
+        }
+        if start < new_len {
+            let range = start..new_len;
+            segments.push(Segment {
+                id: segment_id(&self.chunks[range.clone()]),
+                range,
+                reused: false,
+            });
+        }
+        self.segments = segments;
+        self
     }
 
     /// The index of a stored leaf, from its segments as stored.
@@ -503,21 +590,25 @@ mod tests {
         assert!(decode_segment_list(&[0; 39]).is_err());
     }
 
+    fn chunk(n: u32) -> (Hash, u32) {
+        (*blake3::hash(&n.to_le_bytes()).as_bytes(), 1000 + n % 7)
+    }
+
+    fn ids(idx: &LeafIndex) -> Vec<(Range<usize>, Hash)> {
+        idx.segments.iter().map(|s| (s.range.clone(), s.id)).collect()
+    }
+
     #[test]
     fn an_edited_index_reuses_untouched_segments() {
-        let chunks: Vec<(Hash, u32)> =
-            (0..2000u32).map(|i| (*blake3::hash(&i.to_le_bytes()).as_bytes(), 1000)).collect();
+        let chunks: Vec<(Hash, u32)> = (0..2000u32).map(chunk).collect();
         let base = LeafIndex::new(chunks.clone());
         let mut edited = chunks.clone();
-        edited[700] = ([9; 32], 1000);
-        let mut kept = vec![true; edited.len()];
-        kept[700] = false;
+        edited[700] = ([9; 32], chunks[700].1);
         let fresh = LeafIndex::new(edited.clone());
-        let reused = LeafIndex::edited(edited, &kept, Some(([5; 32], &base)));
-        let ids = |idx: &LeafIndex| -> Vec<(Range<usize>, Hash)> {
-            idx.segments.iter().map(|s| (s.range.clone(), s.id)).collect()
-        };
+        let window = Window { old: 700..701, chunks: vec![edited[700]] };
+        let reused = base.clone().splice([5; 32], vec![window]);
         assert_eq!(ids(&reused), ids(&fresh), "reuse gives exactly the hashed ids");
+        assert_eq!(reused.chunks, fresh.chunks);
         assert_eq!(reused.base, Some([5; 32]));
         for s in &reused.segments {
             let from_base = base.segments.iter().any(|b| b.id == s.id && b.range == s.range);
@@ -526,6 +617,79 @@ mod tests {
         }
         let shared = reused.segments.iter().filter(|s| s.reused).count();
         assert!(shared + 2 >= base.segments.len(), "{shared} of {} shared", base.segments.len());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 500, ..proptest::prelude::ProptestConfig::default()
+        })]
+        /// Any windows, at the start, inside, at the end, changing the count or not (and long
+        /// runs with no content-defined cut, so that `SEGMENT_MAX` cuts too): the spliced index
+        /// is the index of the new list.
+        #[test]
+        fn a_spliced_index_equals_a_fresh_one(
+            len in 0usize..3000,
+            cuts in 0u32..3,
+            edits in proptest::collection::vec((0usize..3000, 0usize..40, 0usize..40), 0..4),
+        ) {
+            // Segment cuts by the chunk hashes (1 in 32), none (only SEGMENT_MAX cuts), or
+            // 1 in 3, so that cuts of the new list often meet cuts of the old one.
+            let make = |n: u32| {
+                let mut c = chunk(n);
+                match cuts {
+                    1 => c.0[0] |= 1,
+                    2 => c.0[0] = u8::from(!n.is_multiple_of(3)),
+                    _ => {}
+                }
+                c
+            };
+            let old: Vec<(Hash, u32)> = (0..len as u32).map(make).collect();
+            // Sorted, disjoint runs of the old list, each replaced by fresh chunks.
+            let mut windows: Vec<Window> = Vec::new();
+            let mut next = 0;
+            let mut sorted = edits.clone();
+            sorted.sort_unstable();
+            for (k, (at, gone, added)) in sorted.into_iter().enumerate() {
+                let start = at.min(len).max(next);
+                let end = (start + gone).min(len);
+                let fresh = (0..added as u32).map(|j| make(100_000 + 1000 * k as u32 + j));
+                windows.push(Window { old: start..end, chunks: fresh.collect() });
+                next = end + 1;
+                if next > len {
+                    break;
+                }
+            }
+            // Every window but one that reaches the end covers the bytes it replaces: give the
+            // inner windows' fresh chunks the replaced run's length, in one chunk.
+            let count = windows.len();
+            for (k, w) in windows.iter_mut().enumerate() {
+                if k + 1 < count || w.old.end < len {
+                    let bytes: u32 = old[w.old.clone()].iter().map(|c| c.1).sum();
+                    w.chunks.truncate(1);
+                    match w.chunks.first_mut() {
+                        Some(c) if bytes > 0 => c.1 = bytes,
+                        _ => w.chunks.clear(),
+                    }
+                    if bytes > 0 && w.chunks.is_empty() {
+                        w.chunks.push((make(200_000 + k as u32).0, bytes));
+                    }
+                }
+            }
+            let mut expected = Vec::new();
+            let mut at = 0;
+            for w in &windows {
+                expected.extend_from_slice(&old[at..w.old.start]);
+                expected.extend_from_slice(&w.chunks);
+                at = w.old.end;
+            }
+            expected.extend_from_slice(&old[at..]);
+            let spliced = LeafIndex::new(old).splice([1; 32], windows);
+            let fresh = LeafIndex::new(expected);
+            proptest::prop_assert_eq!(&spliced.chunks, &fresh.chunks);
+            proptest::prop_assert_eq!(&spliced.offsets, &fresh.offsets);
+            proptest::prop_assert_eq!(spliced.size, fresh.size);
+            proptest::prop_assert_eq!(ids(&spliced), ids(&fresh));
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::chunks::{
 };
 use crate::error::{Error, Result, lossy};
 use crate::layout::{
-    self, GROUP, HashTree, LeafIndex, SegmentRef, TreeBuilder, TreeCache, decode_segment,
+    self, GROUP, HashTree, LeafIndex, SegmentRef, TreeBuilder, TreeCache, Window, decode_segment,
     decode_segment_list,
 };
 use crate::meta::{Meta, Strength, W};
@@ -359,9 +359,13 @@ impl W<'_> {
             let (chunk, len) = run[0];
             let n = run.len() as u64;
             let rec = match self.chunk(&chunk)? {
-                // Reused from a stored leaf; it may have been waiting for GC at no references.
+                // Reused from a stored leaf; at no references it may be waiting for GC. (With
+                // references it is not: a chunk is marked when its count reaches 0, and GC
+                // checks the count of each mark before dropping anything.)
                 Some(rec) => {
-                    self.dead()?.remove(&chunk)?;
+                    if rec.refs == 0 {
+                        self.dead()?.remove(&chunk)?;
+                    }
                     ChunkRecord { refs: rec.refs + n, ..rec }
                 }
                 None => ChunkRecord { len, refs: n, loc: places.remove(&chunk) },
@@ -1078,9 +1082,10 @@ impl Vault {
         let io_err = |e: io::Error| Error::io(self.tmp_dir(), e);
         let old = self.leaf_index(base)?;
         // Chunks: keep each old chunk whose bytes are unchanged and whose end was a real cut
-        // (not just the old end of the payload), cut the rest again.
-        let mut chunks: Vec<(Hash, u32)> = Vec::with_capacity(old.chunks.len() + 4);
-        let mut kept: Vec<bool> = Vec::with_capacity(old.chunks.len() + 4);
+        // (not just the old end of the payload), cut the rest again. `windows` holds the runs of
+        // old chunks replaced so far; `cut`, the one since the last kept run.
+        let mut windows: Vec<Window> = Vec::new();
+        let mut cut = Window::default();
         let mut fresh = FreshChunks { store: &self.chunks, hashes: Vec::new() };
         let mut buf = Scratch::take(CHUNK_MAX);
         // Whether an old cut at `e` is a cut of the new content too, for a chunk starting
@@ -1110,9 +1115,12 @@ impl Vault {
                 while j > i && !(end_of(j - 1) <= limit && cut_holds(end_of(j - 1))) {
                     j -= 1;
                 }
-                chunks.extend_from_slice(&old.chunks[i..j]);
-                kept.resize(chunks.len(), true);
                 if j > i {
+                    cut.old.end = i;
+                    if !cut.old.is_empty() || !cut.chunks.is_empty() {
+                        windows.push(std::mem::take(&mut cut));
+                    }
+                    cut.old = j..j;
                     pos = old.offsets[j - 1] + u64::from(old.chunks[j - 1].1);
                     continue;
                 }
@@ -1139,9 +1147,12 @@ impl Vault {
             let hash = chunk_id(&buf[..len]);
             self.chunks.put(&hash, &buf[..len]).map_err(io_err)?;
             fresh.hashes.push(hash);
-            chunks.push((hash, len as u32));
-            kept.push(false);
+            cut.chunks.push((hash, len as u32));
             pos += len as u64;
+        }
+        cut.old.end = old.chunks.len();
+        if !cut.old.is_empty() || !cut.chunks.is_empty() {
+            windows.push(cut);
         }
         // The id: rehash the touched groups in the base's tree, or everything.
         let n = HashTree::groups(size);
@@ -1189,7 +1200,11 @@ impl Vault {
             }
         };
         let fresh = std::mem::take(&mut fresh.hashes);
-        let index = Arc::new(LeafIndex::edited(chunks, &kept, Some((*base, &old))));
+        // The base's index is edited in place when nothing else holds it: the next version
+        // is the one likely to be read or edited again (`committed` caches it).
+        self.forget_index(base);
+        let old = Arc::try_unwrap(old).unwrap_or_else(|shared| (*shared).clone());
+        let index = Arc::new(old.splice(*base, windows));
         Ok(StagedLeaf::new(hash, size, StagedBody::Chunked { index, fresh }, self.chunks.clone()))
     }
 
