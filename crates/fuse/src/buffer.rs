@@ -6,8 +6,8 @@
 //! size) therefore costs about one chunk of memory, and close only has to cut the last chunk.
 //!
 //! Any other write switches the buffer to **overlay** mode: written ranges are kept in a
-//! shadow (in memory up to `MEM_SHADOW_MAX`, then a sparse temp file in the data dir) over
-//! the base content, which is the committed leaf or what the stream had staged. Reads merge
+//! shadow (in memory, each range's bytes on their own, up to `MEM_SHADOW_MAX` bytes written
+//! wherever they lie; then a sparse temp file in the data dir) over the base content, which is the committed leaf or what the stream had staged. Reads merge
 //! shadow, base and zeros. Commit over a committed chunked leaf is an edit
 //! (`Vault::stage_edit`): only the chunks and 64 KiB hash groups the written ranges touch are
 //! cut and hashed again. Otherwise it streams the merged content into the store
@@ -23,7 +23,7 @@ use indras_artifacts::{FILE_SIZE_MAX, Hash, PayloadWriter, StagedLeaf, Vault};
 
 use crate::error::{FsError, FsResult};
 
-/// Shadows larger than this spill to a temp file.
+/// Shadows holding more written bytes than this spill to a temp file.
 pub const MEM_SHADOW_MAX: u64 = 4 << 20;
 
 /// The content a buffer was opened over.
@@ -34,8 +34,16 @@ enum Base {
 }
 
 enum Shadow {
-    Mem(Vec<u8>),
+    /// The bytes of each written range, under the range's start (the keys of `extents`).
+    Mem { pieces: BTreeMap<u64, Vec<u8>>, bytes: u64 },
+    /// A sparse file, each written range at its own offset.
     File(File),
+}
+
+impl Shadow {
+    fn new() -> Self {
+        Shadow::Mem { pieces: BTreeMap::new(), bytes: 0 }
+    }
 }
 
 enum Mode {
@@ -54,6 +62,8 @@ enum Mode {
 pub struct WriteBuffer {
     mode: Mode,
     size: u64,
+    /// Written bytes a memory shadow holds at most (`MEM_SHADOW_MAX`; tests lower it).
+    spill_at: u64,
 }
 
 impl std::fmt::Debug for WriteBuffer {
@@ -62,7 +72,11 @@ impl std::fmt::Debug for WriteBuffer {
             Mode::Stream(_) => "stream",
             Mode::Overlay { .. } => "overlay",
         };
-        f.debug_struct("WriteBuffer").field("mode", &mode).field("size", &self.size).finish()
+        f.debug_struct("WriteBuffer")
+            .field("mode", &mode)
+            .field("size", &self.size)
+            .field("spill_at", &self.spill_at)
+            .finish()
     }
 }
 
@@ -74,12 +88,17 @@ impl WriteBuffer {
                 mode: Mode::Overlay {
                     base: Base::Leaf(h),
                     base_len: size,
-                    shadow: Shadow::Mem(Vec::new()),
+                    shadow: Shadow::new(),
                     extents: BTreeMap::new(),
                 },
                 size,
+                spill_at: MEM_SHADOW_MAX,
             },
-            _ => WriteBuffer { mode: Mode::Stream(Box::new(vault.payload_writer())), size: 0 },
+            _ => WriteBuffer {
+                mode: Mode::Stream(Box::new(vault.payload_writer())),
+                size: 0,
+                spill_at: MEM_SHADOW_MAX,
+            },
         }
     }
 
@@ -95,7 +114,7 @@ impl WriteBuffer {
                 Mode::Overlay {
                     base: Base::Empty,
                     base_len: 0,
-                    shadow: Shadow::Mem(Vec::new()),
+                    shadow: Shadow::new(),
                     extents: BTreeMap::new(),
                 },
             ) else {
@@ -134,24 +153,47 @@ impl WriteBuffer {
         }
         self.make_overlay()?;
         let Mode::Overlay { shadow, extents, .. } = &mut self.mode else { unreachable!() };
-        if let Shadow::Mem(v) = shadow
-            && end > MEM_SHADOW_MAX
+        if let Shadow::Mem { pieces, bytes } = shadow
+            && *bytes + data.len() as u64 > self.spill_at
         {
             let f = tempfile::tempfile_in(tmp_dir)?;
-            f.write_all_at(v, 0)?;
+            for (at, piece) in pieces.iter() {
+                f.write_all_at(piece, *at)?;
+            }
             *shadow = Shadow::File(f);
         }
+        let (start, absorbed) = insert_extent(extents, offset, end);
         match shadow {
-            Shadow::Mem(v) => {
-                let end_us = usize::try_from(end).map_err(|_| FsError::errno(libc::EFBIG))?;
-                if v.len() < end_us {
-                    v.resize(end_us, 0);
+            Shadow::Mem { pieces, bytes } => {
+                // The merged range's bytes: the piece it starts with grows in place (so a run
+                // of writes each at the end of the last costs no copying), the others it
+                // absorbed are copied in, and the new data goes over them.
+                let len = |n: u64| usize::try_from(n).map_err(|_| FsError::errno(libc::EFBIG));
+                let mut merged = match absorbed.first() {
+                    Some(&s) if s == start => pieces.remove(&s).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let before = merged.len() as u64;
+                for s in absorbed.iter().filter(|&&s| s != start) {
+                    let piece = pieces.remove(s).unwrap_or_default();
+                    let at = len(s - start)?;
+                    let need = at + piece.len();
+                    if merged.len() < need {
+                        merged.resize(need, 0);
+                    }
+                    merged[at..need].copy_from_slice(&piece);
+                    *bytes -= piece.len() as u64;
                 }
-                v[offset as usize..end_us].copy_from_slice(data);
+                let (at, need) = (len(offset - start)?, len(end - start)?);
+                if merged.len() < need {
+                    merged.resize(need, 0);
+                }
+                merged[at..need].copy_from_slice(data);
+                *bytes = *bytes - before + merged.len() as u64;
+                pieces.insert(start, merged);
             }
             Shadow::File(f) => f.write_all_at(data, offset)?,
         }
-        insert_extent(extents, offset, end);
         self.size = self.size.max(end);
         Ok(data.len())
     }
@@ -165,7 +207,8 @@ impl WriteBuffer {
             return Err(FsError::errno(libc::EFBIG));
         }
         if size == 0 {
-            *self = WriteBuffer { mode: Mode::Stream(Box::new(vault.payload_writer())), size: 0 };
+            self.mode = Mode::Stream(Box::new(vault.payload_writer()));
+            self.size = 0;
             return Ok(());
         }
         self.make_overlay()?;
@@ -176,7 +219,13 @@ impl WriteBuffer {
             *base_len = (*base_len).min(size);
             cut_extents(extents, size);
             match shadow {
-                Shadow::Mem(v) => v.truncate(usize::try_from(size).unwrap_or(usize::MAX)),
+                Shadow::Mem { pieces, bytes } => {
+                    pieces.retain(|s, _| *s < size);
+                    if let Some((s, piece)) = pieces.iter_mut().next_back() {
+                        piece.truncate(usize::try_from(size - s).unwrap_or(usize::MAX));
+                    }
+                    *bytes = pieces.values().map(|p| p.len() as u64).sum();
+                }
                 Shadow::File(f) => {
                     if f.metadata()?.len() > size {
                         f.set_len(size)?;
@@ -218,12 +267,13 @@ impl WriteBuffer {
                     let covering = extents.range(..=pos).next_back().filter(|(_, e)| **e > pos);
                     let seg_end;
                     let dst = &mut out[(pos - offset) as usize..];
-                    if let Some((_, &e)) = covering {
+                    if let Some((&s, &e)) = covering {
                         seg_end = e.min(end);
                         let n = (seg_end - pos) as usize;
                         match shadow {
-                            Shadow::Mem(v) => {
-                                dst[..n].copy_from_slice(&v[pos as usize..pos as usize + n]);
+                            Shadow::Mem { pieces, .. } => {
+                                let at = (pos - s) as usize;
+                                dst[..n].copy_from_slice(&pieces[&s][at..at + n]);
                             }
                             Shadow::File(f) => f.read_exact_at(&mut dst[..n], pos)?,
                         }
@@ -305,8 +355,13 @@ fn read_base(vault: &Vault, base: &Base, offset: u64, dst: &mut [u8]) -> FsResul
     Ok(())
 }
 
-/// Adds [start, end) to a set of disjoint, non-touching extents, merging neighbours.
-fn insert_extent(extents: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) {
+/// Adds [start, end) to a set of disjoint, non-touching extents, merging neighbours. Returns
+/// where the merged extent starts and the starts of the extents it absorbed, in order.
+fn insert_extent(
+    extents: &mut BTreeMap<u64, u64>,
+    mut start: u64,
+    mut end: u64,
+) -> (u64, Vec<u64>) {
     if let Some((&s, &e)) = extents.range(..=start).next_back()
         && e >= start
     {
@@ -314,12 +369,13 @@ fn insert_extent(extents: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64)
         end = end.max(e);
     }
     let overlapping: Vec<u64> = extents.range(start..=end).map(|(s, _)| *s).collect();
-    for s in overlapping {
-        if let Some(e) = extents.remove(&s) {
+    for s in &overlapping {
+        if let Some(e) = extents.remove(s) {
             end = end.max(e);
         }
     }
     extents.insert(start, end);
+    (start, overlapping)
 }
 
 /// Drops everything at or beyond `size`.
@@ -405,12 +461,17 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
         /// The buffer reads and commits exactly what a plain Vec model holds.
         #[test]
-        fn buffer_matches_a_vec(initial in 0usize..300_000, ops in proptest::collection::vec(op(), 1..12)) {
+        fn buffer_matches_a_vec(
+            initial in 0usize..300_000,
+            ops in proptest::collection::vec(op(), 1..12),
+            spill_at in prop_oneof![Just(0), 1..300_000u64, Just(MEM_SHADOW_MAX)],
+        ) {
             let (dir, v) = vault();
             let base: Vec<u8> = (0..initial).map(|i| (i % 251) as u8).collect();
             let staged = v.stage(&base).unwrap();
             let node = v.create(NodeId::ROOT, b"base", &NewNode::file(0o644), Some(staged), Timestamp::now(), Commit::CrashConsistent).unwrap();
             let mut b = WriteBuffer::new(&v, node.content, node.size);
+            b.spill_at = spill_at;
             let mut model = base.clone();
             for op in ops {
                 match op {
