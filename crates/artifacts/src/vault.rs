@@ -945,21 +945,45 @@ impl Vault {
     /// Reads up to `buf.len()` bytes of a leaf at `offset`; returns how many were read
     /// (fewer only at the end). Every byte comes from a verified chunk.
     pub fn read_at(&self, leaf: &Hash, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        /// What the metadata read found: inline bytes are copied out in the read itself.
+        let mut done = 0;
+        self.read_pieces(leaf, offset, buf.len(), &mut |piece| {
+            buf[done..done + piece.len()].copy_from_slice(piece);
+            done += piece.len();
+        })
+    }
+
+    /// Up to `len` bytes of a leaf at `offset` (fewer only at the end), in a new buffer that
+    /// is filled straight from the chunks, not zeroed first. Every byte comes from a verified
+    /// chunk.
+    pub fn read_vec(&self, leaf: &Hash, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        self.read_pieces(leaf, offset, len, &mut |piece| out.extend_from_slice(piece))?;
+        Ok(out)
+    }
+
+    /// Hands the bytes of a leaf from `offset` to `put`, in order, piece by piece, up to `len`
+    /// bytes or the end; returns how many.
+    fn read_pieces(
+        &self,
+        leaf: &Hash,
+        offset: u64,
+        len: usize,
+        put: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize> {
+        /// What the metadata read found: inline bytes are handed out in the read itself.
         enum Found {
             Read(usize),
             Chunked(u64),
         }
         let found = self.read_fs(|r| {
             let rec = r.leaf(leaf)?;
-            if offset >= rec.size || buf.is_empty() {
+            if offset >= rec.size || len == 0 {
                 return Ok(Found::Read(0));
             }
             if !rec.inline {
                 return Ok(Found::Chunked(rec.size));
             }
-            let want =
-                usize::try_from((rec.size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
+            let want = usize::try_from((rec.size - offset).min(len as u64)).unwrap_or(len);
             let Some(v) = r.inline()?.get(leaf)? else {
                 return Err(Error::MissingChunk { leaf: ArtifactId::Blob(*leaf), chunk: *leaf });
             };
@@ -968,14 +992,14 @@ impl Vault {
                 return Err(Error::Integrity { leaf: ArtifactId::Blob(*leaf), chunk: *leaf });
             }
             let start = offset as usize;
-            buf[..want].copy_from_slice(&bytes[start..start + want]);
+            put(&bytes[start..start + want]);
             Ok(Found::Read(want))
         })?;
         let size = match found {
             Found::Chunked(size) => size,
             Found::Read(n) => return Ok(n),
         };
-        let want = usize::try_from((size - offset).min(buf.len() as u64)).unwrap_or(buf.len());
+        let want = usize::try_from((size - offset).min(len as u64)).unwrap_or(len);
         let index = self.leaf_index(leaf)?;
         if index.size != size {
             return Err(Error::CorruptRecord(
@@ -983,24 +1007,14 @@ impl Vault {
                 format!("chunks cover {} bytes of {size}", index.size),
             ));
         }
-        self.read_indexed(leaf, &index, offset, &mut buf[..want])
-    }
-
-    fn read_indexed(
-        &self,
-        leaf: &Hash,
-        index: &LeafIndex,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize> {
         let mut done = 0usize;
         let mut i = index.chunk_at(offset);
-        while done < buf.len() && i < index.chunks.len() {
+        while done < want && i < index.chunks.len() {
             let (chunk, len) = &index.chunks[i];
             let data = self.read_chunk(leaf, chunk, *len)?;
             let in_chunk = (offset + done as u64 - index.offsets[i]) as usize;
-            let n = (data.len() - in_chunk).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&data[in_chunk..in_chunk + n]);
+            let n = (data.len() - in_chunk).min(want - done);
+            put(&data[in_chunk..in_chunk + n]);
             done += n;
             i += 1;
         }

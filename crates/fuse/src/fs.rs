@@ -891,17 +891,7 @@ impl VaultFs {
         let Some(leaf) = node.content else { return Ok(Vec::new()) };
         let want =
             usize::try_from(node.size.saturating_sub(offset).min(u64::from(size))).unwrap_or(0);
-        let mut buf = vec![0u8; want];
-        let mut done = 0;
-        while done < want {
-            let n = self.vault.read_at(&leaf, offset + done as u64, &mut buf[done..])?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        buf.truncate(done);
-        Ok(buf)
+        Ok(self.vault.read_vec(&leaf, offset, want)?)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
