@@ -516,9 +516,13 @@ pub(crate) enum Strength {
     Durable,
 }
 
-/// The pending bytes past which an operation flushes on its own rather than waiting for the
-/// periodic sync: bounds the memory the layers hold.
+/// The pending bytes past which the rows should be flushed before the periodic sync
+/// (`Meta::wants_flush`; the mount's background thread does it, off every request's path).
 const FLUSH_BYTES: usize = 32 << 20;
+
+/// The pending bytes past which an operation flushes on its own, when nothing else has:
+/// bounds the memory the layers hold.
+const FORCE_FLUSH_BYTES: usize = 2 * FLUSH_BYTES;
 
 /// The pending bytes past which operations are refused with `ENOSPC`: reached only when
 /// flushes fail.
@@ -578,6 +582,11 @@ impl Meta {
             let errno = self.closed_by.load(AtomicOrdering::Acquire);
             Error::io("meta.redb", std::io::Error::from_raw_os_error(errno))
         })
+    }
+
+    /// Whether enough rows are pending that they should be flushed now.
+    pub(crate) fn wants_flush(&self) -> bool {
+        self.state.read_recursive().active.bytes >= FLUSH_BYTES
     }
 
     /// Whether so many rows wait for a durable commit that the next flush should be one.
@@ -658,7 +667,7 @@ impl Meta {
     /// Runs one operation. If `f` succeeds, everything it wrote is visible at once, to every
     /// later reader and operation; if it fails, nothing is. `ids` is handed to the view, and
     /// `done(ok)` runs before the state lock is released. Returns whether the pending rows
-    /// have grown past the point where they should be flushed.
+    /// have grown so far past the point where they should be flushed that the caller must.
     pub(crate) fn op<R>(
         &self,
         ids: Option<&std::sync::Mutex<crate::vault::NodeIds>>,
@@ -691,7 +700,7 @@ impl Meta {
         st.active.absorb(delta);
         self.dirty.store(true, AtomicOrdering::Release);
         done(true);
-        Ok((out, st.active.bytes >= FLUSH_BYTES))
+        Ok((out, st.active.bytes >= FORCE_FLUSH_BYTES))
     }
 
     /// Whether rows wait in memory.
@@ -972,24 +981,31 @@ mod tests {
         assert_eq!((get(&meta, 1), get(&meta, 2)), (Some(b"a".to_vec()), Some(b"b".to_vec())));
     }
 
-    /// An operation says when the pending rows have grown past `FLUSH_BYTES`.
+    /// Past `FLUSH_BYTES` of pending rows a flush is wanted; past `FORCE_FLUSH_BYTES` an
+    /// operation says its caller must flush.
     #[test]
     fn pending_rows_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let meta = open(dir.path());
         let value = vec![7u8; 1 << 20];
         let mut ops = 0;
+        let mut wanted = None;
         loop {
             let full = put(&meta, ops, &value).unwrap();
             ops += 1;
+            if wanted.is_none() && meta.wants_flush() {
+                wanted = Some(ops);
+            }
             if full {
                 break;
             }
-            assert!(ops < 64, "no flush asked for after {ops} MiB");
+            assert!(ops < 128, "no flush asked for after {ops} MiB");
         }
-        assert_eq!(ops, (FLUSH_BYTES >> 20) as u64);
+        assert_eq!(wanted, Some((FLUSH_BYTES >> 20) as u64));
+        assert_eq!(ops, (FORCE_FLUSH_BYTES >> 20) as u64);
         meta.flush(Strength::Consistent, || Ok(())).unwrap();
-        assert!(!put(&meta, 0, b"x").unwrap(), "a flush starts the count again");
+        assert!(!meta.wants_flush(), "a flush starts the count again");
+        assert!(!put(&meta, 0, b"x").unwrap());
     }
 
     /// While flushes fail, operations go on until the backlog bound, and then are refused.

@@ -772,7 +772,8 @@ impl Vault {
 
     /// Runs `f` as one operation on the filesystem tables: all of it takes effect, at once,
     /// or none of it does. It lands in memory; with `Durable` it is flushed durably before
-    /// this returns, otherwise at the next sync (or as soon as enough is pending).
+    /// this returns, otherwise at the next sync or `flush_pending` (or here, once far more is
+    /// pending than `wants_flush` asks for).
     pub(crate) fn write_fs<R>(
         &self,
         commit: Commit,
@@ -795,6 +796,17 @@ impl Vault {
             tracing::warn!(error = %e, "flushing pending metadata failed; will retry");
         }
         Ok(out)
+    }
+
+    /// Whether enough changes are pending in memory that `flush_pending` should run now,
+    /// before the next periodic sync.
+    pub fn wants_flush(&self) -> bool {
+        self.meta.wants_flush()
+    }
+
+    /// Writes every pending change to the database, crash-consistently (not durably).
+    pub fn flush_pending(&self) -> Result<()> {
+        self.flush(Commit::CrashConsistent)
     }
 
     /// Writes every pending change to the database (durably, whatever `commit` says, once

@@ -230,7 +230,8 @@ impl StopHandle {
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
 
 /// The background thread: writes attention batches, deletes unlinked nodes nothing holds,
-/// makes commits durable on a timer, deletes the chunks of payloads that were staged and
+/// flushes pending metadata once much is pending (so that requests rarely have to), makes
+/// commits durable on a timer, deletes the chunks of payloads that were staged and
 /// then dropped, and collects payloads unreferenced for longer than the grace period.
 fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let sync_interval = cfg.sync_interval;
@@ -242,6 +243,11 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
         }
         if let Err(e) = fs.reap_queued() {
             tracing::warn!(error = %e, "deleting unlinked nodes failed; the next mount does");
+        }
+        if fs.vault().wants_flush()
+            && let Err(e) = fs.vault().flush_pending()
+        {
+            tracing::warn!(error = %e, "flushing pending metadata failed; will retry");
         }
         if last_sync.elapsed() >= sync_interval {
             last_sync = std::time::Instant::now();
