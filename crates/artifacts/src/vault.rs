@@ -1022,8 +1022,8 @@ impl Vault {
         let mut done = 0usize;
         let mut i = index.chunk_at(offset);
         while done < want && i < index.chunks.len() {
-            let (chunk, len) = &index.chunks[i];
-            let data = self.read_chunk(leaf, chunk, *len)?;
+            let (chunk, chunk_len) = &index.chunks[i];
+            let data = self.read_chunk(leaf, chunk, *chunk_len)?;
             let in_chunk = (offset + done as u64 - index.offsets[i]) as usize;
             let n = (data.len() - in_chunk).min(want - done);
             put(&data[in_chunk..in_chunk + n]);

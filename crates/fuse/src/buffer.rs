@@ -6,10 +6,11 @@
 //! size) therefore costs about one chunk of memory, and close only has to cut the last chunk.
 //!
 //! Any other write switches the buffer to **overlay** mode: written ranges are kept in a
-//! shadow (in memory, each range's bytes on their own, up to `MEM_SHADOW_MAX` bytes written
-//! wherever they lie; then a sparse temp file in the data dir) over the base content, which is the committed leaf or what the stream had staged. Reads merge
-//! shadow, base and zeros. Commit over a committed chunked leaf is an edit
-//! (`Vault::stage_edit`): only the chunks and 64 KiB hash groups the written ranges touch are
+//! shadow over the base content, which is the committed leaf or what the stream had staged.
+//! The shadow holds each range's bytes on their own in memory, up to `MEM_SHADOW_MAX` bytes
+//! written wherever they lie in the file, and beyond that a sparse temp file in the data dir.
+//! Reads merge shadow, base and zeros. Commit over a committed chunked leaf is an edit
+//! (`Vault::stage_edit`): only the chunks and 16 KiB hash groups the written ranges touch are
 //! cut and hashed again. Otherwise it streams the merged content into the store
 //! (`Vault::stage_with`).
 
@@ -273,7 +274,14 @@ impl WriteBuffer {
                         match shadow {
                             Shadow::Mem { pieces, .. } => {
                                 let at = (pos - s) as usize;
-                                dst[..n].copy_from_slice(&pieces[&s][at..at + n]);
+                                let piece = pieces.get(&s).and_then(|p| p.get(at..at + n));
+                                let Some(piece) = piece else {
+                                    return Err(FsError::new(
+                                        libc::EIO,
+                                        "write buffer: a written range has no bytes",
+                                    ));
+                                };
+                                dst[..n].copy_from_slice(piece);
                             }
                             Shadow::File(f) => f.read_exact_at(&mut dst[..n], pos)?,
                         }
