@@ -51,7 +51,7 @@ use crate::types::{
     ArtifactId, DirEntry, Hash, NewNode, Node, NodeId, NodeKind, PlayerId, RenameMode, SetAttr,
     Timestamp, TreeType, XattrMode, hex,
 };
-use crate::writer::{PayloadWriter, StagedBody, StagedLeaf, chunk_id, first_cut};
+use crate::writer::{PayloadWriter, StagedBody, StagedLeaf, chunk_id, first_cut_between};
 
 /// The longest name a directory entry may have, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -1164,11 +1164,31 @@ impl Vault {
             } else {
                 want.min(2 * CHUNK_AVG)
             };
+            // Where the old chunk starting here says the first cut is not: the old scan read
+            // the same bytes up to the first changed one and found no cut before its end; and
+            // when its cut holds, the positions from 64 bytes past the last changed byte up to
+            // it test unchanged bytes too.
+            let (from, stop) = if at_old_chunk {
+                let at = written.partition_point(|w| w.1 <= pos);
+                let first_changed =
+                    written.get(at).map_or(base_len, |w| w.0.min(base_len)).max(pos);
+                let last_changed = if base_len < old_end {
+                    old_end
+                } else {
+                    let k = written.partition_point(|w| w.0 < old_end);
+                    k.checked_sub(1).map_or(pos, |k| written[k].1).max(pos)
+                };
+                let rel = |at: u64| usize::try_from(at - pos).unwrap_or(usize::MAX);
+                let stop = if settled { rel(last_changed).saturating_add(63) } else { usize::MAX };
+                (rel(first_changed.min(old_end)), stop)
+            } else {
+                (0, usize::MAX)
+            };
             read(pos, &mut buf[..head]).map_err(io_err)?;
-            let mut len = first_cut(&buf[..head]);
+            let mut len = first_cut_between(&buf[..head], from, stop);
             if len == head && head < want && !settled {
                 read(pos + head as u64, &mut buf[head..want]).map_err(io_err)?;
-                len = first_cut(&buf[..want]);
+                len = first_cut_between(&buf[..want], from, usize::MAX);
             }
             let hash = chunk_id(&buf[..len]);
             self.chunks.put(&hash, &buf[..len]).map_err(io_err)?;

@@ -54,6 +54,59 @@ fn cdc_cut(data: &[u8]) -> usize {
     FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX).next().map_or(data.len(), |c| c.length)
 }
 
+/// `first_cut` of `data` for a caller that knows where its first cut is not: not at a position
+/// below `from`, and not from `stop` on unless it is `data.len()` (no cut at all). An edit
+/// knows both from the old chunk at the same start: the bytes before the first written one
+/// and after the last (with the 64 before each cut test that reads them) are unchanged, so the
+/// old scan's answers hold there. Only the positions between are scanned.
+///
+/// The scan is `FastCDC` 2020's own (`fastcdc::v2020::cut_gear`), entered at the pair of
+/// bytes holding `from`: its rolling hash shifts two bits per pair, so the hash there depends
+/// only on the 32 pairs before, which are hashed first without testing.
+pub(crate) fn first_cut_between(data: &[u8], from: usize, stop: usize) -> usize {
+    type Gear = [u64; 256];
+    static TABLES: OnceLock<(u64, u64, Gear, Gear)> = OnceLock::new();
+    let (zero_len, _) = zero_chunk();
+    let probe = data.len().min(zero_len);
+    if is_zero(&data[..probe]) {
+        return probe;
+    }
+    let remaining = data.len().min(CHUNK_MAX);
+    if remaining <= CHUNK_MIN {
+        return remaining;
+    }
+    let (mask_s, mask_l, gear, gear_ls) = TABLES.get_or_init(|| {
+        let (s, l) = fastcdc::v2020::select_masks(CHUNK_AVG, fastcdc::v2020::Normalization::Level1);
+        let (gear, gear_ls) = fastcdc::v2020::get_gear_with_seed(0);
+        let table = |t: &[u64]| Gear::try_from(t).expect("FastCDC's gear tables hold 256 entries");
+        (s, l, table(&gear), table(&gear_ls))
+    });
+    let (mask_s_ls, mask_l_ls) = (mask_s << 1, mask_l << 1);
+    // Pair `index` tests the cuts at `2 * index` and `2 * index + 1`.
+    let limit1 = CHUNK_AVG.min(remaining) / 2;
+    let limit2 = (remaining / 2).min(stop.div_ceil(2));
+    let first = (from / 2).max(CHUNK_MIN / 2).min(limit2);
+    let mut hash: u64 = 0;
+    for index in first.saturating_sub(32).max(CHUNK_MIN / 2)..first {
+        let a = index * 2;
+        hash = (hash << 2).wrapping_add(gear_ls[usize::from(data[a])]);
+        hash = hash.wrapping_add(gear[usize::from(data[a + 1])]);
+    }
+    for index in first..limit2 {
+        let a = index * 2;
+        let (m, m_ls) = if index < limit1 { (*mask_s, mask_s_ls) } else { (*mask_l, mask_l_ls) };
+        hash = (hash << 2).wrapping_add(gear_ls[usize::from(data[a])]);
+        if hash & m_ls == 0 {
+            return a;
+        }
+        hash = hash.wrapping_add(gear[usize::from(data[a + 1])]);
+        if hash & m == 0 {
+            return a + 1;
+        }
+    }
+    remaining
+}
+
 /// The first chunk `FastCDC` cuts from a long run of zeros: its length and id.
 fn zero_chunk() -> (usize, Hash) {
     static ZERO: OnceLock<(usize, Hash)> = OnceLock::new();
@@ -454,6 +507,7 @@ impl Drop for PayloadWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
@@ -484,6 +538,45 @@ mod tests {
                     assert_eq!(id, *blake3::hash(&part[..cut]).as_bytes());
                 }
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        /// Told where the first cut is not, the scan finds exactly FastCDC's first cut.
+        #[test]
+        fn a_scan_told_where_no_cut_is_cuts_as_fastcdc(
+            len in 0usize..CHUNK_MAX + 5000,
+            seed in any::<u64>(),
+            zeros in 0usize..3,
+            from_per_mille in 0usize..=1000,
+            stop_per_mille in 0usize..=1000,
+            near in proptest::option::of(0usize..130),
+        ) {
+            let mut data = noise(len, seed);
+            // Some zero runs, at the start (the zero-chunk path) or inside.
+            if zeros == 1 {
+                data[..len.min(70_000)].fill(0);
+            } else if zeros == 2 && len > 40_000 {
+                data[20_000..40_000].fill(0);
+            }
+            let truth = cdc_cut(&data);
+            prop_assert_eq!(first_cut(&data), truth);
+            let part = |n: usize, per_mille: usize| n * per_mille / 1000;
+            // Often just before the cut, where the hash must already be exactly FastCDC's.
+            let from = match near {
+                Some(back) => truth.saturating_sub(back),
+                // With no cut before the scan's end, any `from` is true, even past the end.
+                None if truth == data.len().min(CHUNK_MAX) => part(400_000, from_per_mille),
+                None => part(truth, from_per_mille),
+            };
+            // With a cut before the end, `stop` lies past it; with none, anywhere.
+            let stop = if truth < data.len() {
+                truth + 1 + part(data.len() - truth - 1, stop_per_mille)
+            } else {
+                part(data.len(), stop_per_mille)
+            };
+            prop_assert_eq!(first_cut_between(&data, from, stop), truth, "from {} stop {}", from, stop);
         }
     }
 }

@@ -211,3 +211,50 @@ fn edits_next_to_a_cut_move_it_exactly_as_a_fresh_cut_would() {
     // The test means something only if some of these edits moved a cut.
     assert!(moved > 0, "no edit moved a cut");
 }
+
+/// A changed byte can make a cut appear up to 63 bytes after it (a cut test reads the 64
+/// bytes before its position), even where the old chunk's cut still holds: an edit must test
+/// those positions, not only the changed ones. Both kinds of change are searched for, one
+/// that makes `FastCDC` cut 2 to 63 bytes past it: a written byte, and a truncation inside the
+/// last chunk followed by an extension back to the old size (zeros, with nothing written).
+#[test]
+fn a_cut_a_change_makes_just_past_it_is_found() {
+    use indras_artifacts::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let size = 3 << 20;
+    let base = bytes(31, size);
+    let node = put(&v, "f", &base, Commit::CrashConsistent);
+    let leaf = node.content.unwrap();
+    let ends = chunk_ends(v.stage(&base).unwrap().chunk_list());
+    let first_cut = |data: &[u8]| {
+        fastcdc::v2020::FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+            .next()
+            .map_or(data.len(), |c| c.length)
+    };
+    // The first position `x` in chunk [s, e) whose change (by `change`) makes a cut 2 to 63
+    // bytes past it, with the changed content.
+    let search = |s: usize, e: usize, change: &dyn Fn(&mut Vec<u8>, usize)| {
+        (s + CHUNK_MIN..e - 64).find_map(|x| {
+            let mut model = base.clone();
+            change(&mut model, x);
+            let p = s + first_cut(&model[s..(s + CHUNK_MAX).min(size)]);
+            (x + 2..=x + 63).contains(&p).then_some((x, model))
+        })
+    };
+    let written = ends
+        .windows(2)
+        .filter(|p| p[1] - p[0] > CHUNK_MIN as u64 + 4096)
+        .find_map(|p| search(p[0] as usize, p[1] as usize, &|m, x| m[x] ^= 0x81));
+    let (x, model) = written.expect("some byte's change makes a cut just past it");
+    let edited = edit(&v, &leaf, size as u64, &[(x as u64, x as u64 + 1)], &model);
+    assert_eq!(edited.hash, *blake3::hash(&model).as_bytes());
+    assert_eq!(edited.chunk_list(), v.stage(&model).unwrap().chunk_list(), "byte {x}");
+    // The last chunk: truncated at `x`, then extended back to `size` with zeros.
+    let last = ends[ends.len() - 2] as usize;
+    let zeroed = |m: &mut Vec<u8>, x: usize| m[x..].fill(0);
+    let (x, model) = search(last, size, &zeroed).expect("some truncation makes a cut just past it");
+    let edited = edit(&v, &leaf, x as u64, &[], &model);
+    assert_eq!(edited.hash, *blake3::hash(&model).as_bytes());
+    assert_eq!(edited.chunk_list(), v.stage(&model).unwrap().chunk_list(), "truncated at {x}");
+}
