@@ -206,10 +206,10 @@ impl LeafIndex {
             self.offsets.splice(w.old.clone(), offsets);
             self.chunks.splice(w.old, w.chunks);
         }
-        self.size = self
-            .offsets
-            .last()
-            .map_or(0, |o| o + u64::from(self.chunks.last().expect("as many").1));
+        self.size = match (self.offsets.last(), self.chunks.last()) {
+            (Some(o), Some(c)) => o + u64::from(c.1),
+            _ => 0,
+        };
         let new_len = self.chunks.len();
         // Past the last window, new index `i` holds the base's chunk `i + old_len - new_len`.
         let old_of = |i: usize| (i + old_len).checked_sub(new_len);
