@@ -151,6 +151,17 @@ pub(crate) struct Window {
     pub chunks: Vec<(Hash, u32)>,
 }
 
+impl Window {
+    /// Ends this window's run of old chunks at `end` and adds it to `windows` unless it
+    /// replaced nothing with nothing; it starts again empty.
+    pub(crate) fn close(&mut self, end: usize, windows: &mut Vec<Window>) {
+        self.old.end = end;
+        if !self.old.is_empty() || !self.chunks.is_empty() {
+            windows.push(std::mem::take(self));
+        }
+    }
+}
+
 fn segment_id(chunks: &[(Hash, u32)]) -> Hash {
     *blake3::hash(&encode_segment(chunks)).as_bytes()
 }

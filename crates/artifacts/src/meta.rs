@@ -635,6 +635,16 @@ impl Meta {
         }
     }
 
+    /// A commit failed with `e`: if the database's storage failed, redb refuses everything
+    /// from now on, so it is reopened (`recover`). Returns `e`. Called with `flushing` held and
+    /// no state lock.
+    fn after_failed_commit(&self, e: Error) -> Error {
+        if e.is_storage_failure() {
+            self.recover(&e);
+        }
+        e
+    }
+
     /// Reopens the database if a failed commit closed it. Called with `flushing` held.
     fn ensure_open(&self) -> Result<()> {
         if let Err(closed) = self.db().map(drop) {
@@ -740,10 +750,7 @@ impl Meta {
         });
         if let Err(e) = committed {
             self.dirty.store(true, AtomicOrdering::Release);
-            if e.is_storage_failure() {
-                self.recover(&e);
-            }
-            return Err(e);
+            return Err(self.after_failed_commit(e));
         }
         let mut st = self.state.write();
         if st.frozen.as_ref().zip(frozen.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) {
@@ -786,15 +793,7 @@ impl Meta {
                 f(txn)
             })
         };
-        let out = match committed {
-            Ok(out) => out,
-            Err(e) => {
-                if e.is_storage_failure() {
-                    self.recover(&e);
-                }
-                return Err(e);
-            }
-        };
+        let out = committed.map_err(|e| self.after_failed_commit(e))?;
         let mut st = self.state.write();
         let unsynced = match strength {
             Strength::Durable => None,
@@ -1074,21 +1073,8 @@ mod tests {
 
     fn open_faulty(dir: &std::path::Path, full: &Arc<DiskFull>) -> Meta {
         let path = dir.join("meta.redb");
-        let full = full.clone();
-        let make = move || -> Result<Database> {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
-            let backend = crate::faulty::FaultyBackend::new(
-                redb::backends::FileBackend::new(file)?,
-                full.clone(),
-            );
-            Ok(Database::builder().create_with_backend(backend)?)
-        };
+        let opts = crate::vault::Options { faults: Some(full.clone()), ..Default::default() };
+        let make = move || crate::vault::open_db(&path, &opts);
         let meta = Meta::new(make().unwrap(), Box::new(make));
         meta.write(Strength::Durable, || Ok(()), |txn| W::direct(txn).open_all()).unwrap();
         meta

@@ -1130,22 +1130,22 @@ impl Vault {
         while pos < size {
             let i = old.offsets.partition_point(|&o| o < pos);
             let at_old_chunk = old.offsets.get(i) == Some(&pos);
-            if at_old_chunk {
-                // A run of old chunks up to the next written byte (or the truncation point)
-                // is kept whole, as long as its last cut holds.
+            // The first byte from here on that differs from the base: the next written one, or
+            // the truncation point (`pos` itself when a written range covers it).
+            let first_changed = {
                 let at = written.partition_point(|w| w.1 <= pos);
-                let next_write = written.get(at).map_or(u64::MAX, |w| w.0);
-                let limit = next_write.min(base_len);
+                written.get(at).map_or(base_len, |w| w.0.min(base_len))
+            };
+            if at_old_chunk {
+                // A run of old chunks up to the first changed byte is kept whole, as long as
+                // its last cut holds.
                 let end_of = |j: usize| old.offsets[j] + u64::from(old.chunks[j].1);
-                let mut j = i + old.offsets[i..].partition_point(|&o| o < limit);
-                while j > i && !(end_of(j - 1) <= limit && cut_holds(end_of(j - 1))) {
+                let mut j = i + old.offsets[i..].partition_point(|&o| o < first_changed);
+                while j > i && !(end_of(j - 1) <= first_changed && cut_holds(end_of(j - 1))) {
                     j -= 1;
                 }
                 if j > i {
-                    cut.old.end = i;
-                    if !cut.old.is_empty() || !cut.chunks.is_empty() {
-                        windows.push(std::mem::take(&mut cut));
-                    }
+                    cut.close(i, &mut windows);
                     cut.old = j..j;
                     pos = old.offsets[j - 1] + u64::from(old.chunks[j - 1].1);
                     continue;
@@ -1169,9 +1169,7 @@ impl Vault {
             // when its cut holds, the positions from 64 bytes past the last changed byte up to
             // it test unchanged bytes too.
             let (from, stop) = if at_old_chunk {
-                let at = written.partition_point(|w| w.1 <= pos);
-                let first_changed =
-                    written.get(at).map_or(base_len, |w| w.0.min(base_len)).max(pos);
+                let first_changed = first_changed.max(pos);
                 let last_changed = if base_len < old_end {
                     old_end
                 } else {
@@ -1196,10 +1194,7 @@ impl Vault {
             cut.chunks.push((hash, len as u32));
             pos += len as u64;
         }
-        cut.old.end = old.chunks.len();
-        if !cut.old.is_empty() || !cut.chunks.is_empty() {
-            windows.push(cut);
-        }
+        cut.close(old.chunks.len(), &mut windows);
         // The id: rehash the touched groups in the base's tree, or everything.
         let n = HashTree::groups(size);
         let hash = match self.trees.take(base).filter(|t| n >= 2 && t.size() == old.size) {
@@ -1902,7 +1897,7 @@ impl Read for LeafReader<'_> {
     }
 }
 
-fn open_db(path: &Path, opts: &Options) -> Result<Database> {
+pub(crate) fn open_db(path: &Path, opts: &Options) -> Result<Database> {
     let mut builder = Database::builder();
     if let Some(bytes) = opts.cache_bytes {
         builder.set_cache_size(bytes);

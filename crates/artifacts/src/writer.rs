@@ -33,12 +33,15 @@ use crate::types::Hash;
 /// worked out once (`zero_chunk`). Sparse extensions stage zeros by the gigabyte; other data
 /// pays one look at its first bytes.
 pub(crate) fn first_cut(data: &[u8]) -> usize {
+    zero_run_cut(data).unwrap_or_else(|| cdc_cut(data))
+}
+
+/// The first cut of `data` when it starts with a run of zeros (as long as the zero chunk, or
+/// all of `data`): the zero chunk's length, worked out once.
+fn zero_run_cut(data: &[u8]) -> Option<usize> {
     let (zero_len, _) = zero_chunk();
     let probe = data.len().min(zero_len);
-    if is_zero(&data[..probe]) {
-        return probe;
-    }
-    cdc_cut(data)
+    is_zero(&data[..probe]).then_some(probe)
 }
 
 /// The id of a chunk: its BLAKE3 hash, known without hashing for the zero chunk.
@@ -66,10 +69,8 @@ fn cdc_cut(data: &[u8]) -> usize {
 pub(crate) fn first_cut_between(data: &[u8], from: usize, stop: usize) -> usize {
     type Gear = [u64; 256];
     static TABLES: OnceLock<(u64, u64, Gear, Gear)> = OnceLock::new();
-    let (zero_len, _) = zero_chunk();
-    let probe = data.len().min(zero_len);
-    if is_zero(&data[..probe]) {
-        return probe;
+    if let Some(cut) = zero_run_cut(data) {
+        return cut;
     }
     let remaining = data.len().min(CHUNK_MAX);
     if remaining <= CHUNK_MIN {

@@ -173,22 +173,28 @@ fn chunk_ends(list: &[(indras_artifacts::Hash, u32)]) -> Vec<u64> {
         .collect()
 }
 
+/// A vault holding `size` bytes of `bytes(seed, ..)` as the file "f": the vault (and the dir
+/// it lives in), the file's leaf, its content, and where its chunks end.
+fn stored(
+    seed: u64,
+    size: usize,
+) -> (tempfile::TempDir, Vault, indras_artifacts::Hash, Vec<u8>, Vec<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let base = bytes(seed, size);
+    let leaf = put(&v, "f", &base, Commit::CrashConsistent).content.unwrap();
+    let ends = chunk_ends(v.stage(&base).unwrap().chunk_list());
+    (dir, v, leaf, base, ends)
+}
+
 /// A cut survives an edit only when no byte it depends on changed: the 64 bytes before it and
 /// the byte after it. Edits at and around old cuts must give exactly the chunks of staging the
 /// whole new content (an edit reads only the old chunk when the cut is known to hold).
 #[test]
 fn edits_next_to_a_cut_move_it_exactly_as_a_fresh_cut_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path());
     let size = 3 << 20;
-    let base = bytes(77, size);
-    let node = put(&v, "f", &base, Commit::CrashConsistent);
-    let leaf = node.content.unwrap();
-    let cuts: Vec<u64> = chunk_ends(v.stage(&base).unwrap().chunk_list())
-        .into_iter()
-        .filter(|&end| end < size as u64)
-        .take(12)
-        .collect();
+    let (_dir, v, leaf, base, ends) = stored(77, size);
+    let cuts: Vec<u64> = ends.into_iter().filter(|&end| end < size as u64).take(12).collect();
     assert!(cuts.len() >= 8, "the payload has enough cuts");
     let mut moved = 0;
     for (k, &cut) in cuts.iter().enumerate() {
@@ -220,13 +226,8 @@ fn edits_next_to_a_cut_move_it_exactly_as_a_fresh_cut_would() {
 #[test]
 fn a_cut_a_change_makes_just_past_it_is_found() {
     use indras_artifacts::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
-    let dir = tempfile::tempdir().unwrap();
-    let v = open(dir.path());
     let size = 3 << 20;
-    let base = bytes(31, size);
-    let node = put(&v, "f", &base, Commit::CrashConsistent);
-    let leaf = node.content.unwrap();
-    let ends = chunk_ends(v.stage(&base).unwrap().chunk_list());
+    let (_dir, v, leaf, base, ends) = stored(31, size);
     let first_cut = |data: &[u8]| {
         fastcdc::v2020::FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
             .next()
