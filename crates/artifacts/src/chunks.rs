@@ -147,13 +147,25 @@ pub(crate) struct Staged {
 
 pub(crate) type StagedMap = HashMap<Hash, Staged>;
 
-/// The pack that takes appends.
+/// The packs that take appends: two, taking turns. `sync_pending` hands appends to the other
+/// one before it syncs, so a sync never holds up an append: ext4 allocates a file's delayed
+/// blocks at writeback under the same inode lock that an append to that file takes, and a
+/// sync of a pack being appended to stalled `close()` for up to 60 ms.
 struct Active {
-    /// The pack and its length; `None` until the first append after open (or after a pack
-    /// filled up).
-    pack: Option<(u32, Arc<File>, u64)>,
+    /// Each pack and its length; `None` until the first append to that slot (or after its
+    /// pack filled up).
+    slots: [Option<(u32, Arc<File>, u64)>; 2],
+    /// The slot that takes appends.
+    current: usize,
     /// The id the next new pack gets.
     next: u32,
+}
+
+impl Active {
+    /// The ids and lengths of both active packs.
+    fn packs(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.slots.iter().flatten().map(|p| (p.0, p.2))
+    }
 }
 
 /// Packs appended to since the last `sync_pending`, and whether a pack was created.
@@ -234,23 +246,23 @@ impl ChunkStore {
             let entry = entry?;
             let _ = fs::remove_file(entry.path());
         }
-        let mut last: Option<u32> = None;
+        let mut ids: Vec<u32> = Vec::new();
         for entry in fs::read_dir(&pack_dir)? {
             if let Some(id) = entry?.file_name().to_str().and_then(parse_pack_name) {
-                last = last.max(Some(id));
+                ids.push(id);
             }
         }
-        // Appends go on at the end of the last pack, unless it is full.
-        let mut active = Active {
-            pack: None,
-            next: last.map_or(Some(1), |l| l.checked_add(1)).unwrap_or(u32::MAX),
-        };
-        if let Some(id) = last {
+        ids.sort_unstable();
+        let next = ids.last().map_or(Some(1), |l| l.checked_add(1)).unwrap_or(u32::MAX);
+        let mut active = Active { slots: [None, None], current: 0, next };
+        // Appends go on at the end of the last two packs (the two that took turns before),
+        // unless they are full.
+        for (slot, &id) in active.slots.iter_mut().zip(ids.iter().rev()) {
             let file =
                 OpenOptions::new().read(true).write(true).open(pack_dir.join(pack_name(id)))?;
             let len = file.metadata()?.len();
             if len < pack_max {
-                active.pack = Some((id, Arc::new(file), len));
+                *slot = Some((id, Arc::new(file), len));
             }
         }
         sync_dir(data_dir)?;
@@ -334,13 +346,14 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Appends bytes to the active pack, starting a new pack when it is full. Callers hold the
+    /// Appends bytes to the current active pack, starting a new pack when it is full. Callers hold the
     /// staging lock (or are alone, while the store opens).
     pub(crate) fn append(&self, data: &[u8]) -> io::Result<Loc> {
         let len = u32::try_from(data.len()).map_err(|_| io::Error::other("chunk too large"))?;
-        let mut active = lock(&self.active);
-        let full =
-            active.pack.as_ref().is_none_or(|p| align_up(p.2) + u64::from(len) > self.pack_max);
+        let mut guard = lock(&self.active);
+        let active = &mut *guard;
+        let slot = &mut active.slots[active.current];
+        let full = slot.as_ref().is_none_or(|p| align_up(p.2) + u64::from(len) > self.pack_max);
         if full {
             check(&self.faults, IoStep::CreatePack)?;
             let id = active.next;
@@ -353,11 +366,11 @@ impl ChunkStore {
                     .open(self.pack_path(id))?,
             );
             active.next = next;
-            active.pack = Some((id, file.clone(), 0));
+            *slot = Some((id, file.clone(), 0));
             lock(&self.dirty).dir = true;
             lock(&self.files).insert(id, file);
         }
-        let Some((id, file, end)) = active.pack.as_mut() else {
+        let Some((id, file, end)) = slot.as_mut() else {
             return Err(io::Error::other("no active pack"));
         };
         check(&self.faults, IoStep::WritePack)?;
@@ -435,7 +448,12 @@ impl ChunkStore {
 
     /// Makes every chunk appended so far durable.
     pub(crate) fn sync_pending(&self) -> io::Result<()> {
-        let Dirty { packs, dir } = std::mem::take(&mut *lock(&self.dirty));
+        let Dirty { packs, dir } = {
+            // Every append so far is in `dirty`; later ones go to the other pack.
+            let mut active = lock(&self.active);
+            active.current ^= 1;
+            std::mem::take(&mut *lock(&self.dirty))
+        };
         if packs.is_empty() && !dir {
             return Ok(());
         }
@@ -555,7 +573,7 @@ impl ChunkStore {
     }
 
     /// Punches every range of every pack that no chunk owns, deletes the packs (other than
-    /// the active one) that hold no live chunk, and removes files that are not packs.
+    /// the two active ones) that hold no live chunk, and removes files that are not packs.
     /// `recorded` holds the recorded locations; the caller holds the staging lock (`staged`),
     /// so no append runs meanwhile, and staged chunks' ranges are kept too.
     pub(crate) fn sweep(&self, recorded: Vec<Loc>, staged: &StagedMap) -> io::Result<Swept> {
@@ -563,7 +581,7 @@ impl ChunkStore {
         for loc in recorded.into_iter().chain(staged.values().filter_map(|s| s.loc)) {
             live.entry(loc.pack).or_default().push((loc.offset, loc.block_end()));
         }
-        let active = lock(&self.active).pack.as_ref().map(|p| (p.0, p.2));
+        let active: Vec<(u32, u64)> = lock(&self.active).packs().collect();
         let mut swept = Swept::default();
         for entry in fs::read_dir(&self.pack_dir)? {
             let entry = entry?;
@@ -575,15 +593,15 @@ impl ChunkStore {
                 continue;
             };
             let mut ranges = live.remove(&id).unwrap_or_default();
-            let end = match active {
-                Some((a, len)) if a == id => len,
-                _ if ranges.is_empty() => {
+            let end = match active.iter().find(|a| a.0 == id) {
+                Some(&(_, len)) => len,
+                None if ranges.is_empty() => {
                     lock(&self.files).remove(&id);
                     fs::remove_file(entry.path())?;
                     swept.packs_removed += 1;
                     continue;
                 }
-                _ => entry.metadata()?.len(),
+                None => entry.metadata()?.len(),
             };
             ranges.sort_unstable();
             let file = self.pack(id)?;

@@ -11,7 +11,7 @@
 //!   from dropping a chunk between the two.
 //! - Lock order: `ChunkStore::staged` (held by GC and repair, and briefly by each append),
 //!   then the locks of `meta.rs` (flush, operation, layers), then redb's writer lock, then the
-//!   chunk store's other locks (active pack, unsynced packs, open files, cache, abandoned
+//!   chunk store's other locks (active packs, unsynced packs, open files, cache, abandoned
 //!   ranges). Nothing that holds the operation lock takes `staged`.
 //!
 //! # Commit strengths

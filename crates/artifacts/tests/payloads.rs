@@ -339,6 +339,51 @@ fn full_packs_roll_over_and_dead_packs_are_deleted() {
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
 }
 
+/// Each durable commit hands appends to the other of two packs, so that syncing one never
+/// holds up appends to it; a reopened store goes on with the same two, and GC keeps both
+/// even when nothing in them is live.
+#[test]
+fn durable_commits_take_turns_between_two_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = || -> Vec<u64> {
+        let mut packs: Vec<_> = std::fs::read_dir(dir.path().join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        packs.sort();
+        packs.iter().map(|p| std::fs::metadata(p).unwrap().len()).collect()
+    };
+    let v = open(dir.path());
+    put(&v, "a", &bytes(40, MIB), Commit::Durable);
+    let one = sizes();
+    assert_eq!(one.len(), 1, "{one:?}");
+    put(&v, "b", &bytes(41, MIB), Commit::Durable);
+    let two = sizes();
+    assert_eq!(two.len(), 2, "the second payload goes to a second pack: {two:?}");
+    assert_eq!(two[0], one[0]);
+    put(&v, "c", &bytes(42, MIB), Commit::Durable);
+    let three = sizes();
+    assert!(three[0] > two[0] && three[1] == two[1], "the third goes to the first: {three:?}");
+    drop(v);
+    let v = open(dir.path());
+    put(&v, "d", &bytes(43, MIB), Commit::Durable);
+    put(&v, "e", &bytes(44, MIB), Commit::Durable);
+    let after = sizes();
+    assert_eq!(after.len(), 2, "a reopened store appends to both packs: {after:?}");
+    assert!(after[0] > three[0] && after[1] > three[1], "{after:?}");
+    for name in ["a", "b", "c", "d", "e"] {
+        let node = v.remove(NodeId::ROOT, name.as_bytes(), false, now(), Commit::Durable);
+        assert!(v.reap(node.unwrap().id, Commit::Durable).unwrap());
+    }
+    let report = v.gc(None, &mut |_| {}).unwrap();
+    assert_eq!(report.packs_removed, 0, "{report:?}");
+    assert_eq!(sizes().len(), 2);
+    assert_eq!(disk_bytes(&dir.path().join("packs")), 0, "every dead chunk is punched out");
+    put(&v, "f", &bytes(45, MIB), Commit::Durable);
+    assert_eq!(get(&v, "f"), bytes(45, MIB));
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
+
 /// Two writers stage the same new content at once: the second finds the first's chunks and
 /// appends nothing. Whichever of them is dropped uncommitted, and whenever the abandoned
 /// ranges are reclaimed, the bytes the other one commits stay intact.
