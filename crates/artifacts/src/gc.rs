@@ -20,11 +20,13 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
 use crate::error::{Error, Result, lossy};
-use crate::layout::{decode_segment, decode_segment_list};
+use crate::layout::{
+    LeafList, decode_leaf_list, decode_segment, decode_segment_list, resolve_leaf_list,
+};
 use crate::meta::W;
 use crate::schema::{
-    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS, SEGMENTS,
-    TREES, UNREFERENCED, decode, encode,
+    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,
+    SEGMENT_RUNS, SEGMENTS, TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::{Commit, EMPTY_LEAF, Vault};
@@ -340,6 +342,7 @@ impl Vault {
         let inline_t = txn.open_table(INLINE)?;
         let leaf_segments_t = txn.open_table(LEAF_SEGMENTS)?;
         let segments_t = txn.open_table(SEGMENTS)?;
+        let runs_t = txn.open_table(SEGMENT_RUNS)?;
         let chunks_t = txn.open_table(CHUNKS)?;
         let unref_t = txn.open_table(UNREFERENCED)?;
         let orphans_t = txn.open_table(ORPHANS)?;
@@ -497,8 +500,11 @@ impl Vault {
                 }
                 continue;
             }
-            let list = match leaf_segments_t.get(&leaf)?.map(|v| decode_segment_list(v.value())) {
+            let runs = |id: &Hash| Ok(runs_t.get(id)?.map(|v| v.value().to_vec()));
+            let list = match leaf_segments_t.get(&leaf)?.map(|v| resolve_leaf_list(v.value(), runs))
+            {
                 Some(Ok(list)) => list,
+                Some(Err(e)) if e.is_storage_failure() => return Err(e),
                 Some(Err(e)) => {
                     report.problems.push(Problem::LeafLayout(leaf, e.to_string()));
                     continue;
@@ -597,7 +603,7 @@ impl Vault {
         if opts.deep {
             self.deep_verify(&leaves_t, &mut report, progress)?;
         }
-        drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_segments_t));
+        drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_segments_t, runs_t));
         drop((segments_t, chunks_t, unref_t, orphans_t, txn));
 
         if let Some(staged) = &staged_guard
@@ -747,7 +753,8 @@ fn remove_leaf(w: &mut W, leaf: &Hash, rec: &LeafRecord, report: &mut GcReport) 
     Ok(())
 }
 
-/// Deletes every stored segment that no leaf's list names, releasing its chunks.
+/// Deletes every stored run that no leaf's list names, then every stored segment that no
+/// leaf's list or remaining run names, releasing its chunks.
 fn sweep_segments(
     w: &mut W,
     staged: &StagedMap,
@@ -755,9 +762,25 @@ fn sweep_segments(
     report: &mut GcReport,
 ) -> Result<()> {
     let mut live: HashSet<Hash> = HashSet::new();
+    let mut live_runs: HashSet<Hash> = HashSet::new();
     for row in w.leaf_segments()?.iter()? {
         let (_, v) = row?;
-        live.extend(decode_segment_list(v.value())?.into_iter().map(|s| s.id));
+        match decode_leaf_list(v.value())? {
+            LeafList::Flat(list) => live.extend(list.into_iter().map(|s| s.id)),
+            LeafList::Runs(runs) => live_runs.extend(runs.into_iter().map(|r| r.id)),
+        }
+    }
+    let mut dead_runs = Vec::new();
+    for row in w.segment_runs()?.iter()? {
+        let (k, v) = row?;
+        if live_runs.contains(k.value()) {
+            live.extend(decode_segment_list(v.value())?.into_iter().map(|s| s.id));
+        } else {
+            dead_runs.push(*k.value());
+        }
+    }
+    for id in dead_runs {
+        w.segment_runs()?.remove(&id)?;
     }
     let dead: Vec<Hash> = w
         .segments()?

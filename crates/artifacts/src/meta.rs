@@ -48,8 +48,8 @@ use redb::{
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    DEAD_CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, META, NODES, ORDER, ORPHANS, SEGMENTS,
-    TREES, UNREFERENCED, XATTRS,
+    DEAD_CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, META, NODES, ORDER, ORPHANS, SEGMENT_RUNS,
+    SEGMENTS, TREES, UNREFERENCED, XATTRS,
 };
 
 /// A key in its stored encoding, ordered the way redb orders the table's keys.
@@ -448,6 +448,7 @@ tables! {
     inline: INLINE => &'static [u8; 32], &'static [u8];
     leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
     segments: SEGMENTS => &'static [u8; 32], &'static [u8];
+    segment_runs: SEGMENT_RUNS => &'static [u8; 32], &'static [u8];
     chunks: crate::schema::CHUNKS => &'static [u8; 32], crate::chunks::ChunkValue;
     dead: DEAD_CHUNKS => &'static [u8; 32], ();
     unref: UNREFERENCED => &'static [u8; 32], i64;

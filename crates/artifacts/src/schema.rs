@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::types::{NodeId, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 
@@ -39,9 +39,12 @@ pub const LEAF_CHUNKS_V1: TableDefinition<ChunkRowKey, ChunkRow> =
 pub type ChunkRowKey = (&'static [u8; 32], u64);
 /// (chunk hash, chunk length)
 pub type ChunkRow = (&'static [u8; 32], u32);
-/// leaf hash -> its segments, `layout::encode_segment_list`
+/// leaf hash -> its segments, `layout::encode_leaf_list`: the list itself, or its runs
 pub const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("leaf_segments_v2");
+/// run id -> a run of a long segment list, `layout::encode_segment_list` (see
+/// `layout::encode_leaf_list`)
+pub const SEGMENT_RUNS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segment_runs_v1");
 /// segment id -> its chunks, `layout::encode_segment`
 pub const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
 /// chunk hash -> (length, number of entries in stored segments naming it, (pack, offset) of

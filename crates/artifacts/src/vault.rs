@@ -39,7 +39,6 @@ use crate::chunks::{
 use crate::error::{Error, Result, lossy};
 use crate::layout::{
     self, GROUP, HashTree, LeafIndex, SegmentRef, TreeBuilder, TreeCache, Window, decode_segment,
-    decode_segment_list,
 };
 use crate::meta::{Meta, Strength, W};
 use crate::schema::{
@@ -327,18 +326,27 @@ impl W<'_> {
     /// leaf names), so a new version of a large file writes only its new segments and list.
     /// A chunk recorded for the first time takes its place from `places`.
     ///
-    /// An edit's segments reused from its base leaf are not looked up one by one while the
-    /// base's list is stored: GC sweeps only segments that no stored list names, in a
-    /// transaction of its own, so every segment of a stored list is stored.
+    /// An edit's segments reused from its base leaf, and the runs of its list that the base's
+    /// list has too, are not looked up one by one while the base's list is stored: GC sweeps
+    /// only segments and runs that no stored list names, in a transaction of its own, so
+    /// every segment and run of a stored list is stored.
     fn store_chunk_list(
         &mut self,
         leaf: &Hash,
         index: &LeafIndex,
         places: &mut HashMap<Hash, Loc>,
     ) -> Result<()> {
-        let base_stored = match &index.base {
-            Some(base) => self.leaf_segments()?.get(base)?.is_some(),
-            None => false,
+        let base_list = match &index.base {
+            Some(base) => {
+                self.leaf_segments()?.get(base)?.map(|v| layout::decode_leaf_list(v.value()))
+            }
+            None => None,
+        };
+        let (base_stored, base_runs) = match base_list {
+            None => (false, Vec::new()),
+            Some(Ok(layout::LeafList::Runs(runs))) => (true, runs),
+            Some(Ok(layout::LeafList::Flat(_))) => (true, Vec::new()),
+            Some(Err(e)) => return Err(e),
         };
         let mut list = Vec::with_capacity(index.segments.len());
         // The entries of the segments stored here: each adds one reference to its chunk.
@@ -350,9 +358,17 @@ impl W<'_> {
                 self.segments()?.insert(&id, layout::encode_segment(part).as_slice())?;
                 named.extend_from_slice(part);
             }
-            list.push(SegmentRef { id, bytes: part.iter().map(|c| u64::from(c.1)).sum() });
+            let end = index.offsets.get(seg.range.end).copied().unwrap_or(index.size);
+            list.push(SegmentRef { id, bytes: end - index.offsets[seg.range.start] });
         }
-        self.leaf_segments()?.insert(leaf, layout::encode_segment_list(&list).as_slice())?;
+        let (row, runs) = layout::encode_leaf_list(&list);
+        for (id, encoded) in runs {
+            let known = base_runs.iter().any(|r| r.id == id);
+            if !known && self.segment_runs()?.get(&id)?.is_none() {
+                self.segment_runs()?.insert(&id, encoded.as_slice())?;
+            }
+        }
+        self.leaf_segments()?.insert(leaf, row.as_slice())?;
         // In hash order, each chunk once: consecutive updates land on the same B-tree pages.
         named.sort_unstable_by_key(|c| c.0);
         for run in named.chunk_by(|a, b| a.0 == b.0) {
@@ -1047,8 +1063,10 @@ impl Vault {
                     format!("none for {}", hex(leaf)),
                 ));
             };
+            let list = list.value().to_vec();
+            let runs = |id: &Hash| Ok(r.segment_runs()?.get(id)?.map(|v| v.value().to_vec()));
             let mut parts = Vec::new();
-            for seg in decode_segment_list(list.value())? {
+            for seg in layout::resolve_leaf_list(&list, runs)? {
                 let Some(bytes) = r.segments()?.get(&seg.id)? else {
                     return Err(Error::CorruptRecord(
                         "segment",

@@ -140,6 +140,91 @@ fn small_overwrites_of_a_large_file_share_almost_everything() {
     assert_eq!(node.content, Some(leaf));
 }
 
+const LEAF_SEGMENTS: redb::TableDefinition<&[u8; 32], &[u8]> =
+    redb::TableDefinition::new("leaf_segments_v2");
+const SEGMENT_RUNS: redb::TableDefinition<&[u8; 32], &[u8]> =
+    redb::TableDefinition::new("segment_runs_v1");
+
+/// The stored runs of a closed store, and the run ids `leaf`'s row names.
+fn runs_of(dir: &std::path::Path, leaf: &indras_artifacts::Hash) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = redb::Database::open(dir.join("meta.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let stored = txn
+        .open_table(SEGMENT_RUNS)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| *r.unwrap().0.value())
+        .collect();
+    let row = txn.open_table(LEAF_SEGMENTS).unwrap().get(leaf).unwrap().unwrap().value().to_vec();
+    assert_eq!(row.len() % 40, 1, "a long list is stored as runs");
+    let named = row[1..].chunks_exact(40).map(|e| e[..32].try_into().unwrap()).collect();
+    (stored, named)
+}
+
+/// A long segment list (a 96 MiB file has about 48 segments) is stored as runs: a small edit
+/// writes one or two new runs and shares the rest, a reopened store reads every version
+/// through them, GC sweeps the runs only old versions named, and fsck reports a lost run.
+#[test]
+fn long_segment_lists_are_stored_as_shared_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 96 << 20;
+    let old = bytes(60, size);
+    let mut new = old.clone();
+    new[50 << 20..(50 << 20) + 4096].copy_from_slice(&bytes(61, 4096));
+    let (old_leaf, new_leaf) = {
+        let v = open(dir.path());
+        let node = put(&v, "big", &old, Commit::Durable);
+        put(&v, "copy", &old, Commit::Durable);
+        let old_leaf = node.content.unwrap();
+        let off = 50u64 << 20;
+        let staged = edit(&v, &old_leaf, size as u64, &[(off, off + 4096)], &new);
+        let node = v.set_content(node.id, &staged, now(), Commit::Durable).unwrap();
+        (old_leaf, node.content.unwrap())
+    };
+    let (stored, old_runs) = runs_of(dir.path(), &old_leaf);
+    let (_, new_runs) = runs_of(dir.path(), &new_leaf);
+    assert!(old_runs.len() >= 2, "{} runs", old_runs.len());
+    let fresh = new_runs.iter().filter(|r| !old_runs.contains(r)).count();
+    assert!((1..=2).contains(&fresh), "{fresh} of {} runs are new", new_runs.len());
+    assert_eq!(stored.len(), old_runs.len() + fresh, "each run is stored once");
+
+    // Read back through the runs, with nothing cached; then GC drops the old version's runs.
+    {
+        let v = open(dir.path());
+        assert!(v.read_all(&old_leaf).unwrap() == old);
+        assert!(v.read_all(&new_leaf).unwrap() == new);
+        let copy = v.remove(NodeId::ROOT, b"copy", false, now(), Commit::Durable).unwrap();
+        assert!(v.reap(copy.id, Commit::Durable).unwrap());
+        let report = v.gc(None, &mut |_| {}).unwrap();
+        assert_eq!(report.leaves_removed, 1, "{report:?}");
+        let report = v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+    }
+    let (mut stored, mut named) = runs_of(dir.path(), &new_leaf);
+    stored.sort_unstable();
+    named.sort_unstable();
+    named.dedup();
+    assert_eq!(stored, named, "GC keeps exactly the runs a stored list names");
+
+    // A lost run: fsck names the leaf, and reading it is an error, not a shorter file.
+    {
+        let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(SEGMENT_RUNS).unwrap().remove(&named[0]).unwrap();
+        txn.commit().unwrap();
+    }
+    let v = open(dir.path());
+    let report = v.fsck(FsckOptions { deep: false, repair: false }, &mut |_| {}).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.to_string().contains("missing")),
+        "{:?}",
+        report.problems
+    );
+    assert!(v.read_all(&new_leaf).is_err());
+}
+
 /// An edit that finds no hash tree in memory (as after a remount) hashes the whole content
 /// once, and the next edit starts from the tree that built.
 #[test]
