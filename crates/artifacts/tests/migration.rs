@@ -1,8 +1,9 @@
-//! Older stores open as format 3, and nothing is lost:
+//! Older stores open as the current format (4), and nothing is lost:
 //! - format 2 kept each chunk in a file of its own (`chunks/<xx>/<hex>`): the chunks move into
 //!   packs and the files go;
 //! - format 1 also kept one chunk-list row per chunk of every leaf: the lists become segments
-//!   and chunk reference counts are recounted, then the chunks move as for format 2.
+//!   and chunk reference counts are recounted, then the chunks move as for format 2;
+//! - format 3 differs only in having no segment runs: its flat lists stay as they are.
 
 mod common;
 
