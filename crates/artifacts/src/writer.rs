@@ -3,9 +3,9 @@
 //! The writer hashes the content in 16 KiB groups whose chaining values merge into the leaf
 //! id (equal to `b3sum`; the tree of them is kept for later edits, see `layout`), and cuts it
 //! into `FastCDC` chunks as the bytes arrive, so memory stays at a few buffers of about
-//! `2 * CHUNK_MAX` however large the payload. Cut chunks reach the storer thread in the buffer
-//! they were written into, with no copy of their own. Payloads of at most `INLINE_MAX` bytes
-//! are kept for inline storage.
+//! `2 * CHUNK_MAX` (and, past `HASHER_FROM`, a few queued writes) however large the payload.
+//! Cut chunks reach the storer thread in the buffer they were written into, with no copy of
+//! their own. Payloads of at most `INLINE_MAX` bytes are kept for inline storage.
 //!
 //! A chunk is cut as soon as `CHUNK_MAX` bytes are buffered: `FastCDC`'s cut point depends only
 //! on the bytes from the chunk's start up to `CHUNK_MAX`, so streaming gives the same chunks
@@ -375,20 +375,25 @@ impl Drop for Storer {
     }
 }
 
+/// Bytes a payload reaches before its writer hands hashing and cutting to a thread of its own
+/// (smaller payloads, most files, never start one).
+const HASHER_FROM: u64 = 4 << 20;
+/// Writes queued for the hasher thread: at most this many.
+const HASHER_QUEUE: usize = 4;
+
 /// Streams a payload into the store. Obtain one from `Vault::payload_writer`.
+///
+/// Past `HASHER_FROM` bytes, each `write` only copies its bytes into a queue for a hasher
+/// thread, which hashes the tree and cuts chunks (`Cutter`) while the caller goes on: a
+/// sequential write through the mount no longer waits for the hashing of each 1 MiB request.
+/// A failure there fails the next write, read or `finish`.
 pub struct PayloadWriter {
     store: Arc<ChunkStore>,
     trees: Arc<TreeCache>,
-    /// Hashes the current `GROUP` of the payload; full groups go into `tree`.
-    group: blake3::Hasher,
-    group_len: u64,
-    tree: TreeBuilder,
-    buf: Vec<u8>,
-    /// The lengths of the chunks cut so far; the storer hashes them.
-    cuts: Vec<u32>,
     size: u64,
-    /// Started at the first chunk: small payloads never need it.
-    storer: Option<Storer>,
+    /// The hashing and cutting state, here unless the hasher thread has it.
+    cutter: Option<Box<Cutter>>,
+    hasher: Option<Hasher>,
 }
 
 impl std::fmt::Debug for PayloadWriter {
@@ -397,33 +402,156 @@ impl std::fmt::Debug for PayloadWriter {
     }
 }
 
-impl PayloadWriter {
-    pub(crate) fn new(store: Arc<ChunkStore>, trees: Arc<TreeCache>) -> Self {
-        PayloadWriter {
-            store,
-            trees,
-            group: blake3::Hasher::new(),
-            group_len: 0,
-            tree: TreeBuilder::default(),
-            buf: Vec::with_capacity(INLINE_MAX),
-            cuts: Vec::new(),
-            size: 0,
-            storer: None,
+/// A payload's hashing and cutting state.
+struct Cutter {
+    store: Arc<ChunkStore>,
+    /// Hashes the current `GROUP` of the payload; full groups go into `tree`.
+    group: blake3::Hasher,
+    group_len: u64,
+    tree: TreeBuilder,
+    buf: Vec<u8>,
+    /// The lengths of the chunks cut so far; the storer hashes them.
+    cuts: Vec<u32>,
+    /// Started at the first chunk: small payloads never need it.
+    storer: Option<Storer>,
+}
+
+/// The chunks cut so far and the uncut tail: what a read of unfinished content needs.
+type Snapshot = io::Result<(Vec<(Hash, u32)>, Vec<u8>)>;
+
+enum HashJob {
+    /// Bytes to append to the payload.
+    Data(Vec<u8>),
+    /// Answered, once every queued byte is stored, with a `Snapshot`.
+    Snapshot(SyncSender<Snapshot>),
+}
+
+/// The thread that runs a payload's `Cutter` while the writer takes more bytes.
+struct Hasher {
+    tx: Option<SyncSender<HashJob>>,
+    thread: Option<JoinHandle<Option<Box<Cutter>>>>,
+    /// The first failure of the thread; once set, it takes no more bytes.
+    error: Arc<Mutex<Option<io::Error>>>,
+    /// Emptied write buffers, for the writer to fill again without faulting in fresh pages.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// The same error again (an `io::Error` cannot be cloned): a failed payload keeps failing.
+fn again(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Hasher {
+    /// Starts a thread on `cutter`; gives it back when no thread can start.
+    fn spawn(cutter: Box<Cutter>) -> Result<Hasher, Box<Cutter>> {
+        let (tx, rx) = sync_channel::<HashJob>(HASHER_QUEUE);
+        let error: Arc<Mutex<Option<io::Error>>> = Arc::new(Mutex::new(None));
+        let spare: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+        let (err, sp) = (error.clone(), spare.clone());
+        // The state goes over once the thread runs, so that a failed start keeps it.
+        let (start_tx, start_rx) = sync_channel::<Box<Cutter>>(1);
+        let spawned = std::thread::Builder::new().name("indras-hasher".into()).spawn(move || {
+            let Ok(mut cutter) = start_rx.recv() else { return None };
+            for job in rx {
+                let failed =
+                    || err.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(again);
+                match job {
+                    HashJob::Data(mut data) => {
+                        if failed().is_none()
+                            && let Err(e) = cutter.write(&data)
+                        {
+                            err.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                        }
+                        let mut spare = sp.lock().unwrap_or_else(PoisonError::into_inner);
+                        if spare.len() < SPARE_BUFFERS {
+                            data.clear();
+                            spare.push(data);
+                        }
+                    }
+                    HashJob::Snapshot(reply) => {
+                        let snapshot = match failed() {
+                            Some(e) => Err(e),
+                            None => cutter.chunks().map(|c| (c, cutter.buf.clone())),
+                        };
+                        let _ = reply.send(snapshot);
+                    }
+                }
+            }
+            Some(cutter)
+        });
+        let Ok(thread) = spawned else { return Err(cutter) };
+        start_tx.send(cutter).map_err(|e| e.0)?;
+        Ok(Hasher { tx: Some(tx), thread: Some(thread), error, spare })
+    }
+
+    fn failed(&self) -> io::Result<()> {
+        match &*self.error.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(again(e)),
+            None => Ok(()),
         }
     }
 
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.size
+    fn send(&self, job: HashJob) -> io::Result<()> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(job).ok())
+            .ok_or_else(|| io::Error::other("payload hasher thread is gone"))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.size == 0
+    /// Queues a copy of `data`.
+    fn write(&self, data: &[u8]) -> io::Result<()> {
+        self.failed()?;
+        let reused = self.spare.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(data.len()));
+        buf.extend_from_slice(data);
+        self.send(HashJob::Data(buf))
     }
 
-    /// Reads back bytes written so far.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        read_chunks(&self.store, &self.chunks()?, &self.buf, offset, buf)
+    /// Waits for the queue to empty and takes the state back, with the thread's failure.
+    fn join(mut self) -> (Option<Box<Cutter>>, io::Result<()>) {
+        self.tx = None;
+        let cutter = self.thread.take().and_then(|t| t.join().ok().flatten());
+        let result = match cutter {
+            Some(_) => self.failed(),
+            None => Err(io::Error::other("payload hasher thread panicked")),
+        };
+        (cutter, result)
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Cutter {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.group_len == GROUP {
+                self.tree.push(self.group.finalize_non_root());
+                self.group = blake3::Hasher::new();
+                self.group.set_input_offset(self.tree.len() as u64 * GROUP);
+                self.group_len = 0;
+            }
+            let take =
+                usize::try_from(GROUP - self.group_len).unwrap_or(usize::MAX).min(rest.len());
+            self.group.update(&rest[..take]);
+            self.group_len += take as u64;
+            rest = &rest[take..];
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 2 * CHUNK_MAX {
+            self.cut_ready_chunks(false)?;
+        }
+        Ok(())
     }
 
     /// The chunks cut so far, once every one is stored.
@@ -460,54 +588,102 @@ impl PayloadWriter {
         let full = std::mem::replace(&mut self.buf, next);
         storer.send(Job::Chunks(full, cuts))
     }
+}
+
+impl PayloadWriter {
+    pub(crate) fn new(store: Arc<ChunkStore>, trees: Arc<TreeCache>) -> Self {
+        let cutter = Cutter {
+            store: store.clone(),
+            group: blake3::Hasher::new(),
+            group_len: 0,
+            tree: TreeBuilder::default(),
+            buf: Vec::with_capacity(INLINE_MAX),
+            cuts: Vec::new(),
+            storer: None,
+        };
+        PayloadWriter { store, trees, size: 0, cutter: Some(Box::new(cutter)), hasher: None }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Reads back bytes written so far.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(h) = &self.hasher {
+            let (tx, rx) = sync_channel(1);
+            h.send(HashJob::Snapshot(tx))?;
+            let (chunks, tail) =
+                rx.recv().map_err(|_| io::Error::other("payload hasher thread is gone"))??;
+            return read_chunks(&self.store, &chunks, &tail, offset, buf);
+        }
+        let cutter = self
+            .cutter
+            .as_ref()
+            .ok_or_else(|| io::Error::other("payload writer lost its state"))?;
+        read_chunks(&self.store, &cutter.chunks()?, &cutter.buf, offset, buf)
+    }
+
+    /// The state back from the hasher thread, if it has it.
+    fn settle(&mut self) -> io::Result<&mut Cutter> {
+        if let Some(h) = self.hasher.take() {
+            let (cutter, result) = h.join();
+            self.cutter = cutter;
+            result?;
+        }
+        self.cutter.as_deref_mut().ok_or_else(|| io::Error::other("payload writer lost its state"))
+    }
 
     /// Stores what is left and returns the staged leaf.
     pub fn finish(mut self) -> io::Result<StagedLeaf> {
-        let hash = if self.tree.len() == 0 {
-            *self.group.finalize().as_bytes()
+        let (size, trees, store) = (self.size, self.trees.clone(), self.store.clone());
+        let cutter = self.settle()?;
+        let hash = if cutter.tree.len() == 0 {
+            *cutter.group.finalize().as_bytes()
         } else {
             // Groups are pushed only once more bytes follow, so the last one is not empty.
-            self.tree.push(self.group.finalize_non_root());
-            self.trees
-                .root_of(self.size, std::mem::take(&mut self.tree))
+            cutter.tree.push(cutter.group.finalize_non_root());
+            trees
+                .root_of(size, std::mem::take(&mut cutter.tree))
                 .ok_or_else(|| io::Error::other("payload hash tree has the wrong shape"))?
         };
-        let body = if self.cuts.is_empty() && self.buf.len() <= INLINE_MAX {
-            StagedBody::Inline(std::mem::take(&mut self.buf))
+        let body = if cutter.cuts.is_empty() && cutter.buf.len() <= INLINE_MAX {
+            StagedBody::Inline(std::mem::take(&mut cutter.buf))
         } else {
-            self.cut_ready_chunks(true)?;
-            let chunks = self.chunks()?;
+            cutter.cut_ready_chunks(true)?;
+            let chunks = cutter.chunks()?;
             // The staged leaf owns the chunks from here on: dropped, the writer abandons none.
-            self.storer = None;
-            self.cuts.clear();
+            cutter.storer = None;
+            cutter.cuts.clear();
             let fresh = chunks.iter().map(|c| c.0).collect();
             StagedBody::Chunked { index: Arc::new(LeafIndex::new(chunks)), fresh }
         };
-        Ok(StagedLeaf::new(hash, self.size, body, self.store.clone()))
+        Ok(StagedLeaf::new(hash, size, body, store))
     }
 }
 
 impl io::Write for PayloadWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut rest = data;
-        while !rest.is_empty() {
-            if self.group_len == GROUP {
-                self.tree.push(self.group.finalize_non_root());
-                self.group = blake3::Hasher::new();
-                self.group.set_input_offset(self.tree.len() as u64 * GROUP);
-                self.group_len = 0;
+        if self.hasher.is_none()
+            && self.size + data.len() as u64 >= HASHER_FROM
+            && let Some(cutter) = self.cutter.take()
+        {
+            // With no thread to be had, the writer goes on hashing on the caller's.
+            match Hasher::spawn(cutter) {
+                Ok(h) => self.hasher = Some(h),
+                Err(cutter) => self.cutter = Some(cutter),
             }
-            let take =
-                usize::try_from(GROUP - self.group_len).unwrap_or(usize::MAX).min(rest.len());
-            self.group.update(&rest[..take]);
-            self.group_len += take as u64;
-            rest = &rest[take..];
+        }
+        match &self.hasher {
+            Some(h) => h.write(data)?,
+            None => self.settle()?.write(data)?,
         }
         self.size += data.len() as u64;
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 2 * CHUNK_MAX {
-            self.cut_ready_chunks(false)?;
-        }
         Ok(data.len())
     }
 
@@ -518,9 +694,10 @@ impl io::Write for PayloadWriter {
 
 impl Drop for PayloadWriter {
     fn drop(&mut self) {
-        // An import dropped before `finish`: its chunks are abandoned, once the storer has
-        // stopped (so none of them is appended after).
-        if let Some(s) = self.storer.take() {
+        // An import dropped before `finish`: its chunks are abandoned, once the hasher and the
+        // storer have stopped (so none of them is appended after).
+        let _ = self.settle();
+        if let Some(s) = self.cutter.as_mut().and_then(|c| c.storer.take()) {
             let hashes = s.hashes.clone();
             drop(s);
             self.store.abandon(&hashes.lock().unwrap_or_else(PoisonError::into_inner));

@@ -303,6 +303,44 @@ fn abandoned_payloads_leave_no_files_and_shared_chunks_stay() {
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
 }
 
+/// A long stream goes through the writer's hasher thread: what it has taken reads back while
+/// it streams, it gives exactly what staging the whole content gives, and dropped unfinished
+/// it leaves no bytes behind.
+#[test]
+fn a_long_stream_reads_back_while_streaming_and_leaves_nothing_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let data = bytes(70, 12 * MIB + 321);
+    let mut w = v.payload_writer();
+    for (i, block) in data.chunks(MIB - 7).enumerate() {
+        w.write_all(block).unwrap();
+        let written = ((i + 1) * (MIB - 7)).min(data.len());
+        for at in [0, written / 2, written.saturating_sub(300)] {
+            let mut got = vec![0u8; 300];
+            let n = w.read_at(at as u64, &mut got).unwrap();
+            assert_eq!(n, 300.min(written - at), "at {at} of {written}");
+            assert!(got[..n] == data[at..at + n], "at {at} of {written}");
+        }
+    }
+    let streamed = w.finish().unwrap();
+    let whole = v.stage(&data).unwrap();
+    assert_eq!(streamed.hash, *blake3::hash(&data).as_bytes());
+    assert_eq!(streamed.chunk_list(), whole.chunk_list());
+    drop((streamed, whole));
+
+    let pack_bytes = || disk_bytes(&dir.path().join("packs"));
+    v.reclaim_abandoned().unwrap();
+    let before = pack_bytes();
+    let mut w = v.payload_writer();
+    for block in bytes(71, 10 * MIB).chunks(MIB) {
+        w.write_all(block).unwrap();
+    }
+    drop(w);
+    assert!(v.reclaim_abandoned().unwrap() > 0);
+    assert_eq!(pack_bytes(), before, "a dropped stream leaves no bytes");
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+}
+
 /// Chunks fill packs one after another; a full GC deletes the packs whose chunks all died and
 /// punches the dead chunks out of the others.
 #[test]
