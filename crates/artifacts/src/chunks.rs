@@ -346,8 +346,8 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Appends bytes to the current active pack, starting a new pack when it is full. Callers hold the
-    /// staging lock (or are alone, while the store opens).
+    /// Appends bytes to the active pack whose turn it is, starting a new pack when it is full.
+    /// Callers hold the staging lock (or are alone, while the store opens).
     pub(crate) fn append(&self, data: &[u8]) -> io::Result<Loc> {
         let len = u32::try_from(data.len()).map_err(|_| io::Error::other("chunk too large"))?;
         let mut guard = lock(&self.active);

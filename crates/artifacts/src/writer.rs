@@ -250,6 +250,18 @@ impl Drop for StagedLeaf {
     }
 }
 
+/// The first failure recorded in `slot`, again (an `io::Error` cannot be cloned): a failed
+/// payload keeps failing.
+fn first_error(slot: &Mutex<Option<io::Error>>) -> io::Result<()> {
+    match &*slot.lock().unwrap_or_else(PoisonError::into_inner) {
+        Some(e) => Err(match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Buffers queued for the storer thread: at most this many (each about `2 * CHUNK_MAX` plus
 /// one write).
 const STORER_QUEUE: usize = 4;
@@ -330,13 +342,7 @@ impl Storer {
     /// The first failed write, again at every call: a payload with a missing chunk must
     /// never finish.
     fn failed(&self) -> io::Result<()> {
-        match &*self.error.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(e) => Err(match e.raw_os_error() {
-                Some(code) => io::Error::from_raw_os_error(code),
-                None => io::Error::new(e.kind(), e.to_string()),
-            }),
-            None => Ok(()),
-        }
+        first_error(&self.error)
     }
 
     /// An empty buffer, reused if the thread has one to give back.
@@ -436,14 +442,6 @@ struct Hasher {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-/// The same error again (an `io::Error` cannot be cloned): a failed payload keeps failing.
-fn again(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
-    }
-}
-
 impl Hasher {
     /// Starts a thread on `cutter`; gives it back when no thread can start.
     fn spawn(cutter: Box<Cutter>) -> Result<Hasher, Box<Cutter>> {
@@ -456,11 +454,9 @@ impl Hasher {
         let spawned = std::thread::Builder::new().name("indras-hasher".into()).spawn(move || {
             let Ok(mut cutter) = start_rx.recv() else { return None };
             for job in rx {
-                let failed =
-                    || err.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(again);
                 match job {
                     HashJob::Data(mut data) => {
-                        if failed().is_none()
+                        if first_error(&err).is_ok()
                             && let Err(e) = cutter.write(&data)
                         {
                             err.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
@@ -472,10 +468,9 @@ impl Hasher {
                         }
                     }
                     HashJob::Snapshot(reply) => {
-                        let snapshot = match failed() {
-                            Some(e) => Err(e),
-                            None => cutter.chunks().map(|c| (c, cutter.buf.clone())),
-                        };
+                        let snapshot = first_error(&err)
+                            .and_then(|()| cutter.chunks())
+                            .map(|c| (c, cutter.buf.clone()));
                         let _ = reply.send(snapshot);
                     }
                 }
@@ -488,10 +483,7 @@ impl Hasher {
     }
 
     fn failed(&self) -> io::Result<()> {
-        match &*self.error.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(e) => Err(again(e)),
-            None => Ok(()),
-        }
+        first_error(&self.error)
     }
 
     fn send(&self, job: HashJob) -> io::Result<()> {
