@@ -48,16 +48,27 @@ const SEGMENT_ENTRY: usize = 40;
 
 /// The ranges of `chunks` that form segments.
 pub(crate) fn split_segments(chunks: &[(Hash, u32)]) -> Vec<Range<usize>> {
+    split_by_content(chunks.iter().map(|c| &c.0), SEGMENT_MASK, SEGMENT_MAX)
+}
+
+/// Cuts a list after each item whose id has the `mask` bits of its first byte clear, or once a
+/// run reaches `max` items: the ranges, in order, covering every item.
+fn split_by_content<'a>(
+    ids: impl ExactSizeIterator<Item = &'a Hash>,
+    mask: u8,
+    max: usize,
+) -> Vec<Range<usize>> {
+    let len = ids.len();
     let mut out = Vec::new();
     let mut start = 0;
-    for (i, (hash, _)) in chunks.iter().enumerate() {
-        if hash[0] & SEGMENT_MASK == 0 || i + 1 - start == SEGMENT_MAX {
+    for (i, id) in ids.enumerate() {
+        if id[0] & mask == 0 || i + 1 - start == max {
             out.push(start..i + 1);
             start = i + 1;
         }
     }
-    if start < chunks.len() {
-        out.push(start..chunks.len());
+    if start < len {
+        out.push(start..len);
     }
     out
 }
@@ -140,18 +151,7 @@ pub(crate) enum LeafList {
 /// The ranges of `list` that form runs. Like segments, runs are cut by content (here, segment
 /// ids), so an edit changes the runs around it and shares every other one.
 fn split_runs(list: &[SegmentRef]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, seg) in list.iter().enumerate() {
-        if seg.id[0] & RUN_MASK == 0 || i + 1 - start == RUN_MAX {
-            out.push(start..i + 1);
-            start = i + 1;
-        }
-    }
-    if start < list.len() {
-        out.push(start..list.len());
-    }
-    out
+    split_by_content(list.iter().map(|s| &s.id), RUN_MASK, RUN_MAX)
 }
 
 /// The row that stores a leaf's segment list, and the runs it names, as (id, encoding): a

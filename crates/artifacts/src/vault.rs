@@ -337,16 +337,17 @@ impl W<'_> {
         places: &mut HashMap<Hash, Loc>,
     ) -> Result<()> {
         let base_list = match &index.base {
-            Some(base) => {
-                self.leaf_segments()?.get(base)?.map(|v| layout::decode_leaf_list(v.value()))
-            }
+            Some(base) => self
+                .leaf_segments()?
+                .get(base)?
+                .map(|v| layout::decode_leaf_list(v.value()))
+                .transpose()?,
             None => None,
         };
-        let (base_stored, base_runs) = match base_list {
-            None => (false, Vec::new()),
-            Some(Ok(layout::LeafList::Runs(runs))) => (true, runs),
-            Some(Ok(layout::LeafList::Flat(_))) => (true, Vec::new()),
-            Some(Err(e)) => return Err(e),
+        let base_stored = base_list.is_some();
+        let base_runs = match base_list {
+            Some(layout::LeafList::Runs(runs)) => runs,
+            _ => Vec::new(),
         };
         let mut list = Vec::with_capacity(index.segments.len());
         // The entries of the segments stored here: each adds one reference to its chunk.
