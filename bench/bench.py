@@ -5,6 +5,11 @@ Every target keeps its data on the same disk (tmpfs excepted), and the targets a
 round by round so that drift on the machine hits all of them alike. Results: a Markdown table
 with medians and spreads, the same data as JSON, and a PNG chart of indras-fuse's ratios.
 
+With --baseline BINARY, an older build of indras-fuse runs as one more target,
+indras-fuse@base, in the same rounds and the same way as indras-fuse (its own mount and data
+directory); it is not one of the "other FUSE filesystems". The report then gives indras-fuse
+relative to it for every workload and flags each one below 0.95x.
+
 Run it through bench/run.sh, which installs what it needs.
 """
 
@@ -26,6 +31,11 @@ import smallfiles  # bench/, beside this file
 
 MIB = 1 << 20
 GIB = 1 << 30
+
+# The target that runs the --baseline binary, and the ratio to it below which a workload is
+# flagged as a regression.
+BASE = "indras-fuse@base"
+BASE_FLOOR = 0.95
 
 # metric -> (label, unit, higher is better, kind: "meta" small-file/metadata or "data").
 # {seq} and {dedup} in a label are the run's sizes (smaller in --quick mode).
@@ -489,7 +499,8 @@ def size_label(n):
 
 
 def report(summary, targets, meta, out_dir):
-    others = [t for t in targets if t not in ("tmpfs", "disk", "indras-fuse")]
+    others = [t for t in targets if t not in ("tmpfs", "disk", "indras-fuse", BASE)]
+    has_base = BASE in targets
     sizes = {"seq": size_label(meta["config"]["seq_size"]),
              "dedup": size_label(meta["config"]["dedup_size"])}
     rows = []
@@ -510,7 +521,17 @@ def report(summary, targets, meta, out_dir):
             "best_other_fuse": best[1] if best else None,
             "ratio_vs_best_other_fuse": ratio(m, ours, best[0]) if best else None,
         })
+        if has_base:
+            rbase = ratio(m, ours, med.get(BASE))
+            rows[-1]["ratio_vs_baseline"] = rbase
+            rows[-1]["below_baseline_floor"] = rbase is not None and rbase < BASE_FLOOR
     data = {"meta": meta, "targets": targets, "rows": rows}
+    if has_base:
+        data["baseline"] = {
+            "target": BASE, "binary": meta["baseline"], "floor": BASE_FLOOR,
+            "below_floor": [r["metric"] for r in rows if r["below_baseline_floor"]],
+            "not_compared": [r["metric"] for r in rows if r["ratio_vs_baseline"] is None],
+        }
     (out_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n")
 
     lines = [f"# indras-fuse benchmark ({meta['date']})", "",
@@ -518,8 +539,16 @@ def report(summary, targets, meta, out_dir):
              f"Mode: {meta['mode']}. Command: `{meta['command']}`.", "",
              "Ratios are indras-fuse relative to the other target, oriented so that > 1 means "
              "indras-fuse is better (faster, or smaller for times and growth).", ""]
+    if has_base:
+        lines += [f"{BASE} is the baseline build `{meta['baseline']}`, run in the same rounds "
+                  "as indras-fuse; it is not counted among the other FUSE filesystems. ×base is "
+                  f"indras-fuse relative to it (> 1: the new build is better); **bold** marks a "
+                  f"workload below {BASE_FLOOR}x." +
+                  (" With one round, a flag can be run-to-run noise." if meta["rounds"] == 1
+                   else ""), ""]
     head = "| workload | unit | " + " | ".join(targets) + " | ×tmpfs | ×best other FUSE |"
-    lines += [head, "|" + "---|" * (len(targets) + 4)]
+    head += " ×base |" if has_base else ""
+    lines += [head, "|" + "---|" * (len(targets) + 4 + has_base)]
     for r in rows:
         cells = []
         for t in targets:
@@ -530,7 +559,17 @@ def report(summary, targets, meta, out_dir):
         rt = r["ratio_vs_tmpfs"]
         rb = r["ratio_vs_best_other_fuse"]
         lines.append(f"| {r['label']} | {r['unit']} | " + " | ".join(cells) +
-                     f" | {fmt(rt)} | {fmt(rb)}" + (f" ({r['best_other_fuse']})" if rb else "") + " |")
+                     f" | {fmt(rt)} | {fmt(rb)}" + (f" ({r['best_other_fuse']})" if rb else "") + " |"
+                     + (f" {base_cell(r)} |" if has_base else ""))
+    if has_base:
+        b = data["baseline"]
+        below = [f"{r['metric']} ({fmt(r['ratio_vs_baseline'])}x)" for r in rows
+                 if r["below_baseline_floor"]]
+        lines += ["", "Against the baseline: " +
+                  (f"below {BASE_FLOOR}x: " + ", ".join(below) + "." if below
+                   else f"no workload below {BASE_FLOOR}x.") +
+                  (" Not compared (a figure is missing): " + ", ".join(b["not_compared"]) + "."
+                   if b["not_compared"] else "")]
     if meta["failures"]:
         lines += ["", "Failed workloads (the rest of that target's round is missing from the "
                       "medians):", ""] + [f"- round {f['round']}, {f['target']}: {f['error']}"
@@ -538,6 +577,11 @@ def report(summary, targets, meta, out_dir):
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     chart(rows, out_dir / "ratios.png")
     print("\n".join(lines))
+
+
+def base_cell(r):
+    v = r["ratio_vs_baseline"]
+    return f"**{fmt(v)}**" if r["below_baseline_floor"] else fmt(v)
 
 
 def chart(rows, path):
@@ -551,17 +595,25 @@ def chart(rows, path):
     labels = [r["metric"] for r in rows]
     vt = [r["ratio_vs_tmpfs"] or 0 for r in rows]
     vb = [r["ratio_vs_best_other_fuse"] or 0 for r in rows]
+    series = [(vt, "indras-fuse / tmpfs"), (vb, "indras-fuse / best other FUSE")]
+    if "ratio_vs_baseline" in rows[0]:
+        series.append(([r["ratio_vs_baseline"] or 0 for r in rows],
+                       f"indras-fuse / baseline ({BASE})"))
     fig, ax = plt.subplots(figsize=(11, 5.5))
     x = range(len(labels))
-    ax.bar([i - 0.2 for i in x], vt, width=0.4, label="indras-fuse / tmpfs")
-    ax.bar([i + 0.2 for i in x], vb, width=0.4, label="indras-fuse / best other FUSE")
+    w = 0.8 / len(series)
+    for k, (vals, label) in enumerate(series):
+        ax.bar([i + (k - (len(series) - 1) / 2) * w for i in x], vals, width=w, label=label)
     ax.axhline(1.0, color="black", linewidth=0.8)
+    if len(series) == 3:
+        ax.axhline(BASE_FLOOR, color="red", linewidth=0.8, linestyle="--")
     ax.set_yscale("log")
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, rotation=35, ha="right")
     ax.set_ylabel("ratio (> 1: indras-fuse better)")
     ax.legend()
-    ax.set_title("indras-fuse relative to tmpfs and the best of bindfs, gocryptfs, rclone")
+    ax.set_title("indras-fuse relative to tmpfs and the best of bindfs, gocryptfs, rclone"
+                 + (", and to its baseline build" if len(series) == 3 else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -576,7 +628,15 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--targets", default="tmpfs,disk,bindfs,gocryptfs,rclone,indras-fuse")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help=f"an older indras-fuse build, run as one more target ({BASE}) in the "
+                         f"same rounds; the report compares indras-fuse with it and flags "
+                         f"workloads below {BASE_FLOOR}x")
     args = ap.parse_args()
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.access(args.baseline, os.X_OK):
+            ap.error(f"--baseline {args.baseline}: not an executable file")
 
     quick = args.quick
     rounds = 1 if quick else args.rounds
@@ -612,11 +672,21 @@ def main():
         "rclone": lambda: Rclone("rclone", work),
         "indras-fuse": lambda: Indras("indras-fuse", work, args.binary),
     }
+    if args.baseline:
+        makers[BASE] = lambda: Indras(BASE, work, args.baseline)
     names = [n for n in args.targets.split(",") if n in makers]
+    if args.baseline and BASE not in names:
+        # right after indras-fuse, so that the two run back to back in each round
+        names.insert(names.index("indras-fuse") + 1 if "indras-fuse" in names else len(names),
+                     BASE)
     samples = {n: [] for n in names}
     failures = []
     for rnd in range(rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
+        if rnd % 2 and BASE in order and "indras-fuse" in order:
+            # every other round the baseline goes first, so neither build always follows the other
+            i, j = order.index("indras-fuse"), order.index(BASE)
+            order[i], order[j] = order[j], order[i]
         for name in order:
             t = makers[name]()
             print(f"round {rnd + 1}/{rounds}: {name}", file=sys.stderr, flush=True)
@@ -641,7 +711,9 @@ def main():
                    f"kernel {os.uname().release}",
         "rounds": rounds,
         "mode": "quick" if quick else "full",
-        "command": "bench/run.sh" + (" --quick" if quick else ""),
+        "command": "bench/run.sh" + (" --quick" if quick else "") +
+                   (f" --baseline {args.baseline}" if args.baseline else ""),
+        "baseline": args.baseline,
         "config": cfg,
         "failures": failures,
     }

@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # One command: indras-fuse against tmpfs, the bare disk, bindfs, gocryptfs and rclone.
-# Usage: bench/run.sh [--quick] [--rounds N]      (as root)
+# Usage: bench/run.sh [--quick] [--rounds N] [--baseline BINARY]      (as root)
 # Full runs write bench/results/{results.md,results.json,ratios.png}; --quick is a smoke test
 # with small sizes and one round, written to a temp dir.
+# --baseline BINARY runs an older indras-fuse build (copy it out of target/ first: this script
+# rebuilds) as one more target, indras-fuse@base, in the same rounds; the report adds
+# indras-fuse relative to it for every workload and flags any below 0.95x.
 set -euo pipefail
+
+# The baseline's path is taken relative to where the script was called from.
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --baseline) args+=(--baseline "$(realpath "${2:?--baseline needs a binary}")"); shift 2 ;;
+    --baseline=*) args+=(--baseline "$(realpath "${1#--baseline=}")"); shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- ${args[@]+"${args[@]}"}
 cd "$(dirname "$0")/.."
 
 pkgs=()
