@@ -13,27 +13,20 @@
 //! All metadata is in one redb database; every mutation is one transaction, committed either
 //! crash-consistently or durably (`Commit`). See `docs/DESIGN.md` for the on-disk layout.
 
-mod artifacts;
-pub mod attention;
-mod chunks;
 mod error;
-mod faulty;
-mod gc;
-mod layout;
-mod meta;
-mod schema;
+mod payload;
+mod store;
 mod types;
 mod vault;
-mod writer;
 
-pub use attention::{Aggregate, Heat, Retention};
-pub use chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, FaultInjector, INLINE_MAX, IoStep};
 pub use error::{Error, Result};
-pub use gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
-pub use layout::GROUP;
+pub use payload::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, INLINE_MAX};
+pub use payload::layout::GROUP;
+pub use payload::read::LeafReader;
+pub use payload::writer::{PayloadWriter, StagedLeaf};
+pub use store::faults::{FaultInjector, IoStep};
 pub use types::*;
-pub use vault::{
-    Commit, Counts, FILE_SIZE_MAX, LINK_MAX, LeafReader, NAME_MAX, Options, Stats, Vault,
-    XATTR_VALUE_MAX, validate_name,
-};
-pub use writer::{PayloadWriter, StagedLeaf};
+pub use vault::attention::{self, Aggregate, Heat, Retention};
+pub use vault::gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
+pub use vault::handle::{Commit, Counts, Options, Stats, Vault};
+pub use vault::namespace::{FILE_SIZE_MAX, LINK_MAX, NAME_MAX, XATTR_VALUE_MAX, validate_name};

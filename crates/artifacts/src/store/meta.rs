@@ -47,7 +47,7 @@ use redb::{
 };
 
 use crate::error::{Error, Result};
-use crate::schema::{
+use crate::store::schema::{
     DEAD_CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, META, NODES, ORDER, ORPHANS, SEGMENT_RUNS,
     SEGMENTS, TREES, UNREFERENCED, XATTRS,
 };
@@ -415,7 +415,7 @@ macro_rules! tables {
         pub(crate) struct W<'t> {
             src: Src<'t>,
             /// The vault's node id reservation (absent while the store is being opened).
-            pub(crate) ids: Option<&'t std::sync::Mutex<crate::vault::NodeIds>>,
+            pub(crate) ids: Option<&'t std::sync::Mutex<crate::store::ids::NodeIds>>,
             $($name: Option<Table<'t, $k, $v>>,)*
         }
 
@@ -486,12 +486,12 @@ tables! {
     leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
     segments: SEGMENTS => &'static [u8; 32], &'static [u8];
     segment_runs: SEGMENT_RUNS => &'static [u8; 32], &'static [u8];
-    chunks: crate::schema::CHUNKS => &'static [u8; 32], crate::chunks::ChunkValue;
+    chunks: crate::store::schema::CHUNKS => &'static [u8; 32], crate::store::schema::ChunkValue;
     dead: DEAD_CHUNKS => &'static [u8; 32], ();
     unref: UNREFERENCED => &'static [u8; 32], i64;
     orphans: ORPHANS => u64, ();
-    attention: crate::schema::ATTENTION => u64, &'static [u8];
-    events: crate::schema::EVENTS => u64, &'static [u8];
+    attention: crate::store::schema::ATTENTION => u64, &'static [u8];
+    events: crate::store::schema::EVENTS => u64, &'static [u8];
 }
 
 static EMPTY: Layer = Layer::EMPTY;
@@ -702,7 +702,7 @@ impl Meta {
     fn with_view<R>(
         &self,
         st: &Layers,
-        ids: Option<&std::sync::Mutex<crate::vault::NodeIds>>,
+        ids: Option<&std::sync::Mutex<crate::store::ids::NodeIds>>,
         f: impl FnOnce(W<'_>) -> R,
     ) -> Result<R> {
         let snap = st.snapshot(self)?;
@@ -718,7 +718,7 @@ impl Meta {
     /// have grown so far past the point where they should be flushed that the caller must.
     pub(crate) fn op<R>(
         &self,
-        ids: Option<&std::sync::Mutex<crate::vault::NodeIds>>,
+        ids: Option<&std::sync::Mutex<crate::store::ids::NodeIds>>,
         f: impl FnOnce(&mut W) -> Result<R>,
         done: impl FnOnce(bool),
     ) -> Result<(R, bool)> {
@@ -868,6 +868,8 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::db::open_db;
+    use crate::store::faults::{FaultInjector, Faults, IoStep};
     use proptest::prelude::*;
 
     #[derive(Clone, Debug)]
@@ -1117,9 +1119,9 @@ mod tests {
     #[derive(Debug, Default)]
     struct DiskFull(AtomicBool);
 
-    impl crate::chunks::FaultInjector for DiskFull {
-        fn check(&self, step: crate::chunks::IoStep) -> std::io::Result<()> {
-            if step == crate::chunks::IoStep::DbWrite && self.0.load(AtomicOrdering::SeqCst) {
+    impl FaultInjector for DiskFull {
+        fn check(&self, step: IoStep) -> std::io::Result<()> {
+            if step == IoStep::DbWrite && self.0.load(AtomicOrdering::SeqCst) {
                 return Err(std::io::Error::from_raw_os_error(28));
             }
             Ok(())
@@ -1128,8 +1130,8 @@ mod tests {
 
     fn open_faulty(dir: &std::path::Path, full: &Arc<DiskFull>) -> Meta {
         let path = dir.join("meta.redb");
-        let opts = crate::vault::Options { faults: Some(full.clone()), ..Default::default() };
-        let make = move || crate::vault::open_db(&path, &opts);
+        let faults: Faults = Some(full.clone());
+        let make = move || open_db(&path, &faults, None);
         let meta = Meta::new(make().unwrap(), Box::new(make));
         meta.write(Strength::Durable, || Ok(()), |txn| W::direct(txn).open_all()).unwrap();
         meta

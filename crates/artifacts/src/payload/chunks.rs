@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::meta::Meta;
+use crate::store::faults::{Faults, IoStep, check};
+use crate::store::meta::Meta;
+use crate::store::schema::ChunkValue;
 use crate::types::{Hash, hex};
 
 /// Payloads of at most this many bytes are stored inline in the database.
@@ -56,38 +58,6 @@ const OPEN_PACKS: usize = 64;
 /// Verified chunks kept in memory for reads that straddle or repeat.
 const CACHE_ENTRIES: usize = 32;
 
-/// A point in the write path where a test can inject an I/O failure.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum IoStep {
-    /// Creating a new pack file.
-    CreatePack,
-    /// Appending a chunk to a pack.
-    WritePack,
-    /// `fdatasync` of a pack.
-    SyncPack,
-    /// `fsync` of the pack directory after a pack was created.
-    SyncDir,
-    /// The metadata database's own writes and syncs.
-    DbWrite,
-    DbSync,
-    /// Just before a metadata transaction commits.
-    Commit,
-}
-
-/// A seam for fault injection: called before each step; an error fails that step.
-pub trait FaultInjector: Send + Sync + std::fmt::Debug {
-    fn check(&self, step: IoStep) -> io::Result<()>;
-}
-
-pub(crate) type Faults = Option<Arc<dyn FaultInjector>>;
-
-pub(crate) fn check(faults: &Faults, step: IoStep) -> io::Result<()> {
-    match faults {
-        Some(f) => f.check(step),
-        None => Ok(()),
-    }
-}
-
 /// Where a chunk's bytes are: a range of a pack.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Loc {
@@ -104,9 +74,6 @@ pub(crate) struct ChunkRecord {
     pub refs: u64,
     pub loc: Option<Loc>,
 }
-
-/// A `ChunkRecord` as stored: `(len, refs, (pack, offset))`.
-pub type ChunkValue = (u32, u64, Option<(u32, u64)>);
 
 impl ChunkRecord {
     pub(crate) fn value(self) -> ChunkValue {

@@ -47,11 +47,12 @@ pub const LEAF_SEGMENTS: TableDefinition<&[u8; 32], &[u8]> =
 pub const SEGMENT_RUNS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segment_runs_v1");
 /// segment id -> its chunks, `layout::encode_segment`
 pub const SEGMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("segments_v2");
+/// A chunk's row as stored: `(len, refs, (pack, offset))`.
+pub type ChunkValue = (u32, u64, Option<(u32, u64)>);
 /// chunk hash -> (length, number of entries in stored segments naming it, (pack, offset) of
-/// its bytes): a `chunks::ChunkRecord`. The place is `None` when the bytes are known lost
-/// (repair quarantined them); writing the content again gives it a place.
-pub const CHUNKS: TableDefinition<&[u8; 32], crate::chunks::ChunkValue> =
-    TableDefinition::new("chunks_v3");
+/// its bytes): a `payload::chunks::ChunkRecord`. The place is `None` when the bytes are known
+/// lost (repair quarantined them); writing the content again gives it a place.
+pub const CHUNKS: TableDefinition<&[u8; 32], ChunkValue> = TableDefinition::new("chunks_v3");
 /// Formats 1 and 2: chunk hash -> (length, references); each chunk's bytes were a file of its
 /// own, `chunks/<xx>/<hex>`. Read only to migrate.
 pub const CHUNKS_V1: TableDefinition<&[u8; 32], (u32, u64)> = TableDefinition::new("chunks_v1");

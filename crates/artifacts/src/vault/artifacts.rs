@@ -10,13 +10,13 @@ use std::io::{self, Read};
 use redb::ReadableTable;
 
 use crate::error::{Error, Result, lossy};
-use crate::schema::{GRANTS, LeafRecord, PEERS, TreeRecord, decode, encode};
+use crate::payload::writer::StagedLeaf;
+use crate::store::schema::{GRANTS, LeafRecord, PEERS, TreeRecord, decode, encode};
 use crate::types::{
     AccessGrant, AccessMode, ArtifactId, ArtifactRef, Hash, LeafArtifact, LeafType, NewNode, Node,
     NodeId, NodeKind, Peer, PlayerId, RenameMode, Timestamp, TreeArtifact, TreeType,
 };
-use crate::vault::{Commit, Vault};
-use crate::writer::StagedLeaf;
+use crate::vault::handle::{Commit, Vault};
 
 impl Vault {
     /// Stores a payload and records it as a leaf. Until a node holds it (`compose`), the leaf
@@ -52,7 +52,7 @@ impl Vault {
         now: Timestamp,
     ) -> Result<LeafArtifact> {
         self.write_fs(Commit::CrashConsistent, |w| w.register_leaf(staged, now))?;
-        self.committed(staged);
+        self.payloads.committed(staged);
         let created_at = self.leaf_record(&staged.hash)?.created_at;
         Ok(LeafArtifact {
             id: ArtifactId::Blob(staged.hash),
@@ -98,7 +98,7 @@ impl Vault {
         let ArtifactId::Blob(leaf) = child else {
             return Err(Error::NotPermitted(dir, "a tree already has its one place"));
         };
-        crate::vault::validate_name(label)?;
+        crate::vault::namespace::validate_name(label)?;
         let node = self.write_fs(commit, |w| {
             let (mut dnode, mut trec) = w.dir(dir)?;
             if w.entry(dir, label)?.is_some() {
@@ -117,7 +117,7 @@ impl Vault {
             let tid = dnode.tree.ok_or(Error::NotADirectory(dir))?;
             w.put_tree(&tid, &trec)?;
             let id = w.alloc_node()?;
-            let mut node = crate::vault::new_node(id, &NewNode::file(perm), now);
+            let mut node = crate::vault::namespace::new_node(id, &NewNode::file(perm), now);
             w.leaf_incref(&leaf)?;
             node.content = Some(leaf);
             node.size = w.leaf_size(&leaf)?;

@@ -876,7 +876,7 @@ mod tests {
 
     #[test]
     fn the_pinned_empty_leaf_is_the_hash_of_nothing() {
-        assert_eq!(crate::vault::EMPTY_LEAF, *blake3::hash(b"").as_bytes());
+        assert_eq!(crate::payload::rows::EMPTY_LEAF, *blake3::hash(b"").as_bytes());
     }
 
     #[test]

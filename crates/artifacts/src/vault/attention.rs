@@ -34,11 +34,11 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::schema::{
+use crate::store::schema::{
     ATTENTION, ENTRIES, EVENTS, META_NEXT_EVENT, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{ArtifactId, AttentionKind, AttentionSwitchEvent, NodeId, PlayerId, Timestamp};
-use crate::vault::{Commit, Vault};
+use crate::vault::handle::{Commit, Vault};
 
 /// An open's weight.
 pub const W_OPEN: f64 = 1.0;

@@ -18,18 +18,19 @@ use std::path::PathBuf;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use crate::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
 use crate::error::{Error, Result, lossy};
-use crate::layout::{
+use crate::payload::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
+use crate::payload::layout::{
     LeafList, decode_leaf_list, decode_segment, decode_segment_list, resolve_leaf_list,
 };
-use crate::meta::W;
-use crate::schema::{
+use crate::payload::rows::EMPTY_LEAF;
+use crate::store::meta::W;
+use crate::store::schema::{
     CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,
     SEGMENT_RUNS, SEGMENTS, TREES, UNREFERENCED, decode, encode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
-use crate::vault::{Commit, EMPTY_LEAF, Vault};
+use crate::vault::handle::{Commit, Vault};
 
 /// Progress of a long admin run, for a progress bar.
 #[derive(Clone, Copy, Debug)]
@@ -180,7 +181,7 @@ impl Vault {
         unreferenced_before: Option<Timestamp>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<GcReport> {
-        let staged = self.chunks.staging_lock();
+        let staged = self.payloads.chunks.staging_lock();
         let mut report = self.collect_locked(&staged, unreferenced_before, progress)?;
         progress(Progress { phase: "packs", done: 0, total: 1 });
         self.sweep_locked(&staged, &mut report)?;
@@ -200,9 +201,10 @@ impl Vault {
             places
         };
         let swept = self
+            .payloads
             .chunks
             .sweep(recorded, staged)
-            .map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
+            .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
         report.packs_removed += swept.packs_removed;
         report.stray_files_removed += swept.stray_files_removed;
         Ok(())
@@ -215,12 +217,12 @@ impl Vault {
         {
             let txn = self.read_txn()?;
             if txn.open_table(UNREFERENCED)?.is_empty()?
-                && txn.open_table(crate::schema::DEAD_CHUNKS)?.is_empty()?
+                && txn.open_table(crate::store::schema::DEAD_CHUNKS)?.is_empty()?
             {
                 return Ok(GcReport::default());
             }
         }
-        let staged = self.chunks.staging_lock();
+        let staged = self.payloads.chunks.staging_lock();
         self.collect_locked(&staged, unreferenced_before, &mut |_| {})
     }
 
@@ -255,7 +257,7 @@ impl Vault {
                     continue;
                 }
                 remove_leaf(w, &leaf, &rec, &mut report)?;
-                self.forget_index(&leaf);
+                self.payloads.forget_index(&leaf);
             }
             sweep_segments(w, staged, &mut doomed, &mut report)?;
             let dead: Vec<Hash> =
@@ -273,7 +275,10 @@ impl Vault {
         })?;
         // The metadata no longer names these chunks, durably: now their bytes can go.
         for (chunk, loc) in &doomed {
-            self.chunks.remove(chunk, *loc).map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
+            self.payloads
+                .chunks
+                .remove(chunk, *loc)
+                .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
         }
         Ok(report)
     }
@@ -282,11 +287,11 @@ impl Vault {
     /// commit) unless metadata names that range or a writer still holds it. Cheap: it looks
     /// only at those chunks. Returns how many ranges it punched.
     pub fn reclaim_abandoned(&self) -> Result<u64> {
-        let abandoned = self.chunks.take_abandoned();
+        let abandoned = self.payloads.chunks.take_abandoned();
         if abandoned.is_empty() {
             return Ok(0);
         }
-        let staged = self.chunks.staging_lock();
+        let staged = self.payloads.chunks.staging_lock();
         // Begun under the staging lock: every writer that unstaged a chunk has committed it.
         let txn = self.read_txn()?;
         let chunks = txn.open_table(CHUNKS)?;
@@ -301,10 +306,13 @@ impl Vault {
             {
                 continue;
             }
-            self.chunks.remove(&chunk, loc).map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
+            self.payloads
+                .chunks
+                .remove(&chunk, loc)
+                .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
             removed += 1;
         }
-        self.chunks.discard(held);
+        self.payloads.chunks.discard(held);
         Ok(removed)
     }
 
@@ -312,7 +320,7 @@ impl Vault {
     /// appended for commits that never became durable (they may be torn, so nothing may
     /// adopt them), and chunks dropped by a GC that stopped before it punched them.
     pub(crate) fn sweep_packs(&self) -> Result<()> {
-        let staged = self.chunks.staging_lock();
+        let staged = self.payloads.chunks.staging_lock();
         let mut report = GcReport::default();
         self.sweep_locked(&staged, &mut report)?;
         tracing::info!(
@@ -331,7 +339,7 @@ impl Vault {
     ) -> Result<FsckReport> {
         // Chunks this process knows it abandoned are garbage, not damage: collect them first.
         self.reclaim_abandoned()?;
-        let staged_guard = opts.repair.then(|| self.chunks.staging_lock());
+        let staged_guard = opts.repair.then(|| self.payloads.chunks.staging_lock());
         let mut report = FsckReport::default();
         let txn = self.read_txn()?;
         let nodes_t = txn.open_table(NODES)?;
@@ -575,7 +583,7 @@ impl Vault {
                 continue;
             };
             ranges.push((loc.pack, loc.offset, loc.offset + u64::from(loc.len), chunk));
-            match self.chunks.read_verified(&chunk, len, loc) {
+            match self.payloads.chunks.read_verified(&chunk, len, loc) {
                 Ok(_) => report.bytes_verified += u64::from(len),
                 Err(ChunkReadError::Missing) => {
                     report.problems.push(Problem::MissingChunk(chunk));
@@ -595,7 +603,11 @@ impl Vault {
                 report.problems.push(Problem::OverlappingChunks(a, b));
             }
         }
-        let stray = self.chunks.stray_files().map_err(|e| Error::io(self.chunks.pack_dir(), e))?;
+        let stray = self
+            .payloads
+            .chunks
+            .stray_files()
+            .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
         for p in &stray {
             report.problems.push(Problem::StrayFile(p.clone()));
         }
@@ -664,7 +676,7 @@ impl Vault {
         // Corrupt chunks are copied aside before their locations go.
         let quarantine = self.dir.join("quarantine");
         for (chunk, loc) in &fixes.bad_chunks {
-            let bytes = match self.chunks.read_raw(*loc) {
+            let bytes = match self.payloads.chunks.read_raw(*loc) {
                 Ok(b) => b,
                 Err(ChunkReadError::Io(path, e)) => return Err(Error::io(path, e)),
                 Err(_) => Vec::new(),
@@ -725,7 +737,7 @@ impl Vault {
         if swept.stray_files_removed > 0 {
             done.push(format!("removed {} stray files", swept.stray_files_removed));
         }
-        self.chunks.clear_cache();
+        self.payloads.chunks.clear_cache();
         report.repaired = done;
         Ok(())
     }

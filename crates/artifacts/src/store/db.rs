@@ -1,14 +1,18 @@
-//! A redb storage backend that consults the fault injector before every write and sync,
-//! so tests can fail the metadata database at any step of a commit.
+//! Opening the database file, and the storage backend that consults the fault injector
+//! before every write and sync, so tests can fail the metadata database at any step of a
+//! commit.
 
+use std::fs::OpenOptions;
 use std::io;
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::Arc;
 
-use redb::StorageBackend;
 use redb::backends::FileBackend;
+use redb::{Database, StorageBackend};
 
-use crate::chunks::{FaultInjector, IoStep};
+use crate::error::{Error, Result};
+use crate::store::faults::{FaultInjector, Faults, IoStep};
 
 #[derive(Debug)]
 pub(crate) struct FaultyBackend {
@@ -89,4 +93,32 @@ impl StorageBackend for FaultyBackend {
     ) -> Result<bool, redb::BackendError> {
         self.inner.query_lock_range(start, end)
     }
+}
+
+/// Opens (or creates) the database file: through `FaultyBackend` when a fault injector is
+/// given, with a page cache of `cache_bytes` (redb's default when `None`).
+pub(crate) fn open_db(
+    path: &Path,
+    faults: &Faults,
+    cache_bytes: Option<usize>,
+) -> Result<Database> {
+    let mut builder = Database::builder();
+    if let Some(bytes) = cache_bytes {
+        builder.set_cache_size(bytes);
+    }
+    let db = match faults {
+        None => builder.create(path)?,
+        Some(faults) => {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
+            let inner = FileBackend::new(file)?;
+            builder.create_with_backend(FaultyBackend::new(inner, faults.clone()))?
+        }
+    };
+    Ok(db)
 }

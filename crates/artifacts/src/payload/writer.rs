@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use blake3::hazmat::HasherExt;
 use fastcdc::v2020::FastCDC;
 
-use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX, Loc};
-use crate::layout::{GROUP, LeafIndex, TreeBuilder, TreeCache};
+use crate::payload::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkStore, INLINE_MAX, Loc};
+use crate::payload::layout::{GROUP, LeafIndex, TreeBuilder, TreeCache};
 use crate::types::Hash;
 
 /// The length of the first `FastCDC` chunk of `data`: `data` holds at least `CHUNK_MAX` bytes,

@@ -1,0 +1,467 @@
+//! The `Vault`: the store's one handle. It owns the metadata database, the chunk packs and
+//! the data-dir lock, and exposes nodes (the mount's inodes), leaves and trees.
+//!
+//! # Transactions and locking
+//! - Every mutation is one operation on the write-back layer of `meta.rs`: all or nothing,
+//!   visible to the next request at once, and written to redb in batches by `flush` (at each
+//!   `sync`, and when much is pending). Operations are serialised, so mutations are
+//!   linearisable; reads run concurrently with each other and with the one operation.
+//! - Payload bytes are written *outside* any transaction (by `PayloadWriter`, from any number
+//!   of threads at once) and only named inside one. The chunk store's `staged` set keeps GC
+//!   from dropping a chunk between the two.
+//! - Lock order: `ChunkStore::staged` (held by GC and repair, and briefly by each append),
+//!   then the locks of `meta.rs` (flush, operation, layers), then redb's writer lock, then the
+//!   chunk store's other locks (active packs, unsynced packs, open files, cache, abandoned
+//!   ranges). Nothing that holds the operation lock takes `staged`.
+//!
+//! # Commit strengths
+//! `Commit::CrashConsistent` records the operation without fsync: after a crash the store
+//! holds the state of some earlier flush, whole. `Commit::Durable` then flushes: it fsyncs
+//! every chunk written so far and commits with fsync, and when it returns, that operation and
+//! all before it survive power loss.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use redb::{
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
+};
+
+use crate::error::{Error, Result};
+use crate::payload::chunks::ChunkStore;
+use crate::payload::read::{LeafReader, Payloads};
+use crate::payload::writer::{PayloadWriter, StagedLeaf};
+use crate::store::db::open_db;
+use crate::store::faults::{self, FaultInjector, Faults, IoStep};
+use crate::store::ids::NodeIds;
+use crate::store::meta::{Meta, Strength, W};
+use crate::store::schema::{
+    CHUNKS, LEAVES, LeafRecord, META, META_NEXT_NODE, META_OPEN, NODES, PlayerRecord, TREES,
+    UNREFERENCED, bytes_u64, decode,
+};
+use crate::types::{Hash, Node, NodeId, NodeKind, PlayerId};
+use crate::vault::migrate::init_meta;
+
+/// How hard a commit presses its changes to disk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Commit {
+    /// Atomic but not fsync'd: used by close. After a crash the change is whole or absent.
+    CrashConsistent,
+    /// Atomic and fsync'd, with every chunk it names: used by fsync.
+    Durable,
+}
+
+impl Commit {
+    fn strength(self) -> Strength {
+        match self {
+            Commit::CrashConsistent => Strength::Consistent,
+            Commit::Durable => Strength::Durable,
+        }
+    }
+}
+
+/// Settings for opening a vault.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A fault injector for tests: called before each I/O step.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+    /// The database page cache, in bytes (redb's default when `None`).
+    pub cache_bytes: Option<usize>,
+    /// A pack file takes no more appends once it holds this many bytes (1 GiB when `None`).
+    pub pack_bytes: Option<u64>,
+}
+
+/// Numbers of entries in the main tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub nodes: u64,
+    pub trees: u64,
+    pub leaves: u64,
+    pub chunks: u64,
+    pub events: u64,
+}
+
+/// Figures about the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub nodes: u64,
+    pub trees: u64,
+    pub files: u64,
+    pub leaves: u64,
+    pub unreferenced_leaves: u64,
+    pub inline_bytes: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    /// Bytes the pack files take on disk: the chunks, and dead ranges not yet punched.
+    pub pack_bytes: u64,
+    /// Total size of all leaves (what the content would take without dedup).
+    pub logical_bytes: u64,
+    pub db_bytes: u64,
+}
+
+/// The durable content-addressed store. `Send + Sync`: share it with `Arc`.
+pub struct Vault {
+    pub(crate) dir: PathBuf,
+    pub(crate) meta: Arc<Meta>,
+    pub(crate) payloads: Payloads,
+    pub(crate) player: PlayerRecord,
+    pub(crate) faults: Faults,
+    /// Node ids reserved in `meta_v1`, handed out by write transactions.
+    ids: Mutex<NodeIds>,
+    closed: AtomicBool,
+    recovered: bool,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .field("player", &self.player.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Opens the vault in `dir`, creating it for `player` if it is new.
+    ///
+    /// Fails with `Locked` if another process has it open, and with `WrongPlayer` if it
+    /// belongs to another player.
+    pub fn open(dir: &Path, player: &str, opts: &Options) -> Result<Vault> {
+        Self::open_inner(dir, Some(player), opts)
+    }
+
+    /// Opens an existing vault whatever its player (for admin commands).
+    pub fn open_existing(dir: &Path, opts: &Options) -> Result<Vault> {
+        if !dir.join("meta.redb").exists() {
+            return Err(Error::io(dir.join("meta.redb"), io::ErrorKind::NotFound.into()));
+        }
+        Self::open_inner(dir, None, opts)
+    }
+
+    fn open_inner(dir: &Path, player: Option<&str>, opts: &Options) -> Result<Vault> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let faults = opts.faults.clone();
+        let db_path = dir.join("meta.redb");
+        let cache_bytes = opts.cache_bytes;
+        let reopen_path = db_path.clone();
+        let meta = Arc::new(Meta::new(
+            open_db(&db_path, &faults, cache_bytes)?,
+            Box::new({
+                let faults = faults.clone();
+                move || open_db(&reopen_path, &faults, cache_bytes)
+            }),
+        ));
+        let chunks = Arc::new(
+            ChunkStore::open(dir, meta.clone(), faults.clone(), opts.pack_bytes)
+                .map_err(|e| Error::io(dir, e))?,
+        );
+        let (player, was_open) = init_meta(&*meta.db()?, &chunks, dir, player)?;
+        // Chunk files of format 2, left behind if a migration committed but the process
+        // stopped before it removed them.
+        let old_chunks = dir.join("chunks");
+        if old_chunks.is_dir() {
+            fs::remove_dir_all(&old_chunks).map_err(|e| Error::io(&old_chunks, e))?;
+        }
+        let next_node = {
+            let txn = meta.db()?.begin_read()?;
+            match txn.open_table(META)?.get(META_NEXT_NODE)? {
+                Some(v) => bytes_u64("next_node", v.value())?,
+                None => NodeId::FIRST_DYNAMIC,
+            }
+        };
+        let vault = Vault {
+            dir: dir.to_path_buf(),
+            payloads: Payloads::new(meta.clone(), chunks),
+            meta,
+            player,
+            faults,
+            ids: Mutex::new(NodeIds { next: next_node, limit: next_node, pending: None }),
+            closed: AtomicBool::new(false),
+            recovered: was_open,
+            _lock: lock,
+        };
+        if was_open {
+            tracing::warn!(dir = %dir.display(), "store was not closed cleanly; recovering");
+            vault.sweep_packs()?;
+        }
+        vault.reap_orphans()?;
+        Ok(vault)
+    }
+
+    /// Whether this open found the store not closed cleanly (and recovered it).
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn player(&self) -> PlayerId {
+        self.player.id
+    }
+
+    pub fn player_name(&self) -> &str {
+        &self.player.name
+    }
+
+    /// A directory on the store's filesystem for spill files; emptied at every open.
+    pub fn tmp_dir(&self) -> &Path {
+        self.payloads.tmp_dir()
+    }
+
+    // ----- payloads -----
+
+    /// A streaming writer for a new payload. Commit the result with `set_content`,
+    /// `create` or `place_staged`.
+    pub fn payload_writer(&self) -> PayloadWriter {
+        self.payloads.payload_writer()
+    }
+
+    /// Stores a payload held in memory.
+    pub fn stage(&self, bytes: &[u8]) -> Result<StagedLeaf> {
+        self.payloads.stage(bytes)
+    }
+
+    /// Stores a payload of `size` bytes that `read(offset, buf)` provides (filling `buf`
+    /// exactly), streamed in 1 MiB pieces.
+    pub fn stage_with(
+        &self,
+        size: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> Result<StagedLeaf> {
+        self.payloads.stage_with(size, read)
+    }
+
+    /// Stages an edit of the leaf `base` (see `Payloads::stage_edit`): new content of `size`
+    /// bytes that equals `base` except in the `written` ranges and from `base_len` on.
+    /// `read(offset, buf)` fills `buf` with new content. The result equals staging the whole
+    /// new content through `payload_writer` (same id, same chunks).
+    pub fn stage_edit(
+        &self,
+        base: &Hash,
+        base_len: u64,
+        written: &[(u64, u64)],
+        size: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> Result<StagedLeaf> {
+        self.payloads.stage_edit(base, base_len, written, size, read)
+    }
+
+    /// Size of a stored leaf.
+    pub fn leaf_size(&self, leaf: &Hash) -> Result<u64> {
+        self.payloads.leaf_size(leaf)
+    }
+
+    /// Reads up to `buf.len()` bytes of a leaf at `offset`; returns how many were read
+    /// (fewer only at the end). Every byte comes from a verified chunk.
+    pub fn read_at(&self, leaf: &Hash, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.payloads.read_at(leaf, offset, buf)
+    }
+
+    /// Up to `len` bytes of a leaf at `offset` (fewer only at the end), in a new buffer that
+    /// is filled straight from the chunks, not zeroed first.
+    pub fn read_vec(&self, leaf: &Hash, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.payloads.read_vec(leaf, offset, len)
+    }
+
+    /// A streaming reader over a leaf's content.
+    pub fn leaf_reader(&self, leaf: &Hash) -> Result<LeafReader<'_>> {
+        self.payloads.leaf_reader(leaf)
+    }
+
+    /// Reads a whole leaf into memory (for small payloads and tests).
+    pub fn read_all(&self, leaf: &Hash) -> Result<Vec<u8>> {
+        self.payloads.read_all(leaf)
+    }
+
+    /// Runs `f` in a write transaction of its own, after every pending change, and commits
+    /// it with the given strength. If `f` fails, nothing it did is committed.
+    pub(crate) fn write<R>(
+        &self,
+        commit: Commit,
+        f: impl FnOnce(&WriteTransaction) -> Result<R>,
+    ) -> Result<R> {
+        self.meta.write(commit.strength(), || self.before_commit(commit), f)
+    }
+
+    /// What runs just before a commit: with `Durable`, every chunk written so far is made
+    /// durable first, so that metadata never lands before the bytes it names.
+    fn before_commit(&self, commit: Commit) -> Result<()> {
+        if commit == Commit::Durable {
+            self.payloads
+                .chunks
+                .sync_pending()
+                .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
+        }
+        self.commit_fault()
+    }
+
+    /// The test fault injector's say at a commit point (an operation's, or a flush's).
+    fn commit_fault(&self) -> Result<()> {
+        faults::check(&self.faults, IoStep::Commit).map_err(|e| Error::io(&self.dir, e))
+    }
+
+    /// Runs `f` as one operation on the filesystem tables: all of it takes effect, at once,
+    /// or none of it does. It lands in memory; with `Durable` it is flushed durably before
+    /// this returns, otherwise at the next sync or `flush_pending` (or here, once far more is
+    /// pending than `wants_flush` asks for).
+    pub(crate) fn write_fs<R>(
+        &self,
+        commit: Commit,
+        f: impl FnOnce(&mut W) -> Result<R>,
+    ) -> Result<R> {
+        let (out, full) = self.meta.op(
+            Some(&self.ids),
+            |w| {
+                let out = f(w)?;
+                self.commit_fault()?;
+                Ok(out)
+            },
+            // Operations are serialised, so this settles exactly this one's reservation.
+            |ok| self.ids.lock().unwrap_or_else(PoisonError::into_inner).settle(ok),
+        )?;
+        if commit == Commit::Durable {
+            self.flush(Commit::Durable)?;
+        } else if full && let Err(e) = self.flush(Commit::CrashConsistent) {
+            // The operation has taken effect; its rows wait for the next flush.
+            tracing::warn!(error = %e, "flushing pending metadata failed; will retry");
+        }
+        Ok(out)
+    }
+
+    /// Whether enough changes are pending in memory that `flush_pending` should run now,
+    /// before the next periodic sync.
+    pub fn wants_flush(&self) -> bool {
+        self.meta.wants_flush()
+    }
+
+    /// Writes every pending change to the database, crash-consistently (not durably).
+    pub fn flush_pending(&self) -> Result<()> {
+        self.flush(Commit::CrashConsistent)
+    }
+
+    /// Writes every pending change to the database (durably, whatever `commit` says, once
+    /// many rows wait for a durable commit: they are held in memory until one).
+    fn flush(&self, commit: Commit) -> Result<()> {
+        let commit = if self.meta.wants_durable() { Commit::Durable } else { commit };
+        self.meta.flush(commit.strength(), || self.before_commit(commit))
+    }
+
+    /// Runs `f` on a read-only view of the filesystem tables, pending changes included.
+    pub(crate) fn read_fs<R>(&self, f: impl FnOnce(&mut W) -> Result<R>) -> Result<R> {
+        self.meta.read(f)
+    }
+
+    /// A snapshot of the database with every change so far in it (pending ones are flushed
+    /// first). For scans; point reads go through `read_fs`.
+    pub(crate) fn read_txn(&self) -> Result<ReadTransaction> {
+        if self.meta.pending() {
+            self.flush(Commit::CrashConsistent)?;
+        }
+        Ok(self.meta.db()?.begin_read()?)
+    }
+
+    /// Makes every change so far durable. Cheap when nothing is pending.
+    pub fn sync(&self) -> Result<()> {
+        if self.meta.dirty() {
+            self.flush(Commit::Durable)?;
+        }
+        Ok(())
+    }
+
+    /// Whether some change is not yet durable.
+    pub fn has_unsynced(&self) -> bool {
+        self.meta.dirty()
+    }
+
+    /// Closes the store cleanly: everything durable, the crash marker cleared.
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.reclaim_abandoned()?;
+        self.write(Commit::Durable, |txn| {
+            let mut meta = txn.open_table(META)?;
+            meta.remove(META_OPEN)?;
+            Ok(())
+        })
+    }
+
+    /// Entry counts, each O(1): cheap enough for every `statfs` and status render.
+    pub fn counts(&self) -> Result<Counts> {
+        let txn = self.read_txn()?;
+        Ok(Counts {
+            nodes: txn.open_table(NODES)?.len()?,
+            trees: txn.open_table(TREES)?.len()?,
+            leaves: txn.open_table(LEAVES)?.len()?,
+            chunks: txn.open_table(CHUNKS)?.len()?,
+            events: txn.open_table(crate::store::schema::EVENTS)?.len()?,
+        })
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let txn = self.read_txn()?;
+        let mut s = Stats {
+            nodes: txn.open_table(NODES)?.len()?,
+            trees: txn.open_table(TREES)?.len()?,
+            leaves: txn.open_table(LEAVES)?.len()?,
+            unreferenced_leaves: txn.open_table(UNREFERENCED)?.len()?,
+            chunks: txn.open_table(CHUNKS)?.len()?,
+            ..Stats::default()
+        };
+        for row in txn.open_table(LEAVES)?.iter()? {
+            let (_, v) = row?;
+            let rec: LeafRecord = decode("leaf", v.value())?;
+            s.logical_bytes += rec.size;
+            if rec.inline {
+                s.inline_bytes += rec.size;
+            }
+        }
+        for row in txn.open_table(CHUNKS)?.iter()? {
+            let (_, v) = row?;
+            s.chunk_bytes += u64::from(v.value().0);
+        }
+        for row in txn.open_table(NODES)?.iter()? {
+            let (_, v) = row?;
+            if decode::<Node>("node", v.value())?.kind == NodeKind::File {
+                s.files += 1;
+            }
+        }
+        s.db_bytes = fs::metadata(self.dir.join("meta.redb")).map_or(0, |m| m.len());
+        s.pack_bytes = self
+            .payloads
+            .chunks
+            .disk_bytes()
+            .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
+        Ok(s)
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            tracing::error!(error = %e, "closing the store failed; it will recover at next open");
+        }
+    }
+}

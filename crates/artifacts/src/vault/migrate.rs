@@ -1,0 +1,194 @@
+//! Opening the database: the store-wide records, the crash marker, and migrations from every
+//! older format (`FORMAT_OLDEST` on). Migrations run in the same write transaction that
+//! checks the format, before the write-back layers exist, so they use a direct [`W`]. They
+//! live in the vault layer because they rewrite rows of every layer, and move chunk bytes.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use redb::{Database, ReadableTable};
+
+use crate::error::{Error, Result};
+use crate::payload::chunks::{ChunkRecord, ChunkStore};
+use crate::payload::layout::LeafIndex;
+use crate::store::meta::W;
+use crate::store::schema::{
+    CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LeafRecord, META_CREATED,
+    META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, PlayerRecord, TreeRecord, bytes_u64,
+    decode, encode, u64_bytes,
+};
+use crate::types::{Hash, NewNode, NodeId, PlayerId, Timestamp, TreeType, hex};
+use crate::vault::namespace::{new_node, random_id};
+
+/// Creates or checks the store-wide records, and sets the crash marker durably.
+/// Returns the player and whether the marker was already set (an unclean shutdown).
+pub(crate) fn init_meta(
+    db: &Database,
+    store: &ChunkStore,
+    dir: &Path,
+    player: Option<&str>,
+) -> Result<(PlayerRecord, bool)> {
+    let txn = db.begin_write()?;
+    let out = {
+        let mut w = W::direct(&txn);
+        w.open_all()?;
+        let format = w.meta()?.get(META_FORMAT)?.map(|v| v.value().to_vec());
+        let rec = if let Some(format) = format {
+            let found = u32::try_from(bytes_u64("format", &format)?).unwrap_or(u32::MAX);
+            if !(FORMAT_OLDEST..=FORMAT_VERSION).contains(&found) {
+                return Err(Error::UnsupportedVersion { path: dir.to_path_buf(), found });
+            }
+            if found <= 2 {
+                tracing::info!(dir = %dir.display(), found, "migrating the store to format 3");
+                w.migrate_chunk_table()?;
+                if found == 1 {
+                    w.migrate_v1()?;
+                }
+                w.migrate_chunk_files(store, dir)?;
+            }
+            if found < FORMAT_VERSION {
+                w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
+            }
+            let rec: PlayerRecord = match w.meta()?.get(META_PLAYER)? {
+                Some(v) => decode("player", v.value())?,
+                None => return Err(Error::CorruptRecord("meta", "no player".into())),
+            };
+            if let Some(p) = player
+                && p != rec.name
+            {
+                return Err(Error::WrongPlayer { found: rec.name, requested: p.to_owned() });
+            }
+            rec
+        } else {
+            let Some(name) = player else {
+                return Err(Error::CorruptRecord("meta", "store was never initialised".into()));
+            };
+            let rec = PlayerRecord { id: PlayerId::from_name(name), name: name.to_owned() };
+            let now = Timestamp::now();
+            w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
+            w.meta()?.insert(META_PLAYER, encode(&rec).as_slice())?;
+            w.meta()?.insert(META_CREATED, encode(&now).as_slice())?;
+            w.meta()?.insert(META_NEXT_NODE, u64_bytes(NodeId::FIRST_DYNAMIC).as_slice())?;
+            let tree_id = random_id()?;
+            let mut root = new_node(NodeId::ROOT, &NewNode::dir(0o755), now);
+            root.nlink = 2;
+            root.tree = Some(tree_id);
+            w.put_node(&root)?;
+            let tree = TreeRecord {
+                node: NodeId::ROOT,
+                tree_type: TreeType::Vault,
+                steward: rec.id,
+                audience: Vec::new(),
+                next_position: 1,
+                created_at: now,
+            };
+            w.put_tree(&tree_id, &tree)?;
+            rec
+        };
+        // Every table exists from the start, so read transactions can always open them.
+        txn.open_table(crate::store::schema::GRANTS)?;
+        txn.open_table(crate::store::schema::PEERS)?;
+        let was_open = w.meta()?.get(META_OPEN)?.is_some();
+        w.meta()?.insert(META_OPEN, &[1u8][..])?;
+        (rec, was_open)
+    };
+    txn.commit()?;
+    Ok(out)
+}
+
+impl W<'_> {
+    /// Formats 1 and 2 kept chunk rows without places in `chunks_v1`; they move to
+    /// `chunks_v3` (`migrate_chunk_files` fills in the places).
+    pub(crate) fn migrate_chunk_table(&mut self) -> Result<()> {
+        let rows: Vec<(Hash, (u32, u64))> = {
+            let old = self.txn()?.open_table(CHUNKS_V1)?;
+            old.iter()?
+                .map(|r| r.map(|(k, v)| (*k.value(), v.value())))
+                .collect::<Result<_, _>>()?
+        };
+        for (chunk, (len, refs)) in rows {
+            self.put_chunk(&chunk, ChunkRecord { len, refs, loc: None })?;
+        }
+        self.txn()?.delete_table(CHUNKS_V1)?;
+        Ok(())
+    }
+
+    /// Format 1 kept one row per chunk of every leaf; format 2 keeps segments. Chunk reference
+    /// counts change meaning (rows of stored segments, not of leaves), so they are recounted.
+    pub(crate) fn migrate_v1(&mut self) -> Result<()> {
+        let chunked: Vec<Hash> = self
+            .leaves()?
+            .iter()?
+            .map(|r| -> Result<Option<Hash>> {
+                let (k, v) = r?;
+                Ok((!decode::<LeafRecord>("leaf", v.value())?.inline).then(|| *k.value()))
+            })
+            .filter_map(Result::transpose)
+            .collect::<Result<_>>()?;
+        let rows = self.chunk_rows()?;
+        for (chunk, rec) in &rows {
+            self.put_chunk(chunk, ChunkRecord { refs: 0, ..*rec })?;
+        }
+        {
+            let old = self.txn()?.open_table(LEAF_CHUNKS_V1)?;
+            for leaf in &chunked {
+                let list: Vec<(Hash, u32)> = old
+                    .range((leaf, 0)..=(leaf, u64::MAX))?
+                    .map(|r| r.map(|(_, v)| (*v.value().0, v.value().1)))
+                    .collect::<Result<_, _>>()?;
+                self.store_chunk_list(leaf, &LeafIndex::new(list), &mut HashMap::new())?;
+            }
+        }
+        self.txn()?.delete_table(LEAF_CHUNKS_V1)?;
+        for (chunk, _) in &rows {
+            if self.chunk(chunk)?.is_some_and(|c| c.refs == 0) {
+                self.dead()?.insert(chunk, ())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Formats 1 and 2 kept each chunk in a file of its own, `chunks/<xx>/<hex>`; format 3
+    /// appends chunks to packs. This copies every chunk without a place into a pack and
+    /// records where; the packs are synced here, and `Vault::open` deletes the old files once
+    /// this commits. A chunk whose file is gone, or is not the recorded length (copied to
+    /// `quarantine/`), stays without a place (fsck reports it missing).
+    pub(crate) fn migrate_chunk_files(&mut self, store: &ChunkStore, dir: &Path) -> Result<()> {
+        let old = dir.join("chunks");
+        let rows = self.chunk_rows()?;
+        let mut missing = 0u64;
+        for (chunk, rec) in rows {
+            if rec.loc.is_some() {
+                continue;
+            }
+            let name = hex(&chunk);
+            let path = old.join(&name[..2]).join(&name);
+            let data = match fs::read(&path) {
+                Ok(data) => data,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing += 1;
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            if data.len() != rec.len as usize {
+                // Damaged: set aside like a quarantined chunk (no place; reads fail as missing
+                // until the content is written again), since a place spans `rec.len` bytes.
+                let quarantine = dir.join("quarantine");
+                fs::create_dir_all(&quarantine).map_err(|e| Error::io(&quarantine, e))?;
+                fs::write(quarantine.join(&name), &data).map_err(|e| Error::io(&quarantine, e))?;
+                missing += 1;
+                continue;
+            }
+            let loc = store.append(&data).map_err(|e| Error::io(store.pack_dir(), e))?;
+            self.put_chunk(&chunk, ChunkRecord { loc: Some(loc), ..rec })?;
+        }
+        if missing > 0 {
+            tracing::warn!(missing, "chunk files missing or damaged while migrating to packs");
+        }
+        store.sync_pending().map_err(|e| Error::io(store.pack_dir(), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! The vault: the store's one handle (`Vault`), its namespace of nodes and trees, the
+//! artifact-level operations, sharing records, attention, GC and fsck, and the migrations run
+//! at open. Builds on payloads and the metadata store.
+
+pub(crate) mod artifacts;
+pub mod attention;
+pub(crate) mod gc;
+pub(crate) mod handle;
+pub(crate) mod migrate;
+pub(crate) mod namespace;
