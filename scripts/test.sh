@@ -25,6 +25,9 @@ fi
 echo "==> rustfmt"
 cargo fmt --all -- --check
 
+echo "==> import circles (scripts/import-cycles.py)"
+python3 scripts/import-cycles.py
+
 echo "==> clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 

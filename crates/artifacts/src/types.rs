@@ -401,6 +401,28 @@ pub struct Node {
 }
 
 impl Node {
+    /// A new node with one link and no content, every time `now`.
+    pub(crate) fn new(id: NodeId, spec: &NewNode, now: Timestamp) -> Node {
+        Node {
+            id,
+            kind: spec.kind,
+            perm: spec.perm & 0o7777,
+            uid: spec.uid,
+            gid: spec.gid,
+            rdev: spec.rdev,
+            nlink: 1,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            content: None,
+            symlink: None,
+            tree: None,
+            parent: None,
+        }
+    }
+
     /// The artifact this node currently presents: its leaf, or its tree.
     pub fn artifact_id(&self) -> Option<ArtifactId> {
         match self.kind {

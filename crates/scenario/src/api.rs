@@ -13,7 +13,6 @@ use mlua::{
 use crate::fsapi::{self, lua_err};
 use crate::shared::Shared;
 use crate::vault::Vault;
-use crate::workers::{Workers, WorkersHandle};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 /// Instructions between deadline checks.
@@ -316,14 +315,7 @@ fn install_vaults(lua: &Lua, g: &Table, shared: &Arc<Shared>, role: &Role) -> ml
                     Vault::mount(lua, &sh, opts.as_ref())
                 })?,
             )?;
-            let sh = shared.clone();
-            g.set(
-                "spawn",
-                lua.create_function(move |lua, (name, n, args): (String, usize, Value)| {
-                    let workers = Workers::spawn(lua, &sh, &name, n, &args)?;
-                    Ok(WorkersHandle { workers, shared: sh.clone() })
-                })?,
-            )?;
+            // `spawn` comes from `workers::install_spawn`, which the scenario's state adds.
         }
         Role::Worker { loading, .. } => {
             // While loading the file, the first of them ends the load; called from a worker

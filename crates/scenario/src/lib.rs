@@ -184,6 +184,7 @@ fn run_script(
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Outcome {
             let lua = Lua::new();
             let r = api::install(&lua, &sh, &Role::Main)
+                .and_then(|()| workers::install_spawn(&lua, &sh))
                 .and_then(|()| lua.load(&*sh.source).set_name(&sh.chunk_name).exec());
             // Where it failed, before dropping the state (which stops its vaults).
             let step_at_failure = sh.step_path();

@@ -32,6 +32,19 @@ pub(crate) struct Workers {
     joined: bool,
 }
 
+/// Adds the global `spawn(name, n, args)` to the scenario's own Lua state (a worker's state
+/// gets one that refuses, from `api::install`).
+pub(crate) fn install_spawn(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<()> {
+    let sh = shared.clone();
+    lua.globals().set(
+        "spawn",
+        lua.create_function(move |lua, (name, n, args): (String, usize, Value)| {
+            let workers = Workers::spawn(lua, &sh, &name, n, &args)?;
+            Ok(WorkersHandle { workers, shared: sh.clone() })
+        })?,
+    )
+}
+
 /// One worker, on its own thread.
 fn worker_main(
     shared: &Arc<Shared>,

@@ -12,19 +12,11 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::payload::chunks::{ChunkRecord, Loc};
-use crate::payload::layout::{self, LeafIndex, SegmentRef};
+use crate::payload::layout::{self, EMPTY_LEAF, LeafIndex, SegmentRef};
 use crate::payload::writer::{StagedBody, StagedLeaf};
 use crate::store::meta::W;
 use crate::store::schema::{LeafRecord, decode, encode};
 use crate::types::{ArtifactId, Hash, Timestamp};
-
-/// The id of the empty payload (`blake3::hash(b"")`). Every empty file shares it, so it is
-/// pinned: never counted, never collected (counting it would add two table writes to every
-/// file creation).
-pub(crate) const EMPTY_LEAF: Hash = [
-    0xaf, 0x13, 0x49, 0xb9, 0xf5, 0xf9, 0xa1, 0xa6, 0xa0, 0x40, 0x4d, 0xea, 0x36, 0xdc, 0xc9, 0x49,
-    0x9b, 0xcb, 0x25, 0xc9, 0xad, 0xc1, 0x12, 0xb7, 0xcc, 0x9a, 0x93, 0xca, 0xe4, 0x1f, 0x32, 0x62,
-];
 
 /// Where a staging appended its fresh chunks, by hash.
 pub(crate) fn appended(staged: &StagedLeaf) -> HashMap<Hash, Loc> {

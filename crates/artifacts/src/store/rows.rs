@@ -72,3 +72,11 @@ impl W<'_> {
         Ok(NodeId(id))
     }
 }
+
+/// A fresh tree id: trees are `ArtifactId::Doc`s, named by a stable random id.
+pub(crate) fn new_tree_id() -> Result<Hash> {
+    let mut id = [0u8; 32];
+    getrandom::fill(&mut id)
+        .map_err(|e| Error::io("getrandom", std::io::Error::other(e.to_string())))?;
+    Ok(id)
+}

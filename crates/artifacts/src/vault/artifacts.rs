@@ -117,7 +117,7 @@ impl Vault {
             let tid = dnode.tree.ok_or(Error::NotADirectory(dir))?;
             w.put_tree(&tid, &trec)?;
             let id = w.alloc_node()?;
-            let mut node = crate::vault::namespace::new_node(id, &NewNode::file(perm), now);
+            let mut node = Node::new(id, &NewNode::file(perm), now);
             w.leaf_incref(&leaf)?;
             node.content = Some(leaf);
             node.size = w.leaf_size(&leaf)?;

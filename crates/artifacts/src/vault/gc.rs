@@ -20,10 +20,10 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Error, Result, lossy};
 use crate::payload::chunks::{ChunkReadError, ChunkRecord, Loc, StagedMap};
+use crate::payload::layout::EMPTY_LEAF;
 use crate::payload::layout::{
     LeafList, decode_leaf_list, decode_segment, decode_segment_list, resolve_leaf_list,
 };
-use crate::payload::rows::EMPTY_LEAF;
 use crate::store::meta::W;
 use crate::store::schema::{
     CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,

@@ -14,13 +14,13 @@ use crate::error::{Error, Result};
 use crate::payload::chunks::{ChunkRecord, ChunkStore};
 use crate::payload::layout::LeafIndex;
 use crate::store::meta::W;
+use crate::store::rows::new_tree_id;
 use crate::store::schema::{
     CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LeafRecord, META_CREATED,
     META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, PlayerRecord, TreeRecord, bytes_u64,
     decode, encode, u64_bytes,
 };
-use crate::types::{Hash, NewNode, NodeId, PlayerId, Timestamp, TreeType, hex};
-use crate::vault::namespace::{new_node, random_id};
+use crate::types::{Hash, NewNode, Node, NodeId, PlayerId, Timestamp, TreeType, hex};
 
 /// Creates or checks the store-wide records, and sets the crash marker durably.
 /// Returns the player and whether the marker was already set (an unclean shutdown).
@@ -71,8 +71,8 @@ pub(crate) fn init_meta(
             w.meta()?.insert(META_PLAYER, encode(&rec).as_slice())?;
             w.meta()?.insert(META_CREATED, encode(&now).as_slice())?;
             w.meta()?.insert(META_NEXT_NODE, u64_bytes(NodeId::FIRST_DYNAMIC).as_slice())?;
-            let tree_id = random_id()?;
-            let mut root = new_node(NodeId::ROOT, &NewNode::dir(0o755), now);
+            let tree_id = new_tree_id()?;
+            let mut root = Node::new(NodeId::ROOT, &NewNode::dir(0o755), now);
             root.nlink = 2;
             root.tree = Some(tree_id);
             w.put_node(&root)?;

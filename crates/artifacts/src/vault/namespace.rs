@@ -10,17 +10,15 @@
 //!   entry, no open handle) holds it.
 //! - A directory's tree record names its node, and its node names the tree.
 
-use std::io;
-
 use redb::ReadableTable;
 
 use crate::error::{Error, Result, lossy};
 use crate::payload::writer::StagedLeaf;
 use crate::store::meta::W;
+use crate::store::rows::new_tree_id;
 use crate::store::schema::{ORPHANS, TreeRecord};
 use crate::types::{
-    DirEntry, Hash, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, TreeType,
-    XattrMode,
+    DirEntry, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, TreeType, XattrMode,
 };
 use crate::vault::handle::{Commit, Vault};
 
@@ -184,35 +182,6 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn random_id() -> Result<Hash> {
-    let mut id = [0u8; 32];
-    getrandom::fill(&mut id)
-        .map_err(|e| Error::io("getrandom", io::Error::other(e.to_string())))?;
-    Ok(id)
-}
-
-/// Everything a new node needs beyond its attributes.
-pub(crate) fn new_node(id: NodeId, spec: &NewNode, now: Timestamp) -> Node {
-    Node {
-        id,
-        kind: spec.kind,
-        perm: spec.perm & 0o7777,
-        uid: spec.uid,
-        gid: spec.gid,
-        rdev: spec.rdev,
-        nlink: 1,
-        size: 0,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        crtime: now,
-        content: None,
-        symlink: None,
-        tree: None,
-        parent: None,
-    }
-}
-
 impl Vault {
     pub fn node(&self, id: NodeId) -> Result<Node> {
         self.read_fs(|r| r.node(id))
@@ -292,7 +261,7 @@ impl Vault {
                 return Err(Error::Exists { parent, name: lossy(name) });
             }
             let id = w.alloc_node()?;
-            let mut node = new_node(id, spec, now);
+            let mut node = Node::new(id, spec, now);
             match spec.kind {
                 NodeKind::File => {
                     if let Some(staged) = &content {
@@ -302,7 +271,7 @@ impl Vault {
                     }
                 }
                 NodeKind::Dir => {
-                    let tree_id = random_id()?;
+                    let tree_id = new_tree_id()?;
                     let parent_name = w.name_in_parent(&dir)?;
                     let tree = TreeRecord {
                         node: id,
