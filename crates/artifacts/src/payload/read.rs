@@ -136,6 +136,14 @@ impl Payloads {
             if blake3::hash(bytes).as_bytes() != leaf {
                 return Err(Error::Integrity { leaf: ArtifactId::Blob(*leaf), chunk: *leaf });
             }
+            // The bytes are the leaf's (their hash is its id); a record that says otherwise
+            // about their length is what is corrupt.
+            if bytes.len() as u64 != rec.size {
+                return Err(Error::CorruptRecord(
+                    "leaf",
+                    format!("{} records {} bytes, holds {}", hex(leaf), rec.size, bytes.len()),
+                ));
+            }
             let start = offset as usize;
             put(&bytes[start..start + want]);
             Ok(Found::Read(want))

@@ -26,14 +26,25 @@
 //! (`unsynced`) until a durable flush has them, and a flush whose commit failed reopens the
 //! database at once (`recover`): the kept rows go back under `frozen`, so readers see no
 //! change, and the next flush writes them again. Rows are whole values, so writing them twice
-//! is harmless. (A direct [`Meta::write`]'s own changes are not kept this way: a non-durable
-//! one is lost to a failed commit that follows it, as it would be to a crash.)
+//! is harmless.
+//!
+//! # One path for every table
+//! Every table of the store is declared in `tables!` and goes through the layers: nothing
+//! writes to redb except a flush (and, when a store is opened, the migrations, on a direct
+//! [`W`] before the layers exist). How durable a change is, is the *operation's* choice, not
+//! the table's: an operation with `Commit::Durable` flushes durably before it returns (grants,
+//! peers, `fsync`, unmount), any other lands at the next flush (every request of the mount, and
+//! attention events, which the mount makes durable within a second). Reads never commit:
+//! point reads ([`Meta::read`]) look through the layers under the state lock, and scans
+//! ([`Meta::scan`]) copy the pending rows of the tables they name and then read with no lock
+//! held. Only maintenance that commits anyway (GC, fsck, see `Vault::flushed_snapshot`)
+//! flushes first and reads the database itself.
 //!
 //! Lock order: `flushing`, then `writer`, then `state`, then `db`, then redb's own locks.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::iter::Peekable;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
@@ -43,13 +54,14 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 use redb::{
     AccessGuard, Database, Key, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    StorageError, Table, Value, WriteTransaction,
+    ReadableTableMetadata, StorageError, Table, Value, WriteTransaction,
 };
 
 use crate::error::{Error, Result};
 use crate::store::schema::{
-    DEAD_CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, META, NODES, ORDER, ORPHANS, SEGMENT_RUNS,
-    SEGMENTS, TREES, UNREFERENCED, XATTRS,
+    ATTENTION, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES, EVENTS, GRANTS, INLINE, LEAF_SEGMENTS,
+    LEAVES, META, NODES, ORDER, ORPHANS, PEERS, SEGMENT_RUNS, SEGMENTS, TREES, UNREFERENCED,
+    XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -256,6 +268,32 @@ impl<K: Key + 'static, V: Value + 'static> View<'_, '_, K, V> {
         }
     }
 
+    /// How many rows the table holds, pending ones included: the database's count, corrected
+    /// by each pending key's top-most row (O(pending rows of this table)).
+    pub(crate) fn len(&self) -> std::result::Result<u64, StorageError> {
+        match self {
+            View::Direct(t) => t.len(),
+            View::Layered { delta, under, base, .. } => {
+                let mut n = base.len()?;
+                let mut seen = BTreeSet::new();
+                for layer in [&**delta, under[0], under[1]] {
+                    for (k, v) in layer {
+                        if !seen.insert(k.bytes()) {
+                            continue;
+                        }
+                        let stored = base.get(K::from_bytes(k.bytes()))?.is_some();
+                        match (stored, v.is_some()) {
+                            (false, true) => n += 1,
+                            (true, false) => n = n.saturating_sub(1),
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+
     #[expect(clippy::iter_not_returning_iterator, reason = "mirrors redb's `iter`")]
     pub(crate) fn iter(&self) -> std::result::Result<RowIter<'_, K, V>, StorageError> {
         self.range::<K::SelfType<'_>>(..)
@@ -381,6 +419,20 @@ macro_rules! tables {
                 true $(&& self.$name.is_empty())*
             }
 
+            /// The rows of the tables named in `names`: `top`'s over `under`'s.
+            fn pick(under: Option<&Layer>, top: &Layer, names: &[&str]) -> Layer {
+                let mut out = Layer::default();
+                $(
+                    if names.contains(&stringify!($name)) {
+                        if let Some(under) = under {
+                            out.$name.clone_from(&under.$name);
+                        }
+                        out.$name.extend(top.$name.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                )*
+                out
+            }
+
             /// Puts `top`'s rows over this layer's.
             fn absorb(&mut self, top: Layer) {
                 self.bytes += top.bytes;
@@ -416,19 +468,22 @@ macro_rules! tables {
             src: Src<'t>,
             /// The vault's node id reservation (absent while the store is being opened).
             pub(crate) ids: Option<&'t std::sync::Mutex<crate::store::ids::NodeIds>>,
+            /// A scan's tables: the only ones whose pending rows it copied.
+            only: Option<&'static [&'static str]>,
             $($name: Option<Table<'t, $k, $v>>,)*
         }
 
         impl<'t> W<'t> {
             /// Tables straight on a write transaction.
             pub(crate) fn direct(txn: &'t WriteTransaction) -> Self {
-                W { src: Src::Direct(txn), ids: None, $($name: None,)* }
+                W { src: Src::Direct(txn), ids: None, only: None, $($name: None,)* }
             }
 
             fn layered(snap: &'t Snapshot, under: [&'t Layer; 2]) -> Self {
                 W {
                     src: Src::Layered { snap, under, delta: Box::default() },
                     ids: None,
+                    only: None,
                     $($name: None,)*
                 }
             }
@@ -441,6 +496,12 @@ macro_rules! tables {
 
             $(
                 pub(crate) fn $name(&mut self) -> Result<View<'_, 't, $k, $v>> {
+                    if self.only.is_some_and(|only| !only.contains(&stringify!($name))) {
+                        return Err(Error::CorruptRecord(
+                            "tables",
+                            format!("{} is not among the scan's tables", stringify!($name)),
+                        ));
+                    }
                     match &mut self.src {
                         Src::Direct(txn) => {
                             if self.$name.is_none() {
@@ -486,12 +547,14 @@ tables! {
     leaf_segments: LEAF_SEGMENTS => &'static [u8; 32], &'static [u8];
     segments: SEGMENTS => &'static [u8; 32], &'static [u8];
     segment_runs: SEGMENT_RUNS => &'static [u8; 32], &'static [u8];
-    chunks: crate::store::schema::CHUNKS => &'static [u8; 32], crate::store::schema::ChunkValue;
+    chunks: CHUNKS => &'static [u8; 32], ChunkValue;
     dead: DEAD_CHUNKS => &'static [u8; 32], ();
     unref: UNREFERENCED => &'static [u8; 32], i64;
     orphans: ORPHANS => u64, ();
-    attention: crate::store::schema::ATTENTION => u64, &'static [u8];
-    events: crate::store::schema::EVENTS => u64, &'static [u8];
+    attention: ATTENTION => u64, &'static [u8];
+    events: EVENTS => u64, &'static [u8];
+    grants: GRANTS => (&'static [u8; 33], &'static [u8; 32]), &'static [u8];
+    peers: PEERS => &'static [u8; 32], &'static [u8];
 }
 
 static EMPTY: Layer = Layer::EMPTY;
@@ -698,6 +761,23 @@ impl Meta {
         self.with_view(&st, None, |mut w| f(&mut w))?
     }
 
+    /// Runs `f` on a view of `tables` as they are now (pending rows over a snapshot) that
+    /// holds no lock while `f` runs, so a long scan never holds up operations. The pending
+    /// rows of those tables are copied first; any other table is an error in `f`.
+    pub(crate) fn scan<R>(
+        &self,
+        tables: &'static [&'static str],
+        f: impl FnOnce(&mut W) -> Result<R>,
+    ) -> Result<R> {
+        let (snap, rows) = {
+            let st = self.state.read_recursive();
+            (st.snapshot(self)?, Layer::pick(st.frozen.as_deref(), &st.active, tables))
+        };
+        let mut w = W::layered(&snap, [&rows, &EMPTY]);
+        w.only = Some(tables);
+        f(&mut w)
+    }
+
     /// Runs `f` on a view of the layers of `st` over the shared snapshot.
     fn with_view<R>(
         &self,
@@ -809,46 +889,6 @@ impl Meta {
         Ok(())
     }
 
-    /// Runs `f` on a write transaction of its own, after every pending row (in the same
-    /// transaction). No operation runs meanwhile.
-    pub(crate) fn write<R>(
-        &self,
-        strength: Strength,
-        before: impl FnOnce() -> Result<()>,
-        f: impl FnOnce(&WriteTransaction) -> Result<R>,
-    ) -> Result<R> {
-        let _flushing = self.flushing.lock();
-        self.ensure_open()?;
-        let _writer = self.writer.lock();
-        before()?;
-        let committed = {
-            let st = self.state.read_recursive();
-            self.commit(strength, |txn| {
-                if let Some(f) = &st.frozen {
-                    f.apply(txn)?;
-                }
-                st.active.apply(txn)?;
-                f(txn)
-            })
-        };
-        let out = committed.map_err(|e| self.after_failed_commit(e))?;
-        let mut st = self.state.write();
-        let unsynced = match strength {
-            Strength::Durable => None,
-            Strength::Consistent => {
-                let mut kept = st.unsynced.take().map(Arc::unwrap_or_clone).unwrap_or_default();
-                if let Some(f) = st.frozen.take() {
-                    kept.absorb(Arc::unwrap_or_clone(f));
-                }
-                kept.absorb(std::mem::take(&mut st.active));
-                Some(Arc::new(kept))
-            }
-        };
-        *st = Layers { unsynced, ..Layers::default() };
-        self.dirty.store(strength == Strength::Consistent, AtomicOrdering::Release);
-        Ok(out)
-    }
-
     fn commit<R>(
         &self,
         strength: Strength,
@@ -879,8 +919,8 @@ mod tests {
         /// An operation that writes and then fails: none of it may show.
         Failing(u64, u8),
         Flush(bool),
-        /// A write transaction of its own, after everything pending.
-        Direct(u64, u8),
+        /// A scan: the whole table and its length, with no lock held.
+        Scan,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -889,7 +929,7 @@ mod tests {
             3 => (0u64..40).prop_map(Step::Remove),
             1 => (0u64..40, any::<u8>()).prop_map(|(k, v)| Step::Failing(k, v)),
             1 => any::<bool>().prop_map(Step::Flush),
-            1 => (0u64..40, any::<u8>()).prop_map(|(k, v)| Step::Direct(k, v)),
+            1 => Just(Step::Scan),
         ]
     }
 
@@ -900,8 +940,15 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Meta {
         let meta = Meta::new(Database::create(dir.join("meta.redb")).unwrap(), reopener(dir));
-        meta.write(Strength::Consistent, || Ok(()), |txn| W::direct(txn).open_all()).unwrap();
+        create_tables(&meta);
         meta
+    }
+
+    /// Creates every table, as opening a store does.
+    fn create_tables(meta: &Meta) {
+        let txn = meta.db().unwrap().begin_write().unwrap();
+        W::direct(&txn).open_all().unwrap();
+        txn.commit().unwrap();
     }
 
     /// Reopens the database at `dir`, as after a restart.
@@ -995,13 +1042,17 @@ mod tests {
                         meta.flush(strength, || Ok(())).unwrap();
                         prop_assert_eq!(meta.dirty(), !durable);
                     }
-                    Step::Direct(k, v) => {
-                        meta.write(Strength::Consistent, || Ok(()), |txn| {
-                            txn.open_table(NODES)?.insert(k, [v, 3].as_slice())?;
-                            Ok(())
+                    Step::Scan => {
+                        let (rows, len) = meta.scan(&["nodes"], |r| {
+                            let rows = r.nodes()?.iter()?
+                                .map(|row| row.map(|(k, v)| (k.value(), v.value().to_vec())))
+                                .collect::<std::result::Result<Vec<_>, _>>()?;
+                            Ok((rows, r.nodes()?.len()?))
                         }).unwrap();
-                        model.insert(k, vec![v, 3]);
-                        prop_assert!(!meta.pending());
+                        let want: Vec<_> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
+                        prop_assert_eq!(rows, want);
+                        prop_assert_eq!(len, model.len() as u64);
+                        prop_assert!(meta.scan(&["nodes"], |r| r.trees().map(drop)).is_err(), "a table the scan did not name");
                     }
                 }
                 let (got, range) = snapshot(&meta, lo, hi);
@@ -1133,7 +1184,7 @@ mod tests {
         let faults: Faults = Some(full.clone());
         let make = move || open_db(&path, &faults, None);
         let meta = Meta::new(make().unwrap(), Box::new(make));
-        meta.write(Strength::Durable, || Ok(()), |txn| W::direct(txn).open_all()).unwrap();
+        create_tables(&meta);
         meta
     }
 

@@ -7,14 +7,12 @@
 
 use std::io::{self, Read};
 
-use redb::ReadableTable;
-
 use crate::error::{Error, Result, lossy};
 use crate::payload::writer::StagedLeaf;
-use crate::store::schema::{GRANTS, LeafRecord, PEERS, TreeRecord, decode, encode};
+use crate::store::schema::{LeafRecord, TreeRecord, decode};
 use crate::types::{
-    AccessGrant, AccessMode, ArtifactId, ArtifactRef, Hash, LeafArtifact, LeafType, NewNode, Node,
-    NodeId, NodeKind, Peer, PlayerId, RenameMode, Timestamp, TreeArtifact, TreeType,
+    ArtifactId, ArtifactRef, Hash, LeafArtifact, LeafType, NewNode, Node, NodeId, NodeKind,
+    PlayerId, RenameMode, Timestamp, TreeArtifact, TreeType,
 };
 use crate::vault::handle::{Commit, Vault};
 
@@ -62,7 +60,7 @@ impl Vault {
         })
     }
 
-    fn leaf_record(&self, hash: &Hash) -> Result<LeafRecord> {
+    pub(crate) fn leaf_record(&self, hash: &Hash) -> Result<LeafRecord> {
         self.read_fs(|r| match r.leaves()?.get(hash)? {
             Some(v) => decode("leaf", v.value()),
             None => Err(Error::NoSuchArtifact(ArtifactId::Blob(*hash))),
@@ -298,105 +296,5 @@ impl Vault {
             node = self.lookup(node.id, label)?;
         }
         Ok(node)
-    }
-
-    // ----- grants and peers -----
-
-    /// Grants `grantee` access to `artifact`. A new grant replaces an existing one, except
-    /// that a permanent grant is never weakened.
-    pub fn grant(
-        &self,
-        artifact: ArtifactId,
-        grantee: PlayerId,
-        mode: AccessMode,
-        now: Timestamp,
-        commit: Commit,
-    ) -> Result<AccessGrant> {
-        self.check_artifact(&artifact)?;
-        let grant =
-            AccessGrant { artifact, grantee, granted_by: self.player(), mode, granted_at: now };
-        self.write(commit, |txn| {
-            let mut t = txn.open_table(GRANTS)?;
-            let key = artifact.to_key();
-            if let Some(old) = t.get((&key, &grantee.0))? {
-                let old: AccessGrant = decode("grant", old.value())?;
-                if old.mode == AccessMode::Permanent {
-                    return Ok(old);
-                }
-            }
-            t.insert((&key, &grantee.0), encode(&grant).as_slice())?;
-            Ok(grant.clone())
-        })
-    }
-
-    /// Recalls a grant. Permanent and transfer grants cannot be recalled.
-    pub fn revoke(&self, artifact: ArtifactId, grantee: PlayerId, commit: Commit) -> Result<bool> {
-        self.write(commit, |txn| {
-            let mut t = txn.open_table(GRANTS)?;
-            let key = artifact.to_key();
-            let old: AccessGrant = match t.get((&key, &grantee.0))? {
-                Some(v) => decode("grant", v.value())?,
-                None => return Ok(false),
-            };
-            if matches!(old.mode, AccessMode::Permanent | AccessMode::Transfer) {
-                return Err(Error::NotPermitted(
-                    NodeId::ROOT,
-                    "permanent and transfer grants are final",
-                ));
-            }
-            t.remove((&key, &grantee.0))?;
-            Ok(true)
-        })
-    }
-
-    /// Every grant, or those of one artifact.
-    pub fn grants(&self, artifact: Option<ArtifactId>) -> Result<Vec<AccessGrant>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(GRANTS)?;
-        let mut out = Vec::new();
-        let rows: Box<dyn Iterator<Item = _>> = match artifact {
-            Some(a) => {
-                let key = a.to_key();
-                Box::new(t.range((&key, &[0u8; 32])..=(&key, &[0xffu8; 32]))?)
-            }
-            None => Box::new(t.iter()?),
-        };
-        for row in rows {
-            let (_, v) = row?;
-            out.push(decode("grant", v.value())?);
-        }
-        Ok(out)
-    }
-
-    fn check_artifact(&self, artifact: &ArtifactId) -> Result<()> {
-        match artifact {
-            ArtifactId::Doc(_) => self.tree_node(artifact).map(drop),
-            ArtifactId::Blob(h) => self.leaf_record(h).map(drop),
-        }
-    }
-
-    pub fn add_peer(
-        &self,
-        id: PlayerId,
-        display_name: &str,
-        now: Timestamp,
-        commit: Commit,
-    ) -> Result<Peer> {
-        let peer = Peer { id, display_name: display_name.to_owned(), added_at: now };
-        self.write(commit, |txn| {
-            txn.open_table(PEERS)?.insert(&id.0, encode(&peer).as_slice())?;
-            Ok(())
-        })?;
-        Ok(peer)
-    }
-
-    pub fn remove_peer(&self, id: PlayerId, commit: Commit) -> Result<bool> {
-        self.write(commit, |txn| Ok(txn.open_table(PEERS)?.remove(&id.0)?.is_some()))
-    }
-
-    pub fn peers(&self) -> Result<Vec<Peer>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(PEERS)?;
-        t.iter()?.map(|r| decode("peer", r?.1.value())).collect()
     }
 }

@@ -30,13 +30,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::store::schema::{
-    ATTENTION, ENTRIES, EVENTS, META_NEXT_EVENT, bytes_u64, decode, encode, u64_bytes,
-};
+use crate::store::meta::W;
+use crate::store::schema::{META_NEXT_EVENT, bytes_u64, decode, encode, u64_bytes};
 use crate::types::{ArtifactId, AttentionKind, AttentionSwitchEvent, NodeId, PlayerId, Timestamp};
 use crate::vault::handle::{Commit, Vault};
 
@@ -136,10 +134,7 @@ impl Vault {
     /// returns the sequence number after them.
     pub fn append_events(&self, events: &[AttentionSwitchEvent], commit: Commit) -> Result<u64> {
         self.write_fs(commit, |w| {
-            let mut next = match w.meta()?.get(META_NEXT_EVENT)? {
-                Some(v) => bytes_u64("next_event", v.value())?,
-                None => 1,
-            };
+            let mut next = next_event(w)?;
             let mut touched: HashMap<u64, Aggregate> = HashMap::new();
             for ev in events {
                 w.events()?.insert(next, encode(ev).as_slice())?;
@@ -216,97 +211,110 @@ impl Vault {
 
     /// Up to `limit` events with sequence numbers above `after`, oldest first.
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<(u64, AttentionSwitchEvent)>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for row in t.range(after.saturating_add(1)..)? {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row?;
-            out.push((k.value(), decode("event", v.value())?));
-        }
-        Ok(out)
+        self.scan(&["events"], |r| {
+            r.events()?
+                .range(after.saturating_add(1)..)?
+                .take(limit)
+                .map(|row| {
+                    let (k, v) = row?;
+                    Ok((k.value(), decode("event", v.value())?))
+                })
+                .collect()
+        })
     }
 
-    /// The newest `limit` events, oldest first.
+    /// The newest `limit` events, oldest first. Sequence numbers are consecutive (pruning
+    /// drops only the oldest), so they are the ones from `next_event - limit` on.
     pub fn recent_events(&self, limit: usize) -> Result<Vec<(u64, AttentionSwitchEvent)>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for row in t.iter()?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row?;
-            out.push((k.value(), decode("event", v.value())?));
-        }
-        out.reverse();
-        Ok(out)
+        self.scan(&["meta", "events"], |r| {
+            let from = next_event(r)?.saturating_sub(limit as u64);
+            r.events()?
+                .range(from..)?
+                .map(|row| {
+                    let (k, v) = row?;
+                    Ok((k.value(), decode("event", v.value())?))
+                })
+                .collect()
+        })
     }
 
-    /// How many stored events happened at or after `since`.
+    /// How many stored events happened at or after `since`: counted from the newest back, a
+    /// window of sequence numbers at a time, to the first older one.
     pub fn events_since(&self, since: Timestamp) -> Result<u64> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(EVENTS)?;
-        let mut n = 0;
-        for row in t.iter()?.rev() {
-            let (_, v) = row?;
-            let ev: AttentionSwitchEvent = decode("event", v.value())?;
-            if ev.at < since {
-                break;
+        const WINDOW: u64 = 4096;
+        self.scan(&["meta", "events"], |r| {
+            let mut n = 0;
+            let mut end = next_event(r)?;
+            while end > 1 {
+                let start = end.saturating_sub(WINDOW).max(1);
+                let mut times = Vec::new();
+                for row in r.events()?.range(start..end)? {
+                    times.push(decode::<AttentionSwitchEvent>("event", row?.1.value())?.at);
+                }
+                if times.is_empty() {
+                    break;
+                }
+                for at in times.iter().rev() {
+                    if *at < since {
+                        return Ok(n);
+                    }
+                    n += 1;
+                }
+                end = start;
             }
-            n += 1;
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
 
     pub fn event_count(&self) -> Result<u64> {
-        Ok(self.read_txn()?.open_table(EVENTS)?.len()?)
+        self.scan(&["events"], |r| Ok(r.events()?.len()?))
     }
 
     /// Deletes events with sequence numbers up to and including `through`. Aggregates, and so
     /// heat, are unaffected.
     pub fn prune_events(&self, through: u64, commit: Commit) -> Result<u64> {
-        self.write(commit, |txn| {
-            let mut t = txn.open_table(EVENTS)?;
-            let mut n = 0;
-            t.retain_in(..=through, |_, _| {
-                n += 1;
-                false
-            })?;
-            Ok(n)
+        self.write_fs(commit, |w| {
+            let keys: Vec<u64> = w
+                .events()?
+                .range(..=through)?
+                .map(|row| row.map(|(k, _)| k.value()))
+                .collect::<std::result::Result<_, _>>()?;
+            for k in &keys {
+                w.events()?.remove(k)?;
+            }
+            Ok(keys.len() as u64)
         })
     }
 
     /// Applies a retention policy at `now`: drops the oldest events beyond `max_events` and
     /// those older than `max_age_ms`. Returns how many were dropped.
     pub fn enforce_retention(&self, policy: Retention, now: Timestamp) -> Result<u64> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(EVENTS)?;
-        let len = t.len()?;
-        let mut through = 0u64;
-        if let Some(max) = policy.max_events
-            && len > max
-            && let Some(row) = t.iter()?.nth(usize::try_from(len - max - 1).unwrap_or(usize::MAX))
-        {
-            through = row?.0.value();
-        }
-        if let Some(age) = policy.max_age_ms {
-            let cutoff = Timestamp::from_millis(
-                now.as_millis().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX)),
-            );
-            for row in t.range(through.saturating_add(1)..)? {
-                let (k, v) = row?;
-                let ev: AttentionSwitchEvent = decode("event", v.value())?;
-                if ev.at >= cutoff {
-                    break;
-                }
-                through = k.value();
+        let through = self.scan(&["events"], |r| {
+            let t = r.events()?;
+            let len = t.len()?;
+            let mut through = 0u64;
+            if let Some(max) = policy.max_events
+                && len > max
+                && let Some(row) =
+                    t.iter()?.nth(usize::try_from(len - max - 1).unwrap_or(usize::MAX))
+            {
+                through = row?.0.value();
             }
-        }
-        drop(t);
-        drop(txn);
+            if let Some(age) = policy.max_age_ms {
+                let cutoff = Timestamp::from_millis(
+                    now.as_millis().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX)),
+                );
+                for row in t.range(through.saturating_add(1)..)? {
+                    let (k, v) = row?;
+                    let ev: AttentionSwitchEvent = decode("event", v.value())?;
+                    if ev.at >= cutoff {
+                        break;
+                    }
+                    through = k.value();
+                }
+            }
+            Ok(through)
+        })?;
         if through == 0 {
             return Ok(0);
         }
@@ -315,21 +323,23 @@ impl Vault {
 
     /// Heat of every node that has had attention, hottest first.
     pub fn heat(&self, now: Timestamp) -> Result<Vec<Heat>> {
-        let txn = self.read_txn()?;
-        let t = txn.open_table(ATTENTION)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let agg: Aggregate = decode("attention", v.value())?;
-            out.push(Heat {
-                node: NodeId(k.value()),
-                heat: agg.heat(now),
-                unique_players: agg.players.len(),
-                dwell_ms: agg.dwell_ms,
-                opens: agg.opens,
-                last_seen: agg.last_seen,
-            });
-        }
+        let mut out = self.scan(&["attention"], |r| {
+            r.attention()?
+                .iter()?
+                .map(|row| {
+                    let (k, v) = row?;
+                    let agg: Aggregate = decode("attention", v.value())?;
+                    Ok(Heat {
+                        node: NodeId(k.value()),
+                        heat: agg.heat(now),
+                        unique_players: agg.players.len(),
+                        dwell_ms: agg.dwell_ms,
+                        opens: agg.opens,
+                        last_seen: agg.last_seen,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
         out.sort_by(|a, b| b.heat.total_cmp(&a.heat).then(a.node.cmp(&b.node)));
         Ok(out)
     }
@@ -344,14 +354,15 @@ impl Vault {
     /// Paths (labels from the root, joined with `/`) of the given nodes, found by one walk of
     /// the tree. A node with several names (hard links) gets the first found.
     pub fn paths_of(&self, wanted: &HashSet<NodeId>) -> Result<HashMap<NodeId, Vec<u8>>> {
-        let txn = self.read_txn()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let mut children: HashMap<u64, Vec<(Vec<u8>, u64)>> = HashMap::new();
-        for row in entries.iter()? {
-            let (k, v) = row?;
-            let (parent, name) = k.value();
-            children.entry(parent).or_default().push((name.to_vec(), v.value().0));
-        }
+        let children = self.scan(&["entries"], |r| {
+            let mut children: HashMap<u64, Vec<(Vec<u8>, u64)>> = HashMap::new();
+            for row in r.entries()?.iter()? {
+                let (k, v) = row?;
+                let (parent, name) = k.value();
+                children.entry(parent).or_default().push((name.to_vec(), v.value().0));
+            }
+            Ok(children)
+        })?;
         let mut out = HashMap::new();
         let mut stack: Vec<(u64, Vec<u8>)> = vec![(NodeId::ROOT.0, Vec::new())];
         while let Some((dir, path)) = stack.pop() {
@@ -373,6 +384,14 @@ impl Vault {
             }
         }
         Ok(out)
+    }
+}
+
+/// The sequence number the next event gets (the first is 1).
+fn next_event(r: &mut W) -> Result<u64> {
+    match r.meta()?.get(META_NEXT_EVENT)? {
+        Some(v) => bytes_u64("next_event", v.value()),
+        None => Ok(1),
     }
 }
 

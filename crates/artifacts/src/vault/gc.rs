@@ -192,7 +192,7 @@ impl Vault {
     /// The full sweep of the packs. The caller holds the staging lock.
     fn sweep_locked(&self, staged: &StagedMap, report: &mut GcReport) -> Result<()> {
         let recorded: Vec<Loc> = {
-            let txn = self.read_txn()?;
+            let txn = self.flushed_snapshot()?;
             let chunks = txn.open_table(CHUNKS)?;
             let mut places = Vec::new();
             for row in chunks.iter()? {
@@ -214,13 +214,11 @@ impl Vault {
     /// the chunks it drops), without the sweep of the packs: cheap enough to run periodically
     /// on a mounted store. Does nothing when nothing is unreferenced.
     pub fn collect(&self, unreferenced_before: Option<Timestamp>) -> Result<GcReport> {
-        {
-            let txn = self.read_txn()?;
-            if txn.open_table(UNREFERENCED)?.is_empty()?
-                && txn.open_table(crate::store::schema::DEAD_CHUNKS)?.is_empty()?
-            {
-                return Ok(GcReport::default());
-            }
+        let idle = self.read_fs(|r| {
+            Ok(r.unref()?.iter()?.next().is_none() && r.dead()?.iter()?.next().is_none())
+        })?;
+        if idle {
+            return Ok(GcReport::default());
         }
         let staged = self.payloads.chunks.staging_lock();
         self.collect_locked(&staged, unreferenced_before, &mut |_| {})
@@ -292,18 +290,21 @@ impl Vault {
             return Ok(0);
         }
         let staged = self.payloads.chunks.staging_lock();
-        // Begun under the staging lock: every writer that unstaged a chunk has committed it.
-        let txn = self.read_txn()?;
-        let chunks = txn.open_table(CHUNKS)?;
+        // Read under the staging lock: every writer that unstaged a chunk has committed it.
+        let named: Vec<bool> = self.read_fs(|r| {
+            abandoned
+                .iter()
+                .map(|(chunk, loc)| Ok(r.chunk(chunk)?.and_then(|c| c.loc) == Some(*loc)))
+                .collect()
+        })?;
         let mut removed = 0;
         let mut held = Vec::new();
-        for (chunk, loc) in abandoned {
+        for ((chunk, loc), named) in abandoned.into_iter().zip(named) {
             if staged.get(&chunk).and_then(|s| s.loc) == Some(loc) {
                 held.push((chunk, loc));
                 continue;
             }
-            if chunks.get(&chunk)?.and_then(|v| ChunkRecord::from_value(v.value()).loc) == Some(loc)
-            {
+            if named {
                 continue;
             }
             self.payloads
@@ -341,7 +342,7 @@ impl Vault {
         self.reclaim_abandoned()?;
         let staged_guard = opts.repair.then(|| self.payloads.chunks.staging_lock());
         let mut report = FsckReport::default();
-        let txn = self.read_txn()?;
+        let txn = self.flushed_snapshot()?;
         let nodes_t = txn.open_table(NODES)?;
         let entries_t = txn.open_table(ENTRIES)?;
         let order_t = txn.open_table(ORDER)?;

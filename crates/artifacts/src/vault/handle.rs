@@ -26,9 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redb::{
-    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
-};
+use redb::{ReadTransaction, ReadableDatabase};
 
 use crate::error::{Error, Result};
 use crate::payload::chunks::ChunkStore;
@@ -39,8 +37,7 @@ use crate::store::faults::{self, FaultInjector, Faults, IoStep};
 use crate::store::ids::NodeIds;
 use crate::store::meta::{Meta, Strength, W};
 use crate::store::schema::{
-    CHUNKS, LEAVES, LeafRecord, META, META_NEXT_NODE, META_OPEN, NODES, PlayerRecord, TREES,
-    UNREFERENCED, bytes_u64, decode,
+    LeafRecord, META, META_NEXT_NODE, META_OPEN, PlayerRecord, bytes_u64, decode,
 };
 use crate::types::{Hash, Node, NodeId, NodeKind, PlayerId};
 use crate::vault::migrate::init_meta;
@@ -291,16 +288,6 @@ impl Vault {
         self.payloads.read_all(leaf)
     }
 
-    /// Runs `f` in a write transaction of its own, after every pending change, and commits
-    /// it with the given strength. If `f` fails, nothing it did is committed.
-    pub(crate) fn write<R>(
-        &self,
-        commit: Commit,
-        f: impl FnOnce(&WriteTransaction) -> Result<R>,
-    ) -> Result<R> {
-        self.meta.write(commit.strength(), || self.before_commit(commit), f)
-    }
-
     /// What runs just before a commit: with `Durable`, every chunk written so far is made
     /// durable first, so that metadata never lands before the bytes it names.
     fn before_commit(&self, commit: Commit) -> Result<()> {
@@ -369,9 +356,19 @@ impl Vault {
         self.meta.read(f)
     }
 
-    /// A snapshot of the database with every change so far in it (pending ones are flushed
-    /// first). For scans; point reads go through `read_fs`.
-    pub(crate) fn read_txn(&self) -> Result<ReadTransaction> {
+    /// Runs `f` on a consistent view of `tables` as they are now, pending rows included,
+    /// holding no lock while it runs (see `Meta::scan`): for reads that walk whole tables.
+    pub(crate) fn scan<R>(
+        &self,
+        tables: &'static [&'static str],
+        f: impl FnOnce(&mut W) -> Result<R>,
+    ) -> Result<R> {
+        self.meta.scan(tables, f)
+    }
+
+    /// For maintenance that commits anyway (GC, fsck): flushes every pending change, then
+    /// returns a snapshot of the database itself, to read without the layers.
+    pub(crate) fn flushed_snapshot(&self) -> Result<ReadTransaction> {
         if self.meta.pending() {
             self.flush(Commit::CrashConsistent)?;
         }
@@ -401,53 +398,61 @@ impl Vault {
             return Ok(());
         }
         self.reclaim_abandoned()?;
-        self.write(Commit::Durable, |txn| {
-            let mut meta = txn.open_table(META)?;
-            meta.remove(META_OPEN)?;
+        self.write_fs(Commit::Durable, |w| {
+            w.meta()?.remove(META_OPEN)?;
             Ok(())
         })
     }
 
-    /// Entry counts, each O(1): cheap enough for every `statfs` and status render.
+    /// Entry counts of the main tables: O(their pending rows), each count O(1) in the database.
     pub fn counts(&self) -> Result<Counts> {
-        let txn = self.read_txn()?;
-        Ok(Counts {
-            nodes: txn.open_table(NODES)?.len()?,
-            trees: txn.open_table(TREES)?.len()?,
-            leaves: txn.open_table(LEAVES)?.len()?,
-            chunks: txn.open_table(CHUNKS)?.len()?,
-            events: txn.open_table(crate::store::schema::EVENTS)?.len()?,
+        self.scan(&["nodes", "trees", "leaves", "chunks", "events"], |r| {
+            Ok(Counts {
+                nodes: r.nodes()?.len()?,
+                trees: r.trees()?.len()?,
+                leaves: r.leaves()?.len()?,
+                chunks: r.chunks()?.len()?,
+                events: r.events()?.len()?,
+            })
         })
     }
 
+    /// How many nodes there are (what `statfs` reports as files in use): O(pending nodes).
+    pub fn node_count(&self) -> Result<u64> {
+        self.scan(&["nodes"], |r| Ok(r.nodes()?.len()?))
+    }
+
+    /// Figures about the whole store: walks the leaf, chunk and node tables.
     pub fn stats(&self) -> Result<Stats> {
-        let txn = self.read_txn()?;
-        let mut s = Stats {
-            nodes: txn.open_table(NODES)?.len()?,
-            trees: txn.open_table(TREES)?.len()?,
-            leaves: txn.open_table(LEAVES)?.len()?,
-            unreferenced_leaves: txn.open_table(UNREFERENCED)?.len()?,
-            chunks: txn.open_table(CHUNKS)?.len()?,
-            ..Stats::default()
-        };
-        for row in txn.open_table(LEAVES)?.iter()? {
-            let (_, v) = row?;
-            let rec: LeafRecord = decode("leaf", v.value())?;
-            s.logical_bytes += rec.size;
-            if rec.inline {
-                s.inline_bytes += rec.size;
+        let mut s = self.scan(&["nodes", "trees", "leaves", "unref", "chunks"], |r| {
+            let mut s = Stats {
+                nodes: r.nodes()?.len()?,
+                trees: r.trees()?.len()?,
+                leaves: r.leaves()?.len()?,
+                unreferenced_leaves: r.unref()?.len()?,
+                chunks: r.chunks()?.len()?,
+                ..Stats::default()
+            };
+            for row in r.leaves()?.iter()? {
+                let (_, v) = row?;
+                let rec: LeafRecord = decode("leaf", v.value())?;
+                s.logical_bytes += rec.size;
+                if rec.inline {
+                    s.inline_bytes += rec.size;
+                }
             }
-        }
-        for row in txn.open_table(CHUNKS)?.iter()? {
-            let (_, v) = row?;
-            s.chunk_bytes += u64::from(v.value().0);
-        }
-        for row in txn.open_table(NODES)?.iter()? {
-            let (_, v) = row?;
-            if decode::<Node>("node", v.value())?.kind == NodeKind::File {
-                s.files += 1;
+            for row in r.chunks()?.iter()? {
+                let (_, v) = row?;
+                s.chunk_bytes += u64::from(v.value().0);
             }
-        }
+            for row in r.nodes()?.iter()? {
+                let (_, v) = row?;
+                if decode::<Node>("node", v.value())?.kind == NodeKind::File {
+                    s.files += 1;
+                }
+            }
+            Ok(s)
+        })?;
         s.db_bytes = fs::metadata(self.dir.join("meta.redb")).map_or(0, |m| m.len());
         s.pack_bytes = self
             .payloads
@@ -462,6 +467,51 @@ impl Drop for Vault {
     fn drop(&mut self) {
         if let Err(e) = self.close_inner() {
             tracing::error!(error = %e, "closing the store failed; it will recover at next open");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Commit, Options, Vault};
+    use crate::error::Error;
+    use crate::store::schema::{LeafRecord, decode, encode};
+    use crate::types::{NewNode, NodeId, Timestamp};
+
+    /// A leaf record whose size disagrees with its verified inline bytes is reported as a
+    /// corrupt record, whichever way it is wrong, and never panics a reader.
+    #[test]
+    fn regression_inline_read_trusted_the_records_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(dir.path(), "alice", &Options::default()).unwrap();
+        let content = vec![7u8; 100];
+        let staged = vault.stage(&content).unwrap();
+        let node = vault
+            .create(
+                NodeId::ROOT,
+                b"f",
+                &NewNode::file(0o644),
+                Some(staged),
+                Timestamp::now(),
+                Commit::Durable,
+            )
+            .unwrap();
+        let leaf = node.content.unwrap();
+        assert_eq!(vault.read_all(&leaf).unwrap(), content);
+        for size in [200, 10] {
+            vault
+                .write_fs(Commit::Durable, |w| {
+                    let mut rec: LeafRecord =
+                        decode("leaf", w.leaves()?.get(&leaf)?.unwrap().value())?;
+                    rec.size = size;
+                    w.leaves()?.insert(&leaf, encode(&rec).as_slice())?;
+                    Ok(())
+                })
+                .unwrap();
+            let mut buf = vec![0u8; 150];
+            let got = vault.read_at(&leaf, 5, &mut buf);
+            assert!(matches!(got, Err(Error::CorruptRecord("leaf", _))), "size {size}: {got:?}");
+            assert!(matches!(vault.read_vec(&leaf, 0, 150), Err(Error::CorruptRecord(..))));
         }
     }
 }

@@ -33,6 +33,7 @@ pub(crate) fn init_meta(
     let txn = db.begin_write()?;
     let out = {
         let mut w = W::direct(&txn);
+        // Every table exists from the start, so read snapshots can always open them.
         w.open_all()?;
         let format = w.meta()?.get(META_FORMAT)?.map(|v| v.value().to_vec());
         let rec = if let Some(format) = format {
@@ -87,9 +88,6 @@ pub(crate) fn init_meta(
             w.put_tree(&tree_id, &tree)?;
             rec
         };
-        // Every table exists from the start, so read transactions can always open them.
-        txn.open_table(crate::store::schema::GRANTS)?;
-        txn.open_table(crate::store::schema::PEERS)?;
         let was_open = w.meta()?.get(META_OPEN)?.is_some();
         w.meta()?.insert(META_OPEN, &[1u8][..])?;
         (rec, was_open)

@@ -8,3 +8,4 @@ pub(crate) mod gc;
 pub(crate) mod handle;
 pub(crate) mod migrate;
 pub(crate) mod namespace;
+pub(crate) mod sharing;

@@ -10,13 +10,11 @@
 //!   entry, no open handle) holds it.
 //! - A directory's tree record names its node, and its node names the tree.
 
-use redb::ReadableTable;
-
 use crate::error::{Error, Result, lossy};
 use crate::payload::writer::StagedLeaf;
 use crate::store::meta::W;
 use crate::store::rows::new_tree_id;
-use crate::store::schema::{ORPHANS, TreeRecord};
+use crate::store::schema::TreeRecord;
 use crate::types::{
     DirEntry, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, TreeType, XattrMode,
 };
@@ -593,11 +591,9 @@ impl Vault {
 
     /// Reaps every orphan: at open nothing can hold one.
     pub(crate) fn reap_orphans(&self) -> Result<()> {
-        let ids: Vec<u64> = {
-            let txn = self.read_txn()?;
-            let t = txn.open_table(ORPHANS)?;
-            t.iter()?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?
-        };
+        let ids: Vec<u64> = self.read_fs(|r| {
+            Ok(r.orphans()?.iter()?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?)
+        })?;
         if ids.is_empty() {
             return Ok(());
         }
