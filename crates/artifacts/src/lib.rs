@@ -3,15 +3,28 @@
 //! A vault holds:
 //! - **leaves**: immutable payloads addressed by the BLAKE3 hash of their content. Up to
 //!   `INLINE_MAX` bytes they live inline in the metadata database; larger ones are cut into
-//!   `FastCDC` chunks, each stored once as a file named by its own hash.
+//!   `FastCDC` chunks, each stored once, appended to pack files and named by its own hash.
 //! - **nodes**: persistent, never-reused ids with POSIX attributes. A file node points at
 //!   its current leaf, so two identical files are two nodes sharing one leaf.
 //! - **trees**: one per directory node, whose references are the directory's entries, each
 //!   with a label and a position.
 //! - grants, peers and attention events.
 //!
-//! All metadata is in one redb database; every mutation is one transaction, committed either
-//! crash-consistently or durably (`Commit`). See `docs/DESIGN.md` for the on-disk layout.
+//! All metadata is in one redb database. Every mutation is one all-or-nothing operation on an
+//! in-memory write-back layer, flushed to redb in batches; an operation with
+//! `Commit::Durable` is flushed with fsync before it returns. See `docs/DESIGN.md` for the
+//! on-disk layout.
+//!
+//! The code is in three layers, each using only those below it:
+//! - `store`: the database, its tables and records, the write-back layers (`store::meta`),
+//!   node ids and the fault-injection seam;
+//! - `payload`: chunks in packs, hash trees and chunk lists, the streaming writer, reads and
+//!   edits (`Payloads`);
+//! - `vault`: the `Vault` handle and everything on nodes and trees, sharing records,
+//!   attention, GC and fsck, and the migrations run at open.
+//!
+//! `types` and `error` sit under all three. `scripts/import-cycles.py` checks that no module
+//! imports another that imports it back.
 
 mod error;
 mod payload;

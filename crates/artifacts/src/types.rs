@@ -1,7 +1,8 @@
-//! The plan's domain types: artifact ids, leaves, trees and their references, players,
-//! grants and attention events, plus the node types that give the mount stable inodes.
+//! The domain types: artifact ids, leaves, trees and their references, players, grants and
+//! attention events, plus the node types that give the mount stable inodes.
 //!
-//! Everything here is plain data. Persistence lives in `schema`, behaviour in `vault`.
+//! Everything here is plain data. Persistence lives in `store::schema`, behaviour in
+//! `vault`.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -176,7 +177,8 @@ pub enum LeafType {
 }
 
 impl LeafType {
-    /// The plan's extension table. Unknown extensions are `File`.
+    /// The type of a leaf named `name`, from its extension: images (`jpg`, `jpeg`, `png`,
+    /// `gif`, `webp`, `svg`), `token` and `attestation`; anything else is `File`.
     pub fn from_name(name: &[u8]) -> Self {
         let ext = match name.iter().rposition(|&b| b == b'.') {
             Some(i) if i > 0 => name[i + 1..].to_ascii_lowercase(),
@@ -190,7 +192,7 @@ impl LeafType {
         }
     }
 
-    /// The leaf type of a symlink's target, as the plan maps symlinks.
+    /// The leaf type of a symlink's target: a symlink is a leaf holding its target path.
     pub fn symlink() -> Self {
         LeafType::Custom("symlink".to_owned())
     }
@@ -208,7 +210,7 @@ pub enum TreeType {
 }
 
 impl TreeType {
-    /// The plan's inference: the special names `stories/*`, `gallery`, `inbox` and
+    /// The type a new folder gets from its name: the special names `stories/*`, `gallery`, `inbox` and
     /// `documents/*`, and `Collection` for everything else.
     pub fn infer(parent_name: &[u8], name: &[u8]) -> Self {
         match (parent_name, name) {
@@ -322,7 +324,7 @@ pub enum AttentionKind {
     Scan,
 }
 
-/// One attention switch, as the plan defines it, with its cause, the node it concerns (the
+/// One attention switch: where attention moved from and to, with its cause, the node it concerns (the
 /// file or folder, whose identity outlives content changes), and for `Back` how long the
 /// attention dwelt.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -138,7 +138,7 @@ pub enum StagedBody {
 
 /// A payload whose bytes are stored but which no metadata names yet.
 ///
-/// Commit it with `Vault::place_staged`, `Vault::set_content` or `Vault::create_file`.
+/// Commit it with `Vault::place_staged`, `Vault::set_content` or `Vault::create`.
 /// Until then (and if it is dropped) its chunks are protected from GC; dropping it without
 /// committing leaves at most unreferenced chunk bytes in a pack, which GC reclaims.
 #[derive(Debug)]

@@ -1,6 +1,5 @@
-//! The plan's artifact-level operations on top of nodes: `place_leaf`, compose, `remove_ref`,
-//! move, trees with their types, stewards and audiences, grants, peers, and the attention
-//! event log.
+//! Artifact-level operations on top of nodes: `place_leaf`, compose, `remove_ref`, move,
+//! and trees with their types, stewards and audiences.
 //!
 //! Stewardship and audience belong to trees; a leaf is plain content shared by every node
 //! that holds it, so a file's steward is the steward of the tree that contains it.

@@ -1,8 +1,10 @@
-//! The `Vault`: the store's one handle. It owns the metadata database, the chunk packs and
-//! the data-dir lock, and exposes nodes (the mount's inodes), leaves and trees.
+//! The `Vault`: the store's one handle. It owns the metadata database, the payloads (chunk
+//! packs and caches) and the data-dir lock; opens and closes the store; runs operations and
+//! flushes; and reports counts and figures. The operations themselves are in the sibling
+//! modules (`namespace`, `artifacts`, `sharing`, `attention`, `gc`).
 //!
 //! # Transactions and locking
-//! - Every mutation is one operation on the write-back layer of `meta.rs`: all or nothing,
+//! - Every mutation is one operation on the write-back layers of `store::meta`: all or nothing,
 //!   visible to the next request at once, and written to redb in batches by `flush` (at each
 //!   `sync`, and when much is pending). Operations are serialised, so mutations are
 //!   linearisable; reads run concurrently with each other and with the one operation.
@@ -10,7 +12,7 @@
 //!   of threads at once) and only named inside one. The chunk store's `staged` set keeps GC
 //!   from dropping a chunk between the two.
 //! - Lock order: `ChunkStore::staged` (held by GC and repair, and briefly by each append),
-//!   then the locks of `meta.rs` (flush, operation, layers), then redb's writer lock, then the
+//!   then the locks of `store::meta` (flush, operation, layers), then redb's writer lock, then the
 //!   chunk store's other locks (active packs, unsynced packs, open files, cache, abandoned
 //!   ranges). Nothing that holds the operation lock takes `staged`.
 //!
