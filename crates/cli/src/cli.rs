@@ -542,3 +542,33 @@ fn fsck(store: &StoreArgs, repair: bool, deep: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indras_fuse::MountInfo;
+    use indras_fuse::status::Live;
+
+    /// Mounted or not, `status` prints the same lines, but for the mount's own.
+    #[test]
+    fn status_prints_the_same_lines_mounted_or_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::open(dir.path(), "alice", &Options::default()).expect("open");
+        let now = Timestamp::now();
+        let info = MountInfo {
+            mountpoint: "/mnt/alice".into(),
+            ..MountInfo::unmounted("alice", dir.path())
+        };
+        let live = Live { info: &info, open_files: 2, attention: true };
+        let mounted =
+            status_text(&Status::build(&vault, now, Some(live)).expect("status")).expect("text");
+        let stored = status_text(&Status::build(&vault, now, None).expect("status")).expect("text");
+        let mut mounted: Vec<&str> = mounted.lines().collect();
+        let stored: Vec<&str> = stored.lines().collect();
+        assert_eq!(mounted[0], "Mounted: /mnt/alice");
+        assert_eq!(stored[0], "Mounted: no (not mounted)");
+        assert_eq!(mounted.remove(4), "Open files: 2");
+        assert_eq!(mounted[1..], stored[1..]);
+        assert!(stored.contains(&"Peers: 0 connected (0 known)"), "{stored:?}");
+    }
+}

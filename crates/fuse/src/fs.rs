@@ -26,14 +26,15 @@ use std::time::Duration;
 
 use indras_artifacts::{Commit, NodeId, NodeKind, SetAttr, Vault};
 
+pub use crate::status::MountInfo;
+pub use crate::types::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet};
+
 use crate::attention::{Attention, AttentionConfig, Clock, SystemClock};
 use crate::error::{FsError, FsResult};
 use crate::handles::{Handle, Handles};
 use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
-pub use crate::status::MountInfo;
 use crate::types::BLKSIZE;
-pub use crate::types::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet};
 use crate::view::{
     Change, Found, IndraView, PeersView, ReadOnlyView, RealmsView, RootView, VaultView, View,
 };

@@ -17,9 +17,9 @@ use crate::types::{Attr, BLKSIZE, DirItem};
 /// again, after create, unlink, rename or link it replaces the entries involved. A repeated
 /// `stat` of an unchanged file therefore never reaches the daemon.
 pub(crate) const TTL: Duration = Duration::from_secs(60);
-/// Rendered files change size between renders: never cache their attributes (nor those of
-/// the folders that hold them).
-pub(crate) const TTL_RENDERED: Duration = Duration::ZERO;
+/// For views whose answers change without a request through this mount (rendered files,
+/// which change size between renders; what peers grant): the kernel caches nothing.
+pub(crate) const NO_TTL: Duration = Duration::ZERO;
 
 /// What a lookup found.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use indras_artifacts::{AttentionKind, NodeKind, Timestamp, Vault};
 use serde::Serialize;
 
-use super::common::{Found, ReadOnlyView, TTL_RENDERED, View, fixed_attr, fixed_listing};
+use super::common::{Found, NO_TTL, ReadOnlyView, View, fixed_attr, fixed_listing};
 use crate::attention::{Attention, display_heat};
 use crate::error::{FsError, FsResult};
 use crate::inode;
@@ -159,7 +159,7 @@ impl View for IndraView {
     }
 
     fn ttl(&self) -> Duration {
-        TTL_RENDERED
+        NO_TTL
     }
 }
 

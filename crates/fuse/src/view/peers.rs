@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indras_artifacts::NodeKind;
 
-use super::common::{Found, ReadOnlyView, TTL_RENDERED, View, fixed_attr, fixed_listing};
+use super::common::{Found, NO_TTL, ReadOnlyView, View, fixed_attr, fixed_listing};
 use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::status::MountInfo;
@@ -43,7 +43,7 @@ impl View for PeersView {
     }
 
     fn ttl(&self) -> Duration {
-        TTL_RENDERED
+        NO_TTL
     }
 }
 

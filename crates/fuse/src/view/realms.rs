@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indras_artifacts::NodeKind;
 
-use super::common::{Found, ReadOnlyView, TTL_RENDERED, View, fixed_attr, fixed_listing};
+use super::common::{Found, NO_TTL, ReadOnlyView, View, fixed_attr, fixed_listing};
 use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::status::MountInfo;
@@ -44,7 +44,7 @@ impl View for RealmsView {
     }
 
     fn ttl(&self) -> Duration {
-        TTL_RENDERED
+        NO_TTL
     }
 }
 
