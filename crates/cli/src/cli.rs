@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use indras_artifacts::{FsckOptions, Options, Progress, Vault};
-use indras_fuse::{MountConfig, MountError, MountSession, is_mounted};
+use indras_artifacts::{FsckOptions, Options, Progress, Timestamp, Vault};
+use indras_fuse::{MountConfig, MountError, MountSession, Status, is_mounted};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -343,7 +343,7 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
 }
 
 /// What a live mount reports in `.indra/status.json`.
-fn read_status(mountpoint: &Path) -> Result<serde_json::Value> {
+fn read_status(mountpoint: &Path) -> Result<Status> {
     let path = mountpoint.join(".indra/status.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -356,7 +356,7 @@ fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
     }
     let pid = read_status(mountpoint)
         .ok()
-        .and_then(|s| s.get("pid").and_then(serde_json::Value::as_u64))
+        .and_then(|s| s.pid)
         .and_then(|p| i32::try_from(p).ok())
         .and_then(rustix::process::Pid::from_raw);
     let Some(pid) = pid else {
@@ -412,97 +412,62 @@ fn open_store(dir: &Path) -> Result<Vault> {
     })
 }
 
+/// The status of a live mount (read from it), or of a stored vault (read from the store):
+/// the same model and the same lines either way.
 fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()> {
-    if let Some(mp) = mountpoint
-        && is_mounted(mp)
-    {
-        let s = read_status(mp)?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&s)?);
-            return Ok(());
+    let status = match mountpoint {
+        Some(mp) if is_mounted(mp) => read_status(mp)?,
+        _ => {
+            let dir = match (mountpoint, &store.data_dir, &store.player) {
+                (_, Some(_), _) | (_, _, Some(_)) => store_dir(store)?,
+                (Some(mp), None, None) => bail!(
+                    "{} is not mounted; pass --data-dir or --player to read a stored vault",
+                    mp.display()
+                ),
+                (None, None, None) => bail!("pass a mount point, --data-dir or --player"),
+            };
+            let vault = open_store(&dir)?;
+            Status::build(&vault, Timestamp::now(), None)?
         }
-        let get = |k: &str| {
-            s.get(k).map_or_else(String::new, |v| {
-                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-            })
-        };
-        let art = &s["artifacts"];
-        println!("Mounted: {}", get("mountpoint"));
-        println!("Player: {} ({})", get("player"), get("player_id"));
-        println!("Data dir: {}", get("data_dir"));
-        println!("Artifacts: {} ({} trees, {} leaves)", art["total"], art["trees"], art["leaves"]);
-        println!("Peers: {} connected", s["peers"]["connected"]);
-        println!("Attention events (last hour): {}", s["attention"]["events_last_hour"]);
-        let hot: Vec<String> = s["hot"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|h| {
-                        format!(
-                            "{} ({:.2})",
-                            h["path"].as_str().unwrap_or("?"),
-                            h["heat"].as_f64().unwrap_or(0.0)
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        println!(
-            "Hot artifacts: {}",
-            if hot.is_empty() { "none yet".to_owned() } else { hot.join(", ") }
-        );
-        return Ok(());
-    }
-    let dir = match (mountpoint, &store.data_dir, &store.player) {
-        (_, Some(_), _) | (_, _, Some(_)) => store_dir(store)?,
-        (Some(mp), None, None) => bail!(
-            "{} is not mounted; pass --data-dir or --player to read a stored vault",
-            mp.display()
-        ),
-        (None, None, None) => bail!("pass a mount point, --data-dir or --player"),
     };
-    let v = open_store(&dir)?;
-    let c = v.counts()?;
-    let stats = v.stats()?;
-    let now = indras_artifacts::Timestamp::now();
-    let last_hour =
-        v.events_since(indras_artifacts::Timestamp::from_millis(now.as_millis() - 3_600_000))?;
-    let hot = indras_fuse::virtual_files::hot(&v, now, indras_fuse::virtual_files::HOT_TOP)
-        .map_err(|e| anyhow!("computing heat: {e}"))?;
     if json {
-        let out = serde_json::json!({
-            "mounted": false,
-            "player": v.player_name(),
-            "player_id": v.player().to_string(),
-            "data_dir": dir.display().to_string(),
-            "artifacts": { "total": c.trees + c.leaves, "trees": c.trees, "leaves": c.leaves, "nodes": c.nodes, "chunks": c.chunks },
-            "store": { "logical_bytes": stats.logical_bytes, "chunk_bytes": stats.chunk_bytes, "pack_bytes": stats.pack_bytes, "inline_bytes": stats.inline_bytes, "db_bytes": stats.db_bytes },
-            "peers": { "known": v.peers()?.len(), "connected": 0 },
-            "attention": { "events_last_hour": last_hour, "events_stored": c.events },
-            "hot": hot.iter().map(|h| serde_json::json!({ "path": h.path, "heat": h.heat })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status_text(&status)?);
     }
-    println!("Mounted: no (not mounted)");
-    println!("Player: {} ({})", v.player_name(), v.player());
-    println!("Data dir: {}", dir.display());
-    println!("Artifacts: {} ({} trees, {} leaves)", c.trees + c.leaves, c.trees, c.leaves);
-    println!("Peers: 0 connected ({} known)", v.peers()?.len());
-    println!("Attention events (last hour): {last_hour}");
-    let hot: Vec<String> = hot.iter().map(|h| format!("{} ({:.2})", h.path, h.heat)).collect();
-    println!(
+    Ok(())
+}
+
+/// The status as `indras-fuse status` prints it: the same lines mounted or not, but for
+/// those only a live mount knows, which are left out.
+fn status_text(s: &Status) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let a = &s.artifacts;
+    let hot: Vec<String> = s.hot.iter().map(|h| format!("{} ({:.2})", h.path, h.heat)).collect();
+    writeln!(out, "Mounted: {}", s.mountpoint.as_deref().unwrap_or("no (not mounted)"))?;
+    writeln!(out, "Player: {} ({})", s.player, s.player_id)?;
+    writeln!(out, "Data dir: {}", s.data_dir)?;
+    writeln!(out, "Artifacts: {} ({} trees, {} leaves)", a.total, a.trees, a.leaves)?;
+    if let Some(open) = s.open_files {
+        writeln!(out, "Open files: {open}")?;
+    }
+    writeln!(out, "Peers: {} connected ({} known)", s.peers.connected, s.peers.known)?;
+    writeln!(out, "Attention events (last hour): {}", s.attention.events_last_hour)?;
+    writeln!(
+        out,
         "Hot artifacts: {}",
         if hot.is_empty() { "none yet".to_owned() } else { hot.join(", ") }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "Stored: {} of content in {} of chunks ({} on disk) and {} inline",
-        bytes(stats.logical_bytes),
-        bytes(stats.chunk_bytes),
-        bytes(stats.pack_bytes),
-        bytes(stats.inline_bytes)
-    );
-    Ok(())
+        bytes(s.store.logical_bytes),
+        bytes(s.store.chunk_bytes),
+        bytes(s.store.pack_bytes),
+        bytes(s.store.inline_bytes)
+    )?;
+    Ok(out)
 }
 
 fn bytes(n: u64) -> String {
@@ -576,4 +541,34 @@ fn fsck(store: &StoreArgs, repair: bool, deep: bool) -> Result<()> {
         bail!("the store has {} problem(s); run `indras-fuse fsck --repair`", r.problems.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indras_fuse::MountInfo;
+    use indras_fuse::status::Live;
+
+    /// Mounted or not, `status` prints the same lines, but for the mount's own.
+    #[test]
+    fn status_prints_the_same_lines_mounted_or_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::open(dir.path(), "alice", &Options::default()).expect("open");
+        let now = Timestamp::now();
+        let info = MountInfo {
+            mountpoint: "/mnt/alice".into(),
+            ..MountInfo::unmounted("alice", dir.path())
+        };
+        let live = Live { info: &info, open_files: 2, attention: true };
+        let mounted =
+            status_text(&Status::build(&vault, now, Some(live)).expect("status")).expect("text");
+        let stored = status_text(&Status::build(&vault, now, None).expect("status")).expect("text");
+        let mut mounted: Vec<&str> = mounted.lines().collect();
+        let stored: Vec<&str> = stored.lines().collect();
+        assert_eq!(mounted[0], "Mounted: /mnt/alice");
+        assert_eq!(stored[0], "Mounted: no (not mounted)");
+        assert_eq!(mounted.remove(4), "Open files: 2");
+        assert_eq!(mounted[1..], stored[1..]);
+        assert!(stored.contains(&"Peers: 0 connected (0 known)"), "{stored:?}");
+    }
 }

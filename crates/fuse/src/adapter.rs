@@ -1,10 +1,11 @@
 //! The thin `fuser::Filesystem` adapter: each handler converts arguments, calls `VaultFs`,
 //! and replies with the result or with the error's errno (logged at the error's own level).
+//! How long the kernel may cache a reply is the answering view's to say (`VaultFs::ttl`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -16,16 +17,7 @@ use indras_artifacts::NodeKind;
 
 use crate::error::FsError;
 use crate::fs::{Attr, Ctx, Opened, SetAttrReq, TimeSet, VaultFs};
-use crate::inode;
 
-/// How long the kernel may cache names (including a name's absence) and attributes of vault
-/// nodes. Every change goes through this mount, and the kernel updates or invalidates what
-/// its own operations touch: after a write it asks for attributes again, after create,
-/// unlink, rename or link it replaces the entries involved. A repeated `stat` of an unchanged
-/// file therefore never reaches the daemon.
-const TTL: Duration = Duration::from_secs(60);
-/// Virtual files change size between renders: never cache their attributes.
-const TTL_VIRTUAL: Duration = Duration::ZERO;
 const MAX_WRITE: u32 = 1 << 20;
 /// Entries fetched from the store per readdir call.
 const READDIR_BATCH: usize = 256;
@@ -97,10 +89,6 @@ fn negative_attr() -> FileAttr {
     }
 }
 
-fn ttl(ino: u64) -> Duration {
-    if inode::is_virtual(ino) && ino != inode::ROOT { TTL_VIRTUAL } else { TTL }
-}
-
 fn errno(op: &'static str, e: &FsError) -> Errno {
     match e.level {
         tracing::Level::ERROR => tracing::error!(op, errno = e.errno, "{}", e.message),
@@ -131,9 +119,9 @@ fn fopen(o: Opened) -> FopenFlags {
     f
 }
 
-fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>, op: &'static str) {
+fn reply_entry(fs: &VaultFs, reply: ReplyEntry, result: Result<Attr, FsError>, op: &'static str) {
     match result {
-        Ok(a) => reply.entry(&ttl(a.ino), &attr(&a), Generation(0)),
+        Ok(a) => reply.entry(&fs.ttl(a.ino), &attr(&a), Generation(0)),
         Err(e) => reply.error(errno(op, &e)),
     }
 }
@@ -145,9 +133,9 @@ fn reply_data(reply: ReplyData, result: Result<Vec<u8>, FsError>, op: &'static s
     }
 }
 
-fn reply_attr(reply: ReplyAttr, result: Result<Attr, FsError>, op: &'static str) {
+fn reply_attr(fs: &VaultFs, reply: ReplyAttr, result: Result<Attr, FsError>, op: &'static str) {
     match result {
-        Ok(a) => reply.attr(&ttl(a.ino), &attr(&a)),
+        Ok(a) => reply.attr(&fs.ttl(a.ino), &attr(&a)),
         Err(e) => reply.error(errno(op, &e)),
     }
 }
@@ -186,12 +174,14 @@ impl Filesystem for Adapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
-            // A missing name in a vault directory: a negative entry the kernel may cache, so
-            // probes for absent files (editors, git, compilers) stay in the kernel.
-            Err(e) if e.errno == libc::ENOENT && !inode::is_virtual(parent.0) => {
-                reply.entry(&TTL, &negative_attr(), Generation(0));
-            }
-            result => reply_entry(reply, result, "lookup"),
+            // A missing name where the view lets the kernel cache absence (the vault): a
+            // negative entry, so probes for absent files (editors, git, compilers) stay in the
+            // kernel.
+            Err(e) if e.errno == libc::ENOENT => match self.fs.negative_ttl(parent.0) {
+                Some(ttl) => reply.entry(&ttl, &negative_attr(), Generation(0)),
+                None => reply.error(errno("lookup", &e)),
+            },
+            result => reply_entry(&self.fs, reply, result, "lookup"),
         }
     }
 
@@ -200,7 +190,7 @@ impl Filesystem for Adapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply_attr(reply, self.fs.getattr(ino.0), "getattr");
+        reply_attr(&self.fs, reply, self.fs.getattr(ino.0), "getattr");
     }
 
     fn setattr(
@@ -231,7 +221,7 @@ impl Filesystem for Adapter {
             ctime,
             fh: fh.map(|f| f.0),
         };
-        reply_attr(reply, self.fs.setattr(ctx(req), ino.0, &r), "setattr");
+        reply_attr(&self.fs, reply, self.fs.setattr(ctx(req), ino.0, &r), "setattr");
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -248,7 +238,12 @@ impl Filesystem for Adapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.mknod(ctx(req), parent.0, name.as_bytes(), mode, rdev), "mknod");
+        reply_entry(
+            &self.fs,
+            reply,
+            self.fs.mknod(ctx(req), parent.0, name.as_bytes(), mode, rdev),
+            "mknod",
+        );
     }
 
     fn mkdir(
@@ -260,7 +255,12 @@ impl Filesystem for Adapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.mkdir(ctx(req), parent.0, name.as_bytes(), mode), "mkdir");
+        reply_entry(
+            &self.fs,
+            reply,
+            self.fs.mkdir(ctx(req), parent.0, name.as_bytes(), mode),
+            "mkdir",
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -285,7 +285,7 @@ impl Filesystem for Adapter {
             link_name.as_bytes(),
             target.as_os_str().as_bytes(),
         );
-        reply_entry(reply, r, "symlink");
+        reply_entry(&self.fs, reply, r, "symlink");
     }
 
     fn rename(
@@ -316,7 +316,7 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()), "link");
+        reply_entry(&self.fs, reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()), "link");
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -446,7 +446,7 @@ impl Filesystem for Adapter {
                 INodeNo(it.ino),
                 it.offset,
                 OsStr::from_bytes(&it.name),
-                &ttl(it.ino),
+                &self.fs.ttl(it.ino),
                 &attr(&a),
                 Generation(0),
             ) {
@@ -539,7 +539,13 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.create(ctx(req), parent.0, name.as_bytes(), mode, flags) {
             Ok((a, o)) => {
-                reply.created(&ttl(a.ino), &attr(&a), Generation(0), FileHandle(o.fh), fopen(o));
+                reply.created(
+                    &self.fs.ttl(a.ino),
+                    &attr(&a),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    fopen(o),
+                );
             }
             Err(e) => reply.error(errno("create", &e)),
         }

@@ -1,7 +1,8 @@
 //! Recording attention: `open` of a vault file is a `Navigate`, its `release` a `Back` with the
 //! dwell time, and a directory listing a `Scan`. Events wait in memory and are written in
 //! batches by the background thread (`flush`), so `open` never waits on the disk.
-//! Opens of `.indra/` files and the daemon's own reads record nothing.
+//! Opens of `.indra/` files and the daemon's own reads record nothing. `display_heat` is how
+//! every part of the mount shows a heat.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,6 +12,11 @@ use indras_artifacts::{
 };
 
 use crate::error::FsResult;
+
+/// Heat for display: four decimals, rounded down, so a value below 1 never shows as 1.
+pub fn display_heat(x: f64) -> f64 {
+    (x * 10_000.0).floor() / 10_000.0
+}
 
 /// Where attention gets the time: the system clock, or a test's.
 pub trait Clock: Send + Sync + std::fmt::Debug {

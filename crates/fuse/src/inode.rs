@@ -1,8 +1,29 @@
-//! Inode numbers and the kernel's lookup counts.
+//! Inode numbers: which view of the mount owns each one (`view_of`, the only place that
+//! decides), and the kernel's lookup counts of vault inodes.
 //!
-//! Inode numbers are the store's persistent node ids, so they are stable across remounts and
-//! never reused (the FUSE generation is always 0). The store never allocates ids 1 and
-//! 3..=15; the mount uses them for its own root and virtual objects, listed here.
+//! # Ranges
+//!
+//! | inodes | view | why |
+//! |---|---|---|
+//! | 1 | the mount's root | FUSE's root is always 1 |
+//! | 2 | `vault/` | the store's root tree, `NodeId::ROOT` |
+//! | 3 | `peers/` | fixed |
+//! | 4 | `realms/` | fixed |
+//! | 5..=10 | `.indra/` and its files | fixed |
+//! | 11..=15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
+//! | 16..2^56 | `vault/` | the store's node ids (`NodeId::FIRST_DYNAMIC` up) |
+//! | 2^56..2^57 | `peers/` | entries of the peers' views |
+//! | 2^57..3·2^56 | `realms/` | entries of the realm views |
+//! | 3·2^56.. | none yet | one range of 2^56 per view to come (history, snapshots) |
+//!
+//! Vault inodes are the store's persistent node ids, so they are stable across remounts and
+//! never reused (the FUSE generation is always 0). The store's ids come from a counter that
+//! only grows; at a million creations a second it would take over 2,000 years to reach 2^56,
+//! so a vault inode never falls into another view's range. Views that are not the vault hand
+//! out inodes in their own range, for entries that are not vault nodes.
+//!
+//! Inodes of 2^32 and above are 64-bit: a 32-bit program built without large-file support
+//! gets `EOVERFLOW` from `stat` on them, as on XFS or btrfs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,14 +44,44 @@ pub const PEERS_JSON: u64 = 8;
 pub const ATTENTION_LOG: u64 = 9;
 pub const HEAT_JSON: u64 = 10;
 
-/// Whether `ino` is one of the mount's own virtual objects rather than a vault node.
-pub fn is_virtual(ino: u64) -> bool {
-    ino < NodeId::FIRST_DYNAMIC && ino != VAULT
+/// Each view past the vault owns one range of this many inodes.
+const RANGE: u64 = 1 << 56;
+/// The end of the vault's node ids.
+pub const VAULT_END: u64 = RANGE;
+/// Inodes of entries under `peers/`.
+pub const PEERS_ENTRIES: std::ops::Range<u64> = RANGE..2 * RANGE;
+/// Inodes of entries under `realms/`.
+pub const REALMS_ENTRIES: std::ops::Range<u64> = 2 * RANGE..3 * RANGE;
+
+/// The views of the mount, one for each part of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewId {
+    Root,
+    Vault,
+    Peers,
+    Realms,
+    Indra,
+}
+
+/// The view that owns `ino`, or `None` for an inode no view hands out.
+pub fn view_of(ino: u64) -> Option<ViewId> {
+    const PEERS_FIRST: u64 = PEERS_ENTRIES.start;
+    const PEERS_END: u64 = PEERS_ENTRIES.end;
+    const REALMS_FIRST: u64 = REALMS_ENTRIES.start;
+    const REALMS_END: u64 = REALMS_ENTRIES.end;
+    match ino {
+        ROOT => Some(ViewId::Root),
+        VAULT | NodeId::FIRST_DYNAMIC..VAULT_END => Some(ViewId::Vault),
+        PEERS | PEERS_FIRST..PEERS_END => Some(ViewId::Peers),
+        REALMS | REALMS_FIRST..REALMS_END => Some(ViewId::Realms),
+        INDRA..=HEAT_JSON => Some(ViewId::Indra),
+        _ => None,
+    }
 }
 
 /// How many times the kernel has been handed each vault inode (lookup, create, readdirplus...)
 /// and not yet forgotten it. A node with no links is reaped once this and its open count
-/// reach zero.
+/// reach zero. Inodes of other views are not counted.
 #[derive(Debug, Default)]
 pub struct InodeTable {
     lookups: Mutex<HashMap<u64, u64>>,
@@ -38,7 +89,7 @@ pub struct InodeTable {
 
 impl InodeTable {
     pub fn remember(&self, ino: u64) {
-        if is_virtual(ino) {
+        if view_of(ino) != Some(ViewId::Vault) {
             return;
         }
         *self
@@ -97,21 +148,33 @@ mod tests {
     }
 
     #[test]
-    fn reserved_inodes_are_virtual() {
-        for ino in [
-            ROOT,
-            PEERS,
-            REALMS,
-            INDRA,
-            PLAYER_JSON,
-            STATUS_JSON,
-            PEERS_JSON,
-            ATTENTION_LOG,
-            HEAT_JSON,
+    fn every_inode_has_at_most_one_view() {
+        for (ino, view) in [
+            (ROOT, Some(ViewId::Root)),
+            (VAULT, Some(ViewId::Vault)),
+            (PEERS, Some(ViewId::Peers)),
+            (REALMS, Some(ViewId::Realms)),
+            (INDRA, Some(ViewId::Indra)),
+            (PLAYER_JSON, Some(ViewId::Indra)),
+            (STATUS_JSON, Some(ViewId::Indra)),
+            (PEERS_JSON, Some(ViewId::Indra)),
+            (ATTENTION_LOG, Some(ViewId::Indra)),
+            (HEAT_JSON, Some(ViewId::Indra)),
+            (0, None),
+            (11, None),
+            (15, None),
+            (NodeId::FIRST_DYNAMIC, Some(ViewId::Vault)),
+            (VAULT_END - 1, Some(ViewId::Vault)),
+            (PEERS_ENTRIES.start, Some(ViewId::Peers)),
+            (PEERS_ENTRIES.end - 1, Some(ViewId::Peers)),
+            (REALMS_ENTRIES.start, Some(ViewId::Realms)),
+            (REALMS_ENTRIES.end - 1, Some(ViewId::Realms)),
+            (REALMS_ENTRIES.end, None),
+            (u64::MAX, None),
         ] {
-            assert!(is_virtual(ino));
+            assert_eq!(view_of(ino), view, "inode {ino}");
         }
-        assert!(!is_virtual(VAULT));
-        assert!(!is_virtual(NodeId::FIRST_DYNAMIC));
+        assert_eq!(PEERS_ENTRIES.start, VAULT_END);
+        assert_eq!(REALMS_ENTRIES.start, PEERS_ENTRIES.end);
     }
 }

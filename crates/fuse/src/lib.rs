@@ -1,10 +1,13 @@
 //! `indras-fuse`: the vault as a filesystem.
 //!
 //! - `VaultFs` (in `fs`) is the filesystem itself, protocol-agnostic: each operation returns
-//!   `Result<_, FsError>` with the errno inside. Tests drive it directly.
+//!   `Result<_, FsError>` with the errno inside. Tests drive it directly. It routes each
+//!   operation to the view that owns the inode (`view`, `inode`).
 //! - `adapter` is the thin `fuser::Filesystem` layer over it.
 //! - `mount` starts a session (checks, multi-threaded FUSE, the durability timer) and stops it
 //!   with every buffer committed durably.
+//! - `status` is the one model of a vault's status, for `.indra/status.json` and the
+//!   `status` command alike.
 //!
 //! The mount's layout: `vault/` (the store's root tree, read-write), `peers/` and `realms/`
 //! (read-only), and `.indra/` (read-only virtual files). See `docs/SEMANTICS.md`.
@@ -14,11 +17,18 @@ pub mod attention;
 pub mod buffer;
 pub mod error;
 pub mod fs;
+mod handles;
 pub mod inode;
 pub mod mount;
-pub mod virtual_files;
+mod open_files;
+mod reap;
+pub mod status;
+mod time;
+mod types;
+mod view;
+mod xattr;
 
 pub use error::{FsError, FsResult};
 pub use fs::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet, VaultFs};
 pub use mount::{MountConfig, MountError, MountSession, StopHandle, is_mounted, mount_points};
-pub use virtual_files::MountInfo;
+pub use status::{MountInfo, Status};

@@ -12,7 +12,7 @@ use indras_artifacts::{Options, Timestamp, Vault};
 
 use crate::adapter::Adapter;
 use crate::fs::VaultFs;
-use crate::virtual_files::MountInfo;
+use crate::status::MountInfo;
 
 /// Everything a mount needs.
 #[derive(Clone, Debug)]

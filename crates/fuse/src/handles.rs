@@ -1,0 +1,63 @@
+//! The handle table: every open file handle (`fh`) of the mount, whichever view it belongs to.
+//! Handle numbers are never reused within a mount. The table is a leaf lock, held for one
+//! lookup or update.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{FsError, FsResult};
+use crate::open_files::{FileHandle, OpenNode, lock};
+
+#[derive(Debug)]
+pub(crate) enum Handle {
+    /// A vault file.
+    File(FileHandle),
+    /// A directory of any view.
+    Dir,
+    /// A file of a read-only view, its content fixed when it was opened.
+    Rendered(Arc<[u8]>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Handles {
+    map: Mutex<HashMap<u64, Handle>>,
+    next: AtomicU64,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Handles { map: Mutex::new(HashMap::new()), next: AtomicU64::new(1) }
+    }
+}
+
+impl Handles {
+    pub(crate) fn insert(&self, handle: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.map).insert(fh, handle);
+        fh
+    }
+
+    pub(crate) fn remove(&self, fh: u64) -> Option<Handle> {
+        lock(&self.map).remove(&fh)
+    }
+
+    /// The vault file of `fh`: its inode, open node, and whether it appends. `EISDIR` for a
+    /// handle that is not a vault file's, `EBADF` for none.
+    pub(crate) fn file(&self, fh: u64) -> FsResult<(u64, Arc<OpenNode>, bool)> {
+        match lock(&self.map).get(&fh) {
+            Some(Handle::File(h)) => Ok((h.ino, h.node.clone(), h.append)),
+            Some(_) => Err(FsError::errno(libc::EISDIR)),
+            None => Err(FsError::errno(libc::EBADF)),
+        }
+    }
+
+    /// The content of a read-only view's file handle; `None` for other handles.
+    pub(crate) fn rendered(&self, fh: u64) -> FsResult<Option<Arc<[u8]>>> {
+        match lock(&self.map).get(&fh) {
+            Some(Handle::Rendered(data)) => Ok(Some(data.clone())),
+            Some(_) => Ok(None),
+            None => Err(FsError::errno(libc::EBADF)),
+        }
+    }
+}

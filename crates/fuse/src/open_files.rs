@@ -1,0 +1,177 @@
+//! The open-file table: one `OpenNode` for each vault file that has open handles or
+//! uncommitted writes, holding its write buffer, and the commits of those buffers.
+//!
+//! # Invariants and lock order
+//! - An entry's handle count changes only while the table's map is locked, so an entry is
+//!   never dropped while it is being handed out (`acquire`, `release`).
+//! - An entry is dropped once it has no handle and no buffer. Only a truncate by path makes a
+//!   buffer without a handle, and it commits before it lets go.
+//! - The `OpenNode` mutex serialises writes, reads of dirty content and commits of one file.
+//!   The map is never held while waiting for it (a commit can hold it for long).
+//! - `commits` counts commits of file content, so an attribute read can tell that a commit
+//!   (and maybe a release that dropped the file's buffer) slipped in after it read the node.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use indras_artifacts::{Commit, NodeId, Timestamp, Vault};
+
+use crate::buffer::WriteBuffer;
+use crate::error::FsResult;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A file that has open handles or uncommitted writes.
+#[derive(Debug)]
+pub(crate) struct OpenNode {
+    /// Open handles; changes only while the table's map is locked.
+    handles: AtomicU32,
+    /// Handles that `execve(2)` opened: the file is a program being run.
+    pub(crate) executing: AtomicU32,
+    pub(crate) state: Mutex<FileState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct FileState {
+    pub(crate) buffer: Option<WriteBuffer>,
+    /// Time of the last write, which becomes the committed mtime.
+    pub(crate) written_at: Timestamp,
+}
+
+/// A handle on an open vault file.
+#[derive(Debug)]
+pub(crate) struct FileHandle {
+    pub(crate) ino: u64,
+    pub(crate) node: Arc<OpenNode>,
+    pub(crate) append: bool,
+    /// Opened by `execve(2)` to run the file.
+    pub(crate) exec: bool,
+    /// When attention recorded the open, for the dwell at release.
+    pub(crate) opened_at: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+pub(crate) struct OpenFiles {
+    vault: Arc<Vault>,
+    map: Mutex<HashMap<u64, Arc<OpenNode>>>,
+    commits: AtomicU64,
+}
+
+impl OpenFiles {
+    pub(crate) fn new(vault: Arc<Vault>) -> Self {
+        OpenFiles { vault, map: Mutex::new(HashMap::new()), commits: AtomicU64::new(0) }
+    }
+
+    /// Files with open handles or uncommitted writes.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    pub(crate) fn contains(&self, ino: u64) -> bool {
+        lock(&self.map).contains_key(&ino)
+    }
+
+    pub(crate) fn get(&self, ino: u64) -> Option<Arc<OpenNode>> {
+        lock(&self.map).get(&ino).cloned()
+    }
+
+    /// Every entry, for a commit of all of them.
+    pub(crate) fn all(&self) -> Vec<(u64, Arc<OpenNode>)> {
+        lock(&self.map).iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    /// Commits of file content so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
+    }
+
+    /// The `OpenNode` of `ino`, created if needed; `handle` counts a new handle.
+    pub(crate) fn acquire(&self, ino: u64, handle: bool) -> Arc<OpenNode> {
+        let mut map = lock(&self.map);
+        let node = map
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(OpenNode {
+                    handles: AtomicU32::new(0),
+                    executing: AtomicU32::new(0),
+                    state: Mutex::new(FileState { buffer: None, written_at: Timestamp::EPOCH }),
+                })
+            })
+            .clone();
+        if handle {
+            node.handles.fetch_add(1, Ordering::AcqRel);
+        }
+        node
+    }
+
+    /// Undoes `acquire`: drops the entry once no handle and no buffer remain, and returns
+    /// whether it did. The file's lock is taken without the map lock; the handle count is
+    /// checked again under the map lock, where `acquire` changes it.
+    pub(crate) fn release(&self, ino: u64, node: &Arc<OpenNode>, handle: bool) -> bool {
+        if handle {
+            node.handles.fetch_sub(1, Ordering::AcqRel);
+        }
+        if node.handles.load(Ordering::Acquire) != 0 || lock(&node.state).buffer.is_some() {
+            return false;
+        }
+        let mut map = lock(&self.map);
+        let idle = node.handles.load(Ordering::Acquire) == 0
+            && map.get(&ino).is_some_and(|current| Arc::ptr_eq(current, node));
+        if idle {
+            map.remove(&ino);
+        }
+        idle
+    }
+
+    /// The file's write buffer, started from its committed content if it has none.
+    pub(crate) fn buffer_for<'a>(
+        &self,
+        on: &'a mut FileState,
+        ino: u64,
+    ) -> FsResult<&'a mut WriteBuffer> {
+        if on.buffer.is_none() {
+            let node = self.vault.node(NodeId(ino))?;
+            on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
+        }
+        Ok(on.buffer.as_mut().expect("just set"))
+    }
+
+    /// Commits a file's pending writes as a new leaf.
+    pub(crate) fn commit_locked(
+        &self,
+        ino: u64,
+        on: &mut FileState,
+        commit: Commit,
+    ) -> FsResult<()> {
+        let Some(buffer) = on.buffer.take() else {
+            if commit == Commit::Durable {
+                self.vault.sync()?;
+            }
+            return Ok(());
+        };
+        match buffer.stage(&self.vault)? {
+            Some(staged) => {
+                self.vault.set_content(NodeId(ino), &staged, on.written_at, commit)?;
+                self.commits.fetch_add(1, Ordering::Release);
+            }
+            None if commit == Commit::Durable => self.vault.sync()?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Commits the pending writes of `ino`, if it has any.
+    pub(crate) fn commit(&self, ino: u64, commit: Commit) -> FsResult<()> {
+        let Some(open) = self.get(ino) else {
+            if commit == Commit::Durable {
+                self.vault.sync()?;
+            }
+            return Ok(());
+        };
+        let mut on = lock(&open.state);
+        self.commit_locked(ino, &mut on, commit)
+    }
+}

@@ -1,0 +1,29 @@
+//! The mount's views: each part of the mount is a view that answers for the inodes
+//! `inode::view_of` gives it, and `VaultFs` routes every operation to one of them.
+//!
+//! | view | module | answers for |
+//! |---|---|---|
+//! | the mount's root | `root` | inode 1: its four fixed folders |
+//! | `vault/` | `vault` | the store's nodes, read-write |
+//! | `.indra/` | `indra` | the virtual files, rendered at open |
+//! | `peers/` | `peers` | what peers grant us (nothing yet) |
+//! | `realms/` | `realms` | realm views (none yet) |
+//!
+//! Every view answers the reading operations (`View`). Only the vault takes changes; every
+//! other view is a `ReadOnlyView`, which has no way to change anything and says which errno
+//! each change gets. A view's entry may be another view's root (the root lists `vault/`):
+//! the lookup then names that inode (`Found::ViewRoot`), and its own view answers for it.
+
+mod common;
+mod indra;
+mod peers;
+mod realms;
+mod root;
+mod vault;
+
+pub(crate) use common::{Change, Found, ReadOnlyView, View};
+pub(crate) use indra::IndraView;
+pub(crate) use peers::PeersView;
+pub(crate) use realms::RealmsView;
+pub(crate) use root::RootView;
+pub(crate) use vault::VaultView;
