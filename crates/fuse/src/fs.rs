@@ -380,7 +380,7 @@ impl VaultFs {
 
     pub fn statfs(&self) -> FsResult<StatFs> {
         let st = rustix::fs::statvfs(self.store.dir()).map_err(std::io::Error::from)?;
-        let nodes = self.store.counts()?.nodes;
+        let nodes = self.store.node_count()?;
         Ok(StatFs {
             blocks: st.f_blocks,
             bfree: st.f_bfree,
