@@ -74,6 +74,10 @@ pub enum Error {
     #[error("store at {0} is in use by another process")]
     Locked(PathBuf),
 
+    /// The player's secret key file is missing, malformed, or not the store's player's.
+    #[error("identity key {path}: {reason}")]
+    Identity { path: PathBuf, reason: String },
+
     #[error("store belongs to player {found:?}, not {requested:?}")]
     WrongPlayer { found: String, requested: String },
 

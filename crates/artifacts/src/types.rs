@@ -82,15 +82,43 @@ impl fmt::Debug for ArtifactId {
     }
 }
 
-/// A player's identity: 32 bytes, derived from a name for local players.
+/// A player's identity: the 32-byte ed25519 public key of the player's secret key (see
+/// `SecretKey`). Peers authenticate each other by it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PlayerId(pub Hash);
 
 impl PlayerId {
-    /// The id of a locally named player. Deterministic, so `--player alice` always names
-    /// the same identity.
-    pub fn from_name(name: &str) -> Self {
+    /// The id stores of format 4 and older derived from the player's name. They migrate to
+    /// the public key of a secret key of their own; this is what the migration replaces.
+    pub fn derived_from_name(name: &str) -> Self {
         PlayerId(blake3::derive_key("indras-fuse player id v1", name.as_bytes()))
+    }
+}
+
+/// A player's ed25519 secret key (the 32-byte seed). Its public key is the `PlayerId`. It is
+/// never printed: `Debug` shows only the public key, and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey([u8; 32]);
+
+impl SecretKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SecretKey(bytes)
+    }
+
+    /// The seed, for the network layer's own key type.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The player this key is: its ed25519 public key.
+    pub fn player(&self) -> PlayerId {
+        PlayerId(ed25519_dalek::SigningKey::from_bytes(&self.0).verifying_key().to_bytes())
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(of {})", self.player())
     }
 }
 
@@ -305,12 +333,43 @@ impl AccessGrant {
     }
 }
 
-/// A peer known to this vault.
+/// Whether we have agreed to peer with a player.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum PeerState {
+    /// Peered: both sides agreed, through an invitation or an accepted request.
+    Accepted,
+    /// A connection request from a key that is not a peer, not yet accepted: it is served
+    /// nothing.
+    Pending,
+}
+
+/// A player known to this vault: a peer, or a pending connection request.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Peer {
     pub id: PlayerId,
+    /// Our local name for the peer: unique among our peers, and what `peers/<name>/` shows.
     pub display_name: String,
+    /// The name the peer gave itself.
+    pub their_name: String,
+    /// The peer's direct addresses (`ip:port`), as last learned.
+    pub addrs: Vec<String>,
+    /// The peer's relay, if it has one.
+    pub relay: Option<String>,
+    pub state: PeerState,
     pub added_at: Timestamp,
+    /// When a connection with the peer was last alive.
+    pub last_seen: Option<Timestamp>,
+}
+
+/// What redeeming a one-time invitation secret found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InviteCheck {
+    /// Valid, and now used.
+    Valid,
+    Expired,
+    Used,
+    /// No invitation has this secret.
+    Unknown,
 }
 
 /// What caused an attention switch.
@@ -553,4 +612,17 @@ mod tests {
         assert_eq!(parse_hash("zz"), None);
         assert_eq!(ArtifactId::Doc(h).to_key()[0], b'd');
     }
+}
+
+/// A node's attention totals (`attention_v1`), kept exact as events come and go; see
+/// `vault::attention` for how they are folded and turned into heat.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Decayed score as of `score_at`.
+    pub score: f64,
+    pub score_at: Timestamp,
+    pub opens: u64,
+    pub dwell_ms: u64,
+    pub last_seen: Timestamp,
+    pub players: Vec<PlayerId>,
 }

@@ -1,4 +1,5 @@
-//! Older stores open as the current format (4), and nothing is lost:
+//! Older stores open as the current format (5), and nothing is lost (the move of format 4's
+//! name-derived player id to a key is tested in `vault::migrate`):
 //! - format 2 kept each chunk in a file of its own (`chunks/<xx>/<hex>`): the chunks move into
 //!   packs and the files go;
 //! - format 1 also kept one chunk-list row per chunk of every leaf: the lists become segments

@@ -4,8 +4,8 @@ mod common;
 
 use common::{get, now, open, put};
 use indras_artifacts::{
-    AccessMode, ArtifactId, AttentionKind, Commit, Error, FsckOptions, LeafType, NewNode, NodeId,
-    PlayerId, RenameMode, Timestamp, TreeType, XattrMode,
+    AccessMode, ArtifactId, AttentionKind, Commit, Error, FsckOptions, InviteCheck, LeafType,
+    NewNode, NodeId, Peer, PeerState, PlayerId, RenameMode, Timestamp, TreeType, XattrMode,
 };
 
 const CC: Commit = Commit::CrashConsistent;
@@ -208,13 +208,13 @@ fn inode_numbers_are_stable_and_never_reused() {
 }
 
 #[test]
-fn the_plans_artifact_operations() {
+fn artifact_operations() {
     let dir = tempfile::tempdir().unwrap();
     let v = open(dir.path());
     let t0 = Timestamp::from_millis(1_700_000_000_000);
     let root = v.root_tree().unwrap();
     assert_eq!(root.tree_type, TreeType::Vault);
-    assert_eq!(root.steward, PlayerId::from_name("alice"));
+    assert_eq!(root.steward, v.player());
 
     let leaf = v.place_leaf(b"# ideas", LeafType::File, t0).unwrap();
     assert_eq!(leaf.id, ArtifactId::Blob(*blake3::hash(b"# ideas").as_bytes()));
@@ -243,7 +243,7 @@ fn the_plans_artifact_operations() {
     v.remove_ref(gallery.id, b"kick.md", t0, CC).unwrap();
     assert!(v.tree_of(gallery.node).unwrap().references.is_empty());
 
-    let bob = PlayerId::from_name("bob");
+    let bob = PlayerId([0xb0; 32]);
     v.set_audience(quest.id, &[bob, bob], CC).unwrap();
     assert_eq!(v.tree_of(quest.node).unwrap().audience, vec![bob]);
     v.transfer_stewardship(quest.id, bob, CC).unwrap();
@@ -252,7 +252,7 @@ fn the_plans_artifact_operations() {
     assert_eq!(v.tree_of(quest.node).unwrap().tree_type, TreeType::Document);
 
     // Grants.
-    v.add_peer(bob, "Bob", t0, CC).unwrap();
+    v.put_peer(&peer(bob, "Bob", t0), CC).unwrap();
     assert_eq!(v.peers().unwrap().len(), 1);
     v.grant(quest.id, bob, AccessMode::Revocable, t0, CC).unwrap();
     let later = Timestamp::from_millis(1_700_000_100_000);
@@ -340,4 +340,71 @@ fn node_ids_are_never_reused_across_blocks_and_reopens() {
         v.remove(NodeId::ROOT, format!("r{round}-0").as_bytes(), false, now(), Commit::Durable)
             .unwrap();
     }
+}
+
+fn peer(id: PlayerId, name: &str, at: Timestamp) -> Peer {
+    Peer {
+        id,
+        display_name: name.to_owned(),
+        their_name: name.to_lowercase(),
+        addrs: vec!["127.0.0.1:4433".to_owned()],
+        relay: None,
+        state: PeerState::Accepted,
+        added_at: at,
+        last_seen: None,
+    }
+}
+
+/// Peers are kept by id with a unique local name that is a valid folder name; a pending
+/// request is a peer record too, and survives a reopen.
+#[test]
+fn peers_have_unique_valid_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    let (bob, carol) = (PlayerId([0xb0; 32]), PlayerId([0xc0; 32]));
+    {
+        let v = open(dir.path());
+        v.put_peer(&peer(bob, "bob", t0), CC).unwrap();
+        assert!(matches!(v.put_peer(&peer(carol, "bob", t0), CC), Err(Error::Exists { .. })));
+        for bad in ["", "a/b", "..", "x\0y"] {
+            assert!(v.put_peer(&peer(carol, bad, t0), CC).is_err(), "{bad:?}");
+        }
+        let mut pending = peer(carol, "carol", t0);
+        pending.state = PeerState::Pending;
+        v.put_peer(&pending, CC).unwrap();
+        let mut renamed = peer(bob, "robert", t0);
+        renamed.last_seen = Some(t0);
+        v.put_peer(&renamed, CC).unwrap();
+        v.close().unwrap();
+    }
+    let v = open(dir.path());
+    let mut peers = v.peers().unwrap();
+    peers.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    assert_eq!(peers.len(), 2);
+    assert_eq!((peers[0].display_name.as_str(), peers[0].state), ("carol", PeerState::Pending));
+    assert_eq!((peers[1].display_name.as_str(), peers[1].last_seen), ("robert", Some(t0)));
+    assert_eq!(v.peer(bob).unwrap().unwrap().display_name, "robert");
+    assert!(v.remove_peer(carol, CC).unwrap());
+    assert!(!v.remove_peer(carol, CC).unwrap());
+    assert!(v.peer(carol).unwrap().is_none());
+}
+
+/// An invitation is used once, by the hash of its secret: then it is `Used`; past its expiry
+/// it is `Expired`; an unknown secret is `Unknown`. Expired invitations are dropped when a
+/// new one is added.
+#[test]
+fn invitations_are_used_once_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    let day = Timestamp::from_millis(1_700_086_400_000);
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    v.add_invite(a, day, t0, CC).unwrap();
+    v.add_invite(b, Timestamp::from_millis(1_700_000_000_500), t0, CC).unwrap();
+    assert_eq!(v.redeem_invite(&[3; 32], t0).unwrap(), InviteCheck::Unknown);
+    assert_eq!(v.redeem_invite(&a, t0).unwrap(), InviteCheck::Valid);
+    assert_eq!(v.redeem_invite(&a, t0).unwrap(), InviteCheck::Used);
+    assert_eq!(v.redeem_invite(&b, day).unwrap(), InviteCheck::Expired);
+    v.add_invite([4; 32], day, day, CC).unwrap();
+    assert_eq!(v.redeem_invite(&b, t0).unwrap(), InviteCheck::Unknown, "expired ones are dropped");
 }

@@ -56,9 +56,9 @@ impl From<StoreError> for FsError {
             StoreError::NoXattr(_) => (libc::ENODATA, Level::DEBUG),
             StoreError::XattrExists(_) => (libc::EEXIST, Level::DEBUG),
             StoreError::XattrTooLarge(_) => (libc::E2BIG, Level::DEBUG),
-            StoreError::CorruptRecord(..) | StoreError::UnsupportedVersion { .. } => {
-                (libc::EIO, Level::ERROR)
-            }
+            StoreError::CorruptRecord(..)
+            | StoreError::UnsupportedVersion { .. }
+            | StoreError::Identity { .. } => (libc::EIO, Level::ERROR),
             StoreError::Locked(_) | StoreError::WrongPlayer { .. } => (libc::EBUSY, Level::WARN),
             StoreError::Io { .. } | StoreError::Db(_) => {
                 if e.is_no_space() {

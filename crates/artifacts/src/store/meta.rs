@@ -59,9 +59,9 @@ use redb::{
 
 use crate::error::{Error, Result};
 use crate::store::schema::{
-    ATTENTION, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES, EVENTS, GRANTS, INLINE, LEAF_SEGMENTS,
-    LEAVES, META, NODES, ORDER, ORPHANS, PEERS, SEGMENT_RUNS, SEGMENTS, TREES, UNREFERENCED,
-    XATTRS,
+    ATTENTION, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES, EVENTS, GRANTS, INLINE, INVITES,
+    LEAF_SEGMENTS, LEAVES, META, NODES, ORDER, ORPHANS, PEERS, SEGMENT_RUNS, SEGMENTS, TREES,
+    UNREFERENCED, XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -555,6 +555,7 @@ tables! {
     events: EVENTS => u64, &'static [u8];
     grants: GRANTS => (&'static [u8; 33], &'static [u8; 32]), &'static [u8];
     peers: PEERS => &'static [u8; 32], &'static [u8];
+    invites: INVITES => &'static [u8; 32], &'static [u8];
 }
 
 static EMPTY: Layer = Layer::EMPTY;

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::types::{NodeId, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 
@@ -65,8 +65,12 @@ pub const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans_v1")
 /// (artifact key, grantee) -> `AccessGrant`
 pub const GRANTS: TableDefinition<(&[u8; 33], &[u8; 32]), &[u8]> =
     TableDefinition::new("grants_v1");
-/// peer id -> `Peer`
-pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers_v1");
+/// Formats 4 and older: peer id -> `PeerRecordV1`. Read only to migrate.
+pub const PEERS_V1: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers_v1");
+/// peer id -> `Peer`: peers and pending connection requests.
+pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers_v2");
+/// BLAKE3 hash of an invitation's one-time secret -> `InviteRecord`.
+pub const INVITES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("invites_v1");
 /// sequence number -> `AttentionSwitchEvent`
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
 /// node -> `attention::Aggregate`: per-node totals that outlive pruned events
@@ -99,6 +103,21 @@ pub struct LeafRecord {
     pub refs: u64,
     pub inline: bool,
     pub created_at: Timestamp,
+}
+
+/// An invitation's row: when it expires, and when it was used (it can be used once).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct InviteRecord {
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+/// A peer's row in formats 4 and older (`peers_v1`); read only to migrate.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PeerRecordV1 {
+    pub id: PlayerId,
+    pub display_name: String,
+    pub added_at: Timestamp,
 }
 
 /// The owning player, stored once at creation.

@@ -30,12 +30,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::Result;
 use crate::store::meta::W;
 use crate::store::schema::{META_NEXT_EVENT, bytes_u64, decode, encode, u64_bytes};
-use crate::types::{ArtifactId, AttentionKind, AttentionSwitchEvent, NodeId, PlayerId, Timestamp};
+use crate::types::{ArtifactId, AttentionKind, AttentionSwitchEvent, NodeId, Timestamp};
 use crate::vault::handle::{Commit, Vault};
 
 /// An open's weight.
@@ -51,17 +49,7 @@ pub const HALF_LIFE_MS: f64 = 86_400_000.0;
 /// The score at which heat reaches 1 - 1/e.
 pub const SATURATION: f64 = 10.0;
 
-/// Per-node totals, kept exact as events come and go.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Aggregate {
-    /// Decayed score as of `score_at`.
-    pub score: f64,
-    pub score_at: Timestamp,
-    pub opens: u64,
-    pub dwell_ms: u64,
-    pub last_seen: Timestamp,
-    pub players: Vec<PlayerId>,
-}
+pub use crate::types::Aggregate;
 
 /// A node's heat and the figures behind it.
 #[derive(Clone, Debug, PartialEq)]
@@ -398,6 +386,7 @@ fn next_event(r: &mut W) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::PlayerId;
 
     fn ev(kind: AttentionKind, at_ms: i64, dwell_ms: u64) -> AttentionSwitchEvent {
         AttentionSwitchEvent {

@@ -41,8 +41,8 @@ use crate::store::meta::{Meta, Strength, W};
 use crate::store::schema::{
     LeafRecord, META, META_NEXT_NODE, META_OPEN, PlayerRecord, bytes_u64, decode,
 };
-use crate::types::{Hash, Node, NodeId, NodeKind, PlayerId};
-use crate::vault::migrate::init_meta;
+use crate::types::{Hash, Node, NodeId, NodeKind, PlayerId, SecretKey};
+use crate::vault::migrate::{Opened, init_meta};
 
 /// How hard a commit presses its changes to disk.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -107,6 +107,8 @@ pub struct Vault {
     pub(crate) meta: Arc<Meta>,
     pub(crate) payloads: Payloads,
     pub(crate) player: PlayerRecord,
+    /// The player's secret key (`vault::identity`); `player.id` is its public key.
+    key: SecretKey,
     pub(crate) faults: Faults,
     /// Node ids reserved in `meta_v1`, handed out by write transactions.
     ids: Mutex<NodeIds>,
@@ -170,7 +172,7 @@ impl Vault {
             ChunkStore::open(dir, meta.clone(), faults.clone(), opts.pack_bytes)
                 .map_err(|e| Error::io(dir, e))?,
         );
-        let (player, was_open) = init_meta(&*meta.db()?, &chunks, dir, player)?;
+        let Opened { player, key, was_open } = init_meta(&*meta.db()?, &chunks, dir, player)?;
         // Chunk files of format 2, left behind if a migration committed but the process
         // stopped before it removed them.
         let old_chunks = dir.join("chunks");
@@ -189,6 +191,7 @@ impl Vault {
             payloads: Payloads::new(meta.clone(), chunks),
             meta,
             player,
+            key,
             faults,
             ids: Mutex::new(NodeIds { next: next_node, limit: next_node, pending: None }),
             closed: AtomicBool::new(false),
@@ -214,6 +217,12 @@ impl Vault {
 
     pub fn player(&self) -> PlayerId {
         self.player.id
+    }
+
+    /// The player's secret key, for the network layer to authenticate as this player. Never
+    /// print or log it.
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.key
     }
 
     pub fn player_name(&self) -> &str {

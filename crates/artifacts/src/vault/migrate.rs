@@ -17,19 +17,31 @@ use crate::store::meta::W;
 use crate::store::rows::new_tree_id;
 use crate::store::schema::{
     CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LeafRecord, META_CREATED,
-    META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, PlayerRecord, TreeRecord, bytes_u64,
-    decode, encode, u64_bytes,
+    META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, PEERS_V1, PeerRecordV1, PlayerRecord,
+    TreeRecord, bytes_u64, decode, encode, u64_bytes,
 };
-use crate::types::{Hash, NewNode, Node, NodeId, PlayerId, Timestamp, TreeType, hex};
+use crate::types::{
+    AccessGrant, Aggregate, AttentionSwitchEvent, Hash, NewNode, Node, NodeId, Peer, PeerState,
+    PlayerId, SecretKey, Timestamp, TreeType, hex,
+};
+use crate::vault::identity;
 
-/// Creates or checks the store-wide records, and sets the crash marker durably.
-/// Returns the player and whether the marker was already set (an unclean shutdown).
+/// What opening the database found.
+pub(crate) struct Opened {
+    pub(crate) player: PlayerRecord,
+    pub(crate) key: SecretKey,
+    /// The crash marker was already set: the store was not closed cleanly.
+    pub(crate) was_open: bool,
+}
+
+/// Creates or checks the store-wide records and the player's key, migrates older formats,
+/// and sets the crash marker durably.
 pub(crate) fn init_meta(
     db: &Database,
     store: &ChunkStore,
     dir: &Path,
     player: Option<&str>,
-) -> Result<(PlayerRecord, bool)> {
+) -> Result<Opened> {
     let txn = db.begin_write()?;
     let out = {
         let mut w = W::direct(&txn);
@@ -49,10 +61,7 @@ pub(crate) fn init_meta(
                 }
                 w.migrate_chunk_files(store, dir)?;
             }
-            if found < FORMAT_VERSION {
-                w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
-            }
-            let rec: PlayerRecord = match w.meta()?.get(META_PLAYER)? {
+            let mut rec: PlayerRecord = match w.meta()?.get(META_PLAYER)? {
                 Some(v) => decode("player", v.value())?,
                 None => return Err(Error::CorruptRecord("meta", "no player".into())),
             };
@@ -61,12 +70,36 @@ pub(crate) fn init_meta(
             {
                 return Err(Error::WrongPlayer { found: rec.name, requested: p.to_owned() });
             }
-            rec
+            let key = if found <= 4 {
+                // The key is made (durably) before the records name it; a crash before this
+                // transaction commits leaves the key for the next open to adopt.
+                let key = match identity::load(dir)? {
+                    Some(k) => k,
+                    None => identity::create(dir)?,
+                };
+                tracing::info!(dir = %dir.display(), found, player = %key.player(), "migrating the store to format 5: the player's id becomes its key");
+                w.migrate_peers_v1()?;
+                w.migrate_player_id(rec.id, key.player())?;
+                rec.id = key.player();
+                w.meta()?.insert(META_PLAYER, encode(&rec).as_slice())?;
+                key
+            } else {
+                identity::require(dir, rec.id)?
+            };
+            if found < FORMAT_VERSION {
+                w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
+            }
+            (rec, key)
         } else {
             let Some(name) = player else {
                 return Err(Error::CorruptRecord("meta", "store was never initialised".into()));
             };
-            let rec = PlayerRecord { id: PlayerId::from_name(name), name: name.to_owned() };
+            // A key left by an initialisation that crashed before committing is adopted.
+            let key = match identity::load(dir)? {
+                Some(k) => k,
+                None => identity::create(dir)?,
+            };
+            let rec = PlayerRecord { id: key.player(), name: name.to_owned() };
             let now = Timestamp::now();
             w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
             w.meta()?.insert(META_PLAYER, encode(&rec).as_slice())?;
@@ -86,17 +119,108 @@ pub(crate) fn init_meta(
                 created_at: now,
             };
             w.put_tree(&tree_id, &tree)?;
-            rec
+            (rec, key)
         };
         let was_open = w.meta()?.get(META_OPEN)?.is_some();
         w.meta()?.insert(META_OPEN, &[1u8][..])?;
-        (rec, was_open)
+        Opened { player: rec.0, key: rec.1, was_open }
     };
     txn.commit()?;
     Ok(out)
 }
 
 impl W<'_> {
+    /// Format 5: peers carry their addresses and state (`peers_v2`). Every peer of an older
+    /// store was added by hand, so it is accepted.
+    pub(crate) fn migrate_peers_v1(&mut self) -> Result<()> {
+        let rows: Vec<PeerRecordV1> = {
+            let old = self.txn()?.open_table(PEERS_V1)?;
+            old.iter()?.map(|r| decode("peer", r?.1.value())).collect::<Result<_>>()?
+        };
+        for p in rows {
+            let peer = Peer {
+                id: p.id,
+                their_name: p.display_name.clone(),
+                display_name: p.display_name,
+                addrs: Vec::new(),
+                relay: None,
+                state: PeerState::Accepted,
+                added_at: p.added_at,
+                last_seen: None,
+            };
+            self.peers()?.insert(&peer.id.0, encode(&peer).as_slice())?;
+        }
+        self.txn()?.delete_table(PEERS_V1)?;
+        Ok(())
+    }
+
+    /// Format 5: the player's id is the public key of its secret key, no longer derived from
+    /// its name. Every record that names the old id (trees' stewards and audiences, grants,
+    /// events, attention aggregates) is rewritten to the new one, in the opening transaction.
+    pub(crate) fn migrate_player_id(&mut self, old: PlayerId, new: PlayerId) -> Result<()> {
+        let swap = |id: &mut PlayerId| {
+            if *id == old {
+                *id = new;
+            }
+        };
+        let trees: Vec<(Hash, TreeRecord)> = self
+            .trees()?
+            .iter()?
+            .map(|r| {
+                r.map_err(Error::from)
+                    .and_then(|(k, v)| Ok((*k.value(), decode("tree", v.value())?)))
+            })
+            .collect::<Result<_>>()?;
+        for (id, mut tree) in trees {
+            swap(&mut tree.steward);
+            tree.audience.iter_mut().for_each(swap);
+            self.put_tree(&id, &tree)?;
+        }
+        let grants: Vec<([u8; 33], AccessGrant)> = self
+            .grants()?
+            .iter()?
+            .map(|r| {
+                r.map_err(Error::from)
+                    .and_then(|(k, v)| Ok((*k.value().0, decode("grant", v.value())?)))
+            })
+            .collect::<Result<_>>()?;
+        for (artifact, mut grant) in grants {
+            self.grants()?.remove((&artifact, &grant.grantee.0))?;
+            swap(&mut grant.grantee);
+            swap(&mut grant.granted_by);
+            self.grants()?.insert((&artifact, &grant.grantee.0), encode(&grant).as_slice())?;
+        }
+        let events: Vec<(u64, AttentionSwitchEvent)> = self
+            .events()?
+            .iter()?
+            .map(|r| {
+                r.map_err(Error::from)
+                    .and_then(|(k, v)| Ok((k.value(), decode("event", v.value())?)))
+            })
+            .collect::<Result<_>>()?;
+        for (seq, mut ev) in events {
+            if ev.player == old {
+                ev.player = new;
+                self.events()?.insert(seq, encode(&ev).as_slice())?;
+            }
+        }
+        let aggregates: Vec<(u64, Aggregate)> = self
+            .attention()?
+            .iter()?
+            .map(|r| {
+                r.map_err(Error::from)
+                    .and_then(|(k, v)| Ok((k.value(), decode("attention", v.value())?)))
+            })
+            .collect::<Result<_>>()?;
+        for (node, mut agg) in aggregates {
+            if agg.players.contains(&old) {
+                agg.players.iter_mut().for_each(swap);
+                self.attention()?.insert(node, encode(&agg).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Formats 1 and 2 kept chunk rows without places in `chunks_v1`; they move to
     /// `chunks_v3` (`migrate_chunk_files` fills in the places).
     pub(crate) fn migrate_chunk_table(&mut self) -> Result<()> {

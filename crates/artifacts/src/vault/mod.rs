@@ -6,6 +6,9 @@ pub(crate) mod artifacts;
 pub mod attention;
 pub(crate) mod gc;
 pub(crate) mod handle;
+pub(crate) mod identity;
 pub(crate) mod migrate;
 pub(crate) mod namespace;
+#[cfg(test)]
+mod open_tests;
 pub(crate) mod sharing;
