@@ -6,6 +6,8 @@
 //! - `adapter` is the thin `fuser::Filesystem` layer over it.
 //! - `mount` starts a session (checks, multi-threaded FUSE, the durability timer) and stops it
 //!   with every buffer committed durably.
+//! - `network` is what the mount shows of the network layer, which the daemon provides
+//!   (`NetworkState`); this crate never imports it.
 //! - `status` is the one model of a vault's status, for `.indra/status.json` and the
 //!   `status` command alike.
 //!
@@ -20,6 +22,7 @@ pub mod fs;
 mod handles;
 pub mod inode;
 pub mod mount;
+pub mod network;
 mod open_files;
 mod reap;
 pub mod status;

@@ -12,6 +12,7 @@ use indras_artifacts::{Options, Timestamp, Vault};
 
 use crate::adapter::Adapter;
 use crate::fs::VaultFs;
+use crate::network::{NetworkState, NoNetwork};
 use crate::status::MountInfo;
 
 /// Everything a mount needs.
@@ -295,6 +296,15 @@ impl MountSession {
     /// Checks the mount point and data dir, opens the vault and mounts it. Returns once the
     /// mount is live.
     pub fn start(cfg: &MountConfig) -> Result<MountSession, MountError> {
+        Self::start_with(cfg, &|_| Arc::new(NoNetwork("no network layer in this mount".into())))
+    }
+
+    /// As `start`, with the network layer that `network` starts on the opened vault (the
+    /// daemon's; the mount only reads its snapshots).
+    pub fn start_with(
+        cfg: &MountConfig,
+        network: &dyn Fn(&Arc<Vault>) -> Arc<dyn NetworkState>,
+    ) -> Result<MountSession, MountError> {
         let mp = &cfg.mountpoint;
         match std::fs::metadata(mp) {
             Err(_) => return Err(MountError::MissingMountpoint(mp.clone())),
@@ -321,6 +331,7 @@ impl MountSession {
             pid: std::process::id(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
+            network: network(&vault),
         };
         let fs = Arc::new(
             VaultFs::with_attention(

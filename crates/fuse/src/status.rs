@@ -8,18 +8,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use indras_artifacts::{NodeId, Timestamp, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::display_heat;
 use crate::error::FsResult;
+use crate::network::{self, NetworkJson, NetworkState, NoNetwork};
 use crate::time::rfc3339;
 
 /// Hot artifacts listed in the status.
 pub const HOT_TOP: usize = 5;
 
-/// Facts about this mount, fixed when it starts.
+/// Facts about this mount, fixed when it starts, and its network.
 #[derive(Clone, Debug)]
 pub struct MountInfo {
     pub player: String,
@@ -30,6 +32,8 @@ pub struct MountInfo {
     /// Owner of the mount's own folders and files.
     pub uid: u32,
     pub gid: u32,
+    /// The network layer's view, for the status and `.indra/` files.
+    pub network: Arc<dyn NetworkState>,
 }
 
 impl MountInfo {
@@ -44,6 +48,7 @@ impl MountInfo {
             pid: 1,
             uid: 0,
             gid: 0,
+            network: Arc::new(NoNetwork("no network: not mounted by a daemon".into())),
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct Status {
     pub open_files: Option<usize>,
     pub store: StoreBytes,
     pub peers: PeerCounts,
+    /// The endpoint; `None` when not mounted.
+    pub network: Option<NetworkJson>,
     pub attention: AttentionStatus,
     /// The hottest artifacts, hottest first, at most `HOT_TOP`.
     pub hot: Vec<Hot>,
@@ -130,6 +137,7 @@ impl Status {
     pub fn build(vault: &Vault, now: Timestamp, live: Option<Live<'_>>) -> FsResult<Status> {
         let c = vault.counts()?;
         let s = vault.stats()?;
+        let snap = live.map(|l| l.info.network.snapshot());
         Ok(Status {
             mounted: live.is_some(),
             mountpoint: live.map(|l| l.info.mountpoint.display().to_string()),
@@ -153,7 +161,14 @@ impl Status {
                 inline_bytes: s.inline_bytes,
                 db_bytes: s.db_bytes,
             },
-            peers: PeerCounts { known: vault.peers()?.len(), connected: 0 },
+            peers: PeerCounts {
+                known: vault.peers()?.len(),
+                connected: match &snap {
+                    Some(s) => network::connected(vault, s)?,
+                    None => 0,
+                },
+            },
+            network: snap.as_ref().map(NetworkJson::of),
             attention: AttentionStatus {
                 enabled: live.map(|l| l.attention),
                 events_last_hour: vault

@@ -1,4 +1,4 @@
-//! `.indra/` (inode 5) and its read-only files (6..=10). Each file is rendered from the store
+//! `.indra/` (inode 5) and its read-only files (6..=11). Each file is rendered from the store
 //! when it is opened, and the handle keeps that rendering, so one sequence of reads sees one
 //! snapshot. Queued attention events are written first, so what a file shows includes every
 //! event before the open; opening these files is not attention itself.
@@ -21,18 +21,20 @@ use super::common::{Found, NO_TTL, ReadOnlyView, View, fixed_attr, fixed_listing
 use crate::attention::{Attention, display_heat};
 use crate::error::{FsError, FsResult};
 use crate::inode;
+use crate::network;
 use crate::open_files::{OpenFiles, lock};
 use crate::status::{Live, MountInfo, Status, mount_paths};
 use crate::time::rfc3339;
 use crate::types::{Attr, DirItem};
 
 /// The files of `.indra/`, in listing order.
-const FILES: [(u64, &str); 5] = [
+const FILES: [(u64, &str); 6] = [
     (inode::ATTENTION_LOG, "attention.log"),
     (inode::HEAT_JSON, "heat.json"),
     (inode::PEERS_JSON, "peers.json"),
     (inode::PLAYER_JSON, "player.json"),
     (inode::STATUS_JSON, "status.json"),
+    (inode::SYNC_STATUS_JSON, "sync-status.json"),
 ];
 
 /// Events `attention.log` shows at most (the newest).
@@ -108,17 +110,9 @@ impl IndraView {
                 };
                 json(&Status::build(vault, now, Some(live))?)?
             }
-            inode::PEERS_JSON => {
-                let peers: Vec<PeerJson> = vault
-                    .peers()?
-                    .into_iter()
-                    .map(|p| PeerJson {
-                        id: p.id.to_string(),
-                        display_name: p.display_name,
-                        added_at: rfc3339(p.added_at),
-                    })
-                    .collect();
-                json(&peers)?
+            inode::PEERS_JSON => json(&network::peers_json(vault, &self.info.network.snapshot())?)?,
+            inode::SYNC_STATUS_JSON => {
+                json(&network::sync_json(vault, &self.info.network.snapshot())?)?
             }
             _ => return Err(FsError::errno(libc::ENOENT)),
         };
@@ -216,13 +210,6 @@ struct LogLine {
     from: Option<String>,
     to: Option<String>,
     dwell_ms: u64,
-}
-
-#[derive(Serialize)]
-struct PeerJson {
-    id: String,
-    display_name: String,
-    added_at: String,
 }
 
 fn counts(vault: &Vault) -> FsResult<Counts> {
