@@ -5,7 +5,8 @@ mod common;
 use common::{get, now, open, put};
 use indras_artifacts::{
     AccessMode, ArtifactId, AttentionKind, Commit, Error, FsckOptions, InviteCheck, LeafType,
-    NewNode, NodeId, Peer, PeerState, PlayerId, RenameMode, Timestamp, TreeType, XattrMode,
+    NewNode, NodeId, Peer, PeerState, PlayerId, RenameMode, SetAttr, Timestamp, TreeType,
+    XattrMode,
 };
 
 const CC: Commit = Commit::CrashConsistent;
@@ -407,4 +408,24 @@ fn invitations_are_used_once_and_expire() {
     assert_eq!(v.redeem_invite(&b, day).unwrap(), InviteCheck::Expired);
     v.add_invite([4; 32], day, day, CC).unwrap();
     assert_eq!(v.redeem_invite(&b, t0).unwrap(), InviteCheck::Unknown, "expired ones are dropped");
+}
+
+/// What the daemon delivers lands in a folder of the root, made if missing and owned as the
+/// root is; delivering the same name again replaces the content.
+#[test]
+fn deliveries_make_their_folder_and_replace_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    let attr = SetAttr { uid: Some(1000), gid: Some(100), ..SetAttr::default() };
+    v.set_attr(NodeId::ROOT, &attr, t0, CC).unwrap();
+    let (inbox, first) = v.deliver(b"inbox", b"request.json", b"{\"a\":1}", t0).unwrap();
+    assert_eq!(v.lookup(NodeId::ROOT, b"inbox").unwrap().id, inbox);
+    assert_eq!((first.uid, first.gid, first.perm), (1000, 100, 0o644));
+    assert_eq!(v.read_all(&first.content.unwrap()).unwrap(), b"{\"a\":1}");
+    let (again, second) = v.deliver(b"inbox", b"request.json", b"{\"a\":2}", t0).unwrap();
+    assert_eq!((again, second.id), (inbox, first.id));
+    assert_eq!(v.read_all(&second.content.unwrap()).unwrap(), b"{\"a\":2}");
+    assert_eq!(v.list(inbox, 0, 10).unwrap().len(), 1);
+    assert!(v.deliver(b"inbox", b"a/b", b"", t0).is_err());
 }

@@ -2,8 +2,9 @@
 //! an orderly shutdown that commits every buffer durably before unmounting.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -277,6 +278,36 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     }
 }
 
+/// Drops what the kernel caches of entries and inodes that changed without a request through
+/// the mount (what the daemon delivers, what peers change). Cheap to clone; before the mount
+/// is live and after it is gone, it does nothing. Never call it from inside a FUSE request
+/// about the same directory: the kernel waits for that request while holding the directory.
+#[derive(Clone, Debug, Default)]
+pub struct Invalidator(Arc<OnceLock<fuser::Notifier>>);
+
+impl Invalidator {
+    /// The entry `name` in the directory `parent` (a vault inode).
+    pub fn entry(&self, parent: u64, name: &[u8]) {
+        if let Some(n) = self.0.get()
+            && let Err(e) = n.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(name))
+        {
+            tracing::debug!(parent, error = %e, "invalidating an entry failed");
+        }
+    }
+
+    /// The attributes and cached content of `ino`.
+    pub fn inode(&self, ino: u64) {
+        if let Some(n) = self.0.get()
+            && let Err(e) = n.inval_inode(fuser::INodeNo(ino), 0, 0)
+        {
+            tracing::debug!(ino, error = %e, "invalidating an inode failed");
+        }
+    }
+}
+
+/// Starts the daemon's network layer on the opened vault, for `MountSession::start_with`.
+pub type StartNetwork = dyn Fn(&Arc<Vault>, Invalidator) -> Arc<dyn NetworkState>;
+
 /// A live mount.
 pub struct MountSession {
     fs: Arc<VaultFs>,
@@ -296,14 +327,15 @@ impl MountSession {
     /// Checks the mount point and data dir, opens the vault and mounts it. Returns once the
     /// mount is live.
     pub fn start(cfg: &MountConfig) -> Result<MountSession, MountError> {
-        Self::start_with(cfg, &|_| Arc::new(NoNetwork("no network layer in this mount".into())))
+        Self::start_with(cfg, &|_, _| Arc::new(NoNetwork("no network layer in this mount".into())))
     }
 
     /// As `start`, with the network layer that `network` starts on the opened vault (the
-    /// daemon's; the mount only reads its snapshots).
+    /// daemon's; the mount only reads its snapshots). The `Invalidator` it is handed works
+    /// once the mount is live.
     pub fn start_with(
         cfg: &MountConfig,
-        network: &dyn Fn(&Arc<Vault>) -> Arc<dyn NetworkState>,
+        network: &StartNetwork,
     ) -> Result<MountSession, MountError> {
         let mp = &cfg.mountpoint;
         match std::fs::metadata(mp) {
@@ -323,6 +355,7 @@ impl MountSession {
             Err(indras_artifacts::Error::Locked(p)) => return Err(MountError::Locked(p)),
             Err(e) => return Err(MountError::Store(e)),
         };
+        let invalidator = Invalidator::default();
         let info = MountInfo {
             player: cfg.player.clone(),
             data_dir: cfg.data_dir.canonicalize().unwrap_or_else(|_| cfg.data_dir.clone()),
@@ -331,7 +364,7 @@ impl MountSession {
             pid: std::process::id(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
-            network: network(&vault),
+            network: network(&vault, invalidator.clone()),
         };
         let fs = Arc::new(
             VaultFs::with_attention(
@@ -351,6 +384,7 @@ impl MountSession {
         let session = fuser::Session::new(Adapter::new(fs.clone()), mp, &fcfg)
             .and_then(fuser::Session::spawn)
             .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
+        let _ = invalidator.0.set(session.notifier());
         raise_read_ahead(mp);
 
         let stop = StopHandle(Arc::new(Stop::default()));

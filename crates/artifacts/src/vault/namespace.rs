@@ -185,6 +185,43 @@ impl Vault {
         self.read_fs(|r| r.node(id))
     }
 
+    /// Puts a file named `name` holding `content` into the folder `folder` of the vault's
+    /// root, owned as the root is: the folder is made if missing, and a file already there
+    /// gets the new content. For what the daemon delivers on its own, such as a connection
+    /// request into `inbox/`. Returns the folder's id and the file. Durable on return.
+    pub fn deliver(
+        &self,
+        folder: &[u8],
+        name: &[u8],
+        content: &[u8],
+        now: Timestamp,
+    ) -> Result<(NodeId, Node)> {
+        let root = self.node(NodeId::ROOT)?;
+        let dir = match self.lookup(NodeId::ROOT, folder) {
+            Ok(d) => d,
+            Err(Error::NotFound { .. }) => {
+                let spec = NewNode::dir(0o755).owner(root.uid, root.gid);
+                match self.create(NodeId::ROOT, folder, &spec, None, now, Commit::Durable) {
+                    Ok(d) => d,
+                    // Made meanwhile through the mount.
+                    Err(Error::Exists { .. }) => self.lookup(NodeId::ROOT, folder)?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let staged = self.stage(content)?;
+        let file = match self.lookup(dir.id, name) {
+            Ok(existing) => self.set_content(existing.id, &staged, now, Commit::Durable)?,
+            Err(Error::NotFound { .. }) => {
+                let spec = NewNode::file(0o644).owner(root.uid, root.gid);
+                self.create(dir.id, name, &spec, Some(staged), now, Commit::Durable)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((dir.id, file))
+    }
+
     /// The node named `name` in directory `parent`.
     pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<Node> {
         validate_name(name)?;
