@@ -62,12 +62,26 @@ impl Mount {
     }
 
     pub fn start_with(dirs: &Dirs, extra: &[&str]) -> Mount {
+        Mount::start_as(dirs, "alice", extra, &[])
+    }
+
+    /// The mount of `player`, started through `wrapper` (a command and its arguments that
+    /// run the daemon, such as `nsenter --net=...`; empty for none).
+    pub fn start_as(dirs: &Dirs, player: &str, extra: &[&str], wrapper: &[&str]) -> Mount {
         let log = dirs.tmp.path().join(format!("daemon-{}.log", std::process::id()));
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
-        let child = Command::new(binary())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = cmd
             .arg("mount")
             .arg(&dirs.mnt)
-            .args(["--player", "alice", "--foreground", "--log-level", "info"])
+            .args(["--player", player, "--foreground", "--log-level", "info"])
             .arg("--data-dir")
             .arg(&dirs.data)
             .args(extra)
@@ -238,4 +252,83 @@ pub fn git_origin(d: &Dirs, files: u32, dirs: u32) -> PathBuf {
         ),
     );
     origin
+}
+
+/// Two network namespaces joined by a veth pair, with addresses that exist only inside them
+/// (`10.77.N.1` in the first, `10.77.N.2` in the second). Deleted on drop, with everything in
+/// them. Needs root and `ip` (iproute2).
+#[derive(Debug)]
+pub struct NetnsPair {
+    pub names: [String; 2],
+    pub addrs: [String; 2],
+    veth: [String; 2],
+}
+
+impl NetnsPair {
+    pub fn new() -> NetnsPair {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}x{n}", std::process::id() % 100_000);
+        let subnet = 1 + (std::process::id() % 200 + n) % 250;
+        let pair = NetnsPair {
+            names: [format!("indras-a{tag}"), format!("indras-b{tag}")],
+            addrs: [format!("10.77.{subnet}.1"), format!("10.77.{subnet}.2")],
+            veth: [format!("iva{tag}"), format!("ivb{tag}")],
+        };
+        for name in &pair.names {
+            ip(&["netns", "add", name]);
+        }
+        ip(&["link", "add", &pair.veth[0], "type", "veth", "peer", "name", &pair.veth[1]]);
+        for i in 0..2 {
+            let (ns, dev) = (&pair.names[i], &pair.veth[i]);
+            ip(&["link", "set", dev, "netns", ns]);
+            ip(&["-n", ns, "addr", "add", &format!("{}/24", pair.addrs[i]), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// The command prefix that runs a program in namespace `i` (the mount stays visible
+    /// outside: `nsenter` makes no mount namespace).
+    pub fn wrapper(&self, i: usize) -> [String; 3] {
+        ["nsenter".to_owned(), format!("--net=/run/netns/{}", self.names[i]), "--".to_owned()]
+    }
+
+    /// Takes the link between the two down, or brings it back up.
+    pub fn set_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        for i in 0..2 {
+            ip(&["-n", &self.names[i], "link", "set", &self.veth[i], state]);
+        }
+    }
+}
+
+impl Default for NetnsPair {
+    fn default() -> Self {
+        NetnsPair::new()
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+        }
+        // Left in this namespace only if moving it failed; deleting one end deletes both.
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.veth[0]])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
