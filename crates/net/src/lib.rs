@@ -270,7 +270,12 @@ impl Net {
             node.shutdown(router).await;
             Ok(())
         });
-        rt.shutdown_timeout(Duration::from_secs(1));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Inside another runtime, blocking on our own runtime's end is not allowed.
+            rt.shutdown_background();
+        } else {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
         self.mode = Mode::Off { state: NetState::Stopped, book: None };
     }
 }

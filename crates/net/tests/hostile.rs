@@ -35,9 +35,9 @@ fn target_of(net: &Net) -> EndpointAddr {
 }
 
 /// The application close code the `Net` closed `conn` with, waiting at most 10 s.
-async fn close_code(conn: &Connection) -> Option<u64> {
+async fn close_code(conn: &Connection) -> Option<u32> {
     match timeout(LIMIT, conn.closed()).await {
-        Ok(ConnectionError::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+        Ok(ConnectionError::ApplicationClosed(c)) => u32::try_from(c.error_code.into_inner()).ok(),
         _ => None,
     }
 }
@@ -47,7 +47,7 @@ fn hello(version: u16, invite: Option<[u8; 32]>) -> Message {
 }
 
 /// Connects, opens the control stream, writes `bytes`, and returns the close code.
-async fn send_raw(ep: &Endpoint, to: &EndpointAddr, bytes: &[u8], finish: bool) -> Option<u64> {
+async fn send_raw(ep: &Endpoint, to: &EndpointAddr, bytes: &[u8], finish: bool) -> Option<u32> {
     let conn = ep.connect(to.clone(), ALPN).await.unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
@@ -55,10 +55,6 @@ async fn send_raw(ep: &Endpoint, to: &EndpointAddr, bytes: &[u8], finish: bool) 
         send.finish().unwrap();
     }
     close_code(&conn).await
-}
-
-fn code(c: u32) -> Option<u64> {
-    Some(u64::from(c))
 }
 
 #[test]
@@ -72,33 +68,33 @@ fn bad_handshakes_are_closed_with_the_right_codes_and_the_net_stays_healthy() {
         // Garbage that decodes as no message.
         assert_eq!(
             send_raw(&ep, &to, &[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff], false).await,
-            code(close::PROTOCOL)
+            Some(close::PROTOCOL)
         );
         // A length prefix far over the limit: refused before any payload is buffered.
         assert_eq!(
             send_raw(&ep, &to, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await,
-            code(close::FRAME_TOO_LARGE)
+            Some(close::FRAME_TOO_LARGE)
         );
         let over = u32::try_from(MAX_CONTROL_FRAME + 1).unwrap().to_be_bytes();
-        assert_eq!(send_raw(&ep, &to, &over, false).await, code(close::FRAME_TOO_LARGE));
+        assert_eq!(send_raw(&ep, &to, &over, false).await, Some(close::FRAME_TOO_LARGE));
         // An unknown protocol version.
         let v99 = wire::encode(&hello(99, None), MAX_CONTROL_FRAME).unwrap();
-        assert_eq!(send_raw(&ep, &to, &v99, false).await, code(close::UNSUPPORTED_VERSION));
+        assert_eq!(send_raw(&ep, &to, &v99, false).await, Some(close::UNSUPPORTED_VERSION));
         // A frame cut short by the end of the stream.
         let mut cut = 100u32.to_be_bytes().to_vec();
         cut.extend_from_slice(&[0; 10]);
-        assert_eq!(send_raw(&ep, &to, &cut, true).await, code(close::TRUNCATED));
+        assert_eq!(send_raw(&ep, &to, &cut, true).await, Some(close::TRUNCATED));
         // A frame that is a valid message but not a hello.
         let ping = wire::encode(&Message::Ping(1), MAX_CONTROL_FRAME).unwrap();
-        assert_eq!(send_raw(&ep, &to, &ping, false).await, code(close::PROTOCOL));
+        assert_eq!(send_raw(&ep, &to, &ping, false).await, Some(close::PROTOCOL));
         // Silence: connected, no stream, nothing said.
         let conn = ep.connect(to.clone(), ALPN).await.unwrap();
-        assert_eq!(close_code(&conn).await, code(close::HANDSHAKE_TIMEOUT));
+        assert_eq!(close_code(&conn).await, Some(close::HANDSHAKE_TIMEOUT));
         // Half a frame, then silence: the handshake timeout closes it too.
         let conn = ep.connect(to.clone(), ALPN).await.unwrap();
         let (mut send, _recv) = conn.open_bi().await.unwrap();
         send.write_all(&[0, 0, 0, 50, 1, 2]).await.unwrap();
-        assert_eq!(close_code(&conn).await, code(close::HANDSHAKE_TIMEOUT));
+        assert_eq!(close_code(&conn).await, Some(close::HANDSHAKE_TIMEOUT));
         // Half a frame, then the client vanishes.
         let conn = ep.connect(to.clone(), ALPN).await.unwrap();
         let (mut send, _recv) = conn.open_bi().await.unwrap();
@@ -144,7 +140,7 @@ fn an_accepted_peer_that_misbehaves_or_vanishes_is_dropped_and_marked_offline() 
                 ep.close().await;
             } else {
                 let want = if seed == 2 { close::PROTOCOL } else { close::FRAME_TOO_LARGE };
-                assert_eq!(close_code(&conn).await, code(want));
+                assert_eq!(close_code(&conn).await, Some(want));
                 ep.close().await;
             }
         }
@@ -185,8 +181,8 @@ fn floods_of_connections_and_requests_stay_bounded() {
         for a in attempts.collect::<Vec<_>>() {
             codes.push(a.await.unwrap());
         }
-        let busy = codes.iter().filter(|c| **c == code(close::BUSY)).count();
-        let timed_out = codes.iter().filter(|c| **c == code(close::HANDSHAKE_TIMEOUT)).count();
+        let busy = codes.iter().filter(|c| **c == Some(close::BUSY)).count();
+        let timed_out = codes.iter().filter(|c| **c == Some(close::HANDSHAKE_TIMEOUT)).count();
         assert!(timed_out <= 4, "at most 4 handshakes per key: {codes:?}");
         assert!(busy + timed_out > 0, "{codes:?}");
         ep.close().await;

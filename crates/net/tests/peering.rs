@@ -118,6 +118,22 @@ fn used_expired_malformed_and_forged_tickets_each_fail_clearly() {
     assert!(c.status().peers.is_empty());
 }
 
+#[test]
+fn add_peer_to_an_offline_inviter_fails_within_its_timeout() {
+    let a = Net::start(key(14), Arc::new(MemoryBook::new()), config("alice"));
+    let b = Net::start(key(15), Arc::new(MemoryBook::new()), config("bob"));
+    let ticket = a.invite(HOUR).unwrap();
+    a.shutdown();
+    let start = std::time::Instant::now();
+    let err = b.add_peer("alice", &ticket, Duration::from_secs(2)).unwrap_err();
+    assert!(matches!(err, NetError::Timeout(_) | NetError::Unreachable(_)), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
+    assert!(b.status().peers.is_empty());
+    // Dropping a Net inside an async context neither panics nor hangs.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move { drop(b) });
+}
+
 /// A book that already believes `peer` is an accepted peer: what a vault that was removed
 /// by the other side, or that the other side never knew, looks like.
 fn book_knowing(peer: &Net, name: &str) -> Arc<MemoryBook> {
