@@ -118,14 +118,17 @@ fn an_accepted_peer_that_misbehaves_or_vanishes_is_dropped_and_marked_offline() 
     let to = target_of(&a);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let invite = || Ticket::decode(&a.invite(Duration::from_secs(60)).unwrap()).unwrap().secret;
-    let (s1, s2, s3) = (invite(), invite(), invite());
-    let names = ["mallory", "mallory-2", "mallory-3"];
+    let names = ["mallory", "mallory-2", "mallory-3", "mallory-4"];
+    // (seed, bytes sent after the handshake, the close code expected; None: we vanish).
+    let cases: [(u8, &[u8], Option<u32>); 4] = [
+        (2, &[0, 0, 0, 3, 0xff, 0xff, 0xff], Some(close::PROTOCOL)),
+        (3, &[0x7f, 0xff, 0xff, 0xff], Some(close::FRAME_TOO_LARGE)),
+        (4, &[0, 0, 0, 40, 1, 2, 3], None),
+        (5, &[], Some(close::IDLE_TIMEOUT)),
+    ];
+    let secrets: Vec<[u8; 32]> = cases.iter().map(|_| invite()).collect();
     rt.block_on(async {
-        for (seed, secret, garbage) in [
-            (2u8, s1, &[0, 0, 0, 3, 0xff, 0xff, 0xff][..]),
-            (3, s2, &[0x7f, 0xff, 0xff, 0xff][..]),
-            (4, s3, &[0, 0, 0, 40, 1, 2, 3][..]),
-        ] {
+        for ((seed, garbage, want), secret) in cases.into_iter().zip(secrets) {
             let ep = raw_endpoint(seed).await;
             let conn = ep.connect(to.clone(), ALPN).await.unwrap();
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
@@ -134,15 +137,12 @@ fn an_accepted_peer_that_misbehaves_or_vanishes_is_dropped_and_marked_offline() 
             let welcome = wire::read_frame(&mut recv, MAX_CONTROL_FRAME).await.unwrap();
             assert!(matches!(welcome, Some(Message::Welcome(_))), "{welcome:?}");
             send.write_all(garbage).await.unwrap();
-            if seed == 4 {
+            match want {
+                Some(want) => assert_eq!(close_code(&conn).await, Some(want), "seed {seed}"),
                 // Mid-frame, the peer disappears without a word.
-                conn.close(0u32.into(), b"");
-                ep.close().await;
-            } else {
-                let want = if seed == 2 { close::PROTOCOL } else { close::FRAME_TOO_LARGE };
-                assert_eq!(close_code(&conn).await, Some(want));
-                ep.close().await;
+                None => conn.close(0u32.into(), b""),
             }
+            ep.close().await;
         }
     });
     for name in names {
