@@ -95,7 +95,7 @@ fn block_on<T: Send + 'static>(
     let task = rt.spawn(async move {
         let _ = tx.send(tokio::time::timeout(limit, fut).await);
     });
-    match rx.recv_timeout(limit + Duration::from_secs(1)) {
+    match rx.recv_timeout(limit.saturating_add(Duration::from_secs(1))) {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(NetError::Timeout(limit)),
         Err(_) => {

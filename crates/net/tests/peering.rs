@@ -129,6 +129,10 @@ fn add_peer_to_an_offline_inviter_fails_within_its_timeout() {
     assert!(matches!(err, NetError::Timeout(_) | NetError::Unreachable(_)), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
     assert!(b.status().peers.is_empty());
+    assert!(matches!(
+        b.add_peer("alice", "garbage", Duration::MAX),
+        Err(NetError::TicketMalformed(_))
+    ));
     // Dropping a Net inside an async context neither panics nor hangs.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move { drop(b) });
