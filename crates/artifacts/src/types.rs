@@ -334,7 +334,7 @@ impl AccessGrant {
 }
 
 /// Whether we have agreed to peer with a player.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum PeerState {
     /// Peered: both sides agreed, through an invitation or an accepted request.
     Accepted,
@@ -348,7 +348,7 @@ pub enum PeerState {
 pub struct Peer {
     pub id: PlayerId,
     /// Our local name for the peer: unique among our peers, and what `peers/<name>/` shows.
-    pub display_name: String,
+    pub name: String,
     /// The name the peer gave itself.
     pub their_name: String,
     /// The peer's direct addresses (`ip:port`), as last learned.

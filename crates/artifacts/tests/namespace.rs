@@ -346,7 +346,7 @@ fn node_ids_are_never_reused_across_blocks_and_reopens() {
 fn peer(id: PlayerId, name: &str, at: Timestamp) -> Peer {
     Peer {
         id,
-        display_name: name.to_owned(),
+        name: name.to_owned(),
         their_name: name.to_lowercase(),
         addrs: vec!["127.0.0.1:4433".to_owned()],
         relay: None,
@@ -380,11 +380,11 @@ fn peers_have_unique_valid_names() {
     }
     let v = open(dir.path());
     let mut peers = v.peers().unwrap();
-    peers.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(peers.len(), 2);
-    assert_eq!((peers[0].display_name.as_str(), peers[0].state), ("carol", PeerState::Pending));
-    assert_eq!((peers[1].display_name.as_str(), peers[1].last_seen), ("robert", Some(t0)));
-    assert_eq!(v.peer(bob).unwrap().unwrap().display_name, "robert");
+    assert_eq!((peers[0].name.as_str(), peers[0].state), ("carol", PeerState::Pending));
+    assert_eq!((peers[1].name.as_str(), peers[1].last_seen), ("robert", Some(t0)));
+    assert_eq!(v.peer(bob).unwrap().unwrap().name, "robert");
     assert!(v.remove_peer(carol, CC).unwrap());
     assert!(!v.remove_peer(carol, CC).unwrap());
     assert!(v.peer(carol).unwrap().is_none());

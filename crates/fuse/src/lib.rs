@@ -26,7 +26,7 @@ pub mod network;
 mod open_files;
 mod reap;
 pub mod status;
-mod time;
+pub mod time;
 mod types;
 mod view;
 mod xattr;

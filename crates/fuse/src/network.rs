@@ -129,7 +129,7 @@ fn live<'a>(snap: &'a NetworkSnapshot, peer: &Peer) -> Option<&'a LivePeer> {
 /// The store's peers joined with the live figures, in name order.
 pub fn peers_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<Vec<PeerJson>> {
     let mut peers = vault.peers()?;
-    peers.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(peers
         .into_iter()
         .map(|p| {
@@ -141,7 +141,7 @@ pub fn peers_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<Vec<PeerJso
             };
             let last_seen = l.and_then(|l| l.last_seen).max(p.last_seen);
             PeerJson {
-                name: p.display_name,
+                name: p.name,
                 player_id: p.id.to_string(),
                 their_name: p.their_name,
                 state,
@@ -158,7 +158,7 @@ pub fn peers_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<Vec<PeerJso
 pub fn sync_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<SyncJson> {
     let mut peers = vault.peers()?;
     peers.retain(|p| p.state == PeerState::Accepted);
-    peers.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(SyncJson {
         network: NetworkJson::of(snap),
         peers: peers
@@ -166,7 +166,7 @@ pub fn sync_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<SyncJson> {
             .map(|p| {
                 let l = live(snap, p);
                 PeerSync {
-                    name: p.display_name.clone(),
+                    name: p.name.clone(),
                     player_id: p.id.to_string(),
                     connected_since: l.and_then(|l| l.connected_since).map(rfc3339),
                     bytes_in: l.map_or(0, |l| l.bytes_in),
@@ -192,7 +192,7 @@ mod tests {
     fn peer(id: u8, name: &str, state: PeerState, last_seen: Option<i64>) -> Peer {
         Peer {
             id: PlayerId([id; 32]),
-            display_name: name.into(),
+            name: name.into(),
             their_name: format!("{name}-self"),
             addrs: vec![format!("10.0.0.{id}:1")],
             relay: None,

@@ -2,7 +2,7 @@
 //! and an in-memory implementation for tests and for callers without a store.
 //!
 //! Invariants every implementation keeps:
-//! - at most one [`PeerEntry`] per [`PlayerId`]; `put_peer` inserts or replaces by id;
+//! - at most one [`Peer`] per [`PlayerId`]; `put_peer` inserts or replaces by id;
 //! - an invitation is kept only as the hash of its secret, and `redeem_invite` checks and
 //!   consumes it atomically, so two concurrent redemptions cannot both see `Valid`;
 //! - methods are called from the network runtime's threads, never re-enter the network
@@ -11,42 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use indras_artifacts::{PlayerId, Timestamp};
+use indras_artifacts::{InviteCheck, Peer, PlayerId, Timestamp};
 use parking_lot::Mutex;
-
-/// Whether a peer was accepted, or is a connection request waiting for the user.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum PeerState {
-    Accepted,
-    Pending,
-}
-
-/// One peer as remembered across restarts.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct PeerEntry {
-    pub id: PlayerId,
-    /// Our local name for them; unique among our peers.
-    pub name: String,
-    /// The display name they gave themselves.
-    pub their_name: String,
-    /// Direct addresses learned from them, as `ip:port`.
-    pub addrs: Vec<String>,
-    /// Their home relay URL, if they have one.
-    pub relay: Option<String>,
-    pub state: PeerState,
-    pub added_at: Timestamp,
-    pub last_seen: Option<Timestamp>,
-}
-
-/// The result of checking a one-time invitation.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum InviteCheck {
-    /// It was valid and is now consumed.
-    Valid,
-    Expired,
-    Used,
-    Unknown,
-}
 
 /// A failure of the persistence behind a [`PeerBook`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,9 +23,9 @@ pub struct BookError(pub String);
 /// store; [`MemoryBook`] keeps everything in memory.
 pub trait PeerBook: Send + Sync + 'static {
     /// Every peer, accepted and pending.
-    fn peers(&self) -> Result<Vec<PeerEntry>, BookError>;
+    fn peers(&self) -> Result<Vec<Peer>, BookError>;
     /// Inserts or replaces the entry with `entry.id`.
-    fn put_peer(&self, entry: &PeerEntry) -> Result<(), BookError>;
+    fn put_peer(&self, entry: &Peer) -> Result<(), BookError>;
     /// Removes a peer; `false` if there was none.
     fn remove_peer(&self, id: &PlayerId) -> Result<bool, BookError>;
     /// Remembers an invitation by the hash of its secret.
@@ -73,7 +39,7 @@ pub trait PeerBook: Send + Sync + 'static {
     /// A key that is not a peer presented no valid secret: record it as pending (the daemon
     /// also drops a file in the vault's inbox). Called at most once per key per rate-limit
     /// interval.
-    fn connection_request(&self, entry: &PeerEntry) -> Result<(), BookError>;
+    fn connection_request(&self, entry: &Peer) -> Result<(), BookError>;
 }
 
 /// How long a used or expired invitation is remembered, so a reuse says "used" or
@@ -82,7 +48,7 @@ const SPENT_INVITE_MEMORY_SECS: i64 = 7 * 24 * 3600;
 
 #[derive(Default)]
 struct MemoryState {
-    peers: BTreeMap<PlayerId, PeerEntry>,
+    peers: BTreeMap<PlayerId, Peer>,
     /// Secret hash -> (expiry, used).
     invites: HashMap<[u8; 32], (Timestamp, bool)>,
 }
@@ -116,17 +82,17 @@ impl MemoryBook {
     }
 
     /// The peer with local name `name`.
-    pub fn by_name(&self, name: &str) -> Option<PeerEntry> {
+    pub fn by_name(&self, name: &str) -> Option<Peer> {
         self.state.lock().peers.values().find(|p| p.name == name).cloned()
     }
 }
 
 impl PeerBook for MemoryBook {
-    fn peers(&self) -> Result<Vec<PeerEntry>, BookError> {
+    fn peers(&self) -> Result<Vec<Peer>, BookError> {
         Ok(self.state.lock().peers.values().cloned().collect())
     }
 
-    fn put_peer(&self, entry: &PeerEntry) -> Result<(), BookError> {
+    fn put_peer(&self, entry: &Peer) -> Result<(), BookError> {
         self.state.lock().peers.insert(entry.id, entry.clone());
         Ok(())
     }
@@ -160,7 +126,7 @@ impl PeerBook for MemoryBook {
         })
     }
 
-    fn connection_request(&self, entry: &PeerEntry) -> Result<(), BookError> {
+    fn connection_request(&self, entry: &Peer) -> Result<(), BookError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.state.lock().peers.insert(entry.id, entry.clone());
         Ok(())

@@ -38,9 +38,10 @@ use iroh::SecretKey;
 use iroh::protocol::Router;
 use tracing::warn;
 
-pub use book::{BookError, InviteCheck, MemoryBook, PeerBook, PeerEntry, PeerState};
+pub use book::{BookError, MemoryBook, PeerBook};
 pub use config::{Config, Limits, Relay, Timeouts};
 pub use error::NetError;
+pub use indras_artifacts::{InviteCheck, Peer, PeerState};
 pub use names::validate_name;
 pub use status::{NetState, NetStatus, PeerStatus, Presence};
 pub use ticket::Ticket;
@@ -186,12 +187,7 @@ impl Net {
 
     /// Redeems `ticket`: dials the inviter, presents the secret, and records the inviter
     /// as an accepted peer named `name`. Blocks at most `timeout`.
-    pub fn add_peer(
-        &self,
-        name: &str,
-        ticket: &str,
-        timeout: Duration,
-    ) -> Result<PeerEntry, NetError> {
+    pub fn add_peer(&self, name: &str, ticket: &str, timeout: Duration) -> Result<Peer, NetError> {
         let r = self.running()?;
         let Some(rt) = &r.rt else { return Err(NetError::ShuttingDown) };
         let node = r.node.clone();
@@ -200,7 +196,7 @@ impl Net {
     }
 
     /// Accepts the connection request of `name`; the peer is then dialed.
-    pub fn accept(&self, name: &str) -> Result<PeerEntry, NetError> {
+    pub fn accept(&self, name: &str) -> Result<Peer, NetError> {
         self.running()?.node.accept(name)
     }
 
@@ -283,5 +279,21 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    /// The id the network authenticates (iroh's public key) is the id the store records for
+    /// the same secret (`indras_artifacts::SecretKey::player`).
+    #[test]
+    fn the_network_and_the_store_agree_on_a_keys_player() {
+        for seed in 0u8..32 {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).unwrap();
+            key[0] = seed;
+            let store = indras_artifacts::SecretKey::from_bytes(key).player();
+            assert_eq!(super::player_id(&key), store);
+        }
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use indras_artifacts::{PlayerId, Timestamp};
+use indras_artifacts::{InviteCheck, Peer, PeerState, PlayerId, Timestamp};
 use iroh::endpoint::{
     BindOpts, Connection, ConnectionError, QuicTransportConfig, RecvStream, SendStream, VarInt,
     presets,
@@ -36,7 +36,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use crate::book::{InviteCheck, PeerBook, PeerEntry, PeerState};
+use crate::book::PeerBook;
 use crate::config::{Config, Relay, Timeouts};
 use crate::error::{NetError, one_line};
 use crate::gate::{Bucket, Gate, RequestVerdict};
@@ -76,12 +76,12 @@ impl std::fmt::Debug for Node {
 
 #[derive(Default)]
 struct State {
-    peers: HashMap<PlayerId, Peer>,
+    peers: HashMap<PlayerId, Link>,
     stopping: bool,
 }
 
-struct Peer {
-    entry: PeerEntry,
+struct Link {
+    entry: Peer,
     session: Option<Live>,
     supervisor: Option<Supervisor>,
     rtt: Option<Duration>,
@@ -91,9 +91,9 @@ struct Peer {
     last_error: Option<String>,
 }
 
-impl Peer {
-    fn new(entry: PeerEntry) -> Self {
-        Peer {
+impl Link {
+    fn new(entry: Peer) -> Self {
+        Link {
             entry,
             session: None,
             supervisor: None,
@@ -144,7 +144,7 @@ struct Intro {
 }
 
 impl Intro {
-    fn learn(self, entry: &mut PeerEntry) {
+    fn learn(self, entry: &mut Peer) {
         entry.their_name = clean_display_name(&self.name);
         if !self.addrs.is_empty() {
             entry.addrs = self.addrs.iter().take(MAX_ADDRS).map(ToString::to_string).collect();
@@ -246,7 +246,7 @@ impl Node {
     pub(crate) async fn bind(
         secret: SecretKey,
         book: Arc<dyn PeerBook>,
-        peers: Vec<PeerEntry>,
+        peers: Vec<Peer>,
         cfg: Config,
     ) -> Result<(Arc<Node>, Router), String> {
         let transport = QuicTransportConfig::builder()
@@ -308,7 +308,7 @@ impl Node {
                 }
                 let id = entry.id;
                 let accepted = entry.state == PeerState::Accepted;
-                let peer = st.peers.entry(id).or_insert_with(|| Peer::new(entry));
+                let peer = st.peers.entry(id).or_insert_with(|| Link::new(entry));
                 if accepted {
                     node.ensure_supervisor(id, peer);
                 }
@@ -424,7 +424,7 @@ impl Node {
         name: String,
         ticket: String,
         limit: Duration,
-    ) -> Result<PeerEntry, NetError> {
+    ) -> Result<Peer, NetError> {
         validate_name(&name).map_err(|why| NetError::InvalidName(name.clone(), why))?;
         let ticket =
             Ticket::decode(&ticket).map_err(|e| NetError::TicketMalformed(e.0.to_owned()))?;
@@ -457,7 +457,7 @@ impl Node {
                 dialed.conn.close(var(close::NORMAL), b"");
                 return Err(e);
             }
-            let mut entry = PeerEntry {
+            let mut entry = Peer {
                 id: ticket.inviter,
                 name: name.clone(),
                 their_name: clean_display_name(&ticket.name),
@@ -479,7 +479,7 @@ impl Node {
                 return Err(e.into());
             }
             self.gate.lock().forgive(&entry.id);
-            st.peers.entry(entry.id).or_insert_with(|| Peer::new(entry.clone())).entry =
+            st.peers.entry(entry.id).or_insert_with(|| Link::new(entry.clone())).entry =
                 entry.clone();
             entry
         };
@@ -569,7 +569,7 @@ impl Node {
     }
 
     /// Starts the supervisor of an accepted peer, if it has none. Called under `state`.
-    fn ensure_supervisor(self: &Arc<Self>, id: PlayerId, peer: &mut Peer) {
+    fn ensure_supervisor(self: &Arc<Self>, id: PlayerId, peer: &mut Link) {
         if peer.supervisor.is_some() || peer.entry.state != PeerState::Accepted {
             return;
         }
@@ -686,7 +686,7 @@ impl Node {
                     }
                     self.gate.lock().forgive(&remote);
                     info!(peer = %entry.name, "invitation redeemed");
-                    st.peers.insert(remote, Peer::new(entry));
+                    st.peers.insert(remote, Link::new(entry));
                     return Ok(());
                 }
                 Ok(InviteCheck::Expired) => Refusal::InviteExpired,
@@ -716,7 +716,7 @@ impl Node {
                 match st.peers.get_mut(&remote) {
                     Some(p) => p.entry = entry,
                     None => {
-                        st.peers.insert(remote, Peer::new(entry));
+                        st.peers.insert(remote, Link::new(entry));
                     }
                 }
             }
@@ -726,10 +726,10 @@ impl Node {
     }
 
     /// A pending entry for a stranger, named after its display name, unique among ours.
-    fn new_entry(st: &State, id: PlayerId, hello: &Hello, now: Timestamp) -> PeerEntry {
+    fn new_entry(st: &State, id: PlayerId, hello: &Hello, now: Timestamp) -> Peer {
         let base = sanitize(&hello.name);
         let name = unique(&base, |n| st.peers.values().any(|p| p.entry.name == n));
-        let mut entry = PeerEntry {
+        let mut entry = Peer {
             id,
             name,
             their_name: String::new(),
@@ -947,7 +947,7 @@ impl Node {
             .ok_or_else(|| NetError::NoSuchPeer(name.to_owned()))
     }
 
-    pub(crate) fn accept(self: &Arc<Self>, name: &str) -> Result<PeerEntry, NetError> {
+    pub(crate) fn accept(self: &Arc<Self>, name: &str) -> Result<Peer, NetError> {
         let mut st = self.state.lock();
         let id = Self::find(&st, name)?;
         let Some(p) = st.peers.get_mut(&id) else { return Err(NetError::NoSuchPeer(name.into())) };

@@ -1,9 +1,7 @@
 //! Snapshots of the network's state for `status`, `peers.json` and `sync-status.json`.
 //! Plain data, built in one pass under the state lock; nothing here touches the network.
 
-use indras_artifacts::{PlayerId, Timestamp};
-
-use crate::book::PeerState;
+use indras_artifacts::{PeerState, PlayerId, Timestamp};
 
 /// Whether the network runs.
 #[derive(Clone, PartialEq, Eq, Debug)]

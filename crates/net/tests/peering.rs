@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{LIMIT, config, connected, key, presence, wait_until};
 use indras_artifacts::Timestamp;
 use indras_net::{
-    MemoryBook, Net, NetError, NetState, PeerBook, PeerEntry, PeerState, Presence, Ticket,
+    MemoryBook, Net, NetError, NetState, Peer, PeerBook, PeerState, Presence, Ticket,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -142,7 +142,7 @@ fn add_peer_to_an_offline_inviter_fails_within_its_timeout() {
 /// by the other side, or that the other side never knew, looks like.
 fn book_knowing(peer: &Net, name: &str) -> Arc<MemoryBook> {
     let book = Arc::new(MemoryBook::new());
-    book.put_peer(&PeerEntry {
+    book.put_peer(&Peer {
         id: peer.id(),
         name: name.into(),
         their_name: name.into(),
@@ -205,7 +205,7 @@ fn a_disabled_or_failed_network_answers_without_sockets_or_panics() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let book = Arc::new(MemoryBook::new());
     let other = Net::start(key(32), Arc::new(MemoryBook::new()), config("x"));
-    book.put_peer(&PeerEntry {
+    book.put_peer(&Peer {
         id: other.id(),
         name: "x".into(),
         their_name: "x".into(),

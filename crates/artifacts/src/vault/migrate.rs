@@ -141,7 +141,7 @@ impl W<'_> {
             let peer = Peer {
                 id: p.id,
                 their_name: p.display_name.clone(),
-                display_name: p.display_name,
+                name: p.display_name,
                 addrs: Vec::new(),
                 relay: None,
                 state: PeerState::Accepted,

@@ -102,7 +102,7 @@ fn a_format_4_store_moves_to_a_key() {
         v.navigate_to(notes.id, None, t0).unwrap();
         let peer = Peer {
             id: bob,
-            display_name: "bob".into(),
+            name: "bob".into(),
             their_name: "bob".into(),
             addrs: Vec::new(),
             relay: None,

@@ -87,15 +87,12 @@ impl Vault {
     /// Records a peer (or a pending connection request), replacing any record of the same
     /// player. Its local name must be valid as a folder name and unused by another peer.
     pub fn put_peer(&self, peer: &Peer, commit: Commit) -> Result<()> {
-        validate_name(peer.display_name.as_bytes())?;
+        validate_name(peer.name.as_bytes())?;
         self.write_fs(commit, |w| {
             for row in w.peers()?.iter()? {
                 let other: Peer = decode("peer", row?.1.value())?;
-                if other.id != peer.id && other.display_name == peer.display_name {
-                    return Err(Error::Exists {
-                        parent: NodeId::ROOT,
-                        name: peer.display_name.clone(),
-                    });
+                if other.id != peer.id && other.name == peer.name {
+                    return Err(Error::Exists { parent: NodeId::ROOT, name: peer.name.clone() });
                 }
             }
             w.peers()?.insert(&peer.id.0, encode(peer).as_slice())?;
