@@ -30,5 +30,7 @@ mod xattr;
 
 pub use error::{FsError, FsResult};
 pub use fs::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet, VaultFs};
-pub use mount::{MountConfig, MountError, MountSession, StopHandle, is_mounted, mount_points};
+pub use mount::{
+    MountConfig, MountError, MountSession, StopHandle, is_mounted, mount_points, vault_mount_points,
+};
 pub use status::{MountInfo, Status};
