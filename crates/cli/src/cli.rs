@@ -374,6 +374,9 @@ fn unmount(args: &VaultArgs, timeout: Duration) -> Result<()> {
                 )?;
                 (m.pid, m.mountpoint.clone())
             }
+            None if store_locked(&target.data_dir) => {
+                bail!("{:#}; unmount it by its mount point", not_answering(&target.data_dir));
+            }
             None => bail!("{} is not mounted", target.describe()),
         },
     };
@@ -407,6 +410,22 @@ fn is_running(pid: rustix::process::Pid) -> bool {
     stat.is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
+/// Whether some process holds the store's lock: a mount, when no daemon answers on the control
+/// socket, whose daemon has none (an older build's) or lost it.
+fn store_locked(dir: &Path) -> bool {
+    std::fs::File::open(dir.join("LOCK"))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// The one line for a mount that holds the store but does not answer on its socket.
+fn not_answering(dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "{} is in use by a mount whose daemon does not answer on {}",
+        dir.display(),
+        socket_path(dir).display()
+    )
+}
+
 fn open_store(dir: &Path) -> Result<Vault> {
     Vault::open_existing(dir, &Options::default()).map_err(|e| match e {
         indras_artifacts::Error::Locked(_) => {
@@ -436,7 +455,12 @@ fn status(args: &VaultArgs, json: bool) -> Result<()> {
                     socket_path(&target.data_dir).display()
                 );
             }
-            let vault = open_store(&target.data_dir)?;
+            let vault = match open_store(&target.data_dir) {
+                Err(_) if store_locked(&target.data_dir) => {
+                    return Err(not_answering(&target.data_dir));
+                }
+                opened => opened?,
+            };
             Status::build(&vault, Timestamp::now(), None)?
         }
     };
