@@ -156,8 +156,11 @@ fn only_the_mount_owner_or_root_reach_the_daemon() {
     let dirs = Dirs::new();
     let m = Mount::start(&dirs);
     // A copy of the program any user may run, on a path any user may walk to the socket.
+    // Copied by `cp`: a copy written by this process could be held open by a child another
+    // test forks meanwhile, and then not run ("text file busy").
     let bin = dirs.tmp.path().join("indras-fuse");
-    std::fs::copy(binary(), &bin).expect("copy the binary");
+    let cp = Command::new("cp").arg(binary()).arg(&bin).status().expect("cp");
+    assert!(cp.success(), "copying the binary: {cp}");
     for p in [dirs.tmp.path(), &dirs.data, &bin] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }

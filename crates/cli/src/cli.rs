@@ -410,8 +410,8 @@ fn is_running(pid: rustix::process::Pid) -> bool {
     stat.is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
-/// Whether some process holds the store's lock: a mount, when no daemon answers on the control
-/// socket, whose daemon has none (an older build's) or lost it.
+/// Whether a process holds the store's lock. When no daemon answers on the control socket, that
+/// is a mount whose daemon has no socket (an older build's) or lost it.
 fn store_locked(dir: &Path) -> bool {
     std::fs::File::open(dir.join("LOCK"))
         .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
