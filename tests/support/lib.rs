@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests: a `Mount` guard that runs the real `indras-fuse` binary in
-//! the foreground and always unmounts in `Drop`, even when a test fails.
+//! the foreground and always unmounts in `Drop`, even when a test fails. A mount counts as up
+//! once its daemon answers on its control socket too, as commands need.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -93,7 +94,10 @@ impl Mount {
         let mut m =
             Mount { mnt: dirs.mnt.clone(), data: dirs.data.clone(), child: Some(child), log };
         let start = Instant::now();
-        while !is_mounted(&m.mnt) || !m.vault().is_dir() {
+        while !is_mounted(&m.mnt)
+            || !m.vault().is_dir()
+            || std::os::unix::net::UnixStream::connect(m.control_socket()).is_err()
+        {
             if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("indras-fuse exited with {status} before mounting:\n{}", m.log_text());
             }
@@ -109,6 +113,11 @@ impl Mount {
 
     pub fn vault(&self) -> PathBuf {
         self.mnt.join("vault")
+    }
+
+    /// The daemon's control socket, in the data dir.
+    pub fn control_socket(&self) -> PathBuf {
+        self.data.join("control.sock")
     }
 
     pub fn pid(&self) -> u32 {
@@ -136,6 +145,24 @@ impl Mount {
         let status = wait_for(&mut child, Duration::from_secs(60)).expect("daemon did not stop");
         assert!(status.success(), "daemon exited with {status}:\n{}", self.log_text());
         assert!(!is_mounted(&self.mnt), "still mounted after the daemon exited");
+    }
+
+    /// Waits for a daemon told to stop some other way (`indras-fuse unmount`); asserts a clean
+    /// exit.
+    pub fn wait_stopped(mut self) {
+        let mut child = self.child.take().expect("running");
+        let status = wait_for(&mut child, Duration::from_secs(60)).expect("daemon did not stop");
+        assert!(status.success(), "daemon exited with {status}:\n{}", self.log_text());
+        assert!(!is_mounted(&self.mnt), "still mounted after the daemon exited");
+    }
+
+    /// SIGKILL the daemon and wait until it is gone, leaving its dead mount in place (`Drop`
+    /// detaches it).
+    pub fn kill9_leaving_mount(&mut self) {
+        self.signal(rustix::process::Signal::KILL);
+        if let Some(mut child) = self.child.take() {
+            wait_for(&mut child, Duration::from_secs(10)).expect("daemon did not die");
+        }
     }
 
     /// SIGKILL the daemon, then detach the dead mount.

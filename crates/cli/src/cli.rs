@@ -1,5 +1,12 @@
 //! Argument parsing and the commands: mount (daemonizing unless `--foreground`), unmount,
 //! status, gc, fsck and scenario.
+//!
+//! A command that takes a vault finds it with `locate` (a path in a mount, `-m`, `--data-dir`
+//! or `--player`). What acts on a live vault goes through its daemon's control socket
+//! (`control`); a mount's daemon serves that socket from before it reports the mount ready
+//! until it has unmounted. With no daemon, `status` reads the store itself, `gc` and `fsck`
+//! work only on a store no mount holds (as always), and `unmount` says the vault is not
+//! mounted.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +17,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use indras_artifacts::{FsckOptions, Options, Progress, Timestamp, Vault};
 use indras_fuse::{MountConfig, MountError, MountSession, Status, is_mounted};
+
+use crate::control::addr::socket_path;
+use crate::control::client::{self, ANSWER_TIMEOUT};
+use crate::control::daemon;
+use crate::control::protocol::{Request, Response};
+use crate::locate::{Found, VaultArgs, check_player_name, default_data_dir, locate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,29 +41,29 @@ enum Cmd {
     Mount(MountArgs),
     /// Commit every open file durably, then unmount.
     Unmount {
-        mountpoint: PathBuf,
+        #[command(flatten)]
+        vault: VaultArgs,
         /// Seconds to wait for the daemon to finish.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Show what is mounted and the vault's figures.
+    /// Show what is mounted and the vault's figures (from its daemon, else from the store).
     Status {
-        mountpoint: Option<PathBuf>,
         #[command(flatten)]
-        store: StoreArgs,
+        vault: VaultArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
-    /// Reclaim payloads and chunks that nothing references.
+    /// Reclaim payloads and chunks that nothing references (the vault must not be mounted).
     Gc {
         #[command(flatten)]
-        store: StoreArgs,
+        vault: VaultArgs,
     },
-    /// Verify every chunk and reference in the store.
+    /// Verify every chunk and reference in the store (the vault must not be mounted).
     Fsck {
         #[command(flatten)]
-        store: StoreArgs,
+        vault: VaultArgs,
         /// Fix reference counts, stray files and dangling entries; quarantine corrupt chunks.
         #[arg(long)]
         repair: bool,
@@ -121,24 +134,14 @@ struct MountArgs {
     daemon_child: bool,
 }
 
-#[derive(Args, Debug)]
-struct StoreArgs {
-    /// The vault's data dir.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// The player, to find the default data dir.
-    #[arg(long)]
-    player: Option<String>,
-}
-
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Mount(args) => mount(&args),
-        Cmd::Unmount { mountpoint, timeout } => unmount(&mountpoint, Duration::from_secs(timeout)),
-        Cmd::Status { mountpoint, store, json } => status(mountpoint.as_deref(), &store, json),
-        Cmd::Gc { store } => gc(&store),
-        Cmd::Fsck { store, repair, deep } => fsck(&store, repair, deep),
+        Cmd::Unmount { vault, timeout } => unmount(&vault, Duration::from_secs(timeout)),
+        Cmd::Status { vault, json } => status(&vault, json),
+        Cmd::Gc { vault } => gc(&vault),
+        Cmd::Fsck { vault, repair, deep } => fsck(&vault, repair, deep),
         Cmd::Scenario { file, timeout, keep, binary } => scenario(&file, timeout, keep, binary),
     }
 }
@@ -162,30 +165,6 @@ fn scenario(file: &Path, timeout: Option<u64>, keep: bool, binary: Option<PathBu
     Ok(())
 }
 
-/// `$XDG_DATA_HOME/indras/<player>`, else `~/.local/share/indras/<player>`.
-fn default_data_dir(player: &str) -> Result<PathBuf> {
-    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x),
-        None => {
-            let home = std::env::var_os("HOME")
-                .ok_or_else(|| anyhow!("HOME is not set; pass --data-dir"))?;
-            PathBuf::from(home).join(".local/share")
-        }
-    };
-    Ok(base.join("indras").join(player))
-}
-
-fn check_player(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        || name.starts_with('.')
-    {
-        bail!("invalid player name {name:?}: use 1-64 letters, digits, '-', '_' or '.'");
-    }
-    Ok(())
-}
-
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},fuser=warn"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -197,7 +176,7 @@ fn init_logging(level: &str) {
 }
 
 fn mount(args: &MountArgs) -> Result<()> {
-    check_player(&args.player)?;
+    check_player_name(&args.player)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => default_data_dir(&args.player)?,
@@ -242,6 +221,21 @@ fn mount(args: &MountArgs) -> Result<()> {
             bail!("{}", describe(&e));
         }
     };
+    // Commands reach the mount through this socket from the moment it is reported ready.
+    let control = match daemon::serve(session.fs(), session.stop_handle()) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("the control socket: {e}");
+            if args.daemon_child {
+                let _ = writeln!(std::io::stdout(), "error: {msg}");
+            }
+            if let Err(e) = session.shutdown() {
+                tracing::error!(error = %e, "shutting the mount down failed");
+            }
+            bail!("{msg}");
+        }
+    };
+    tracing::info!(socket = %control.path().display(), "control socket listening");
     if args.daemon_child {
         let _ = writeln!(std::io::stdout(), "ready");
         let _ = std::io::stdout().flush();
@@ -262,6 +256,7 @@ fn mount(args: &MountArgs) -> Result<()> {
         }
     });
     let result = session.wait();
+    control.stop();
     handle.close();
     let _ = waiter.join();
     result.context("shutting down")?;
@@ -342,34 +337,52 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
     }
 }
 
-/// What a live mount reports in `.indra/status.json`.
-fn read_status(mountpoint: &Path) -> Result<Status> {
-    let path = mountpoint.join(".indra/status.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+/// An answer no request of this command gets.
+fn unexpected(r: &Response) -> anyhow::Error {
+    anyhow!("the daemon gave an unexpected answer ({})", r.kind())
 }
 
-fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
-    if !is_mounted(mountpoint) {
-        bail!("{} is not mounted", mountpoint.display());
-    }
-    let pid = read_status(mountpoint)
-        .ok()
-        .and_then(|s| s.pid)
-        .and_then(|p| i32::try_from(p).ok())
-        .and_then(rustix::process::Pid::from_raw);
-    let Some(pid) = pid else {
-        // Not answering (its daemon died): detach it.
-        rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH)
-            .with_context(|| format!("unmounting {}", mountpoint.display()))?;
-        println!("unmounted {} (its daemon was not running)", mountpoint.display());
-        return Ok(());
+fn unmount(args: &VaultArgs, timeout: Duration) -> Result<()> {
+    let target = match locate(args)? {
+        Found::DeadMount(mp) => {
+            rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::DETACH)
+                .with_context(|| format!("unmounting {}", mp.display()))?;
+            println!("unmounted {} (its daemon was not running)", mp.display());
+            return Ok(());
+        }
+        Found::Vault(t) => t,
     };
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-        .with_context(|| format!("signalling the daemon (pid {})", pid.as_raw_nonzero()))?;
+    if args.data_dir.is_some() && args.player.is_some() {
+        // Told both: the vault must be that player's before anything stops.
+        match client::call(&target.data_dir, &Request::Status, ANSWER_TIMEOUT)? {
+            Some(Response::Status(s)) => target.check_player(&s.player)?,
+            Some(other) => return Err(unexpected(&other)),
+            None => bail!("{} is not mounted", target.describe()),
+        }
+    }
+    let (pid, mountpoint) = match client::call(&target.data_dir, &Request::Unmount, ANSWER_TIMEOUT)?
+    {
+        Some(Response::Unmounting { pid, mountpoint }) => (pid, PathBuf::from(mountpoint)),
+        Some(other) => return Err(unexpected(&other)),
+        // A live mount without a control socket (its daemon is of an older build): ask it to
+        // stop by signal, as unmount always could.
+        None => match &target.mount {
+            Some(m) => {
+                let pid = pid_of(m.pid)?;
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).with_context(
+                    || format!("signalling the daemon (pid {})", pid.as_raw_nonzero()),
+                )?;
+                (m.pid, m.mountpoint.clone())
+            }
+            None if store_locked(&target.data_dir) => {
+                bail!("{:#}; unmount it by its mount point", not_answering(&target.data_dir));
+            }
+            None => bail!("{} is not mounted", target.describe()),
+        },
+    };
+    let pid = pid_of(pid)?;
     let start = Instant::now();
-    while is_mounted(mountpoint) || is_running(pid) {
+    while is_mounted(&mountpoint) || is_running(pid) {
         if start.elapsed() > timeout {
             bail!(
                 "the daemon (pid {}) did not finish within {}s",
@@ -383,6 +396,13 @@ fn unmount(mountpoint: &Path, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+fn pid_of(pid: u32) -> Result<rustix::process::Pid> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| anyhow!("the daemon reports an impossible pid {pid}"))
+}
+
 /// Whether a process exists and has not exited (a zombie waiting for its parent has).
 fn is_running(pid: rustix::process::Pid) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()));
@@ -390,12 +410,20 @@ fn is_running(pid: rustix::process::Pid) -> bool {
     stat.is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
-fn store_dir(store: &StoreArgs) -> Result<PathBuf> {
-    match (&store.data_dir, &store.player) {
-        (Some(d), _) => Ok(d.clone()),
-        (None, Some(p)) => default_data_dir(p),
-        (None, None) => bail!("pass --data-dir or --player to say which vault"),
-    }
+/// Whether a process holds the store's lock. When no daemon answers on the control socket, that
+/// is a mount whose daemon has no socket (an older build's) or lost it.
+fn store_locked(dir: &Path) -> bool {
+    std::fs::File::open(dir.join("LOCK"))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// The one line for a mount that holds the store but does not answer on its socket.
+fn not_answering(dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "{} is in use by a mount whose daemon does not answer on {}",
+        dir.display(),
+        socket_path(dir).display()
+    )
 }
 
 fn open_store(dir: &Path) -> Result<Vault> {
@@ -412,24 +440,31 @@ fn open_store(dir: &Path) -> Result<Vault> {
     })
 }
 
-/// The status of a live mount (read from it), or of a stored vault (read from the store):
+/// The status of a live mount (from its daemon), or of a stored vault (read from the store):
 /// the same model and the same lines either way.
-fn status(mountpoint: Option<&Path>, store: &StoreArgs, json: bool) -> Result<()> {
-    let status = match mountpoint {
-        Some(mp) if is_mounted(mp) => read_status(mp)?,
-        _ => {
-            let dir = match (mountpoint, &store.data_dir, &store.player) {
-                (_, Some(_), _) | (_, _, Some(_)) => store_dir(store)?,
-                (Some(mp), None, None) => bail!(
-                    "{} is not mounted; pass --data-dir or --player to read a stored vault",
-                    mp.display()
-                ),
-                (None, None, None) => bail!("pass a mount point, --data-dir or --player"),
+fn status(args: &VaultArgs, json: bool) -> Result<()> {
+    let target = locate(args)?.vault()?;
+    let status = match client::call(&target.data_dir, &Request::Status, ANSWER_TIMEOUT)? {
+        Some(Response::Status(s)) => *s,
+        Some(other) => return Err(unexpected(&other)),
+        None => {
+            if let Some(m) = &target.mount {
+                bail!(
+                    "{} is mounted, but its daemon does not answer on {}",
+                    m.mountpoint.display(),
+                    socket_path(&target.data_dir).display()
+                );
+            }
+            let vault = match open_store(&target.data_dir) {
+                Err(_) if store_locked(&target.data_dir) => {
+                    return Err(not_answering(&target.data_dir));
+                }
+                opened => opened?,
             };
-            let vault = open_store(&dir)?;
             Status::build(&vault, Timestamp::now(), None)?
         }
     };
+    target.check_player(&status.player)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -503,9 +538,10 @@ fn progress_bar() -> impl FnMut(Progress) {
     }
 }
 
-fn gc(store: &StoreArgs) -> Result<()> {
-    let dir = store_dir(store)?;
-    let v = open_store(&dir)?;
+fn gc(args: &VaultArgs) -> Result<()> {
+    let target = locate(args)?.vault()?;
+    let v = open_store(&target.data_dir)?;
+    target.check_player(v.player_name())?;
     let r = v.gc(None, &mut progress_bar())?;
     println!(
         "removed {} leaves ({} inline), {} chunks ({}), {} empty packs, {} stray files",
@@ -519,9 +555,10 @@ fn gc(store: &StoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn fsck(store: &StoreArgs, repair: bool, deep: bool) -> Result<()> {
-    let dir = store_dir(store)?;
-    let v = open_store(&dir)?;
+fn fsck(args: &VaultArgs, repair: bool, deep: bool) -> Result<()> {
+    let target = locate(args)?.vault()?;
+    let v = open_store(&target.data_dir)?;
+    target.check_player(v.player_name())?;
     let r = v.fsck(FsckOptions { deep, repair }, &mut progress_bar())?;
     for p in &r.problems {
         println!("problem: {p}");

@@ -1,6 +1,8 @@
 //! The `indras-fuse` command. The only place that turns an error into an exit code.
 
 mod cli;
+mod control;
+mod locate;
 
 fn main() {
     if let Err(e) = cli::run() {

@@ -35,5 +35,6 @@ pub use error::{FsError, FsResult};
 pub use fs::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet, VaultFs};
 pub use mount::{
     Invalidator, MountConfig, MountError, MountSession, StopHandle, is_mounted, mount_points,
+    vault_mount_points,
 };
 pub use status::{MountInfo, Status};

@@ -81,26 +81,56 @@ pub enum MountError {
     Fs(crate::error::FsError),
 }
 
-/// Every mount in `/proc/self/mountinfo`: (`major:minor` of its device, mount point).
-fn mounts() -> Vec<(String, PathBuf)> {
-    use std::os::unix::ffi::OsStringExt as _;
+/// The source every indras-fuse mount shows in `/proc/self/mountinfo` (its `fsname`).
+pub const FS_NAME: &str = "indras-fuse";
+
+/// One line of `/proc/self/mountinfo`.
+struct MountLine {
+    /// `major:minor` of the mount's device.
+    dev: String,
+    mount_point: PathBuf,
+    fs_type: String,
+    source: String,
+}
+
+/// Every mount in `/proc/self/mountinfo`, in its order.
+fn mounts() -> Vec<MountLine> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    info.lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let dev = fields.nth(2)?;
-            let mp = fields.nth(1)?;
-            Some((
-                dev.to_owned(),
-                PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(mp))),
-            ))
-        })
-        .collect()
+    info.lines().filter_map(parse_mount_line).collect()
+}
+
+/// `36 35 98:0 / /mnt/a\040b rw,noatime shared:1 - fuse indras-fuse rw,...`: the device is
+/// the third field, the mount point the fifth; optional fields follow, ended by a lone `-`,
+/// and the filesystem type and the source come next.
+fn parse_mount_line(line: &str) -> Option<MountLine> {
+    use std::os::unix::ffi::OsStringExt as _;
+    let mut fields = line.split(' ');
+    let dev = fields.nth(2)?;
+    let mp = fields.nth(1)?;
+    let mut rest = fields.skip_while(|f| *f != "-").skip(1);
+    let fs_type = rest.next().unwrap_or_default();
+    let source = rest.next().unwrap_or_default();
+    Some(MountLine {
+        dev: dev.to_owned(),
+        mount_point: PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(mp))),
+        fs_type: fs_type.to_owned(),
+        source: String::from_utf8_lossy(&unescape_mount_path(source)).into_owned(),
+    })
 }
 
 /// Every mount point in `/proc/self/mountinfo`.
 pub fn mount_points() -> Vec<PathBuf> {
-    mounts().into_iter().map(|(_, mp)| mp).collect()
+    mounts().into_iter().map(|m| m.mount_point).collect()
+}
+
+/// The mount points of indras-fuse mounts (FUSE mounts of source `FS_NAME`), whether or not
+/// their daemon still runs.
+pub fn vault_mount_points() -> Vec<PathBuf> {
+    mounts()
+        .into_iter()
+        .filter(|m| m.source == FS_NAME && (m.fs_type == "fuse" || m.fs_type.starts_with("fuse.")))
+        .map(|m| m.mount_point)
+        .collect()
 }
 
 /// The kernel's read-ahead for this mount, in KiB. FUSE starts every mount at 128 KiB; a
@@ -112,8 +142,8 @@ const READ_AHEAD_KB: u32 = 4096;
 /// may; anyone else keeps the kernel's default, which is only slower.
 fn raise_read_ahead(mountpoint: &Path) {
     let mp = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
-    let Some((dev, _)) = mounts().into_iter().rev().find(|(_, p)| *p == mp) else { return };
-    let knob = PathBuf::from(format!("/sys/class/bdi/{dev}/read_ahead_kb"));
+    let Some(m) = mounts().into_iter().rev().find(|m| m.mount_point == mp) else { return };
+    let knob = PathBuf::from(format!("/sys/class/bdi/{}/read_ahead_kb", m.dev));
     match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
         Ok(()) => tracing::debug!(knob = %knob.display(), kb = READ_AHEAD_KB, "read-ahead raised"),
         Err(e) => {
@@ -151,7 +181,7 @@ fn unescape_mount_path(s: &str) -> Vec<u8> {
 
 fn mount_options(cfg: &MountConfig) -> Result<(Vec<MountOption>, SessionACL), MountError> {
     let mut opts = vec![
-        MountOption::FSName("indras-fuse".to_owned()),
+        MountOption::FSName(FS_NAME.to_owned()),
         MountOption::Subtype("indras".to_owned()),
         MountOption::DefaultPermissions,
     ];
@@ -484,6 +514,20 @@ mod tests {
         assert_eq!(unescape_mount_path("/plain"), b"/plain");
         assert!(mount_points().iter().any(|p| p == Path::new("/")));
         assert!(is_mounted(Path::new("/")));
+    }
+
+    #[test]
+    fn mountinfo_lines_give_device_point_type_and_source() {
+        let m = parse_mount_line(
+            r"36 35 0:52 / /tmp/a\040b rw,nosuid shared:7 master:1 - fuse.indras indras-fuse rw",
+        )
+        .unwrap();
+        assert_eq!((m.dev.as_str(), m.fs_type.as_str()), ("0:52", "fuse.indras"));
+        assert_eq!((m.mount_point.as_path(), m.source.as_str()), (Path::new("/tmp/a b"), FS_NAME));
+        let m = parse_mount_line("22 1 8:1 / / rw - ext4 /dev/sda1 rw").unwrap();
+        assert_eq!((m.fs_type.as_str(), m.source.as_str()), ("ext4", "/dev/sda1"));
+        let (opts, _) = mount_options(&MountConfig::new("/m", "/d", "p")).unwrap();
+        assert!(opts.contains(&MountOption::FSName(FS_NAME.into())), "{opts:?}");
     }
 
     #[test]

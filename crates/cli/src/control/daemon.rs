@@ -1,0 +1,94 @@
+//! What a live mount answers on its control socket: the one place each request is handled.
+//!
+//! Invariants: a status is built the way `.indra/status.json` is (queued attention written
+//! first, then `Status::build` at the attention clock's now with the mount's own figures), so
+//! the two never disagree on what they show; `unmount` only asks the mount to stop (the same
+//! stop a SIGTERM asks for), after its answer is written, and never waits for it here.
+
+use std::sync::Arc;
+
+use indras_fuse::status::Live;
+use indras_fuse::{FsResult, Status, StopHandle, VaultFs};
+
+use super::protocol::{Request, Response};
+use super::server::{Config, ControlServer, Handler, Reply, StartError};
+
+/// Answers for one live mount.
+#[derive(Debug)]
+pub struct MountHandler {
+    fs: Arc<VaultFs>,
+    stop: StopHandle,
+}
+
+impl Handler for MountHandler {
+    fn handle(&self, request: Request) -> Reply {
+        match request {
+            Request::Status => Reply::new(match live_status(&self.fs) {
+                Ok(s) => Response::Status(Box::new(s)),
+                Err(e) => Response::error(format!("building the status failed: {e}")),
+            }),
+            Request::Unmount => {
+                tracing::info!("unmount asked over the control socket");
+                let info = self.fs.info();
+                let stop = self.stop.clone();
+                Reply::then(
+                    Response::Unmounting {
+                        pid: info.pid,
+                        mountpoint: info.mountpoint.display().to_string(),
+                    },
+                    move || stop.stop(),
+                )
+            }
+        }
+    }
+}
+
+/// Listens on the control socket of the mount `fs` serves, for its owner and root.
+pub fn serve(fs: &Arc<VaultFs>, stop: StopHandle) -> Result<ControlServer, StartError> {
+    let info = fs.info();
+    let handler = Arc::new(MountHandler { fs: fs.clone(), stop });
+    ControlServer::start(&info.data_dir, Config::new(info.uid), handler)
+}
+
+/// The mount's status, as `.indra/status.json` shows it.
+pub fn live_status(fs: &VaultFs) -> FsResult<Status> {
+    fs.attention().flush()?;
+    let live =
+        Live { info: fs.info(), open_files: fs.open_files(), attention: fs.attention().enabled() };
+    Status::build(fs.vault(), fs.attention().now(), Some(live))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indras_artifacts::{Options, Timestamp, Vault};
+    use indras_fuse::attention::{AttentionConfig, ManualClock};
+    use indras_fuse::{Ctx, MountInfo, inode};
+
+    const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
+
+    /// The status over the socket and `.indra/status.json` are the same, open files included.
+    #[test]
+    fn the_status_is_built_as_status_json_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Arc::new(Vault::open(dir.path(), "alice", &Options::default()).expect("open"));
+        let clock = Arc::new(ManualClock::new(Timestamp::now()));
+        let info = MountInfo::unmounted("alice", dir.path());
+        let fs = VaultFs::with_attention(vault, info, clock.clone(), AttentionConfig::default())
+            .expect("fs");
+        let (_, opened) =
+            fs.create(CTX, inode::VAULT, b"a.txt", 0o644, libc::O_RDWR).expect("create");
+        fs.write(opened.fh, 0, b"hello").expect("write");
+        clock.advance_ms(1_000);
+        let ino = fs.lookup(inode::INDRA, b"status.json").expect("lookup").ino;
+        let h = fs.open(CTX, ino, libc::O_RDONLY).expect("open status.json");
+        let text = fs.read(ino, h.fh, 0, 1 << 20).expect("read");
+        let shown: Status = serde_json::from_slice(&text).expect("parse");
+        let built = live_status(&fs).expect("status");
+        assert_eq!(built, shown);
+        assert_eq!((built.open_files, built.artifacts.leaves), (Some(1), 1));
+        fs.release(h.fh).expect("release");
+        fs.release(opened.fh).expect("release");
+        assert_eq!(live_status(&fs).expect("status").open_files, Some(0));
+    }
+}
