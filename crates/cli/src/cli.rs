@@ -11,18 +11,22 @@
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use indras_artifacts::{FsckOptions, Options, Progress, Timestamp, Vault};
+use indras_artifacts::{Commit, FsckOptions, Options, Progress, Timestamp, Vault};
+use indras_fuse::network::{NetworkState, NoNetwork, PeerJson, PeerStatus, peers_json};
 use indras_fuse::{MountConfig, MountError, MountSession, Status, is_mounted};
+use indras_net::{Config as NetConfig, Net, Relay};
 
 use crate::control::addr::socket_path;
 use crate::control::client::{self, ANSWER_TIMEOUT};
 use crate::control::daemon;
 use crate::control::protocol::{Request, Response};
-use crate::locate::{Found, VaultArgs, check_player_name, default_data_dir, locate};
+use crate::locate::{Found, Target, VaultArgs, check_player_name, default_data_dir, locate};
+use crate::network::{NetView, StoreBook};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +59,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a one-time invitation ticket for a player to peer with this vault (mounted).
+    Invite {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// How long the ticket stays valid (e.g. 1h, 30m, 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        valid: Duration,
+    },
+    /// Peers: add one from its ticket, list them, accept or reject requests, remove one.
+    Peer {
+        #[command(subcommand)]
+        command: PeerCmd,
+    },
     /// Reclaim payloads and chunks that nothing references (the vault must not be mounted).
     Gc {
         #[command(flatten)]
@@ -84,6 +101,63 @@ enum Cmd {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerCmd {
+    /// Peer with the player who made TICKET, calling it NAME here (mounted).
+    Add {
+        name: String,
+        ticket: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Every peer and connection request, with its state.
+    List {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Machine-readable output (as `.indra/peers.json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the connection request NAME (mounted).
+    Accept {
+        name: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Reject and forget the connection request NAME (mounted).
+    Reject {
+        name: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Forget the peer NAME, closing its connection.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) if d > Duration::from_secs(365 * 86_400) => Err("at most a year".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_relay(s: &str) -> Result<Relay, String> {
+    match s {
+        "default" => Ok(Relay::Default),
+        "none" => Ok(Relay::Disabled),
+        url if url.starts_with("https://") || url.starts_with("http://") => {
+            Ok(Relay::Url(url.to_owned()))
+        }
+        _ => Err("expected default, none or a relay URL (https://...)".to_owned()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +203,17 @@ struct MountArgs {
     /// Seconds content must have been unreferenced before a background collection takes it.
     #[arg(long, default_value_t = 600)]
     gc_grace: u64,
+    /// Where to listen for peers, ADDR:PORT (repeatable) [default: 0.0.0.0:0, and [::]:0
+    /// where IPv6 exists].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<std::net::SocketAddr>,
+    /// Relays for reaching peers behind NAT: default (public relays and discovery), none (a
+    /// LAN or an offline machine), or a relay URL.
+    #[arg(long, default_value = "default", value_parser = parse_relay)]
+    relay: Relay,
+    /// Open no network socket at all.
+    #[arg(long, conflicts_with = "listen")]
+    no_network: bool,
     /// Internal: this process is the daemon started by `mount`.
     #[arg(long, hide = true)]
     daemon_child: bool,
@@ -140,6 +225,8 @@ pub fn run() -> Result<()> {
         Cmd::Mount(args) => mount(&args),
         Cmd::Unmount { vault, timeout } => unmount(&vault, Duration::from_secs(timeout)),
         Cmd::Status { vault, json } => status(&vault, json),
+        Cmd::Invite { vault, valid } => invite(&vault, valid),
+        Cmd::Peer { command } => peer(command),
         Cmd::Gc { vault } => gc(&vault),
         Cmd::Fsck { vault, repair, deep } => fsck(&vault, repair, deep),
         Cmd::Scenario { file, timeout, keep, binary } => scenario(&file, timeout, keep, binary),
@@ -211,7 +298,24 @@ fn mount(args: &MountArgs) -> Result<()> {
         signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
-    let session = match MountSession::start(&cfg) {
+    let net_slot: Arc<OnceLock<Arc<Net>>> = Arc::default();
+    let start_network = |vault: &Arc<Vault>, invalidator| -> Arc<dyn NetworkState> {
+        let key = vault.secret_key().to_bytes();
+        let net = if args.no_network {
+            Net::disabled(key, "--no-network")
+        } else {
+            let mut ncfg = NetConfig::new(&args.player);
+            if !args.listen.is_empty() {
+                ncfg.listen.clone_from(&args.listen);
+            }
+            ncfg.relay = args.relay.clone();
+            Net::start(key, Arc::new(StoreBook::new(vault.clone(), invalidator)), ncfg)
+        };
+        let net = Arc::new(net);
+        let _ = net_slot.set(net.clone());
+        Arc::new(NetView(net))
+    };
+    let session = match MountSession::start_with(&cfg, &start_network) {
         Ok(s) => s,
         Err(e) => {
             if args.daemon_child {
@@ -222,7 +326,8 @@ fn mount(args: &MountArgs) -> Result<()> {
         }
     };
     // Commands reach the mount through this socket from the moment it is reported ready.
-    let control = match daemon::serve(session.fs(), session.stop_handle()) {
+    let net = net_slot.get().cloned().ok_or_else(|| anyhow!("the network was not started"))?;
+    let control = match daemon::serve(session.fs(), session.stop_handle(), net) {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("the control socket: {e}");
@@ -297,6 +402,17 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
     cmd.arg("--attention-max-age-days").arg(args.attention_max_age_days.to_string());
     cmd.arg("--gc-interval").arg(args.gc_interval.to_string());
     cmd.arg("--gc-grace").arg(args.gc_grace.to_string());
+    for l in &args.listen {
+        cmd.arg("--listen").arg(l.to_string());
+    }
+    cmd.arg("--relay").arg(match &args.relay {
+        Relay::Default => "default",
+        Relay::Disabled => "none",
+        Relay::Url(u) => u,
+    });
+    if args.no_network {
+        cmd.arg("--no-network");
+    }
     if args.allow_other {
         cmd.arg("--allow-other");
     }
@@ -338,6 +454,113 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
 }
 
 /// An answer no request of this command gets.
+/// Asks the daemon of the vault `args` names; `None` when no mount of it runs (a mount that
+/// holds it without answering is an error).
+fn ask(args: &VaultArgs, request: &Request) -> Result<(Target, Option<Response>)> {
+    let target = locate(args)?.vault()?;
+    let timeout = match request {
+        Request::PeerAdd { .. } => ANSWER_TIMEOUT + Duration::from_secs(20),
+        _ => ANSWER_TIMEOUT,
+    };
+    match client::call(&target.data_dir, request, timeout)? {
+        Some(r) => Ok((target, Some(r))),
+        None => match &target.mount {
+            Some(m) => bail!(
+                "{} is mounted, but its daemon does not answer on {}",
+                m.mountpoint.display(),
+                socket_path(&target.data_dir).display()
+            ),
+            None if store_locked(&target.data_dir) => Err(not_answering(&target.data_dir)),
+            None => Ok((target, None)),
+        },
+    }
+}
+
+/// Asks a request only a running mount can answer.
+fn ask_live(args: &VaultArgs, request: &Request) -> Result<Response> {
+    match ask(args, request)? {
+        (_, Some(r)) => Ok(r),
+        (target, None) => bail!("{} is not mounted", target.describe()),
+    }
+}
+
+fn invite(args: &VaultArgs, valid: Duration) -> Result<()> {
+    match ask_live(args, &Request::Invite { valid_secs: valid.as_secs().max(1) })? {
+        Response::Ticket { ticket, .. } => {
+            println!("{ticket}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn peer(command: PeerCmd) -> Result<()> {
+    let done = |r: Response| match r {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    };
+    match command {
+        PeerCmd::Add { name, ticket, vault } => {
+            done(ask_live(&vault, &Request::PeerAdd { name, ticket: ticket.trim().to_owned() })?)
+        }
+        PeerCmd::Accept { name, vault } => done(ask_live(&vault, &Request::PeerAccept { name })?),
+        PeerCmd::Reject { name, vault } => done(ask_live(&vault, &Request::PeerReject { name })?),
+        PeerCmd::Remove { name, vault } => {
+            match ask(&vault, &Request::PeerRemove { name: name.clone() })? {
+                (_, Some(r)) => done(r),
+                (target, None) => {
+                    let store = open_store(&target.data_dir)?;
+                    let Some(p) = store.peers()?.into_iter().find(|p| p.name == name) else {
+                        bail!("no peer named {name}");
+                    };
+                    store.remove_peer(p.id, Commit::Durable)?;
+                    println!("removed {name}");
+                    Ok(())
+                }
+            }
+        }
+        PeerCmd::List { vault, json } => {
+            let peers = match ask(&vault, &Request::PeerList)? {
+                (_, Some(Response::Peers(p))) => p,
+                (_, Some(other)) => return Err(unexpected(&other)),
+                (target, None) => {
+                    let store = open_store(&target.data_dir)?;
+                    peers_json(&store, &NoNetwork("not mounted".into()).snapshot())?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peers)?);
+            } else {
+                print!("{}", peers_text(&peers));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `peer list`: one line per peer.
+fn peers_text(peers: &[PeerJson]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if peers.is_empty() {
+        out.push_str("no peers yet: `indras-fuse invite` on one side, `peer add` on the other\n");
+    }
+    for p in peers {
+        let state = match p.state {
+            PeerStatus::Connected => "connected",
+            PeerStatus::Offline => "offline",
+            PeerStatus::Pending => "pending (peer accept or reject)",
+        };
+        let rtt = p.rtt_ms.map(|r| format!(", rtt {r:.0} ms")).unwrap_or_default();
+        let seen = p.last_seen.as_deref().map(|s| format!(", last seen {s}")).unwrap_or_default();
+        let _ = writeln!(out, "{}  {}  {state}{rtt}{seen}", p.name, p.player_id);
+    }
+    out
+}
+
 fn unexpected(r: &Response) -> anyhow::Error {
     anyhow!("the daemon gave an unexpected answer ({})", r.kind())
 }
@@ -488,6 +711,12 @@ fn status_text(s: &Status) -> Result<String> {
         writeln!(out, "Open files: {open}")?;
     }
     writeln!(out, "Peers: {} connected ({} known)", s.peers.connected, s.peers.known)?;
+    if let Some(n) = &s.network {
+        match &n.off_reason {
+            None => writeln!(out, "Network: online at {}", n.addresses.join(", "))?,
+            Some(why) => writeln!(out, "Network: off ({why})")?,
+        }
+    }
     writeln!(out, "Attention events (last hour): {}", s.attention.events_last_hour)?;
     writeln!(
         out,
@@ -586,7 +815,8 @@ mod tests {
     use indras_fuse::MountInfo;
     use indras_fuse::status::Live;
 
-    /// Mounted or not, `status` prints the same lines, but for the mount's own.
+    /// Mounted or not, `status` prints the same lines, but for the mount's own (open files,
+    /// the network).
     #[test]
     fn status_prints_the_same_lines_mounted_or_not() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -605,6 +835,7 @@ mod tests {
         assert_eq!(mounted[0], "Mounted: /mnt/alice");
         assert_eq!(stored[0], "Mounted: no (not mounted)");
         assert_eq!(mounted.remove(4), "Open files: 2");
+        assert_eq!(mounted.remove(5), "Network: off (no network: not mounted by a daemon)");
         assert_eq!(mounted[1..], stored[1..]);
         assert!(stored.contains(&"Peers: 0 connected (0 known)"), "{stored:?}");
     }

@@ -3,6 +3,7 @@
 mod cli;
 mod control;
 mod locate;
+mod network;
 
 fn main() {
     if let Err(e) = cli::run() {

@@ -336,7 +336,7 @@ impl Invalidator {
 }
 
 /// Starts the daemon's network layer on the opened vault, for `MountSession::start_with`.
-pub type StartNetwork = dyn Fn(&Arc<Vault>, Invalidator) -> Arc<dyn NetworkState>;
+pub type StartNetwork<'a> = dyn Fn(&Arc<Vault>, Invalidator) -> Arc<dyn NetworkState> + 'a;
 
 /// A live mount.
 pub struct MountSession {
@@ -365,7 +365,7 @@ impl MountSession {
     /// once the mount is live.
     pub fn start_with(
         cfg: &MountConfig,
-        network: &StartNetwork,
+        network: &StartNetwork<'_>,
     ) -> Result<MountSession, MountError> {
         let mp = &cfg.mountpoint;
         match std::fs::metadata(mp) {

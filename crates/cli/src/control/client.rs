@@ -92,6 +92,7 @@ mod tests {
                 Request::Unmount => {
                     Reply::new(Response::Unmounting { pid: 3, mountpoint: "/m".into() })
                 }
+                _ => Reply::new(Response::error("not here")),
             }
         }
     }

@@ -3,21 +3,44 @@
 //! Invariants: a status is built the way `.indra/status.json` is (queued attention written
 //! first, then `Status::build` at the attention clock's now with the mount's own figures), so
 //! the two never disagree on what they show; `unmount` only asks the mount to stop (the same
-//! stop a SIGTERM asks for), after its answer is written, and never waits for it here.
+//! stop a SIGTERM asks for), after its answer is written, and never waits for it here. The
+//! peer requests go to the network layer, each bounded by its own timeout; a mount without
+//! one (`--no-network`, or it could not start) answers them with why.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use indras_fuse::network::peers_json;
 use indras_fuse::status::Live;
 use indras_fuse::{FsResult, Status, StopHandle, VaultFs};
+use indras_net::{Net, NetError};
 
 use super::protocol::{Request, Response};
 use super::server::{Config, ControlServer, Handler, Reply, StartError};
+
+/// How long `peer add` may take to reach the inviter and hear back.
+const ADD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Answers for one live mount.
 #[derive(Debug)]
 pub struct MountHandler {
     fs: Arc<VaultFs>,
     stop: StopHandle,
+    net: Arc<Net>,
+}
+
+impl MountHandler {
+    fn peers(&self) -> Response {
+        let snap = self.fs.info().network.snapshot();
+        match peers_json(self.fs.vault(), &snap) {
+            Ok(p) => Response::Peers(p),
+            Err(e) => Response::error(format!("listing peers failed: {e}")),
+        }
+    }
+}
+
+fn net_error(e: &NetError) -> Response {
+    Response::error(e.to_string())
 }
 
 impl Handler for MountHandler {
@@ -39,14 +62,48 @@ impl Handler for MountHandler {
                     move || stop.stop(),
                 )
             }
+            Request::Invite { valid_secs } => {
+                Reply::new(match self.net.invite(Duration::from_secs(valid_secs)) {
+                    Ok(ticket) => Response::Ticket { ticket, valid_secs },
+                    Err(e) => net_error(&e),
+                })
+            }
+            Request::PeerAdd { name, ticket } => {
+                Reply::new(match self.net.add_peer(&name, &ticket, ADD_TIMEOUT) {
+                    Ok(p) => Response::Done {
+                        message: format!(
+                            "peered with {} (player {}) as {name}",
+                            p.their_name, p.id
+                        ),
+                    },
+                    Err(e) => net_error(&e),
+                })
+            }
+            Request::PeerList => Reply::new(self.peers()),
+            Request::PeerAccept { name } => Reply::new(match self.net.accept(&name) {
+                Ok(p) => Response::Done { message: format!("accepted {name} (player {})", p.id) },
+                Err(e) => net_error(&e),
+            }),
+            Request::PeerReject { name } => Reply::new(match self.net.reject(&name) {
+                Ok(()) => Response::Done { message: format!("rejected {name}") },
+                Err(e) => net_error(&e),
+            }),
+            Request::PeerRemove { name } => Reply::new(match self.net.remove(&name) {
+                Ok(()) => Response::Done { message: format!("removed {name}") },
+                Err(e) => net_error(&e),
+            }),
         }
     }
 }
 
 /// Listens on the control socket of the mount `fs` serves, for its owner and root.
-pub fn serve(fs: &Arc<VaultFs>, stop: StopHandle) -> Result<ControlServer, StartError> {
+pub fn serve(
+    fs: &Arc<VaultFs>,
+    stop: StopHandle,
+    net: Arc<Net>,
+) -> Result<ControlServer, StartError> {
     let info = fs.info();
-    let handler = Arc::new(MountHandler { fs: fs.clone(), stop });
+    let handler = Arc::new(MountHandler { fs: fs.clone(), stop, net });
     ControlServer::start(&info.data_dir, Config::new(info.uid), handler)
 }
 

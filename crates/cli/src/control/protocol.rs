@@ -18,6 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use indras_fuse::Status;
+use indras_fuse::network::PeerJson;
 use serde::{Deserialize, Serialize};
 
 /// The version this build speaks. A frame of any other version is refused.
@@ -46,6 +47,18 @@ pub enum Request {
     Status,
     /// Commit every open file durably and unmount. Answered before the daemon stops.
     Unmount,
+    /// A one-time invitation ticket, valid this many seconds.
+    Invite { valid_secs: u64 },
+    /// Peer with the inviter of `ticket`, under our local name `name`.
+    PeerAdd { name: String, ticket: String },
+    /// Every peer and pending connection request, with live figures.
+    PeerList,
+    /// Accept the pending connection request `name`.
+    PeerAccept { name: String },
+    /// Reject (and forget) the pending connection request `name`.
+    PeerReject { name: String },
+    /// Forget the peer `name` and close its connection.
+    PeerRemove { name: String },
 }
 
 /// The daemon's answer to a request.
@@ -57,6 +70,17 @@ pub enum Response {
     Unmounting {
         pid: u32,
         mountpoint: String,
+    },
+    /// An invitation: the ticket to hand to the invitee.
+    Ticket {
+        ticket: String,
+        valid_secs: u64,
+    },
+    /// The peers, as `.indra/peers.json` lists them.
+    Peers(Vec<PeerJson>),
+    /// What was done, in one line for the user.
+    Done {
+        message: String,
     },
     /// The request was refused or failed; the message is one line for the user.
     Error {
@@ -74,6 +98,9 @@ impl Response {
         match self {
             Response::Status(_) => "status",
             Response::Unmounting { .. } => "unmounting",
+            Response::Ticket { .. } => "ticket",
+            Response::Peers(_) => "peers",
+            Response::Done { .. } => "done",
             Response::Error { .. } => "error",
         }
     }

@@ -335,6 +335,7 @@ mod tests {
                         },
                     )
                 }
+                _ => Reply::new(Response::error("echo: other")),
             }
         }
     }
