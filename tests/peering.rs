@@ -258,3 +258,21 @@ fn peers_in_two_network_namespaces_survive_a_link_going_down() {
     drop(bob);
     drop(alice);
 }
+
+/// A network that cannot start (its port is taken) never stops the mount: it comes up, logs
+/// one line, and `status` says why.
+#[test]
+fn a_taken_port_leaves_the_mount_up_without_a_network() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let d = Dirs::new();
+    let m = Mount::start_as(&d, "alice", &["--listen", &addr, "--relay", "none"], &[]);
+    std::fs::write(m.vault().join("still.txt"), b"works").expect("write");
+    let text = cli(&["status", path(&m.mnt)]);
+    let line = text.lines().find(|l| l.starts_with("Network: ")).expect("a network line");
+    assert!(line.starts_with("Network: off (the network could not start: "), "{line}");
+    let log = m.log_text();
+    assert_eq!(log.matches("network not started").count(), 1, "{log}");
+    assert!(cli_err(&["invite", path(&m.mnt)]).contains("network"));
+    drop(taken);
+}
