@@ -150,7 +150,7 @@ if [[ ${1-} == --in-namespace ]]; then
   # The mount.
   mkdir -p "$MNT" "$DATA"
   mount_args=(mount "$MNT" --player pjdfstest --data-dir "$DATA" --foreground --allow-other
-    --log-level "$LOG_LEVEL")
+    --log-level "$LOG_LEVEL" --no-network)
   [[ -z ${MOUNT_OPTS-} ]] || mount_args+=(-o "$MOUNT_OPTS")
   echo "==> $FUSE_BIN ${mount_args[*]}"
   # In its own session, so a Ctrl-C reaches only the scripts, whose traps stop things in order.

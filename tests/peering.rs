@@ -140,6 +140,8 @@ fn tickets_are_used_once_and_strangers_wait_in_the_inbox() {
     assert!(state_of(&carol, "alice").is_none(), "carol is told nothing of alice");
     let listed = cli(&["peer", "list", path(&alice.mnt)]);
     assert!(listed.contains("carol") && listed.contains("pending"), "{listed}");
+    let text = cli(&["status", path(&alice.mnt)]);
+    assert!(text.contains("Peers: 1 connected (1 known)"), "a request is not a peer: {text}");
 
     // Accepting makes carol alice's peer; alice then reaches carol, who sees that as a
     // request of her own: each side consents once.

@@ -62,8 +62,11 @@ impl Mount {
         Mount::start_with(dirs, &[])
     }
 
+    /// alice's mount with `extra` flags, its network on loopback with no relay.
     pub fn start_with(dirs: &Dirs, extra: &[&str]) -> Mount {
-        Mount::start_as(dirs, "alice", extra, &[])
+        let mut args = vec!["--listen", "127.0.0.1:0", "--relay", "none"];
+        args.extend_from_slice(extra);
+        Mount::start_as(dirs, "alice", &args, &[])
     }
 
     /// The mount of `player`, started through `wrapper` (a command and its arguments that

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indras_artifacts::{NodeId, Timestamp, Vault};
+use indras_artifacts::{NodeId, PeerState, Timestamp, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::display_heat;
@@ -113,7 +113,9 @@ pub struct StoreBytes {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerCounts {
+    /// Accepted peers (pending connection requests are not counted).
     pub known: usize,
+    /// Accepted peers with a live connection now; 0 when not mounted.
     pub connected: usize,
 }
 
@@ -162,7 +164,7 @@ impl Status {
                 db_bytes: s.db_bytes,
             },
             peers: PeerCounts {
-                known: vault.peers()?.len(),
+                known: vault.peers()?.iter().filter(|p| p.state == PeerState::Accepted).count(),
                 connected: match &snap {
                     Some(s) => network::connected(vault, s)?,
                     None => 0,

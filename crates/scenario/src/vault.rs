@@ -119,6 +119,8 @@ impl Vault {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--foreground")
+            // Scenarios run on this machine only: peers, if any, are reached on loopback.
+            .args(["--listen", "127.0.0.1:0", "--relay", "none"])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
