@@ -308,7 +308,7 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     }
 }
 
-/// Drops what the kernel caches of entries and inodes that changed without a request through
+/// Drops what the kernel caches of entries that changed without a request through
 /// the mount (what the daemon delivers, what peers change). Cheap to clone; before the mount
 /// is live and after it is gone, it does nothing. Never call it from inside a FUSE request
 /// about the same directory: the kernel waits for that request while holding the directory.
@@ -322,15 +322,6 @@ impl Invalidator {
             && let Err(e) = n.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(name))
         {
             tracing::debug!(parent, error = %e, "invalidating an entry failed");
-        }
-    }
-
-    /// The attributes and cached content of `ino`.
-    pub fn inode(&self, ino: u64) {
-        if let Some(n) = self.0.get()
-            && let Err(e) = n.inval_inode(fuser::INodeNo(ino), 0, 0)
-        {
-            tracing::debug!(ino, error = %e, "invalidating an inode failed");
         }
     }
 }
