@@ -35,9 +35,7 @@ use crate::handles::{Handle, Handles};
 use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
 use crate::types::BLKSIZE;
-use crate::view::{
-    Change, Found, IndraView, PeersView, ReadOnlyView, RealmsView, RootView, VaultView, View,
-};
+use crate::view::{Change, EmptyView, Found, IndraView, ReadOnlyView, RootView, VaultView, View};
 
 /// Where `route` sends an inode.
 #[derive(Clone, Copy)]
@@ -66,8 +64,8 @@ pub struct VaultFs {
     root: RootView,
     vault: VaultView,
     indra: IndraView,
-    peers: PeersView,
-    realms: RealmsView,
+    peers: EmptyView,
+    realms: EmptyView,
 }
 
 impl std::fmt::Debug for VaultFs {
@@ -104,8 +102,8 @@ impl VaultFs {
             root: RootView::new(info.clone()),
             vault: VaultView::new(store.clone(), attention.clone(), open.clone()),
             indra: IndraView::new(store.clone(), info.clone(), attention.clone(), open),
-            peers: PeersView::new(info.clone()),
-            realms: RealmsView::new(info.clone()),
+            peers: EmptyView::new(info.clone(), inode::PEERS),
+            realms: EmptyView::new(info.clone(), inode::REALMS),
             handles: Handles::default(),
             store,
             info,

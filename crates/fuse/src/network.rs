@@ -126,6 +126,15 @@ fn live<'a>(snap: &'a NetworkSnapshot, peer: &Peer) -> Option<&'a LivePeer> {
     snap.peers.iter().find(|l| l.id == peer.id)
 }
 
+/// How `peer` shows: pending for a request, else connected or offline by the network.
+fn status_of(snap: &NetworkSnapshot, peer: &Peer) -> PeerStatus {
+    match (peer.state, live(snap, peer).is_some_and(|l| l.connected)) {
+        (PeerState::Pending, _) => PeerStatus::Pending,
+        (PeerState::Accepted, true) => PeerStatus::Connected,
+        (PeerState::Accepted, false) => PeerStatus::Offline,
+    }
+}
+
 /// The store's peers joined with the live figures, in name order.
 pub fn peers_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<Vec<PeerJson>> {
     let mut peers = vault.peers()?;
@@ -134,11 +143,7 @@ pub fn peers_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<Vec<PeerJso
         .into_iter()
         .map(|p| {
             let l = live(snap, &p);
-            let state = match (p.state, l.is_some_and(|l| l.connected)) {
-                (PeerState::Pending, _) => PeerStatus::Pending,
-                (PeerState::Accepted, true) => PeerStatus::Connected,
-                (PeerState::Accepted, false) => PeerStatus::Offline,
-            };
+            let state = status_of(snap, &p);
             let last_seen = l.and_then(|l| l.last_seen).max(p.last_seen);
             PeerJson {
                 name: p.name,
@@ -178,9 +183,9 @@ pub fn sync_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<SyncJson> {
     })
 }
 
-/// How many accepted peers are connected now.
-pub fn connected(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<usize> {
-    Ok(peers_json(vault, snap)?.iter().filter(|p| p.state == PeerStatus::Connected).count())
+/// How many of `peers` are connected now.
+pub fn connected(peers: &[Peer], snap: &NetworkSnapshot) -> usize {
+    peers.iter().filter(|p| status_of(snap, p) == PeerStatus::Connected).count()
 }
 
 #[cfg(test)]
@@ -250,7 +255,7 @@ mod tests {
         assert_eq!(got[1].last_seen, Some(rfc3339(Timestamp::from_millis(9_000))));
         assert_eq!(got[0].addresses, ["127.0.0.1:2"]);
         assert_eq!(got[3].addresses, ["10.0.0.4:1"]);
-        assert_eq!(connected(&v, &snap).unwrap(), 1);
+        assert_eq!(connected(&v.peers().unwrap(), &snap), 1);
 
         let sync = sync_json(&v, &snap).unwrap();
         assert!(sync.network.online);
@@ -261,7 +266,7 @@ mod tests {
         assert_eq!(sync.peers[2].connected_since, None);
 
         let off = NoNetwork("--no-network".into()).snapshot();
-        assert_eq!(connected(&v, &off).unwrap(), 0);
+        assert_eq!(connected(&v.peers().unwrap(), &off), 0);
         let json = sync_json(&v, &off).unwrap().network;
         assert_eq!((json.online, json.off_reason.as_deref()), (false, Some("--no-network")));
     }

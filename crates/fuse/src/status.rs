@@ -140,6 +140,7 @@ impl Status {
         let c = vault.counts()?;
         let s = vault.stats()?;
         let snap = live.map(|l| l.info.network.snapshot());
+        let peers = vault.peers()?;
         Ok(Status {
             mounted: live.is_some(),
             mountpoint: live.map(|l| l.info.mountpoint.display().to_string()),
@@ -164,11 +165,8 @@ impl Status {
                 db_bytes: s.db_bytes,
             },
             peers: PeerCounts {
-                known: vault.peers()?.iter().filter(|p| p.state == PeerState::Accepted).count(),
-                connected: match &snap {
-                    Some(s) => network::connected(vault, s)?,
-                    None => 0,
-                },
+                known: peers.iter().filter(|p| p.state == PeerState::Accepted).count(),
+                connected: snap.as_ref().map_or(0, |s| network::connected(&peers, s)),
             },
             network: snap.as_ref().map(NetworkJson::of),
             attention: AttentionStatus {

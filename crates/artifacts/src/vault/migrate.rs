@@ -8,12 +8,13 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use redb::{Database, ReadableTable};
+use redb::{Database, Key, ReadableTable};
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::payload::chunks::{ChunkRecord, ChunkStore};
 use crate::payload::layout::LeafIndex;
-use crate::store::meta::W;
+use crate::store::meta::{View, W};
 use crate::store::rows::new_tree_id;
 use crate::store::schema::{
     CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LeafRecord, META_CREATED,
@@ -129,6 +130,22 @@ pub(crate) fn init_meta(
     Ok(out)
 }
 
+/// Every row of a table of encoded records, its key mapped by `key`: read whole before the
+/// table is rewritten.
+fn decoded<K: Key + 'static, O, T: DeserializeOwned>(
+    table: &View<'_, '_, K, &'static [u8]>,
+    what: &'static str,
+    key: impl Fn(K::SelfType<'_>) -> O,
+) -> Result<Vec<(O, T)>> {
+    table
+        .iter()?
+        .map(|r| {
+            let (k, v) = r?;
+            Ok((key(k.value()), decode(what, v.value())?))
+        })
+        .collect()
+}
+
 impl W<'_> {
     /// Format 5: peers carry their addresses and state (`peers_v2`). Every peer of an older
     /// store was added by hand, so it is accepted.
@@ -163,55 +180,27 @@ impl W<'_> {
                 *id = new;
             }
         };
-        let trees: Vec<(Hash, TreeRecord)> = self
-            .trees()?
-            .iter()?
-            .map(|r| {
-                r.map_err(Error::from)
-                    .and_then(|(k, v)| Ok((*k.value(), decode("tree", v.value())?)))
-            })
-            .collect::<Result<_>>()?;
+        let trees: Vec<(Hash, TreeRecord)> = decoded(&self.trees()?, "tree", |k| *k)?;
         for (id, mut tree) in trees {
             swap(&mut tree.steward);
             tree.audience.iter_mut().for_each(swap);
             self.put_tree(&id, &tree)?;
         }
-        let grants: Vec<([u8; 33], AccessGrant)> = self
-            .grants()?
-            .iter()?
-            .map(|r| {
-                r.map_err(Error::from)
-                    .and_then(|(k, v)| Ok((*k.value().0, decode("grant", v.value())?)))
-            })
-            .collect::<Result<_>>()?;
+        let grants: Vec<([u8; 33], AccessGrant)> = decoded(&self.grants()?, "grant", |k| *k.0)?;
         for (artifact, mut grant) in grants {
             self.grants()?.remove((&artifact, &grant.grantee.0))?;
             swap(&mut grant.grantee);
             swap(&mut grant.granted_by);
             self.grants()?.insert((&artifact, &grant.grantee.0), encode(&grant).as_slice())?;
         }
-        let events: Vec<(u64, AttentionSwitchEvent)> = self
-            .events()?
-            .iter()?
-            .map(|r| {
-                r.map_err(Error::from)
-                    .and_then(|(k, v)| Ok((k.value(), decode("event", v.value())?)))
-            })
-            .collect::<Result<_>>()?;
+        let events: Vec<(u64, AttentionSwitchEvent)> = decoded(&self.events()?, "event", |k| k)?;
         for (seq, mut ev) in events {
             if ev.player == old {
                 ev.player = new;
                 self.events()?.insert(seq, encode(&ev).as_slice())?;
             }
         }
-        let aggregates: Vec<(u64, Aggregate)> = self
-            .attention()?
-            .iter()?
-            .map(|r| {
-                r.map_err(Error::from)
-                    .and_then(|(k, v)| Ok((k.value(), decode("attention", v.value())?)))
-            })
-            .collect::<Result<_>>()?;
+        let aggregates: Vec<(u64, Aggregate)> = decoded(&self.attention()?, "attention", |k| k)?;
         for (node, mut agg) in aggregates {
             if agg.players.contains(&old) {
                 agg.players.iter_mut().for_each(swap);
