@@ -54,17 +54,6 @@ impl ArtifactId {
             ArtifactId::Blob(h) | ArtifactId::Doc(h) => h,
         }
     }
-
-    /// A fixed-width encoding used as a database key: a tag byte, then the hash.
-    pub(crate) fn to_key(self) -> [u8; 33] {
-        let mut k = [0u8; 33];
-        k[0] = match self {
-            ArtifactId::Blob(_) => b'b',
-            ArtifactId::Doc(_) => b'd',
-        };
-        k[1..].copy_from_slice(self.bytes());
-        k
-    }
 }
 
 impl fmt::Display for ArtifactId {
@@ -146,6 +135,14 @@ impl Timestamp {
 
     pub fn now() -> Self {
         Self::from_system(SystemTime::now())
+    }
+
+    /// RFC 3339 in UTC, to the millisecond: `2026-12-06T19:30:37.123Z`.
+    pub fn rfc3339(&self) -> String {
+        chrono::DateTime::from_timestamp(self.secs, self.nanos).map_or_else(
+            || format!("{}s", self.secs),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
     }
 
     pub fn from_system(t: SystemTime) -> Self {
@@ -313,10 +310,36 @@ pub enum AccessMode {
     Transfer,
 }
 
-/// A grant of one artifact to one peer.
+impl AccessMode {
+    /// The mode's name, as the CLI and `user.indra.access_mode` spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AccessMode::Revocable => "revocable",
+            AccessMode::Permanent => "permanent",
+            AccessMode::Timed { .. } => "timed",
+            AccessMode::Transfer => "transfer",
+        }
+    }
+
+    /// When a timed grant ends.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        match self {
+            AccessMode::Timed { expires_at } => Some(*expires_at),
+            _ => None,
+        }
+    }
+
+    /// Whether the grant still gives access at `now`.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.expires_at().is_none_or(|t| now < t)
+    }
+}
+
+/// A grant of one node (a file, or a folder with its whole subtree, as it changes) to one
+/// peer.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AccessGrant {
-    pub artifact: ArtifactId,
+    pub node: NodeId,
     pub grantee: PlayerId,
     pub granted_by: PlayerId,
     pub mode: AccessMode,
@@ -326,11 +349,86 @@ pub struct AccessGrant {
 impl AccessGrant {
     /// Whether the grant still gives access at `now`.
     pub fn is_active(&self, now: Timestamp) -> bool {
-        match self.mode {
-            AccessMode::Timed { expires_at } => now < expires_at,
-            AccessMode::Revocable | AccessMode::Permanent | AccessMode::Transfer => true,
-        }
+        self.mode.is_active(now)
     }
+}
+
+/// What a shared entry is. Only files and folders are shared; symlinks and special files
+/// inside a shared folder are not.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum SharedKind {
+    File,
+    Dir,
+}
+
+/// One entry of what a peer shares with us, as this vault keeps it (the grantee's copy).
+///
+/// Entries form one tree per peer: the peer's folder (`remote` 0, `parent` [`MirrorEntry::TOP`],
+/// labelled with our name for the peer), its shared roots (each carrying its grant), and,
+/// under shared folders, their subtrees. `id` comes from the node id counter, so it never
+/// collides with a node's.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct MirrorEntry {
+    pub id: NodeId,
+    pub peer: PlayerId,
+    /// The granter's node id (0 for the peer's folder).
+    pub remote: u64,
+    pub parent: NodeId,
+    /// Our label: the peer's, checked and made unique within the folder.
+    pub label: Vec<u8>,
+    /// The peer's label, as it sent it: how we name the entry when we ask for it.
+    pub their_label: Vec<u8>,
+    pub kind: SharedKind,
+    pub size: u64,
+    pub mtime: Timestamp,
+    /// The shared root this entry lies under (itself, for a root and the peer's folder).
+    pub root: NodeId,
+    /// For roots, the grant as the peer described it.
+    pub grant: Option<AccessMode>,
+    /// For files, the content the peer has.
+    pub content: Option<Hash>,
+    /// For files, the content we hold (one reference on its leaf), once it has arrived.
+    pub have: Option<Hash>,
+}
+
+impl MirrorEntry {
+    /// The parent of every peer's folder.
+    pub const TOP: NodeId = NodeId(0);
+
+    /// Whether the entry's content has arrived and is current.
+    pub fn ready(&self) -> bool {
+        self.kind == SharedKind::Dir || (self.have.is_some() && self.have == self.content)
+    }
+}
+
+/// One entry of a peer's listing of what it shares: a shared root (with its grant) or an
+/// entry of a shared folder. Nothing in it is trusted until checked.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct SharedItem {
+    /// The granter's node id.
+    pub remote: u64,
+    pub label: Vec<u8>,
+    pub kind: SharedKind,
+    pub size: u64,
+    pub mtime: Timestamp,
+    /// For files, the content's id.
+    pub content: Option<Hash>,
+    /// For shared roots, the grant.
+    pub grant: Option<AccessMode>,
+}
+
+/// A transfer received from a peer: the file it became in our vault.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub peer: PlayerId,
+    /// The granter's node id.
+    pub remote: u64,
+    pub content: Hash,
+    /// Our file.
+    pub node: NodeId,
+    pub received_at: Timestamp,
+    /// The granter has confirmed that it let go of the original.
+    pub confirmed: bool,
 }
 
 /// Whether we have agreed to peer with a player.
@@ -610,7 +708,6 @@ mod tests {
         let h = *blake3::hash(b"x").as_bytes();
         assert_eq!(parse_hash(&hex(&h)), Some(h));
         assert_eq!(parse_hash("zz"), None);
-        assert_eq!(ArtifactId::Doc(h).to_key()[0], b'd');
     }
 }
 

@@ -255,20 +255,39 @@ fn artifact_operations() {
     // Grants.
     v.put_peer(&peer(bob, "Bob", t0), CC).unwrap();
     assert_eq!(v.peers().unwrap().len(), 1);
-    v.grant(quest.id, bob, AccessMode::Revocable, t0, CC).unwrap();
+    let file = v.lookup(quest.node, b"002-progress.md").unwrap().id;
+    v.grant(quest.node, bob, AccessMode::Revocable, t0, CC).unwrap();
     let later = Timestamp::from_millis(1_700_000_100_000);
-    v.grant(leaf.id, bob, AccessMode::Timed { expires_at: later }, t0, CC).unwrap();
-    let grants = v.grants(Some(leaf.id)).unwrap();
+    v.grant(file, bob, AccessMode::Timed { expires_at: later }, t0, CC).unwrap();
+    let grants = v.grants(Some(file)).unwrap();
     assert_eq!(grants.len(), 1);
     assert!(grants[0].is_active(t0) && !grants[0].is_active(later));
-    assert!(v.revoke(quest.id, bob, CC).unwrap());
-    assert!(!v.revoke(quest.id, bob, CC).unwrap());
-    v.grant(quest.id, bob, AccessMode::Permanent, t0, CC).unwrap();
-    assert!(matches!(v.revoke(quest.id, bob, CC), Err(Error::NotPermitted(..))));
-    let unknown = ArtifactId::Blob([9; 32]);
+    assert_eq!(v.grants_to(bob, t0).unwrap().len(), 2);
+    assert_eq!(v.grants_to(bob, later).unwrap().len(), 1);
+    // A file in a shared folder is covered by the folder's grant.
+    assert_eq!(v.covering_grant(bob, quest.node, t0).unwrap().unwrap().node, quest.node);
+    assert!(v.covering_grant(bob, NodeId::ROOT, t0).unwrap().is_none());
+    assert_eq!(v.expire_grants(later, CC).unwrap().len(), 1);
+    assert!(v.grants(Some(file)).unwrap().is_empty());
+    assert!(v.revoke(quest.node, bob, CC).unwrap().is_some());
+    assert!(v.revoke(quest.node, bob, CC).unwrap().is_none());
+    v.grant(quest.node, bob, AccessMode::Permanent, t0, CC).unwrap();
+    assert!(matches!(v.revoke(quest.node, bob, CC), Err(Error::NotPermitted(..))));
     assert!(matches!(
-        v.grant(unknown, bob, AccessMode::Revocable, t0, CC),
-        Err(Error::NoSuchArtifact(_))
+        v.grant(quest.node, bob, AccessMode::Revocable, t0, CC),
+        Err(Error::NotPermitted(..))
+    ));
+    assert!(matches!(
+        v.grant(quest.node, bob, AccessMode::Transfer, t0, CC),
+        Err(Error::NotPermitted(..))
+    ));
+    assert!(matches!(
+        v.grant(NodeId::ROOT, bob, AccessMode::Revocable, t0, CC),
+        Err(Error::NotPermitted(..))
+    ));
+    assert!(matches!(
+        v.grant(NodeId(999_999), bob, AccessMode::Revocable, t0, CC),
+        Err(Error::NoSuchNode(_))
     ));
 
     // Attention events persist in order.

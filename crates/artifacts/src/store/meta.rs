@@ -60,8 +60,8 @@ use redb::{
 use crate::error::{Error, Result};
 use crate::store::schema::{
     ATTENTION, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES, EVENTS, GRANTS, INLINE, INVITES,
-    LEAF_SEGMENTS, LEAVES, META, NODES, ORDER, ORPHANS, PEERS, SEGMENT_RUNS, SEGMENTS, TREES,
-    UNREFERENCED, XATTRS,
+    LEAF_SEGMENTS, LEAVES, META, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER,
+    ORPHANS, PEERS, SEGMENT_RUNS, SEGMENTS, TRANSFERS, TREES, UNREFERENCED, XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -553,7 +553,12 @@ tables! {
     orphans: ORPHANS => u64, ();
     attention: ATTENTION => u64, &'static [u8];
     events: EVENTS => u64, &'static [u8];
-    grants: GRANTS => (&'static [u8; 33], &'static [u8; 32]), &'static [u8];
+    grants: GRANTS => (u64, &'static [u8; 32]), &'static [u8];
+    mirror: MIRROR => u64, &'static [u8];
+    mirror_remote: MIRROR_REMOTE => (&'static [u8; 32], u64, u64), ();
+    mirror_names: MIRROR_NAMES => (u64, &'static [u8]), u64;
+    mirror_kids: MIRROR_KIDS => (u64, u64), ();
+    transfers: TRANSFERS => (&'static [u8; 32], u64), &'static [u8];
     peers: PEERS => &'static [u8; 32], &'static [u8];
     invites: INVITES => &'static [u8; 32], &'static [u8];
 }

@@ -8,10 +8,10 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, Result};
-use crate::types::{NodeId, PlayerId, Timestamp, TreeType};
+use crate::types::{AccessMode, ArtifactId, NodeId, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 
@@ -62,9 +62,25 @@ pub const DEAD_CHUNKS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("de
 pub const UNREFERENCED: TableDefinition<&[u8; 32], i64> = TableDefinition::new("unreferenced_v1");
 /// nodes with no links left, kept until no handle holds them (the orphan list)
 pub const ORPHANS: TableDefinition<u64, ()> = TableDefinition::new("orphans_v1");
-/// (artifact key, grantee) -> `AccessGrant`
-pub const GRANTS: TableDefinition<(&[u8; 33], &[u8; 32]), &[u8]> =
+/// Formats 5 and older: (artifact key, grantee) -> `GrantV1`. Read only to migrate.
+pub const GRANTS_V1: TableDefinition<(&[u8; 33], &[u8; 32]), &[u8]> =
     TableDefinition::new("grants_v1");
+/// (node, grantee) -> `AccessGrant`
+pub const GRANTS: TableDefinition<(u64, &[u8; 32]), &[u8]> = TableDefinition::new("grants_v2");
+/// mirror entry id -> `MirrorEntry`: what peers share with us
+pub const MIRROR: TableDefinition<u64, &[u8]> = TableDefinition::new("mirror_v1");
+/// (peer, its node id, mirror entry id) -> (): where a peer's node appears (a node can
+/// appear twice: shared on its own and inside a shared folder)
+pub const MIRROR_REMOTE: TableDefinition<(&[u8; 32], u64, u64), ()> =
+    TableDefinition::new("mirror_remote_v1");
+/// (parent mirror entry, label) -> mirror entry id
+pub const MIRROR_NAMES: TableDefinition<(u64, &[u8]), u64> =
+    TableDefinition::new("mirror_names_v1");
+/// (parent mirror entry, child id) -> (): the listing order
+pub const MIRROR_KIDS: TableDefinition<(u64, u64), ()> = TableDefinition::new("mirror_kids_v1");
+/// (peer, its node id) -> `TransferRecord`: transfers received
+pub const TRANSFERS: TableDefinition<(&[u8; 32], u64), &[u8]> =
+    TableDefinition::new("transfers_v1");
 /// Formats 4 and older: peer id -> `PeerRecordV1`. Read only to migrate.
 pub const PEERS_V1: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers_v1");
 /// peer id -> `Peer`: peers and pending connection requests.
@@ -110,6 +126,17 @@ pub struct LeafRecord {
 pub struct InviteRecord {
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
+}
+
+/// A grant's row in formats 5 and older (`grants_v1`): it named an artifact, a tree or a
+/// leaf, where grants now name nodes. Read only to migrate.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct GrantV1 {
+    pub artifact: ArtifactId,
+    pub grantee: PlayerId,
+    pub granted_by: PlayerId,
+    pub mode: AccessMode,
+    pub granted_at: Timestamp,
 }
 
 /// A peer's row in formats 4 and older (`peers_v1`); read only to migrate.

@@ -26,10 +26,10 @@ use crate::payload::layout::{
 };
 use crate::store::meta::W;
 use crate::store::schema::{
-    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, NODES, ORDER, ORPHANS,
+    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, MIRROR, NODES, ORDER, ORPHANS,
     SEGMENT_RUNS, SEGMENTS, TREES, UNREFERENCED, decode, encode,
 };
-use crate::types::{Hash, Node, NodeId, NodeKind, Timestamp, hex};
+use crate::types::{Hash, MirrorEntry, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::handle::{Commit, Vault};
 
 /// Progress of a long admin run, for a progress bar.
@@ -408,6 +408,16 @@ impl Vault {
                     entries_t.len()?
                 ),
             });
+        }
+        // What peers share with us holds its content as a node does.
+        for row in txn.open_table(MIRROR)?.iter()? {
+            let e: MirrorEntry = decode("mirror entry", row?.1.value())?;
+            if let Some(h) = e.have {
+                *leaf_refs.entry(h).or_default() += 1;
+                if leaves_t.get(&h)?.is_none() {
+                    report.problems.push(Problem::MissingLeaf { node: e.id, leaf: h });
+                }
+            }
         }
         let mut nlink_fixes = Vec::new();
         for (id, node) in &nodes {

@@ -114,7 +114,16 @@ pub struct Vault {
     ids: Mutex<NodeIds>,
     closed: AtomicBool,
     recovered: bool,
+    /// What changed since the last `take_changes`, once `watch_changes` was called.
+    changes: Mutex<Option<Changes>>,
     _lock: File,
+}
+
+/// Folders whose entries changed, and nodes whose content or attributes changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub dirs: std::collections::BTreeSet<NodeId>,
+    pub nodes: std::collections::BTreeSet<NodeId>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -196,6 +205,7 @@ impl Vault {
             ids: Mutex::new(NodeIds { next: next_node, limit: next_node, pending: None }),
             closed: AtomicBool::new(false),
             recovered: was_open,
+            changes: Mutex::new(None),
             _lock: lock,
         };
         if was_open {
@@ -204,6 +214,27 @@ impl Vault {
         }
         vault.reap_orphans()?;
         Ok(vault)
+    }
+
+    /// Starts noting what operations change (`take_changes`), for those who follow the
+    /// vault: peers that were granted part of it.
+    pub fn watch_changes(&self) {
+        let mut c = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        c.get_or_insert_with(Changes::default);
+    }
+
+    /// What changed since the last call (nothing, unless `watch_changes` was called).
+    pub fn take_changes(&self) -> Changes {
+        let mut c = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        c.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    pub(crate) fn changed(&self, dirs: &[NodeId], nodes: &[NodeId]) {
+        let mut c = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = c.as_mut() {
+            c.dirs.extend(dirs);
+            c.nodes.extend(nodes);
+        }
     }
 
     /// Whether this open found the store not closed cleanly (and recovered it).

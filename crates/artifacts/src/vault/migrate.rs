@@ -17,13 +17,13 @@ use crate::payload::layout::LeafIndex;
 use crate::store::meta::{View, W};
 use crate::store::rows::new_tree_id;
 use crate::store::schema::{
-    CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, LEAF_CHUNKS_V1, LeafRecord, META_CREATED,
-    META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, PEERS_V1, PeerRecordV1, PlayerRecord,
-    TreeRecord, bytes_u64, decode, encode, u64_bytes,
+    CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, GRANTS_V1, GrantV1, LEAF_CHUNKS_V1, LeafRecord,
+    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, PEERS_V1, PeerRecordV1,
+    PlayerRecord, TreeRecord, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
-    AccessGrant, Aggregate, AttentionSwitchEvent, Hash, NewNode, Node, NodeId, Peer, PeerState,
-    PlayerId, SecretKey, Timestamp, TreeType, hex,
+    AccessGrant, Aggregate, ArtifactId, AttentionSwitchEvent, Hash, NewNode, Node, NodeId, Peer,
+    PeerState, PlayerId, SecretKey, Timestamp, TreeType, hex,
 };
 use crate::vault::identity;
 
@@ -70,6 +70,9 @@ pub(crate) fn init_meta(
                 && p != rec.name
             {
                 return Err(Error::WrongPlayer { found: rec.name, requested: p.to_owned() });
+            }
+            if found <= 5 {
+                w.migrate_grants_v1()?;
             }
             let key = if found <= 4 {
                 // The key is made (durably) before the records name it; a crash before this
@@ -171,6 +174,38 @@ impl W<'_> {
         Ok(())
     }
 
+    /// Format 6: a grant names a node (a file, or a folder and its subtree), no longer an
+    /// artifact. A tree's grant moves to its directory; a leaf's names content, not a file,
+    /// so it cannot be carried over and is dropped with a warning (no release shared
+    /// content: nothing served these grants).
+    pub(crate) fn migrate_grants_v1(&mut self) -> Result<()> {
+        let old: Vec<GrantV1> = {
+            let t = self.txn()?.open_table(GRANTS_V1)?;
+            t.iter()?.map(|r| decode("grant", r?.1.value())).collect::<Result<_>>()?
+        };
+        for g in old {
+            let ArtifactId::Doc(tree) = g.artifact else {
+                tracing::warn!(artifact = %g.artifact, "dropping a grant of a leaf: grants now name files and folders");
+                continue;
+            };
+            let Ok(rec) = self.tree(&tree) else {
+                tracing::warn!(artifact = %g.artifact, "dropping a grant of a tree that is gone");
+                continue;
+            };
+            let node = rec.node;
+            let grant = AccessGrant {
+                node,
+                grantee: g.grantee,
+                granted_by: g.granted_by,
+                mode: g.mode,
+                granted_at: g.granted_at,
+            };
+            self.grants()?.insert((node.0, &g.grantee.0), encode(&grant).as_slice())?;
+        }
+        self.txn()?.delete_table(GRANTS_V1)?;
+        Ok(())
+    }
+
     /// Format 5: the player's id is the public key of its secret key, no longer derived from
     /// its name. Every record that names the old id (trees' stewards and audiences, grants,
     /// events, attention aggregates) is rewritten to the new one, in the opening transaction.
@@ -186,12 +221,12 @@ impl W<'_> {
             tree.audience.iter_mut().for_each(swap);
             self.put_tree(&id, &tree)?;
         }
-        let grants: Vec<([u8; 33], AccessGrant)> = decoded(&self.grants()?, "grant", |k| *k.0)?;
-        for (artifact, mut grant) in grants {
-            self.grants()?.remove((&artifact, &grant.grantee.0))?;
+        let grants: Vec<(u64, AccessGrant)> = decoded(&self.grants()?, "grant", |k| k.0)?;
+        for (node, mut grant) in grants {
+            self.grants()?.remove((node, &grant.grantee.0))?;
             swap(&mut grant.grantee);
             swap(&mut grant.granted_by);
-            self.grants()?.insert((&artifact, &grant.grantee.0), encode(&grant).as_slice())?;
+            self.grants()?.insert((node, &grant.grantee.0), encode(&grant).as_slice())?;
         }
         let events: Vec<(u64, AttentionSwitchEvent)> = decoded(&self.events()?, "event", |k| k)?;
         for (seq, mut ev) in events {

@@ -4,10 +4,12 @@
 
 pub(crate) mod artifacts;
 pub mod attention;
+pub mod exchange;
 pub(crate) mod gc;
 pub(crate) mod handle;
 pub(crate) mod identity;
 pub(crate) mod migrate;
+pub mod mirror;
 pub(crate) mod namespace;
 #[cfg(test)]
 mod open_tests;

@@ -337,10 +337,11 @@ impl Vault {
             w.touch_dir(&mut dir, now)?;
             Ok(node)
         })
-        .inspect(|_| {
+        .inspect(|n| {
             if let Some(c) = &content {
                 self.payloads.committed(c);
             }
+            self.changed(&[parent], &[n.id]);
         })
     }
 
@@ -379,6 +380,7 @@ impl Vault {
             w.touch_dir(&mut dir, now)?;
             Ok(target)
         })
+        .inspect(|n| self.changed(&[parent], &[n.id]))
     }
 
     /// Removes the entry `name` from `parent`: `unlink(2)` when `dir` is false, `rmdir(2)`
@@ -414,6 +416,7 @@ impl Vault {
             w.touch_dir(&mut pnode, now)?;
             Ok(node)
         })
+        .inspect(|n| self.changed(&[parent], &[n.id]))
     }
 
     /// Renames `src_name` in `src_parent` to `dst_name` in `dst_parent`, as `renameat2(2)`.
@@ -535,6 +538,7 @@ impl Vault {
             Self::touch_parents(w, src_parent, dst_parent, now)?;
             Ok(replaced)
         })
+        .inspect(|_| self.changed(&[src_parent, dst_parent], &[]))
     }
 
     fn touch_parents(w: &mut W, a: NodeId, b: NodeId, now: Timestamp) -> Result<()> {
@@ -576,6 +580,7 @@ impl Vault {
             w.put_node(&node)?;
             Ok(node)
         })
+        .inspect(|n| self.changed(&[], &[n.id]))
     }
 
     /// Points a file node at new content. `mtime` and ctime become `now`.
@@ -604,7 +609,10 @@ impl Vault {
             w.put_node(&node)?;
             Ok(node)
         })
-        .inspect(|_| self.payloads.committed(staged))
+        .inspect(|n| {
+            self.payloads.committed(staged);
+            self.changed(&[], &[n.id]);
+        })
     }
 
     /// Deletes a node that has no links left. Call it once nothing holds the node open.

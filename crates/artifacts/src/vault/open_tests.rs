@@ -98,7 +98,7 @@ fn a_format_4_store_moves_to_a_key() {
         let root = v.root_tree().unwrap();
         let notes = v.create_tree(root.id, b"notes", None, t0, CC).unwrap();
         v.set_audience(notes.id, &[v.player(), bob], CC).unwrap();
-        v.grant(notes.id, bob, AccessMode::Revocable, t0, CC).unwrap();
+        v.grant(notes.node, bob, AccessMode::Revocable, t0, CC).unwrap();
         v.navigate_to(notes.id, None, t0).unwrap();
         let peer = Peer {
             id: bob,

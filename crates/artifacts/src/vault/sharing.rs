@@ -9,79 +9,195 @@
 //! weakened by a later one, and neither a permanent nor a transfer grant can be revoked.
 
 use crate::error::{Error, Result};
+use crate::payload::writer::StagedLeaf;
 use crate::store::schema::{InviteRecord, decode, encode};
 use crate::types::{
-    AccessGrant, AccessMode, ArtifactId, Hash, InviteCheck, NodeId, Peer, PlayerId, Timestamp,
+    AccessGrant, AccessMode, Hash, InviteCheck, NewNode, NodeId, NodeKind, Peer, PlayerId,
+    Timestamp, TransferRecord, XattrMode,
 };
 use crate::vault::handle::{Commit, Vault};
+use crate::vault::mirror::{clean_label, numbered};
 use crate::vault::namespace::validate_name;
 
+/// The folder of the vault's root that transfers are received into.
+const INBOX: &[u8] = b"inbox";
+
 impl Vault {
-    /// Grants `grantee` access to `artifact`. A new grant replaces an existing one, except
-    /// that a permanent grant is never weakened.
+    /// Grants `grantee` access to the file or folder `node` (a folder with its whole subtree,
+    /// as it changes). A new grant replaces the peer's existing grant of the node, except that
+    /// a permanent grant is final: changing it is refused. Only a file can be transferred.
     pub fn grant(
         &self,
-        artifact: ArtifactId,
+        node: NodeId,
         grantee: PlayerId,
         mode: AccessMode,
         now: Timestamp,
         commit: Commit,
     ) -> Result<AccessGrant> {
-        self.check_artifact(&artifact)?;
-        let grant =
-            AccessGrant { artifact, grantee, granted_by: self.player(), mode, granted_at: now };
+        if grantee == self.player() {
+            return Err(Error::NotPermitted(node, "a grant to ourselves"));
+        }
+        let grant = AccessGrant { node, grantee, granted_by: self.player(), mode, granted_at: now };
         self.write_fs(commit, |w| {
-            let key = artifact.to_key();
-            if let Some(old) = w.grants()?.get((&key, &grantee.0))? {
+            let n = w.node(node)?;
+            match n.kind {
+                _ if node == NodeId::ROOT => {
+                    return Err(Error::NotPermitted(node, "the vault itself cannot be shared"));
+                }
+                NodeKind::File => {}
+                NodeKind::Dir if mode == AccessMode::Transfer => {
+                    return Err(Error::NotPermitted(node, "only a file can be transferred"));
+                }
+                NodeKind::Dir => {}
+                _ => return Err(Error::NotPermitted(node, "only files and folders are shared")),
+            }
+            if let Some(old) = w.grants()?.get((node.0, &grantee.0))? {
                 let old: AccessGrant = decode("grant", old.value())?;
+                if old.mode == AccessMode::Permanent && mode != AccessMode::Permanent {
+                    return Err(Error::NotPermitted(node, "a permanent grant is final"));
+                }
                 if old.mode == AccessMode::Permanent {
                     return Ok(old);
                 }
             }
-            w.grants()?.insert((&key, &grantee.0), encode(&grant).as_slice())?;
+            w.grants()?.insert((node.0, &grantee.0), encode(&grant).as_slice())?;
             Ok(grant.clone())
         })
     }
 
-    /// Recalls a grant. Permanent and transfer grants cannot be recalled.
-    pub fn revoke(&self, artifact: ArtifactId, grantee: PlayerId, commit: Commit) -> Result<bool> {
+    /// Recalls `grantee`'s grant of `node`, and returns it (`None` if there was none).
+    /// Permanent grants, and transfers, cannot be recalled.
+    pub fn revoke(
+        &self,
+        node: NodeId,
+        grantee: PlayerId,
+        commit: Commit,
+    ) -> Result<Option<AccessGrant>> {
         self.write_fs(commit, |w| {
-            let key = artifact.to_key();
-            let old: AccessGrant = match w.grants()?.get((&key, &grantee.0))? {
+            let old: AccessGrant = match w.grants()?.get((node.0, &grantee.0))? {
                 Some(v) => decode("grant", v.value())?,
-                None => return Ok(false),
+                None => return Ok(None),
             };
-            if matches!(old.mode, AccessMode::Permanent | AccessMode::Transfer) {
-                return Err(Error::NotPermitted(
-                    NodeId::ROOT,
-                    "permanent and transfer grants are final",
-                ));
+            match old.mode {
+                AccessMode::Permanent => {
+                    return Err(Error::NotPermitted(node, "a permanent grant cannot be recalled"));
+                }
+                AccessMode::Transfer => {
+                    return Err(Error::NotPermitted(node, "a transfer cannot be recalled"));
+                }
+                AccessMode::Revocable | AccessMode::Timed { .. } => {}
             }
-            w.grants()?.remove((&key, &grantee.0))?;
-            Ok(true)
+            w.grants()?.remove((node.0, &grantee.0))?;
+            Ok(Some(old))
         })
     }
 
-    /// Every grant, or those of one artifact.
-    pub fn grants(&self, artifact: Option<ArtifactId>) -> Result<Vec<AccessGrant>> {
+    /// Every grant, or those of one node.
+    pub fn grants(&self, node: Option<NodeId>) -> Result<Vec<AccessGrant>> {
         self.scan(&["grants"], |r| {
             let t = r.grants()?;
-            let rows = match artifact {
-                Some(a) => {
-                    let key = a.to_key();
-                    t.range((&key, &[0u8; 32])..=(&key, &[0xffu8; 32]))?
-                }
+            let rows = match node {
+                Some(n) => t.range((n.0, &[0u8; 32])..=(n.0, &[0xffu8; 32]))?,
                 None => t.iter()?,
             };
             rows.map(|row| decode("grant", row?.1.value())).collect()
         })
     }
 
-    fn check_artifact(&self, artifact: &ArtifactId) -> Result<()> {
-        match artifact {
-            ArtifactId::Doc(_) => self.tree_node(artifact).map(drop),
-            ArtifactId::Blob(h) => self.leaf_record(h).map(drop),
+    /// The grants to `peer` that are live at `now`.
+    pub fn grants_to(&self, peer: PlayerId, now: Timestamp) -> Result<Vec<AccessGrant>> {
+        let mut all = self.grants(None)?;
+        all.retain(|g| g.grantee == peer && g.is_active(now));
+        Ok(all)
+    }
+
+    /// Deletes the timed grants that ended by `now`, and returns them.
+    pub fn expire_grants(&self, now: Timestamp, commit: Commit) -> Result<Vec<AccessGrant>> {
+        let ended: Vec<AccessGrant> =
+            self.grants(None)?.into_iter().filter(|g| !g.is_active(now)).collect();
+        if ended.is_empty() {
+            return Ok(ended);
         }
+        self.write_fs(commit, |w| {
+            for g in &ended {
+                w.grants()?.remove((g.node.0, &g.grantee.0))?;
+            }
+            Ok(())
+        })?;
+        Ok(ended)
+    }
+
+    /// The live grant to `peer` that covers `node`: the node's own, or that of the nearest
+    /// folder above it. A file in a shared folder is covered through its folder, so callers
+    /// pass the folder the peer named it in.
+    pub fn covering_grant(
+        &self,
+        peer: PlayerId,
+        node: NodeId,
+        now: Timestamp,
+    ) -> Result<Option<AccessGrant>> {
+        self.read_fs(|r| {
+            let mut at = node;
+            // Folders form a tree with the root at the top, so this ends; the bound guards
+            // against a damaged parent chain.
+            for _ in 0..4096 {
+                if let Some(v) = r.grants()?.get((at.0, &peer.0))? {
+                    let g: AccessGrant = decode("grant", v.value())?;
+                    if g.is_active(now) {
+                        return Ok(Some(g));
+                    }
+                }
+                match r.node(at)?.parent {
+                    Some(p) if p != at && at != NodeId::ROOT => at = p,
+                    _ => return Ok(None),
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Completes a transfer of `node` to `grantee`, who confirms that it holds `content`:
+    /// the file leaves this vault (every link of it), and the grant ends. Returns whether
+    /// anything was removed; a second confirmation finds nothing. Refused if the grant is
+    /// not a transfer, or the file's content is no longer `content` (it changed since).
+    pub fn complete_transfer(
+        &self,
+        node: NodeId,
+        grantee: PlayerId,
+        content: Hash,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let Some(g) = self.grants(Some(node))?.into_iter().find(|g| g.grantee == grantee) else {
+            return Ok(false);
+        };
+        if g.mode != AccessMode::Transfer {
+            return Err(Error::NotPermitted(node, "not a transfer"));
+        }
+        if self.node(node)?.content != Some(content) {
+            return Err(Error::NotPermitted(node, "the file changed since it was transferred"));
+        }
+        let links: Vec<(NodeId, Vec<u8>)> = self.scan(&["entries"], |r| {
+            let mut out = Vec::new();
+            for row in r.entries()?.iter()? {
+                let (k, v) = row?;
+                if v.value().0 == node.0 {
+                    let (parent, name) = k.value();
+                    out.push((NodeId(parent), name.to_vec()));
+                }
+            }
+            Ok(out)
+        })?;
+        self.write_fs(Commit::Durable, |w| {
+            w.grants()?.remove((node.0, &grantee.0))?;
+            Ok(())
+        })?;
+        for (parent, name) in links {
+            match self.remove(parent, &name, false, now, Commit::Durable) {
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Records a peer (or a pending connection request), replacing any record of the same
@@ -161,6 +277,90 @@ impl Vault {
             rec.used_at = Some(now);
             w.invites()?.insert(secret_hash, encode(&rec).as_slice())?;
             Ok(InviteCheck::Valid)
+        })
+    }
+}
+
+impl Vault {
+    /// The transfer of `peer`'s node `remote` we received, if any.
+    pub fn transfer_record(&self, peer: PlayerId, remote: u64) -> Result<Option<TransferRecord>> {
+        self.read_fs(|r| {
+            r.transfers()?
+                .get((&peer.0, remote))?
+                .map(|v| decode("transfer", v.value()))
+                .transpose()
+        })
+    }
+
+    /// Receives a transferred file: `staged` becomes a file of our own in the vault's
+    /// `inbox/` (named `label`, numbered if taken), with its provenance in xattrs
+    /// (`user.indra.received_from`, `user.indra.original_steward`, `user.indra.received_at`),
+    /// and the transfer is recorded. Durable before it returns, so the granter may then let
+    /// go of its copy.
+    pub fn receive_transfer(
+        &self,
+        peer: PlayerId,
+        remote: u64,
+        label: &[u8],
+        staged: StagedLeaf,
+        now: Timestamp,
+    ) -> Result<TransferRecord> {
+        let content = staged.hash;
+        let root = self.node(NodeId::ROOT)?;
+        let inbox = match self.lookup(NodeId::ROOT, INBOX) {
+            Ok(d) => d,
+            Err(Error::NotFound { .. }) => {
+                let spec = NewNode::dir(0o755).owner(root.uid, root.gid);
+                match self.create(NodeId::ROOT, INBOX, &spec, None, now, Commit::CrashConsistent) {
+                    Ok(d) => d,
+                    Err(Error::Exists { .. }) => self.lookup(NodeId::ROOT, INBOX)?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let base = clean_label(label);
+        let spec = NewNode::file(0o644).owner(root.uid, root.gid);
+        let mut name = base.clone();
+        let mut n = 2;
+        while self.read_fs(|r| r.entry(inbox.id, &name))?.is_some() {
+            name = numbered(&base, n);
+            n += 1;
+        }
+        let file =
+            self.create(inbox.id, &name, &spec, Some(staged), now, Commit::CrashConsistent)?;
+        let from = crate::types::hex(&peer.0);
+        let at = now.rfc3339();
+        for (k, v) in [
+            (&b"user.indra.received_from"[..], from.as_bytes()),
+            (b"user.indra.original_steward", from.as_bytes()),
+            (b"user.indra.received_at", at.as_bytes()),
+        ] {
+            self.set_xattr(file.id, k, v, XattrMode::Upsert, now, Commit::CrashConsistent)?;
+        }
+        let rec = TransferRecord {
+            peer,
+            remote,
+            content,
+            node: file.id,
+            received_at: now,
+            confirmed: false,
+        };
+        self.write_fs(Commit::Durable, |w| {
+            w.transfers()?.insert((&peer.0, remote), encode(&rec).as_slice())?;
+            Ok(())
+        })?;
+        Ok(rec)
+    }
+
+    /// Notes that the granter let go of a transfer we received.
+    pub fn confirm_transfer(&self, peer: PlayerId, remote: u64) -> Result<()> {
+        self.write_fs(Commit::CrashConsistent, |w| {
+            let Some(v) = w.transfers()?.get((&peer.0, remote))? else { return Ok(()) };
+            let mut rec: TransferRecord = decode("transfer", v.value())?;
+            rec.confirmed = true;
+            w.transfers()?.insert((&peer.0, remote), encode(&rec).as_slice())?;
+            Ok(())
         })
     }
 }

@@ -1,0 +1,582 @@
+//! `indras-share`: sharing between peers, over any transport that carries one request and
+//! one response per exchange between authenticated peers (in the daemon, `indras-net`).
+//!
+//! - [`server`]: the granter's side. Every request is checked against the live grants to the
+//!   requesting peer when it is answered.
+//! - [`fetch`]: the grantee's side of one file: only what is missing moves, every piece is
+//!   checked against its BLAKE3 id before it is used.
+//! - [`Share`] (this file): the engine of one vault. It syncs what each peer shares with us
+//!   into the vault's mirror (state-based: on connect, and on a peer's change notice, it asks
+//!   for the roots and the listings and applies the difference), fetches content in the
+//!   background, enforces expiry on our own clock, announces our changes to the peers they
+//!   concern, and completes transfers.
+//!
+//! Layers: `proto` (messages) → `server`, `fetch` → this file.
+
+pub mod fetch;
+pub mod proto;
+pub mod server;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indras_artifacts::{
+    AccessMode, Hash, MirrorChanges, MirrorEntry, NodeId, PeerState, PlayerId, SharedItem,
+    SharedKind, Timestamp, Vault,
+};
+use parking_lot::{Condvar, Mutex};
+use tracing::{debug, info, warn};
+
+use crate::fetch::{Ask, FetchError, fetch_leaf};
+use crate::proto::{FileRef, MAX_RESPONSE, Request, Response};
+use crate::server::Server;
+
+/// Carries requests to peers.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one encoded request to `peer` and returns its encoded answer.
+    fn request(
+        &self,
+        peer: PlayerId,
+        request: Vec<u8>,
+        max_response: usize,
+    ) -> Result<Vec<u8>, String>;
+    /// The peers with a live session now.
+    fn connected(&self) -> Vec<PlayerId>;
+}
+
+/// Told about every change to the mirror, to drop what the kernel caches of it.
+pub trait Observer: Send + Sync + 'static {
+    fn mirror_changed(&self, changes: &MirrorChanges);
+}
+
+/// Fetch threads; each fetches up to `fetch::WINDOW` chunks of its file at once.
+const FETCHERS: usize = 2;
+/// How often our own changes are looked at, and announced.
+const TICK: Duration = Duration::from_millis(100);
+/// Attempts at one file before it waits for the next sync.
+const ATTEMPTS: u32 = 3;
+
+/// The sharing engine of one vault.
+pub struct Share {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Share").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Job {
+    Mirror { id: NodeId, peer: PlayerId, content: Hash },
+    Transfer { peer: PlayerId, item: SharedItem },
+}
+
+#[derive(Default)]
+struct Work {
+    /// Peers to sync in full (they just connected).
+    full: BTreeSet<PlayerId>,
+    /// Peers whose roots changed, or some of whose folders did.
+    changed: HashMap<PlayerId, (bool, BTreeSet<u64>)>,
+    /// Peers to tell that their roots changed.
+    announce: BTreeSet<PlayerId>,
+}
+
+#[derive(Default)]
+struct Fetches {
+    queue: VecDeque<Job>,
+    queued: HashSet<Job>,
+    running: usize,
+}
+
+struct Inner {
+    vault: Arc<Vault>,
+    server: Server,
+    transport: Arc<dyn Transport>,
+    observer: Arc<dyn Observer>,
+    work: Mutex<Work>,
+    work_cv: Condvar,
+    fetches: Mutex<Fetches>,
+    fetch_cv: Condvar,
+    /// Signalled whenever a file's content arrives.
+    arrived: Condvar,
+    arrived_lock: Mutex<()>,
+    /// The digest of the roots each peer last asked for.
+    roots_sent: Mutex<HashMap<PlayerId, Hash>>,
+    stop: AtomicBool,
+}
+
+impl Ask for Inner {
+    fn ask(&self, peer: PlayerId, req: &Request) -> Result<Response, String> {
+        let bytes = self.transport.request(peer, proto::encode(req), MAX_RESPONSE)?;
+        proto::decode(&bytes)
+    }
+}
+
+impl Share {
+    /// Starts the engine: its sync thread and fetchers.
+    pub fn start(
+        vault: Arc<Vault>,
+        transport: Arc<dyn Transport>,
+        observer: Arc<dyn Observer>,
+    ) -> Share {
+        vault.watch_changes();
+        let inner = Arc::new(Inner {
+            server: Server::new(vault.clone()),
+            vault,
+            transport,
+            observer,
+            work: Mutex::new(Work::default()),
+            work_cv: Condvar::new(),
+            fetches: Mutex::new(Fetches::default()),
+            fetch_cv: Condvar::new(),
+            arrived: Condvar::new(),
+            arrived_lock: Mutex::new(()),
+            roots_sent: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        let i = inner.clone();
+        threads.push(spawn("indras-share", move || i.sync_loop()));
+        for n in 0..FETCHERS {
+            let i = inner.clone();
+            threads.push(spawn(&format!("indras-fetch-{n}"), move || i.fetch_loop()));
+        }
+        // Content that had not arrived before a restart is fetched again once its peer is
+        // connected (the full sync at connect queues it).
+        Share { inner, threads: Mutex::new(threads) }
+    }
+
+    /// Answers one encoded request from `peer` (an authenticated, accepted peer).
+    pub fn handle(&self, peer: PlayerId, request: &[u8]) -> Vec<u8> {
+        match proto::decode::<Request>(request) {
+            Ok(Request::Changed { roots, dirs }) => {
+                let mut w = self.inner.work.lock();
+                let e = w.changed.entry(peer).or_default();
+                e.0 |= roots;
+                e.1.extend(dirs.into_iter().take(10_000));
+                self.inner.work_cv.notify_all();
+                proto::encode(&Response::Ok)
+            }
+            Ok(Request::Roots) => {
+                let now = Timestamp::now();
+                let response = match self.inner.server.roots(peer, now) {
+                    Ok(roots) => {
+                        let digest = *blake3::hash(&proto::encode(&roots)).as_bytes();
+                        self.inner.roots_sent.lock().insert(peer, digest);
+                        Response::Roots(roots)
+                    }
+                    Err(e) => Response::Failed(e.to_string()),
+                };
+                proto::encode(&response)
+            }
+            Ok(req) => proto::encode(&self.inner.server.answer(peer, req, Timestamp::now())),
+            Err(_) => proto::encode(&Response::Denied),
+        }
+    }
+
+    /// A session with `peer` came up: sync with it in full.
+    pub fn connected(&self, peer: PlayerId) {
+        self.inner.work.lock().full.insert(peer);
+        self.inner.work_cv.notify_all();
+    }
+
+    /// Our grants to `peer` changed (a share or a recall): tell it.
+    pub fn grants_changed(&self, peer: PlayerId) {
+        self.inner.work.lock().announce.insert(peer);
+        self.inner.work_cv.notify_all();
+    }
+
+    /// `peer` was removed: what it shares goes, except permanent grants.
+    pub fn peer_removed(&self, peer: PlayerId) {
+        match self.inner.vault.mirror_forget_peer(peer, Timestamp::now()) {
+            Ok(c) => self.inner.observer.mirror_changed(&c),
+            Err(e) => warn!(%peer, error = %e, "could not forget a removed peer's shares"),
+        }
+        self.inner.roots_sent.lock().remove(&peer);
+    }
+
+    /// Waits, at most `limit`, until mirror entry `id`'s content is here. Moves its fetch to
+    /// the front of the queue. Returns whether it arrived.
+    pub fn wait_ready(&self, id: NodeId, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let ready = |i: &Inner| i.vault.mirror_entry(id).ok().flatten().map(|e| (e.ready(), e));
+        match ready(&self.inner) {
+            None => return false,
+            Some((true, _)) => return true,
+            Some((false, e)) => {
+                if let Some(content) = e.content {
+                    self.inner.queue(Job::Mirror { id, peer: e.peer, content }, true);
+                }
+            }
+        }
+        let mut g = self.inner.arrived_lock.lock();
+        loop {
+            match ready(&self.inner) {
+                None => return false,
+                Some((true, _)) => return true,
+                Some((false, _)) => {}
+            }
+            if self.inner.arrived.wait_until(&mut g, deadline).timed_out() {
+                return ready(&self.inner).is_some_and(|(r, _)| r);
+            }
+        }
+    }
+
+    /// Files waiting to be fetched, and being fetched.
+    pub fn queued(&self) -> usize {
+        let f = self.inner.fetches.lock();
+        f.queue.len() + f.running
+    }
+
+    /// Stops the engine's threads and waits for them.
+    pub fn shutdown(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.work_cv.notify_all();
+        self.inner.fetch_cv.notify_all();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f).expect("spawning a thread")
+}
+
+impl Inner {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn sync_loop(&self) {
+        let mut last_expiry = Instant::now();
+        while !self.stopping() {
+            let work = {
+                let mut w = self.work.lock();
+                if w.full.is_empty() && w.changed.is_empty() && w.announce.is_empty() {
+                    self.work_cv.wait_for(&mut w, TICK);
+                }
+                std::mem::take(&mut *w)
+            };
+            if self.stopping() {
+                return;
+            }
+            for peer in &work.full {
+                if let Err(e) = self.sync_peer(*peer, true, &[]) {
+                    debug!(%peer, error = %e, "sync failed; it runs again at the next connection");
+                }
+            }
+            for (peer, (roots, dirs)) in work.changed {
+                if work.full.contains(&peer) {
+                    continue;
+                }
+                let dirs: Vec<u64> = dirs.into_iter().collect();
+                if let Err(e) = self.sync_peer(peer, roots, &dirs) {
+                    debug!(%peer, error = %e, "sync failed");
+                }
+            }
+            self.announce_local(&work.announce);
+            if last_expiry.elapsed() >= Duration::from_secs(1) {
+                last_expiry = Instant::now();
+                self.expire();
+            }
+        }
+    }
+
+    /// Syncs what `peer` shares with us: its roots (always, in full), and the listings of
+    /// `dirs` (its node ids), or of every folder we keep of it (`full`).
+    fn sync_peer(&self, peer: PlayerId, full: bool, dirs: &[u64]) -> Result<(), String> {
+        let v = &self.vault;
+        let p = v.peer(peer).map_err(|e| e.to_string())?;
+        let Some(p) = p.filter(|p| p.state == PeerState::Accepted) else { return Ok(()) };
+        let folder = v.mirror_ensure_peer(peer, &p.name).map_err(|e| e.to_string())?;
+        let mut to_list: Vec<(NodeId, u64)> = Vec::new();
+        if full || dirs.is_empty() {
+            let roots = match self.ask(peer, &Request::Roots)? {
+                Response::Roots(r) => r,
+                other => return Err(format!("unexpected answer {}", fetch::kind(&other))),
+            };
+            for item in &roots {
+                if item.grant == Some(AccessMode::Transfer) && item.kind == SharedKind::File {
+                    self.queue(Job::Transfer { peer, item: item.clone() }, false);
+                }
+            }
+            let changes =
+                v.mirror_apply(folder.id, &roots, Timestamp::now()).map_err(|e| e.to_string())?;
+            to_list.extend(changes.list.iter().copied());
+            self.applied(peer, &changes);
+        }
+        if full {
+            let known = v.mirror_of(peer).map_err(|e| e.to_string())?;
+            for e in known {
+                if e.kind == SharedKind::Dir
+                    && e.remote != 0
+                    && !to_list.iter().any(|t| t.0 == e.id)
+                {
+                    to_list.push((e.id, e.remote));
+                }
+                if let Some(c) = e.content
+                    && e.have != Some(c)
+                {
+                    self.queue(Job::Mirror { id: e.id, peer, content: c }, false);
+                }
+            }
+        }
+        for d in dirs {
+            for e in v.mirror_by_remote(peer, *d).map_err(|e| e.to_string())? {
+                if e.kind == SharedKind::Dir {
+                    to_list.push((e.id, e.remote));
+                }
+            }
+        }
+        while let Some((id, remote)) = to_list.pop() {
+            if self.stopping() {
+                break;
+            }
+            to_list.extend(self.list_dir(peer, id, remote)?);
+        }
+        Ok(())
+    }
+
+    /// Lists the peer's folder `remote` into mirror folder `id`; returns the folders that
+    /// need listing in turn.
+    fn list_dir(
+        &self,
+        peer: PlayerId,
+        id: NodeId,
+        remote: u64,
+    ) -> Result<Vec<(NodeId, u64)>, String> {
+        let mut items: Vec<SharedItem> = Vec::new();
+        let mut after = 0;
+        loop {
+            match self.ask(peer, &Request::List { dir: remote, after })? {
+                Response::Page { items: page, next } => {
+                    items.extend(page);
+                    if items.len() > 1_000_000 {
+                        return Err("a shared folder of more than a million entries".into());
+                    }
+                    match next {
+                        Some(n) if n > after => after = n,
+                        _ => break,
+                    }
+                }
+                // No longer granted: the roots say what goes.
+                Response::Denied => return Ok(Vec::new()),
+                other => return Err(format!("unexpected answer {}", fetch::kind(&other))),
+            }
+        }
+        let changes =
+            self.vault.mirror_apply(id, &items, Timestamp::now()).map_err(|e| e.to_string())?;
+        self.applied(peer, &changes);
+        Ok(changes.list)
+    }
+
+    fn applied(&self, peer: PlayerId, changes: &MirrorChanges) {
+        for (id, content) in &changes.fetch {
+            self.queue(Job::Mirror { id: *id, peer, content: *content }, false);
+        }
+        if !changes.touched.is_empty() {
+            self.observer.mirror_changed(changes);
+            self.arrived.notify_all();
+        }
+    }
+
+    fn queue(&self, job: Job, urgent: bool) {
+        let mut f = self.fetches.lock();
+        if f.queued.contains(&job) {
+            if urgent && let Some(pos) = f.queue.iter().position(|j| *j == job) {
+                let j = f.queue.remove(pos).expect("found");
+                f.queue.push_front(j);
+            }
+            return;
+        }
+        f.queued.insert(job.clone());
+        if urgent {
+            f.queue.push_front(job)
+        } else {
+            f.queue.push_back(job)
+        }
+        self.fetch_cv.notify_one();
+    }
+
+    fn fetch_loop(&self) {
+        while !self.stopping() {
+            let job = {
+                let mut f = self.fetches.lock();
+                match f.queue.pop_front() {
+                    Some(j) => {
+                        f.running += 1;
+                        j
+                    }
+                    None => {
+                        self.fetch_cv.wait_for(&mut f, Duration::from_millis(500));
+                        continue;
+                    }
+                }
+            };
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.run(&job) {
+                    Ok(()) => break,
+                    Err(FetchError::Corrupt(why)) if attempt < ATTEMPTS => {
+                        warn!(error = %why, "rejected wrong bytes from a peer; fetching again");
+                    }
+                    Err(e) => {
+                        info!(error = %e, "a shared file did not arrive; it is asked for again at the next sync");
+                        break;
+                    }
+                }
+            }
+            let mut f = self.fetches.lock();
+            f.running -= 1;
+            f.queued.remove(&job);
+            drop(f);
+            let _g = self.arrived_lock.lock();
+            self.arrived.notify_all();
+        }
+    }
+
+    fn run(&self, job: &Job) -> Result<(), FetchError> {
+        let v = &self.vault;
+        let now = Timestamp::now();
+        match job {
+            Job::Mirror { id, peer, content } => {
+                let Some(e) = v.mirror_entry(*id)? else { return Ok(()) };
+                if e.content != Some(*content) || e.have == Some(*content) {
+                    return Ok(());
+                }
+                if v.has_leaf(content)? && v.mirror_hold_local(*id, *content, now)? {
+                    self.arrived_one(&e);
+                    return Ok(());
+                }
+                let file = self.file_ref(&e, *content)?;
+                let staged = fetch_leaf(v, self, *peer, &file)?;
+                if v.mirror_set_content(*id, &staged, Timestamp::now())? {
+                    self.arrived_one(&e);
+                }
+                Ok(())
+            }
+            Job::Transfer { peer, item } => {
+                let Some(content) = item.content else { return Ok(()) };
+                let have = v.transfer_record(*peer, item.remote)?;
+                let rec = match have {
+                    Some(r) if r.content == content => r,
+                    _ => {
+                        let file = FileRef {
+                            dir: None,
+                            name: item.label.clone(),
+                            node: item.remote,
+                            content,
+                        };
+                        let staged = fetch_leaf(v, self, *peer, &file)?;
+                        let rec =
+                            v.receive_transfer(*peer, item.remote, &item.label, staged, now)?;
+                        info!(peer = %peer, node = ?rec.node, "received a transfer");
+                        rec
+                    }
+                };
+                if rec.confirmed {
+                    return Ok(());
+                }
+                match self.ask(*peer, &Request::Received { node: item.remote, content }) {
+                    Ok(Response::Ok) => v.confirm_transfer(*peer, item.remote)?,
+                    Ok(other) => debug!(
+                        answer = fetch::kind(&other),
+                        "a transfer's confirmation was not taken"
+                    ),
+                    Err(e) => return Err(FetchError::Unavailable(e)),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn arrived_one(&self, e: &MirrorEntry) {
+        let changes = MirrorChanges {
+            touched: vec![(e.id, e.parent, e.label.clone())],
+            ..MirrorChanges::default()
+        };
+        self.observer.mirror_changed(&changes);
+    }
+
+    /// How the peer names file entry `e` when we ask for it.
+    fn file_ref(&self, e: &MirrorEntry, content: Hash) -> Result<FileRef, FetchError> {
+        let dir = if e.root == e.id {
+            None
+        } else {
+            let parent = self.vault.mirror_entry(e.parent)?.ok_or(FetchError::Denied)?;
+            Some(parent.remote)
+        };
+        Ok(FileRef { dir, name: e.their_label.clone(), node: e.remote, content })
+    }
+
+    /// Tells peers what changed of what we share with them: our own edits since the last
+    /// tick, and the peers in `roots` (a share or a recall).
+    fn announce_local(&self, roots: &BTreeSet<PlayerId>) {
+        let changes = self.vault.take_changes();
+        if changes.dirs.is_empty() && changes.nodes.is_empty() && roots.is_empty() {
+            return;
+        }
+        let dirs: Vec<NodeId> = changes.dirs.into_iter().collect();
+        let nodes: Vec<NodeId> = changes.nodes.into_iter().collect();
+        let now = Timestamp::now();
+        for peer in self.transport.connected() {
+            let sent = self.roots_sent.lock().get(&peer).copied();
+            let roots_changed = roots.contains(&peer)
+                || (sent.is_some()
+                    && (!dirs.is_empty() || !nodes.is_empty())
+                    && self
+                        .server
+                        .roots(peer, now)
+                        .ok()
+                        .map(|r| *blake3::hash(&proto::encode(&r)).as_bytes())
+                        != sent);
+            let affected = if dirs.is_empty() && nodes.is_empty() {
+                Vec::new()
+            } else {
+                self.server.affected(peer, &dirs, &nodes, now).unwrap_or_default()
+            };
+            if !roots_changed && affected.is_empty() {
+                continue;
+            }
+            let req = Request::Changed { roots: roots_changed, dirs: affected };
+            if let Err(e) = self.ask(peer, &req) {
+                debug!(%peer, error = %e, "could not announce a change; the peer syncs at its next connection");
+            }
+        }
+    }
+
+    /// Ends timed grants on both sides of the clock: what peers gave us, and what we gave.
+    fn expire(&self) {
+        let now = Timestamp::now();
+        match self.vault.mirror_expire(now) {
+            Ok(c) if !c.touched.is_empty() => {
+                info!(entries = c.removed.len(), "timed grants to us expired");
+                self.observer.mirror_changed(&c);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not expire timed grants to us"),
+        }
+        match self.vault.expire_grants(now, indras_artifacts::Commit::CrashConsistent) {
+            Ok(ended) if !ended.is_empty() => {
+                let peers: BTreeSet<PlayerId> = ended.iter().map(|g| g.grantee).collect();
+                self.announce_local(&peers);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not expire our timed grants"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The sharing protocol: one postcard-encoded [`Request`] and one [`Response`] per exchange,
+//! carried by the network layer's request streams (one stream per exchange).
+//!
+//! Invariants:
+//! - Messages only grow by appending enum variants and struct fields at the end.
+//! - Decoding never panics; a request that does not decode is answered `Denied`, and a
+//!   response that does not decode is an error for that exchange only.
+//! - A server answers `Denied` both for what is not granted and for what it does not have,
+//!   so a peer learns nothing about content outside its grants.
+
+use indras_artifacts::{Hash, SharedItem};
+use serde::{Deserialize, Serialize};
+
+/// The most entries in one page of a folder listing.
+pub const PAGE: usize = 1000;
+
+/// The largest response a client accepts: a page of entries, or one chunk with framing.
+pub const MAX_RESPONSE: usize = 4 << 20;
+
+/// A file as the requester saw it: in a shared folder (`dir`, under the granter's label
+/// `name`), or shared on its own (`dir` is `None`), with the content it expects.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct FileRef {
+    pub dir: Option<u64>,
+    pub name: Vec<u8>,
+    pub node: u64,
+    pub content: Hash,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// What do you share with me? Answered with `Roots`: every live grant to the requester.
+    Roots,
+    /// A page of shared folder `dir`, after position `after` (0 for the first page).
+    List { dir: u64, after: u64 },
+    /// How is this file's content laid out? Answered with `Inline` or `List`.
+    Layout { file: FileRef },
+    /// A run of the file's segment list.
+    Run { file: FileRef, run: Hash },
+    /// A segment (chunk list) of the file.
+    Segment { file: FileRef, segment: Hash },
+    /// Chunk number `index` of the file.
+    Chunk { file: FileRef, index: u32 },
+    /// What you were granted changed: ask again for the roots (`roots`), and for these
+    /// folders' listings.
+    Changed { roots: bool, dirs: Vec<u64> },
+    /// I hold all of transferred file `node`, whose content is `content`: let go of it.
+    Received { node: u64, content: Hash },
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Response {
+    Roots(Vec<SharedItem>),
+    Page {
+        items: Vec<SharedItem>,
+        next: Option<u64>,
+    },
+    /// The whole content of a small file.
+    Inline(Vec<u8>),
+    /// The file's stored segment list.
+    List(Vec<u8>),
+    /// A run or a segment.
+    Bytes(Vec<u8>),
+    Chunk {
+        id: Hash,
+        bytes: Vec<u8>,
+    },
+    Ok,
+    /// Not granted to the requester, or not here: one answer for both.
+    Denied,
+    /// The server failed on its side; asking again later may work.
+    Failed(String),
+}
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(m: &T) -> Vec<u8> {
+    postcard::to_stdvec(m).unwrap_or_default()
+}
+
+/// Decodes a message, or says why not.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("undecodable message: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_never_decodes_into_a_panic() {
+        for len in 0..64 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+        }
+        let r = Request::List { dir: 7, after: 3 };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+    }
+}
