@@ -20,13 +20,14 @@ use indras_artifacts::{Commit, FsckOptions, Options, Progress, Timestamp, Vault}
 use indras_fuse::network::{NetworkState, NoNetwork, PeerJson, PeerStatus, peers_json};
 use indras_fuse::{MountConfig, MountError, MountSession, Status, is_mounted};
 use indras_net::{Config as NetConfig, Net, Relay};
+use indras_share::Share;
 
 use crate::control::addr::socket_path;
 use crate::control::client::{self, ANSWER_TIMEOUT};
 use crate::control::daemon;
-use crate::control::protocol::{Request, Response};
+use crate::control::protocol::{Request, Response, ShareMode};
 use crate::locate::{Found, Target, VaultArgs, check_player_name, default_data_dir, locate};
-use crate::network::{NetView, StoreBook};
+use crate::network::{KernelCaches, NetTransport, NetView, ShareService, StoreBook};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,6 +72,42 @@ enum Cmd {
     Peer {
         #[command(subcommand)]
         command: PeerCmd,
+    },
+    /// Share a file or folder of a mounted vault with peers.
+    Share {
+        /// The file or folder, inside the mount's `vault/`.
+        path: PathBuf,
+        /// The peers (our names for them), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        with: Vec<String>,
+        /// revocable, permanent, timed (with --for or --until) or transfer.
+        #[arg(long, value_parser = ["revocable", "permanent", "timed", "transfer"])]
+        mode: String,
+        /// How long a timed grant lasts (e.g. 7d, 1h).
+        #[arg(long = "for", value_parser = parse_duration, conflicts_with = "until")]
+        for_: Option<Duration>,
+        /// When a timed grant ends (RFC 3339, e.g. 2026-12-31T00:00:00Z).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Recall what was shared of a file or folder: from every peer, or from --from.
+    Recall {
+        /// The file or folder, inside the mount's `vault/`.
+        path: PathBuf,
+        /// Only these peers, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+    },
+    /// List the grants we gave: all of them, or those of PATH.
+    Grants {
+        /// A shared file or folder inside the mount's `vault/`, or the mount itself.
+        path: Option<PathBuf>,
+        /// The mount, when PATH is not given.
+        #[arg(short = 'm', long = "mountpoint")]
+        mountpoint: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Reclaim payloads and chunks that nothing references (the vault must not be mounted).
     Gc {
@@ -227,6 +264,9 @@ pub fn run() -> Result<()> {
         Cmd::Status { vault, json } => status(&vault, json),
         Cmd::Invite { vault, valid } => invite(&vault, valid),
         Cmd::Peer { command } => peer(command),
+        Cmd::Share { path, with, mode, for_, until } => share(&path, with, &mode, for_, until),
+        Cmd::Recall { path, from } => recall(&path, from),
+        Cmd::Grants { path, mountpoint, json } => grants(path, mountpoint, json),
         Cmd::Gc { vault } => gc(&vault),
         Cmd::Fsck { vault, repair, deep } => fsck(&vault, repair, deep),
         Cmd::Scenario { file, timeout, keep, binary } => scenario(&file, timeout, keep, binary),
@@ -298,7 +338,7 @@ fn mount(args: &MountArgs) -> Result<()> {
         signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
-    let net_slot: Arc<OnceLock<Arc<Net>>> = Arc::default();
+    let net_slot: Arc<OnceLock<(Arc<Net>, Arc<Share>)>> = Arc::default();
     let start_network = |vault: &Arc<Vault>, invalidator| -> Arc<dyn NetworkState> {
         let key = vault.secret_key().to_bytes();
         let net = if args.no_network {
@@ -309,11 +349,17 @@ fn mount(args: &MountArgs) -> Result<()> {
                 ncfg.listen.clone_from(&args.listen);
             }
             ncfg.relay = args.relay.clone();
-            Net::start(key, Arc::new(StoreBook::new(vault.clone(), invalidator)), ncfg)
+            Net::start(key, Arc::new(StoreBook::new(vault.clone(), invalidator.clone())), ncfg)
         };
         let net = Arc::new(net);
-        let _ = net_slot.set(net.clone());
-        Arc::new(NetView(net))
+        let share = Arc::new(Share::start(
+            vault.clone(),
+            Arc::new(NetTransport(Arc::downgrade(&net))),
+            Arc::new(KernelCaches(invalidator)),
+        ));
+        net.set_service(Arc::new(ShareService(share.clone())));
+        let _ = net_slot.set((net.clone(), share.clone()));
+        Arc::new(NetView(net, Some(share)))
     };
     let session = match MountSession::start_with(&cfg, &start_network) {
         Ok(s) => s,
@@ -326,8 +372,9 @@ fn mount(args: &MountArgs) -> Result<()> {
         }
     };
     // Commands reach the mount through this socket from the moment it is reported ready.
-    let net = net_slot.get().cloned().ok_or_else(|| anyhow!("the network was not started"))?;
-    let control = match daemon::serve(session.fs(), session.stop_handle(), net) {
+    let (net, share) =
+        net_slot.get().cloned().ok_or_else(|| anyhow!("the network was not started"))?;
+    let control = match daemon::serve(session.fs(), session.stop_handle(), net, share.clone()) {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("the control socket: {e}");
@@ -361,6 +408,7 @@ fn mount(args: &MountArgs) -> Result<()> {
         }
     });
     let result = session.wait();
+    share.shutdown();
     control.stop();
     handle.close();
     let _ = waiter.join();
@@ -539,6 +587,111 @@ fn peer(command: PeerCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The mount holding `path`, and `path` from the vault's root: `~/indra/vault/notes/a.md`
+/// gives `["notes", "a.md"]`. Fails for a path outside a mount's `vault/`.
+fn in_vault(path: &Path) -> Result<(VaultArgs, Vec<String>)> {
+    let full = std::fs::canonicalize(path)
+        .with_context(|| format!("{}: cannot resolve the path", path.display()))?;
+    let args = VaultArgs { path: Some(full.clone()), ..VaultArgs::default() };
+    let target = locate(&args)?.vault()?;
+    let Some(m) = &target.mount else {
+        bail!("{} is not inside a mounted vault", path.display());
+    };
+    let rel = full.strip_prefix(&m.mountpoint).unwrap_or(&full);
+    let mut parts = rel.components().map(|c| c.as_os_str().to_str().map(str::to_owned));
+    match parts.next() {
+        Some(Some(v)) if v == "vault" => {}
+        Some(Some(p)) if p == "peers" || p == "realms" => bail!(
+            "{}: only a permanent grant may be shared on, and sharing on is not supported yet; copy the file into vault/ to share your own copy",
+            path.display()
+        ),
+        _ => bail!("{} is not inside the mount's vault/", path.display()),
+    }
+    let names: Option<Vec<String>> = parts.collect();
+    let names = names.ok_or_else(|| anyhow!("{}: a name is not UTF-8", path.display()))?;
+    if names.is_empty() {
+        bail!("the vault itself cannot be shared; share a file or folder in it");
+    }
+    Ok((VaultArgs { mountpoint: Some(m.mountpoint.clone()), ..VaultArgs::default() }, names))
+}
+
+fn share(
+    path: &Path,
+    with: Vec<String>,
+    mode: &str,
+    for_: Option<Duration>,
+    until: Option<String>,
+) -> Result<()> {
+    let mode = match (mode, for_, until) {
+        ("timed", Some(d), None) => {
+            let now = Timestamp::now();
+            ShareMode::Timed { until_secs: now.secs.saturating_add(d.as_secs() as i64) }
+        }
+        ("timed", None, Some(t)) => {
+            let t = chrono::DateTime::parse_from_rfc3339(&t)
+                .map_err(|e| anyhow!("--until {t}: not an RFC 3339 time ({e})"))?;
+            ShareMode::Timed { until_secs: t.timestamp() }
+        }
+        ("timed", None, None) => bail!("a timed grant needs --for DURATION or --until TIME"),
+        (_, Some(_), _) | (_, _, Some(_)) => bail!("--for and --until go with --mode timed"),
+        ("revocable", ..) => ShareMode::Revocable,
+        ("permanent", ..) => ShareMode::Permanent,
+        ("transfer", ..) if with.len() != 1 => bail!("a transfer goes to exactly one peer"),
+        ("transfer", ..) => ShareMode::Transfer,
+        (other, ..) => bail!("unknown mode {other}"),
+    };
+    let (args, names) = in_vault(path)?;
+    match ask_live(&args, &Request::Share { path: names, with, mode })? {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn recall(path: &Path, from: Vec<String>) -> Result<()> {
+    let (args, names) = in_vault(path)?;
+    match ask_live(&args, &Request::Recall { path: names, from })? {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn grants(path: Option<PathBuf>, mountpoint: Option<PathBuf>, json: bool) -> Result<()> {
+    let (args, names) = match path {
+        Some(p)
+            if std::fs::canonicalize(&p)
+                .ok()
+                .is_some_and(|full| full.components().any(|c| c.as_os_str() == "vault")) =>
+        {
+            let (args, names) = in_vault(&p)?;
+            (args, Some(names))
+        }
+        Some(p) => (VaultArgs { path: Some(p), ..VaultArgs::default() }, None),
+        None => (VaultArgs { mountpoint, ..VaultArgs::default() }, None),
+    };
+    let list = match ask_live(&args, &Request::Grants { path: names })? {
+        Response::Grants(g) => g,
+        other => return Err(unexpected(&other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("nothing shared");
+    }
+    for g in &list {
+        let until = g.expires_at.as_deref().map(|t| format!(" until {t}")).unwrap_or_default();
+        println!("{}  {}  {}{until}", g.path, g.peer, g.mode);
+    }
+    Ok(())
 }
 
 /// `peer list`: one line per peer.

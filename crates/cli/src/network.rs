@@ -11,12 +11,16 @@
 //! - `NetView::snapshot` copies what the network layer last recorded; it never waits on the
 //!   network.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use indras_artifacts::{Commit, Hash, InviteCheck, Peer, PlayerId, Timestamp, Vault};
+use indras_artifacts::{
+    Commit, Hash, InviteCheck, MirrorChanges, NodeId, Peer, PlayerId, Timestamp, Vault,
+};
 use indras_fuse::Invalidator;
 use indras_fuse::network::{LivePeer, NetworkSnapshot, NetworkState};
-use indras_net::{BookError, Net, NetState, PeerBook, Presence};
+use indras_net::{BookError, Net, NetState, PeerBook, Presence, Service};
+use indras_share::{Observer, Share, Transport};
 use serde::Serialize;
 
 /// The folder of the vault's root that connection requests are delivered to.
@@ -98,11 +102,65 @@ impl PeerBook for StoreBook {
     }
 }
 
-/// The mount's view of a running `Net`.
+/// How long one sharing request may take, a chunk of up to 256 KiB included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sharing's requests, carried by the network's sessions. Holds the network weakly: the
+/// network holds the sharing engine (as its service), which holds this.
 #[derive(Debug)]
-pub struct NetView(pub Arc<Net>);
+pub struct NetTransport(pub Weak<Net>);
+
+impl Transport for NetTransport {
+    fn request(&self, peer: PlayerId, request: Vec<u8>, max: usize) -> Result<Vec<u8>, String> {
+        let net = self.0.upgrade().ok_or("the network has stopped")?;
+        net.request(peer, request, max, REQUEST_TIMEOUT).map_err(|e| e.to_string())
+    }
+
+    fn connected(&self) -> Vec<PlayerId> {
+        self.0.upgrade().map_or_else(Vec::new, |net| {
+            net.status()
+                .peers
+                .into_iter()
+                .filter(|p| p.presence == Presence::Connected)
+                .map(|p| p.id)
+                .collect()
+        })
+    }
+}
+
+/// The sharing engine, answering peers' requests that the network authenticated.
+#[derive(Debug)]
+pub struct ShareService(pub Arc<Share>);
+
+impl Service for ShareService {
+    fn handle(&self, peer: PlayerId, request: Vec<u8>) -> Vec<u8> {
+        self.0.handle(peer, &request)
+    }
+
+    fn connected(&self, peer: PlayerId) {
+        self.0.connected(peer);
+    }
+}
+
+/// Drops the kernel's caches of what changed under `peers/`.
+#[derive(Debug)]
+pub struct KernelCaches(pub Invalidator);
+
+impl Observer for KernelCaches {
+    fn mirror_changed(&self, changes: &MirrorChanges) {
+        self.0.mirror_changed(changes);
+    }
+}
+
+/// The mount's view of a running `Net`, and of the sharing engine over it.
+#[derive(Debug)]
+pub struct NetView(pub Arc<Net>, pub Option<Arc<Share>>);
 
 impl NetworkState for NetView {
+    fn wait_ready(&self, entry: NodeId, limit: Duration) -> bool {
+        self.1.as_ref().is_some_and(|s| s.wait_ready(entry, limit))
+    }
+
     fn snapshot(&self) -> NetworkSnapshot {
         let s = self.0.status();
         let off = match s.state {

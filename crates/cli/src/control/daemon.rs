@@ -15,7 +15,10 @@ use indras_fuse::status::Live;
 use indras_fuse::{FsResult, Status, StopHandle, VaultFs};
 use indras_net::{Net, NetError};
 
-use super::protocol::{Request, Response};
+use indras_artifacts::{AccessMode, Commit, NodeId, Peer, PeerState, PlayerId, Timestamp};
+use indras_share::Share;
+
+use super::protocol::{GrantJson, Request, Response, ShareMode};
 use super::server::{Config, ControlServer, Handler, Reply, StartError};
 
 /// How long `peer add` may take to reach the inviter and hear back.
@@ -27,6 +30,7 @@ pub struct MountHandler {
     fs: Arc<VaultFs>,
     stop: StopHandle,
     net: Arc<Net>,
+    share: Arc<Share>,
 }
 
 impl MountHandler {
@@ -36,6 +40,138 @@ impl MountHandler {
             Ok(p) => Response::Peers(p),
             Err(e) => Response::error(format!("listing peers failed: {e}")),
         }
+    }
+}
+
+impl MountHandler {
+    /// The node at `path` (names from the vault's root).
+    fn resolve(&self, path: &[String]) -> Result<NodeId, String> {
+        let mut at = NodeId::ROOT;
+        for name in path {
+            at = self
+                .fs
+                .vault()
+                .lookup(at, name.as_bytes())
+                .map_err(|e| format!("{}: {e}", path.join("/")))?
+                .id;
+        }
+        Ok(at)
+    }
+
+    /// Our accepted peers named in `names`, or why one is not.
+    fn peers_named(&self, names: &[String]) -> Result<Vec<Peer>, String> {
+        let peers = self.fs.vault().peers().map_err(|e| e.to_string())?;
+        names
+            .iter()
+            .map(|n| {
+                peers
+                    .iter()
+                    .find(|p| p.name == *n && p.state == PeerState::Accepted)
+                    .cloned()
+                    .ok_or_else(|| format!("no peer named {n} (see `indras-fuse peer list`)"))
+            })
+            .collect()
+    }
+
+    fn share(&self, path: &[String], with: &[String], mode: ShareMode) -> Result<String, String> {
+        let node = self.resolve(path)?;
+        let peers = self.peers_named(with)?;
+        let now = Timestamp::now();
+        let mode = match mode {
+            ShareMode::Revocable => AccessMode::Revocable,
+            ShareMode::Permanent => AccessMode::Permanent,
+            ShareMode::Transfer => AccessMode::Transfer,
+            ShareMode::Timed { until_secs } => {
+                if until_secs <= now.secs {
+                    return Err("a timed grant must end in the future".into());
+                }
+                AccessMode::Timed { expires_at: Timestamp { secs: until_secs, nanos: 0 } }
+            }
+        };
+        for p in &peers {
+            self.fs.vault().grant(node, p.id, mode, now, Commit::Durable).map_err(|e| {
+                format!("sharing {} with {}: {}", path.join("/"), p.name, grant_error(&e))
+            })?;
+            self.share.grants_changed(p.id);
+        }
+        let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+        let until =
+            mode.expires_at().map(|t| format!(" until {}", t.rfc3339())).unwrap_or_default();
+        Ok(format!("shared {} with {} ({}{until})", path.join("/"), names.join(", "), mode.name()))
+    }
+
+    fn recall(&self, path: &[String], from: &[String]) -> Result<String, String> {
+        let node = self.resolve(path)?;
+        let vault = self.fs.vault();
+        let grants = vault.grants(Some(node)).map_err(|e| e.to_string())?;
+        let targets: Vec<PlayerId> = if from.is_empty() {
+            grants.iter().map(|g| g.grantee).collect()
+        } else {
+            self.peers_named(from)?.iter().map(|p| p.id).collect()
+        };
+        let mut recalled = Vec::new();
+        for id in targets {
+            match vault.revoke(node, id, Commit::Durable) {
+                Ok(Some(_)) => {
+                    self.share.grants_changed(id);
+                    recalled.push(self.name_of(id));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "recalling {} from {}: {}",
+                        path.join("/"),
+                        self.name_of(id),
+                        grant_error(&e)
+                    ));
+                }
+            }
+        }
+        if recalled.is_empty() {
+            return Err(format!(
+                "{} is not shared{}",
+                path.join("/"),
+                if from.is_empty() { String::new() } else { format!(" with {}", from.join(", ")) }
+            ));
+        }
+        Ok(format!("recalled {} from {}", path.join("/"), recalled.join(", ")))
+    }
+
+    fn name_of(&self, id: PlayerId) -> String {
+        match self.fs.vault().peer(id) {
+            Ok(Some(p)) => p.name,
+            _ => id.to_string(),
+        }
+    }
+
+    fn grants(&self, path: Option<&[String]>) -> Result<Vec<GrantJson>, String> {
+        let vault = self.fs.vault();
+        let node = path.map(|p| self.resolve(p)).transpose()?;
+        let grants = vault.grants(node).map_err(|e| e.to_string())?;
+        let wanted: std::collections::HashSet<NodeId> = grants.iter().map(|g| g.node).collect();
+        let paths = vault.paths_of(&wanted).map_err(|e| e.to_string())?;
+        Ok(grants
+            .into_iter()
+            .map(|g| GrantJson {
+                path: paths.get(&g.node).map_or_else(
+                    || format!("{:?}", g.node),
+                    |p| String::from_utf8_lossy(p).into_owned(),
+                ),
+                peer: self.name_of(g.grantee),
+                player_id: g.grantee.to_string(),
+                mode: g.mode.name().to_owned(),
+                granted_at: g.granted_at.rfc3339(),
+                expires_at: g.mode.expires_at().map(|t| t.rfc3339()),
+            })
+            .collect())
+    }
+}
+
+/// A store error from granting or recalling, in words for the user.
+fn grant_error(e: &indras_artifacts::Error) -> String {
+    match e {
+        indras_artifacts::Error::NotPermitted(_, why) => (*why).to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -88,9 +224,34 @@ impl Handler for MountHandler {
                 Ok(()) => Response::Done { message: format!("rejected {name}") },
                 Err(e) => net_error(&e),
             }),
-            Request::PeerRemove { name } => Reply::new(match self.net.remove(&name) {
-                Ok(()) => Response::Done { message: format!("removed {name}") },
-                Err(e) => net_error(&e),
+            Request::PeerRemove { name } => {
+                let id = self
+                    .peers_named(std::slice::from_ref(&name))
+                    .ok()
+                    .and_then(|p| p.first().map(|p| p.id));
+                Reply::new(match self.net.remove(&name) {
+                    Ok(()) => {
+                        if let Some(id) = id {
+                            self.share.peer_removed(id);
+                        }
+                        Response::Done { message: format!("removed {name}") }
+                    }
+                    Err(e) => net_error(&e),
+                })
+            }
+            Request::Share { path, with, mode } => {
+                Reply::new(match self.share(&path, &with, mode) {
+                    Ok(message) => Response::Done { message },
+                    Err(e) => Response::error(e),
+                })
+            }
+            Request::Recall { path, from } => Reply::new(match self.recall(&path, &from) {
+                Ok(message) => Response::Done { message },
+                Err(e) => Response::error(e),
+            }),
+            Request::Grants { path } => Reply::new(match self.grants(path.as_deref()) {
+                Ok(g) => Response::Grants(g),
+                Err(e) => Response::error(e),
             }),
         }
     }
@@ -101,9 +262,10 @@ pub fn serve(
     fs: &Arc<VaultFs>,
     stop: StopHandle,
     net: Arc<Net>,
+    share: Arc<Share>,
 ) -> Result<ControlServer, StartError> {
     let info = fs.info();
-    let handler = Arc::new(MountHandler { fs: fs.clone(), stop, net });
+    let handler = Arc::new(MountHandler { fs: fs.clone(), stop, net, share });
     ControlServer::start(&info.data_dir, Config::new(info.uid), handler)
 }
 

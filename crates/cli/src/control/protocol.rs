@@ -59,6 +59,40 @@ pub enum Request {
     PeerReject { name: String },
     /// Forget the peer `name` and close its connection.
     PeerRemove { name: String },
+    /// Grant the peers `with` (our names for them) access to the vault's file or folder at
+    /// `path` (its names from the vault's root), in `mode`.
+    Share { path: Vec<String>, with: Vec<String>, mode: ShareMode },
+    /// Recall the grants of `path`: those to `from`, or all (`from` empty).
+    Recall { path: Vec<String>, from: Vec<String> },
+    /// The grants we gave: of `path`, or all.
+    Grants { path: Option<Vec<String>> },
+}
+
+/// How a `share` grants access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareMode {
+    Revocable,
+    Permanent,
+    /// Until this many seconds since the Unix epoch.
+    Timed {
+        until_secs: i64,
+    },
+    Transfer,
+}
+
+/// One grant we gave, as `grants` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantJson {
+    /// The file or folder, from the vault's root (`notes/ideas.md`).
+    pub path: String,
+    /// Our name for the grantee (its player id when it is no longer a peer).
+    pub peer: String,
+    pub player_id: String,
+    /// `revocable`, `permanent`, `timed` or `transfer`.
+    pub mode: String,
+    pub granted_at: String,
+    pub expires_at: Option<String>,
 }
 
 /// The daemon's answer to a request.
@@ -78,6 +112,8 @@ pub enum Response {
     },
     /// The peers, as `.indra/peers.json` lists them.
     Peers(Vec<PeerJson>),
+    /// Grants we gave.
+    Grants(Vec<GrantJson>),
     /// What was done, in one line for the user.
     Done {
         message: String,
@@ -100,6 +136,7 @@ impl Response {
             Response::Unmounting { .. } => "unmounting",
             Response::Ticket { .. } => "ticket",
             Response::Peers(_) => "peers",
+            Response::Grants(_) => "grants",
             Response::Done { .. } => "done",
             Response::Error { .. } => "error",
         }

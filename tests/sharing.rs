@@ -1,0 +1,204 @@
+//! Sharing between real mounts on 127.0.0.1: each mode end to end, with real tools on both
+//! sides (`cp`, `cat`, `ls`, a process that keeps a file open), and offline catch-up.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use indras_e2e::{Dirs, Mount, binary};
+use serde_json::Value;
+
+const LOOPBACK: &[&str] = &["--listen", "127.0.0.1:0", "--relay", "none"];
+const LONG: Duration = Duration::from_secs(30);
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().expect("run indras-fuse");
+    assert!(
+        out.status.success(),
+        "indras-fuse {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn cli_err(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().expect("run indras-fuse");
+    assert!(!out.status.success(), "indras-fuse {} succeeded", args.join(" "));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Waits (bounded) until `f` holds; panics with `m`'s log if it never does.
+fn wait_until(m: &Mount, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LONG, "never: {what}\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    start.elapsed()
+}
+
+fn connected(m: &Mount, name: &str) -> bool {
+    let text = std::fs::read_to_string(m.mnt.join(".indra/peers.json")).unwrap_or_default();
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p["name"] == name && p["state"] == "connected")
+}
+
+/// alice and bob, peered and connected.
+fn pair(da: &Dirs, db: &Dirs) -> (Mount, Mount) {
+    let alice = Mount::start_as(da, "alice", LOOPBACK, &[]);
+    let bob = Mount::start_as(db, "bob", LOOPBACK, &[]);
+    let ticket = cli(&["invite", s(&alice.mnt)]).trim().to_owned();
+    cli(&["peer", "add", "alice", &ticket, s(&bob.mnt)]);
+    wait_until(&alice, "alice sees bob connected", || connected(&alice, "bob"));
+    wait_until(&bob, "bob sees alice connected", || connected(&bob, "alice"));
+    (alice, bob)
+}
+
+fn read(p: &Path) -> Option<Vec<u8>> {
+    std::fs::read(p).ok()
+}
+
+fn xattr(p: &Path, name: &str) -> Option<String> {
+    let out = Command::new("getfattr").args(["--only-values", "-n", name]).arg(p).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every mode between two live mounts, as a user runs it.
+#[test]
+fn each_mode_between_two_mounts() {
+    let (da, db) = (Dirs::new(), Dirs::new());
+    let (alice, bob) = pair(&da, &db);
+    let a = |p: &str| alice.mnt.join("vault").join(p);
+    let b = |p: &str| -> PathBuf { bob.mnt.join("peers/alice").join(p) };
+    std::fs::create_dir_all(a("notes")).unwrap();
+    std::fs::write(a("notes/ideas.md"), "# ideas\n").unwrap();
+    std::fs::create_dir_all(a("projects/aurora/spec")).unwrap();
+    std::fs::write(a("projects/aurora/spec/spec.md"), "spec v1\n").unwrap();
+    std::fs::create_dir_all(a("gallery")).unwrap();
+    let photo: Vec<u8> =
+        (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    std::fs::write(a("gallery/photo-001.jpg"), &photo).unwrap();
+    std::fs::create_dir_all(a("inbox")).unwrap();
+    std::fs::write(a("inbox/deed.token"), "the deed").unwrap();
+
+    // Revocable: shown, read, follows an edit, then recalled.
+    let said = cli(&["share", s(&a("notes/ideas.md")), "--with", "bob", "--mode", "revocable"]);
+    assert!(said.starts_with("shared notes/ideas.md with bob (revocable)"), "{said}");
+    let took = wait_until(&bob, "ideas.md shows on bob", || {
+        read(&b("ideas.md")).as_deref() == Some(b"# ideas\n")
+    });
+    eprintln!("share -> cat on the peer: {took:?}");
+    // A reader that keeps the file open sees the edit on its next read.
+    let mut open = std::fs::File::open(b("ideas.md")).unwrap();
+    std::fs::write(a("notes/ideas.md"), "# ideas, edited\n").unwrap();
+    let took = wait_until(&bob, "the edit shows on bob", || {
+        let mut got = Vec::new();
+        open.seek(SeekFrom::Start(0)).unwrap();
+        open.read_to_end(&mut got).unwrap();
+        got == b"# ideas, edited\n"
+    });
+    eprintln!("edit -> read of an open file on the peer: {took:?}");
+    assert_eq!(xattr(&b("ideas.md"), "user.indra.access_mode").as_deref(), Some("revocable"));
+    let mode = std::fs::metadata(b("ideas.md")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o444);
+    let err = std::fs::write(b("ideas.md"), "mine now").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+    // Timed folder: a subtree, with a nested file; then it shows in `grants`.
+    cli(&["share", s(&a("projects/aurora")), "--with", "bob", "--mode", "timed", "--for", "7d"]);
+    wait_until(&bob, "aurora shows on bob", || {
+        read(&b("aurora/spec/spec.md")).as_deref() == Some(b"spec v1\n")
+    });
+    std::fs::write(a("projects/aurora/new.md"), "added").unwrap();
+    wait_until(&bob, "a file added to aurora shows", || {
+        read(&b("aurora/new.md")).as_deref() == Some(b"added")
+    });
+    assert!(xattr(&b("aurora"), "user.indra.expires_at").is_some());
+    let grants: Value = serde_json::from_str(&cli(&["grants", s(&alice.mnt), "--json"])).unwrap();
+    let modes: Vec<&str> =
+        grants.as_array().unwrap().iter().map(|g| g["mode"].as_str().unwrap()).collect();
+    assert!(modes.contains(&"timed") && modes.contains(&"revocable"), "{grants}");
+
+    // Permanent: recall is refused with a clear error.
+    cli(&["share", s(&a("gallery/photo-001.jpg")), "--with", "bob", "--mode", "permanent"]);
+    wait_until(&bob, "the photo arrives whole", || {
+        read(&b("photo-001.jpg")).as_deref() == Some(&photo[..])
+    });
+    let err = cli_err(&["recall", s(&a("gallery/photo-001.jpg"))]);
+    assert!(err.contains("permanent"), "{err}");
+
+    // Transfer: lands in bob's inbox as his own writable file, and leaves alice.
+    cli(&["share", s(&a("inbox/deed.token")), "--with", "bob", "--mode", "transfer"]);
+    let mine = bob.mnt.join("vault/inbox/deed.token");
+    wait_until(&bob, "the deed lands in bob's inbox", || {
+        read(&mine).as_deref() == Some(b"the deed")
+    });
+    wait_until(&alice, "the deed leaves alice", || !a("inbox/deed.token").exists());
+    std::fs::write(&mine, "bob's deed").unwrap();
+    assert!(xattr(&mine, "user.indra.received_from").is_some());
+
+    // Recall: gone from bob's view at once.
+    let said = cli(&["recall", s(&a("notes/ideas.md")), "--from", "bob"]);
+    assert!(said.starts_with("recalled notes/ideas.md from bob"), "{said}");
+    wait_until(&bob, "ideas.md leaves bob", || !b("ideas.md").exists());
+    let names: Vec<String> = std::fs::read_dir(bob.mnt.join("peers/alice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.contains(&"ideas.md".to_owned()), "{names:?}");
+
+    // Bad input: one line each.
+    assert!(
+        cli_err(&["share", s(&a("notes")), "--with", "nobody", "--mode", "revocable"])
+            .contains("no peer named nobody")
+    );
+    assert!(
+        cli_err(&["share", s(&a("notes")), "--with", "bob", "--mode", "timed"]).contains("--for")
+    );
+    assert!(
+        cli_err(&["share", s(&b("aurora")), "--with", "bob", "--mode", "permanent"])
+            .contains("shared on")
+    );
+}
+
+/// bob is away while alice edits, adds and recalls; when he mounts again, he converges.
+#[test]
+fn an_offline_peer_catches_up() {
+    let (da, db) = (Dirs::new(), Dirs::new());
+    let (alice, mut bob) = pair(&da, &db);
+    let a = |p: &str| alice.mnt.join("vault").join(p);
+    std::fs::create_dir_all(a("docs")).unwrap();
+    std::fs::write(a("docs/one.md"), "one").unwrap();
+    std::fs::write(a("solo.md"), "solo").unwrap();
+    cli(&["share", s(&a("docs")), "--with", "bob", "--mode", "revocable"]);
+    cli(&["share", s(&a("solo.md")), "--with", "bob", "--mode", "revocable"]);
+    let b = |m: &Mount, p: &str| m.mnt.join("peers/alice").join(p);
+    wait_until(&bob, "docs show on bob", || read(&b(&bob, "docs/one.md")).is_some());
+    wait_until(&bob, "solo shows on bob", || read(&b(&bob, "solo.md")).is_some());
+
+    bob.stop();
+    std::fs::write(a("docs/one.md"), "one, edited").unwrap();
+    std::fs::write(a("docs/two.md"), "two").unwrap();
+    cli(&["recall", s(&a("solo.md"))]);
+    let bob = Mount::start_as(&db, "bob", LOOPBACK, &[]);
+    // What arrived before stays readable with alice away; what changed converges.
+    wait_until(&bob, "bob converges", || {
+        read(&b(&bob, "docs/one.md")).as_deref() == Some(b"one, edited")
+            && read(&b(&bob, "docs/two.md")).as_deref() == Some(b"two")
+            && !b(&bob, "solo.md").exists()
+    });
+    drop(alice);
+    assert_eq!(read(&b(&bob, "docs/two.md")).as_deref(), Some(&b"two"[..]));
+}
