@@ -7,12 +7,12 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::store::meta::W;
 use crate::store::schema::{
-    META_FORMAT, META_PLAYER, PEERS, PEERS_V1, PeerRecordV1, PlayerRecord, TreeRecord, decode,
-    encode, u64_bytes,
+    GRANTS_V1, GrantV1, META_FORMAT, META_PLAYER, PEERS, PEERS_V1, PeerRecordV1, PlayerRecord,
+    TreeRecord, decode, encode, u64_bytes,
 };
 use crate::types::{
-    AccessGrant, AccessMode, Aggregate, AttentionKind, AttentionSwitchEvent, Peer, PeerState,
-    PlayerId, Timestamp,
+    AccessGrant, AccessMode, Aggregate, ArtifactId, AttentionKind, AttentionSwitchEvent, Peer,
+    PeerState, PlayerId, Timestamp,
 };
 use crate::vault::gc::FsckOptions;
 use crate::vault::handle::{Commit, Options, Vault};
@@ -149,4 +149,50 @@ fn a_format_4_store_moves_to_a_key() {
     assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
     drop(v);
     assert_eq!(open(dir.path()).unwrap().player(), key, "the key is kept");
+}
+
+/// A format 5 store's grants named artifacts; opening it as format 6 moves a tree's grant to
+/// its folder and drops a grant of a bare leaf.
+#[test]
+fn a_format_5_stores_grants_move_to_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bob = PlayerId([0xb0; 32]);
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    let (me, notes_node, notes_tree) = {
+        let v = open(dir.path()).unwrap();
+        let root = v.root_tree().unwrap();
+        let notes = v.create_tree(root.id, b"notes", None, t0, CC).unwrap();
+        (v.player(), notes.node, notes.id)
+    };
+    {
+        let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(GRANTS_V1).unwrap();
+            let mut put = |artifact: ArtifactId| {
+                let g = GrantV1 {
+                    artifact,
+                    grantee: bob,
+                    granted_by: me,
+                    mode: AccessMode::Revocable,
+                    granted_at: t0,
+                };
+                let mut key = [0u8; 33];
+                key[1..].copy_from_slice(artifact.bytes());
+                t.insert((&key, &bob.0), encode(&g).as_slice()).unwrap();
+            };
+            put(notes_tree);
+            put(ArtifactId::Blob([7; 32]));
+            let mut w = W::direct(&txn);
+            w.meta().unwrap().insert(META_FORMAT, u64_bytes(5).as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let v = open(dir.path()).unwrap();
+    let grants = v.grants(None).unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(
+        (grants[0].node, grants[0].grantee, grants[0].mode),
+        (notes_node, bob, AccessMode::Revocable)
+    );
 }
