@@ -40,7 +40,8 @@ pub struct Timeouts {
     pub handshake: Duration,
     /// Interval of our `Ping`s on an established connection.
     pub ping: Duration,
-    /// A connection that carries no frame for this long is closed.
+    /// A connection that carries no frame for this long is closed. A request stream that
+    /// makes no progress for this long is reset.
     pub idle: Duration,
     /// First reconnection delay; it doubles after each failure up to `backoff_max`.
     pub backoff_min: Duration,
@@ -87,6 +88,9 @@ pub struct Limits {
     pub pending_max: usize,
     /// A rejected or removed key is refused without a new request for this long.
     pub reject_memory: Duration,
+    /// Application requests from one peer served at once. It is also the peer's QUIC limit
+    /// on open request streams, so further requests wait on its side until one is done.
+    pub requests_per_session: usize,
 }
 
 impl Default for Limits {
@@ -101,6 +105,7 @@ impl Default for Limits {
             request_interval: Duration::from_secs(60),
             pending_max: 32,
             reject_memory: Duration::from_secs(3600),
+            requests_per_session: 32,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use indras_artifacts::Timestamp;
 
 use crate::book::BookError;
+use crate::wire::{MAX_REQUEST, close};
 
 /// Why a network operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +47,17 @@ pub enum NetError {
     Book(#[from] BookError),
     #[error("network is shutting down")]
     ShuttingDown,
+    /// No live session with the peer (named by its local name, or its id if unknown).
+    #[error("not connected to {0}")]
+    NotConnected(String),
+    #[error("request of {0} bytes exceeds the limit of {MAX_REQUEST} bytes")]
+    RequestTooLarge(usize),
+    /// The answer announced `.0` bytes, over the limit `.1` the caller allowed.
+    #[error("answer of {0} bytes exceeds the limit of {1} bytes")]
+    ResponseTooLarge(u64, usize),
+    /// The peer reset or stopped the request stream with this code (`wire::close`).
+    #[error("request reset by the peer: {} (code {code})", close::describe(*.0), code = .0)]
+    RequestReset(u64),
 }
 
 /// Makes a message safe for a one-line display: no control characters, bounded length.

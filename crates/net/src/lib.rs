@@ -1,14 +1,17 @@
 //! `indras-net`: the peer-to-peer layer of indras-fuse. Key identity, invitation tickets,
-//! peering, and one live, authenticated connection per peer, over iroh (QUIC).
+//! peering, one live, authenticated connection per peer, over iroh (QUIC), and application
+//! requests over those connections.
 //!
-//! [`Net`] is the whole API. It owns a tokio runtime of its own (two worker threads), so
-//! every method is called from plain threads and returns within its timeout; nothing here
-//! ever waits on the network inside a caller's thread without a bound.
+//! [`Net`] is the whole API, with [`Service`] for the application's side of requests. It
+//! owns a tokio runtime of its own (two worker threads), so every method is called from
+//! plain threads and returns within its timeout; nothing here ever waits on the network
+//! inside a caller's thread without a bound.
 //!
 //! Layers, each using only those below it:
 //! - [`wire`] (messages and framing), [`ticket`], [`names`], `gate` (admission control),
 //!   [`book`] (the persistence port), [`config`], [`status`], [`error`];
-//! - `node`: the endpoint, the handshake, sessions and reconnection;
+//! - `service`: the [`Service`] trait and both ends of one request stream;
+//! - `node`: the endpoint, the handshake, sessions, reconnection and request routing;
 //! - this file: the blocking facade and the start/stop lifecycle.
 //!
 //! Invariants:
@@ -16,6 +19,10 @@
 //!   TLS-authenticated endpoint id is its `PlayerId`. The secret is never logged or shown.
 //! - `Net::start` never fails: when the endpoint cannot start, the `Net` reports why in
 //!   [`Net::status`] and every command returns [`NetError::Unavailable`].
+//! - Requests travel only on live sessions, so only accepted peers send or serve them.
+//!   [`Net::request`] is bounded by its timeout; a request is at most [`MAX_REQUEST`] bytes
+//!   and an answer at most [`MAX_RESPONSE`], and inbound requests are served at most
+//!   `Limits::requests_per_session` at a time per peer.
 //!
 //! See `docs/NETWORK.md` for the protocol.
 
@@ -25,6 +32,7 @@ pub mod error;
 mod gate;
 pub mod names;
 mod node;
+mod service;
 pub mod status;
 pub mod ticket;
 pub mod wire;
@@ -36,15 +44,17 @@ use std::time::Duration;
 use indras_artifacts::PlayerId;
 use iroh::SecretKey;
 use iroh::protocol::Router;
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub use book::{BookError, MemoryBook, PeerBook};
 pub use config::{Config, Limits, Relay, Timeouts};
 pub use error::NetError;
 pub use indras_artifacts::{InviteCheck, Peer, PeerState};
 pub use names::validate_name;
+pub use service::Service;
 pub use status::{NetState, NetStatus, PeerStatus, Presence};
 pub use ticket::Ticket;
+pub use wire::{MAX_REQUEST, MAX_RESPONSE};
 
 use node::Node;
 
@@ -209,6 +219,53 @@ impl Net {
     /// Forgets peer `name` and closes its connection.
     pub fn remove(&self, name: &str) -> Result<(), NetError> {
         self.running()?.node.remove(name)
+    }
+
+    /// Sets the application's request handler. Call it once, after start (the service may
+    /// hold this `Net` to make requests of its own); a second call is ignored with a warning.
+    /// Until it is set, inbound requests are refused (the stream is reset with
+    /// `close::NO_SERVICE`). Sessions already live are announced to it through
+    /// [`Service::connected`] at once, later ones as they are installed.
+    ///
+    /// The `Net` keeps the service until it is dropped. A service holding an `Arc<Net>`
+    /// therefore keeps the `Net` alive; the owner must break that cycle (for example, the
+    /// service holds a `Weak<Net>`) for dropping the `Net` to shut it down.
+    pub fn set_service(&self, service: Arc<dyn Service>) {
+        match &self.mode {
+            Mode::On(r) => {
+                if !r.node.set_service(service) {
+                    warn!("a request service was already set; the new one is ignored");
+                }
+            }
+            Mode::Off { .. } => debug!("network not running; the request service is unused"),
+        }
+    }
+
+    /// Sends `request` to `peer` and returns its answer. Blocks at most `timeout`. Opens a
+    /// new stream on the peer's live session, so it may be called from many threads at
+    /// once (and from a thread of another runtime).
+    ///
+    /// Errors: [`NetError::RequestTooLarge`] over [`MAX_REQUEST`] (nothing is sent);
+    /// [`NetError::NotConnected`] without a live session; [`NetError::Timeout`];
+    /// [`NetError::ResponseTooLarge`] when the answer announces more than
+    /// `min(max_response, MAX_RESPONSE)` bytes (checked before it is read);
+    /// [`NetError::RequestReset`] when the peer refuses or fails the request (see the code);
+    /// [`NetError::Protocol`] for a malformed answer; [`NetError::Unreachable`] when the
+    /// connection is lost meanwhile.
+    pub fn request(
+        &self,
+        peer: PlayerId,
+        request: Vec<u8>,
+        max_response: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NetError> {
+        if request.len() > MAX_REQUEST {
+            return Err(NetError::RequestTooLarge(request.len()));
+        }
+        let r = self.running()?;
+        let Some(rt) = &r.rt else { return Err(NetError::ShuttingDown) };
+        let node = r.node.clone();
+        block_on(rt, timeout, node.request(peer, request, max_response))
     }
 
     /// A snapshot of the endpoint and every peer. Cheap; never touches the network.

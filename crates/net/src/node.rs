@@ -17,11 +17,16 @@
 //!   `Timeouts::idle` is closed.
 //! - Supervisors exist only for accepted peers and end when the peer is removed, rejected
 //!   or the node stops.
+//! - Application request streams are accepted only on a live session (so only from accepted
+//!   peers), at most `Limits::requests_per_session` at once; their tasks end with the session.
+//! - `Service::connected` is called once per installed session once a service is set: by
+//!   `install` when the service is already there, else by `set_service`. Both decide under
+//!   `state`, so none is missed and none is doubled.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use indras_artifacts::{InviteCheck, Peer, PeerState, PlayerId, Timestamp};
@@ -32,7 +37,8 @@ use iroh::endpoint::{
 use iroh::protocol::{AcceptError, IncomingFilterOutcome, ProtocolHandler, Router};
 use iroh::{Endpoint, EndpointAddr, PublicKey, RelayMode, RelayUrl, SecretKey, TransportAddr};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
@@ -41,15 +47,24 @@ use crate::config::{Config, Relay, Timeouts};
 use crate::error::{NetError, one_line};
 use crate::gate::{Bucket, Gate, RequestVerdict};
 use crate::names::{sanitize, unique, validate_name};
+use crate::service::{Service, ask, serve};
 use crate::status::{NetState, NetStatus, PeerStatus, Presence};
 use crate::ticket::{Ticket, secret_hash};
 use crate::wire::{
-    ALPN, Hello, MAX_ADDRS, MAX_CONTROL_FRAME, MAX_NAME_LEN, MIN_PROTOCOL_VERSION, Message,
-    PROTOCOL_VERSION, Refusal, Welcome, close, read_frame, write_frame,
+    ALPN, Hello, MAX_ADDRS, MAX_CONTROL_FRAME, MAX_NAME_LEN, MAX_RESPONSE, MIN_PROTOCOL_VERSION,
+    Message, PROTOCOL_VERSION, Refusal, Welcome, close, read_frame, write_frame,
 };
 
 /// Longest validity of a ticket.
 pub(crate) const MAX_TICKET_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Bytes a peer may have in flight to us over all streams of a connection. Bounds what a
+/// peer can make us buffer (the per-stream window is QUIC's default, 1.25 MB).
+const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// The control stream's send priority, above request streams (0), so pings and pongs are
+/// not queued behind large answers.
+const CONTROL_PRIORITY: i32 = 1;
 
 pub(crate) struct Node {
     pub(crate) id: PlayerId,
@@ -59,6 +74,9 @@ pub(crate) struct Node {
     timeouts: Timeouts,
     pending_max: usize,
     handshake_max: usize,
+    requests_max: usize,
+    /// The application's request handler; set once, after start.
+    service: OnceLock<Arc<dyn Service>>,
     handle: tokio::runtime::Handle,
     /// Peers and sessions. Taken before `gate`.
     state: Mutex<State>,
@@ -249,9 +267,12 @@ impl Node {
         peers: Vec<Peer>,
         cfg: Config,
     ) -> Result<(Arc<Node>, Router), String> {
+        // The control stream, plus one per request served at once.
+        let requests_max = cfg.limits.requests_per_session.clamp(1, 1024);
         let transport = QuicTransportConfig::builder()
-            .max_concurrent_bidi_streams(var(8))
+            .max_concurrent_bidi_streams(var(u32::try_from(requests_max + 1).unwrap_or(1025)))
             .max_concurrent_uni_streams(var(0))
+            .receive_window(var(RECEIVE_WINDOW))
             .build();
         let mut builder = match &cfg.relay {
             Relay::Default => Endpoint::builder(presets::N0),
@@ -289,6 +310,8 @@ impl Node {
             timeouts: cfg.timeouts,
             pending_max: cfg.limits.pending_max,
             handshake_max: cfg.limits.handshakes,
+            requests_max,
+            service: OnceLock::new(),
             handle: tokio::runtime::Handle::current(),
             state: Mutex::new(State::default()),
             gate: Mutex::new(Gate::new(cfg.limits, now)),
@@ -785,6 +808,9 @@ impl Node {
         info!(peer = %p.entry.name, "connected");
         self.ensure_supervisor(peer, p);
         p.wake();
+        if let Some(service) = self.service.get() {
+            self.tell_connected(service.clone(), peer);
+        }
         Some(sid)
     }
 
@@ -821,6 +847,7 @@ impl Node {
         mut recv: RecvStream,
     ) {
         let t = self.timeouts;
+        let _ = send.set_priority(CONTROL_PRIORITY);
         let outstanding: Mutex<Option<(u64, Instant)>> = Mutex::new(None);
         let (tx, mut rx) = mpsc::channel::<Message>(16);
         let mut stop = self.stopped();
@@ -878,12 +905,21 @@ impl Node {
             }
         };
         let streams = async {
-            // Only the control stream is in use; any other stream is refused.
+            // Every other stream is one application request. A slot is taken before the
+            // stream is accepted, so a peer with all slots busy waits (its further streams
+            // stay within its QUIC stream limit); the tasks are aborted with this future.
+            let slots = Arc::new(Semaphore::new(self.requests_max));
+            let mut tasks = JoinSet::new();
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return End::Remote };
+                while tasks.try_join_next().is_some() {}
                 match conn.accept_bi().await {
-                    Ok((mut s, mut r)) => {
-                        let _ = s.reset(var(close::PROTOCOL));
-                        let _ = r.stop(var(close::PROTOCOL));
+                    Ok((s, r)) => {
+                        let service = self.service.get().cloned();
+                        tasks.spawn(async move {
+                            serve(service, peer, s, r, t.idle).await;
+                            drop(slot);
+                        });
                     }
                     Err(_) => return End::Remote,
                 }
@@ -916,6 +952,53 @@ impl Node {
                 p.rtt = rtt;
             }
         }
+    }
+
+    // ----- application requests --------------------------------------------------------
+
+    /// Calls `Service::connected(peer)` on a blocking thread.
+    fn tell_connected(&self, service: Arc<dyn Service>, peer: PlayerId) {
+        drop(self.handle.spawn_blocking(move || service.connected(peer)));
+    }
+
+    /// Sets the service, once; tells it about the sessions already live. `false` when a
+    /// service was already set (the new one is dropped).
+    pub(crate) fn set_service(&self, service: Arc<dyn Service>) -> bool {
+        let st = self.state.lock();
+        if self.service.set(service).is_err() {
+            return false;
+        }
+        let Some(service) = self.service.get() else { return false };
+        for (id, p) in &st.peers {
+            if p.session.is_some() {
+                self.tell_connected(service.clone(), *id);
+            }
+        }
+        true
+    }
+
+    /// Sends `request` to `peer` on its live session and reads the answer, of at most
+    /// `max_response` bytes (and `MAX_RESPONSE`). The caller bounds it in time.
+    pub(crate) async fn request(
+        self: Arc<Self>,
+        peer: PlayerId,
+        request: Vec<u8>,
+        max_response: usize,
+    ) -> Result<Vec<u8>, NetError> {
+        let (conn, name) = {
+            let st = self.state.lock();
+            let Some(p) = st.peers.get(&peer) else {
+                return Err(NetError::NotConnected(peer.to_string()));
+            };
+            match &p.session {
+                Some(live) if live.conn.close_reason().is_none() => {
+                    (live.conn.clone(), p.entry.name.clone())
+                }
+                _ => return Err(NetError::NotConnected(p.entry.name.clone())),
+            }
+        };
+        let max = max_response.min(MAX_RESPONSE);
+        ask(&conn, &request, max).await.map_err(|e| e.into_net(&name, max))
     }
 
     // ----- commands --------------------------------------------------------------------

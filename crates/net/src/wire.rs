@@ -1,9 +1,12 @@
 //! The wire protocol spoken on our ALPN: message types, close codes, and length-prefixed
 //! framing.
 //!
-//! A frame is a 4-byte big-endian length followed by that many bytes of a postcard-encoded
-//! [`Message`]. Every read is bounded by a size limit checked *before* any payload is
-//! buffered, so a peer can never make us allocate more than the limit for one frame.
+//! A frame is a 4-byte big-endian length followed by that many bytes. On the control stream
+//! the bytes are a postcard-encoded [`Message`]; on an application request stream they are
+//! the application's own (one request frame, one answer frame, at most [`MAX_REQUEST`] and
+//! [`MAX_RESPONSE`] bytes). Every read is bounded by a size limit checked *before* any
+//! payload is buffered, so a peer can never make us allocate more than the limit for one
+//! frame.
 //!
 //! Invariants:
 //! - Messages only grow by appending enum variants and appending fields at the end of a
@@ -31,13 +34,20 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The largest control frame payload, in bytes.
 pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
 
+/// The largest application request, in bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// The largest application answer, in bytes.
+pub const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+
 /// Longest display name carried in a message, in bytes. Longer names are cut.
 pub const MAX_NAME_LEN: usize = 64;
 
 /// Most addresses carried in a message. Extra addresses are dropped.
 pub const MAX_ADDRS: usize = 16;
 
-/// Application close codes sent when we close a connection.
+/// Application close codes sent when we close a connection, reset a stream we send on, or
+/// stop one we receive on.
 pub mod close {
     /// A normal close: the work is done.
     pub const NORMAL: u32 = 0;
@@ -63,6 +73,35 @@ pub mod close {
     pub const BUSY: u32 = 10;
     /// The stream ended in the middle of a frame.
     pub const TRUNCATED: u32 = 11;
+    /// A request stream: the application does not serve requests (yet).
+    pub const NO_SERVICE: u32 = 12;
+    /// A request stream: the application failed to answer (it panicked, or its answer
+    /// exceeds [`super::MAX_RESPONSE`]).
+    pub const SERVICE_FAILED: u32 = 13;
+    /// A request stream: the requester gave up on it (its timeout passed).
+    pub const CANCELLED: u32 = 14;
+
+    /// A few words on what `code` means, for messages.
+    pub fn describe(code: u64) -> &'static str {
+        match u32::try_from(code) {
+            Ok(NORMAL) => "normal close",
+            Ok(PROTOCOL) => "protocol error",
+            Ok(FRAME_TOO_LARGE) => "frame too large",
+            Ok(UNSUPPORTED_VERSION) => "unsupported version",
+            Ok(REFUSED) => "refused",
+            Ok(HANDSHAKE_TIMEOUT) => "handshake timeout",
+            Ok(IDLE_TIMEOUT) => "idle timeout",
+            Ok(REPLACED) => "replaced by another connection",
+            Ok(REMOVED) => "removed",
+            Ok(SHUTDOWN) => "shutting down",
+            Ok(BUSY) => "busy",
+            Ok(TRUNCATED) => "truncated frame",
+            Ok(NO_SERVICE) => "no service to answer requests yet",
+            Ok(SERVICE_FAILED) => "the service failed to answer",
+            Ok(CANCELLED) => "cancelled",
+            _ => "unknown code",
+        }
+    }
 }
 
 /// Every message of the control stream.
