@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use indras_artifacts::{Commit, FsckOptions, Options, Progress, Timestamp, Vault};
 use indras_fuse::network::{NetworkState, NoNetwork, PeerJson, PeerStatus, peers_json};
-use indras_fuse::{MountConfig, MountError, MountSession, Status, is_mounted};
+use indras_fuse::{Invalidator, MountConfig, MountError, MountSession, Status, is_mounted};
 use indras_net::{Config as NetConfig, Net, Relay};
 use indras_share::Share;
 
@@ -339,7 +339,7 @@ fn mount(args: &MountArgs) -> Result<()> {
     ])
     .context("installing signal handlers")?;
     let net_slot: Arc<OnceLock<(Arc<Net>, Arc<Share>)>> = Arc::default();
-    let start_network = |vault: &Arc<Vault>, invalidator| -> Arc<dyn NetworkState> {
+    let start_network = |vault: &Arc<Vault>, invalidator: Invalidator| -> Arc<dyn NetworkState> {
         let key = vault.secret_key().to_bytes();
         let net = if args.no_network {
             Net::disabled(key, "--no-network")
