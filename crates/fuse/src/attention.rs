@@ -18,7 +18,8 @@ pub fn display_heat(x: f64) -> f64 {
     (x * 10_000.0).floor() / 10_000.0
 }
 
-/// Where attention gets the time: the system clock, or a test's.
+/// Where the mount gets the time (attention, and the end of the timed grants `peers/` shows):
+/// the system clock, or a test's.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Timestamp;
 }

@@ -31,11 +31,14 @@ pub use crate::types::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet};
 
 use crate::attention::{Attention, AttentionConfig, Clock, SystemClock};
 use crate::error::{FsError, FsResult};
-use crate::handles::{Handle, Handles};
+use crate::handles::{Handle, Handles, Source};
 use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
 use crate::types::BLKSIZE;
-use crate::view::{Change, EmptyView, Found, IndraView, ReadOnlyView, RootView, VaultView, View};
+use crate::view::{
+    Change, EmptyView, Found, IndraView, PeersView, ReadOnlyFile, ReadOnlyView, RootView,
+    VaultView, View,
+};
 
 /// Where `route` sends an inode.
 #[derive(Clone, Copy)]
@@ -64,7 +67,7 @@ pub struct VaultFs {
     root: RootView,
     vault: VaultView,
     indra: IndraView,
-    peers: EmptyView,
+    peers: PeersView,
     realms: EmptyView,
 }
 
@@ -96,13 +99,14 @@ impl VaultFs {
             store.set_attr(NodeId::ROOT, &attr, root.crtime, Commit::Durable)?;
         }
         let info = Arc::new(info);
+        let peers = PeersView::new(store.clone(), info.clone(), clock.clone());
         let attention = Arc::new(Attention::new(store.clone(), clock, config));
         let open = Arc::new(OpenFiles::new(store.clone()));
         Ok(VaultFs {
             root: RootView::new(info.clone()),
             vault: VaultView::new(store.clone(), attention.clone(), open.clone()),
             indra: IndraView::new(store.clone(), info.clone(), attention.clone(), open),
-            peers: EmptyView::new(info.clone(), inode::PEERS),
+            peers,
             realms: EmptyView::new(info.clone(), inode::REALMS),
             handles: Handles::default(),
             store,
@@ -151,7 +155,7 @@ impl VaultFs {
 
     /// How long the kernel may cache the attributes and entry of `ino`.
     pub(crate) fn ttl(&self, ino: u64) -> Duration {
-        self.route(ino).map_or(Duration::ZERO, |r| r.view().ttl())
+        self.route(ino).map_or(Duration::ZERO, |r| r.view().ttl(ino))
     }
 
     /// How long the kernel may cache the absence of a name from the directory `parent`.
@@ -264,8 +268,16 @@ impl VaultFs {
                 if changes {
                     return Err(v.refuse(Change::Modify));
                 }
-                let fh = self.handles.insert(Handle::Rendered(v.open(ino)?));
-                Ok(Opened { fh, keep_cache: false, direct_io: true, no_flush: true })
+                Ok(match v.open(ino)? {
+                    ReadOnlyFile::Rendered(data) => {
+                        let fh = self.handles.insert(Handle::Rendered(data));
+                        Opened { fh, keep_cache: false, direct_io: true, no_flush: true }
+                    }
+                    ReadOnlyFile::Streamed { keep_cache, direct_io } => {
+                        let fh = self.handles.insert(Handle::Streamed(ino));
+                        Opened { fh, keep_cache, direct_io, no_flush: true }
+                    }
+                })
             }
         }
     }
@@ -285,14 +297,24 @@ impl VaultFs {
     }
 
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        if let Some(data) = self.handles.rendered(fh)? {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
-            let end = start.saturating_add(size as usize).min(data.len());
-            return Ok(data[start..end].to_vec());
+        match self.handles.source(fh)? {
+            Source::Rendered(data) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                Ok(data[start..end].to_vec())
+            }
+            Source::Streamed(handle_ino) => {
+                debug_assert_eq!(handle_ino, ino);
+                match self.route(handle_ino)? {
+                    Route::ReadOnly(v) => v.read(handle_ino, offset, size),
+                    Route::Vault(_) => Err(FsError::errno(libc::EBADF)),
+                }
+            }
+            Source::File(handle_ino, open) => {
+                debug_assert_eq!(handle_ino, ino);
+                self.vault.read(handle_ino, &open, offset, size)
+            }
         }
-        let (handle_ino, open, _) = self.handles.file(fh)?;
-        debug_assert_eq!(handle_ino, ino);
-        self.vault.read(handle_ino, &open, offset, size)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
@@ -321,7 +343,7 @@ impl VaultFs {
     pub fn release(&self, fh: u64) -> FsResult<()> {
         match self.handles.remove(fh) {
             Some(Handle::File(h)) => self.vault.release(h),
-            Some(Handle::Dir | Handle::Rendered(_)) => Ok(()),
+            Some(Handle::Dir | Handle::Rendered(_) | Handle::Streamed(_)) => Ok(()),
             None => Err(FsError::errno(libc::EBADF)),
         }
     }
@@ -458,11 +480,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = fs(dir.path());
         let errno = |r: FsResult<()>| r.expect_err("refused").errno;
-        for (parent, add, remove_fixed, rename) in [
-            (inode::ROOT, libc::EPERM, libc::EBUSY, libc::EBUSY),
-            (inode::PEERS, libc::EROFS, libc::EROFS, libc::EROFS),
-            (inode::REALMS, libc::EROFS, libc::EROFS, libc::EROFS),
-            (inode::INDRA, libc::EROFS, libc::EROFS, libc::EROFS),
+        for (parent, add, remove_fixed, rename, link) in [
+            (inode::ROOT, libc::EPERM, libc::EBUSY, libc::EBUSY, libc::EPERM),
+            (inode::PEERS, libc::EROFS, libc::EROFS, libc::EROFS, libc::EROFS),
+            (inode::REALMS, libc::EROFS, libc::EROFS, libc::EROFS, libc::EPERM),
+            (inode::INDRA, libc::EROFS, libc::EROFS, libc::EROFS, libc::EPERM),
         ] {
             assert_eq!(errno(fs.mkdir(CTX, parent, b"d", 0o755).map(drop)), add);
             assert_eq!(errno(fs.create(CTX, parent, b"f", 0o644, 0).map(drop)), add);
@@ -475,7 +497,7 @@ mod tests {
             );
             assert_eq!(errno(fs.setxattr(parent, b"user.x", b"1", 0)), libc::EROFS);
             assert_eq!(errno(fs.removexattr(parent, b"user.x")), libc::EROFS);
-            assert_eq!(errno(fs.link(parent, inode::VAULT, b"h").map(drop)), libc::EPERM);
+            assert_eq!(errno(fs.link(parent, inode::VAULT, b"h").map(drop)), link);
             assert_eq!(
                 fs.getxattr(parent, b"user.indra.id").expect_err("none").errno,
                 libc::ENODATA
@@ -483,7 +505,80 @@ mod tests {
             assert_eq!(fs.listxattr(parent).expect("list"), b"");
         }
         assert_eq!(errno(fs.unlink(inode::ROOT, b"other")), libc::ENOENT);
+        assert_eq!(
+            errno(fs.mknod(CTX, inode::PEERS, b"n", libc::S_IFREG, 0).map(drop)),
+            libc::EROFS
+        );
         let e = fs.open(CTX, inode::STATUS_JSON, libc::O_WRONLY).expect_err("read-only");
         assert_eq!(e.errno, libc::EROFS);
+    }
+
+    /// Every change to a peer's folder or file, or moving anything into or out of `peers/`,
+    /// gives `EROFS`, a hard link of a peer's file included; reading goes through a handle
+    /// that reads the view.
+    #[test]
+    fn peers_entries_refuse_every_change_and_read_through_their_handle() {
+        use indras_artifacts::{AccessMode, PlayerId, SharedItem, SharedKind, Timestamp};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = fs(dir.path());
+        let now = Timestamp::now();
+        let bob = fs.store.mirror_ensure_peer(PlayerId([7; 32]), "bob").expect("peer");
+        let staged = fs.store.stage(b"hello").expect("stage");
+        let shared = |remote, label: &str, kind| SharedItem {
+            remote,
+            label: label.as_bytes().to_vec(),
+            kind,
+            size: 5,
+            mtime: now,
+            content: (kind == SharedKind::File).then_some(staged.hash),
+            grant: Some(AccessMode::Revocable),
+        };
+        let roots = [shared(1, "f", SharedKind::File), shared(2, "d", SharedKind::Dir)];
+        fs.store.mirror_apply(bob.id, &roots, now).expect("apply");
+        let f = fs.store.mirror_lookup(bob.id, b"f").expect("lookup").expect("f");
+        assert!(fs.store.mirror_set_content(f.id, &staged, now).expect("content"));
+        let (folder, file) = (inode::of_mirror(bob.id), inode::of_mirror(f.id));
+        let d = fs.lookup(folder, b"d").expect("d").ino;
+        let (mine, _) = fs.create(CTX, inode::VAULT, b"mine", 0o644, 0).expect("create");
+
+        let errno = |r: FsResult<()>| r.expect_err("refused").errno;
+        let truncate = SetAttrReq { size: Some(0), ..SetAttrReq::default() };
+        let chmod = SetAttrReq { mode: Some(0o777), ..SetAttrReq::default() };
+        let utimes = SetAttrReq { mtime: Some(TimeSet::Now), ..SetAttrReq::default() };
+        let chown = SetAttrReq { uid: Some(1), ..SetAttrReq::default() };
+        for ino in [inode::PEERS, folder, file, d] {
+            for req in [&truncate, &chmod, &utimes, &chown] {
+                assert_eq!(errno(fs.setattr(CTX, ino, req).map(drop)), libc::EROFS);
+            }
+            assert_eq!(errno(fs.setxattr(ino, b"user.x", b"1", 0)), libc::EROFS);
+            assert_eq!(errno(fs.removexattr(ino, b"user.indra.id")), libc::EROFS);
+        }
+        for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+            assert_eq!(errno(fs.open(CTX, file, flags).map(drop)), libc::EROFS);
+        }
+        for parent in [inode::PEERS, folder, d] {
+            assert_eq!(errno(fs.create(CTX, parent, b"n", 0o644, 0).map(drop)), libc::EROFS);
+            assert_eq!(errno(fs.mkdir(CTX, parent, b"n", 0o755).map(drop)), libc::EROFS);
+            assert_eq!(errno(fs.mknod(CTX, parent, b"n", libc::S_IFIFO, 0).map(drop)), libc::EROFS);
+            assert_eq!(errno(fs.symlink(CTX, parent, b"n", b"t").map(drop)), libc::EROFS);
+            assert_eq!(errno(fs.link(mine.ino, parent, b"n").map(drop)), libc::EROFS);
+            assert_eq!(errno(fs.rename(inode::VAULT, b"mine", parent, b"n", 0)), libc::EROFS);
+        }
+        assert_eq!(errno(fs.unlink(folder, b"f")), libc::EROFS);
+        assert_eq!(errno(fs.rmdir(folder, b"d")), libc::EROFS);
+        assert_eq!(errno(fs.rmdir(inode::PEERS, b"bob")), libc::EROFS);
+        assert_eq!(errno(fs.rename(folder, b"f", folder, b"g", 0)), libc::EROFS);
+        assert_eq!(errno(fs.rename(folder, b"f", inode::VAULT, b"g", 0)), libc::EROFS);
+        assert_eq!(errno(fs.rename(inode::PEERS, b"bob", inode::VAULT, b"b", 0)), libc::EROFS);
+        assert_eq!(errno(fs.link(file, inode::VAULT, b"h").map(drop)), libc::EROFS);
+        assert_eq!(errno(fs.link(file, folder, b"h").map(drop)), libc::EROFS);
+
+        let o = fs.open(CTX, file, libc::O_RDONLY).expect("open");
+        assert!(o.keep_cache && !o.direct_io && o.no_flush);
+        assert_eq!(fs.read(file, o.fh, 1, 3).expect("read"), b"ell");
+        assert_eq!(fs.write(o.fh, 0, b"x").expect_err("not a vault file").errno, libc::EISDIR);
+        fs.release(o.fh).expect("release");
+        assert_eq!(fs.read(file, o.fh, 0, 3).expect_err("released").errno, libc::EBADF);
+        assert_eq!(fs.getattr(file).expect("getattr").perm, 0o444);
     }
 }

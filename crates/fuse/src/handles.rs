@@ -17,6 +17,19 @@ pub(crate) enum Handle {
     Dir,
     /// A file of a read-only view, its content fixed when it was opened.
     Rendered(Arc<[u8]>),
+    /// A file of a read-only view that reads it at each `read` (its inode).
+    Streamed(u64),
+}
+
+/// What a read of a handle reads.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A vault file: its inode and open node.
+    File(u64, Arc<OpenNode>),
+    /// A read-only view's content fixed at open.
+    Rendered(Arc<[u8]>),
+    /// A read-only view's file, read from the view (its inode).
+    Streamed(u64),
 }
 
 #[derive(Debug)]
@@ -52,11 +65,13 @@ impl Handles {
         }
     }
 
-    /// The content of a read-only view's file handle; `None` for other handles.
-    pub(crate) fn rendered(&self, fh: u64) -> FsResult<Option<Arc<[u8]>>> {
+    /// What a read of `fh` reads. `EISDIR` for a directory's handle, `EBADF` for none.
+    pub(crate) fn source(&self, fh: u64) -> FsResult<Source> {
         match lock(&self.map).get(&fh) {
-            Some(Handle::Rendered(data)) => Ok(Some(data.clone())),
-            Some(_) => Ok(None),
+            Some(Handle::File(h)) => Ok(Source::File(h.ino, h.node.clone())),
+            Some(Handle::Rendered(data)) => Ok(Source::Rendered(data.clone())),
+            Some(Handle::Streamed(ino)) => Ok(Source::Streamed(*ino)),
+            Some(Handle::Dir) => Err(FsError::errno(libc::EISDIR)),
             None => Err(FsError::errno(libc::EBADF)),
         }
     }

@@ -54,6 +54,25 @@ pub const PEERS_ENTRIES: std::ops::Range<u64> = RANGE..2 * RANGE;
 /// Inodes of entries under `realms/`.
 pub const REALMS_ENTRIES: std::ops::Range<u64> = 2 * RANGE..3 * RANGE;
 
+/// The inode of mirror entry `id` (`Vault::mirror_entry`): `peers/` itself for
+/// `MirrorEntry::TOP`, else `PEERS_ENTRIES.start + id`. Mirror ids come from the store's node
+/// counter, so they stay below 2^56 as vault inodes do.
+pub fn of_mirror(id: NodeId) -> u64 {
+    if id == indras_artifacts::MirrorEntry::TOP { PEERS } else { PEERS_ENTRIES.start + id.0 }
+}
+
+/// The mirror entry behind a `peers/` inode: `MirrorEntry::TOP` for `peers/` itself; `None`
+/// for an inode outside `peers/`.
+pub fn mirror_of(ino: u64) -> Option<NodeId> {
+    match ino {
+        PEERS => Some(indras_artifacts::MirrorEntry::TOP),
+        i if PEERS_ENTRIES.contains(&i) && i > PEERS_ENTRIES.start => {
+            Some(NodeId(i - PEERS_ENTRIES.start))
+        }
+        _ => None,
+    }
+}
+
 /// The views of the mount, one for each part of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewId {
@@ -177,6 +196,13 @@ mod tests {
             assert_eq!(view_of(ino), view, "inode {ino}");
         }
         assert_eq!(PEERS_ENTRIES.start, VAULT_END);
+        let top = indras_artifacts::MirrorEntry::TOP;
+        assert_eq!((of_mirror(top), mirror_of(PEERS)), (PEERS, Some(top)));
+        assert_eq!(of_mirror(NodeId(40)), PEERS_ENTRIES.start + 40);
+        assert_eq!(mirror_of(PEERS_ENTRIES.start + 40), Some(NodeId(40)));
+        assert_eq!(mirror_of(PEERS_ENTRIES.start), None, "no entry has id 0 but TOP");
+        assert_eq!(mirror_of(40), None);
+        assert_eq!(mirror_of(REALMS_ENTRIES.start), None);
         assert_eq!(REALMS_ENTRIES.start, PEERS_ENTRIES.end);
     }
 }

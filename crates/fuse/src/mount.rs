@@ -4,7 +4,7 @@
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -310,19 +310,109 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
 
 /// Drops what the kernel caches of entries that changed without a request through
 /// the mount (what the daemon delivers, what peers change). Cheap to clone; before the mount
-/// is live and after it is gone, it does nothing. Never call it from inside a FUSE request
-/// about the same directory: the kernel waits for that request while holding the directory.
+/// is live and after it is gone, it does nothing.
+///
+/// `entry` calls the kernel at once: never call it from inside a FUSE request about the same
+/// directory, since the kernel waits for that request while holding the directory.
+/// `mirror_changed` only queues: a thread of the mount's own calls the kernel, so it may be
+/// called from anywhere. (Dropping an inode's pages waits for reads of them in flight, and
+/// such a read may itself be waiting for the content whose arrival is being reported.)
 #[derive(Clone, Debug, Default)]
-pub struct Invalidator(Arc<OnceLock<fuser::Notifier>>);
+pub struct Invalidator(Arc<Notify>);
+
+#[derive(Debug, Default)]
+struct Notify {
+    notifier: OnceLock<fuser::Notifier>,
+    /// Invalidations for the thread that sends them, from when the mount is live until it
+    /// stops.
+    queue: Mutex<Option<mpsc::Sender<Inval>>>,
+}
+
+/// One invalidation for the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Inval {
+    /// The entry `name` in the directory `parent`.
+    Entry { parent: u64, name: Vec<u8> },
+    /// An inode's attributes, and with `pages` its cached content as well.
+    Inode { ino: u64, pages: bool },
+}
+
+impl Inval {
+    fn send(&self, n: &fuser::Notifier) {
+        let result = match self {
+            Inval::Entry { parent, name } => {
+                n.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::from_bytes(name))
+            }
+            // Offset 0 and length 0: the whole file's pages; a negative offset: none of them.
+            Inval::Inode { ino, pages } => {
+                n.inval_inode(fuser::INodeNo(*ino), if *pages { 0 } else { -1 }, 0)
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(inval = ?self, error = %e, "invalidating failed");
+        }
+    }
+}
+
+/// What the kernel must drop after `changes`: for each entry touched, its name in its folder
+/// and the entry itself (attributes and pages); then each folder's attributes (its link count
+/// may have changed).
+fn mirror_invalidations(changes: &indras_artifacts::MirrorChanges) -> Vec<Inval> {
+    let mut out = Vec::with_capacity(changes.touched.len() * 2 + 1);
+    let mut folders = Vec::new();
+    for (id, parent, label) in &changes.touched {
+        let parent = crate::inode::of_mirror(*parent);
+        out.push(Inval::Entry { parent, name: label.clone() });
+        out.push(Inval::Inode { ino: crate::inode::of_mirror(*id), pages: true });
+        if !folders.contains(&parent) {
+            folders.push(parent);
+        }
+    }
+    out.extend(folders.into_iter().map(|ino| Inval::Inode { ino, pages: false }));
+    out
+}
 
 impl Invalidator {
-    /// The entry `name` in the directory `parent` (a vault inode).
+    /// The entry `name` in the directory `parent` (a vault inode), at once.
     pub fn entry(&self, parent: u64, name: &[u8]) {
-        if let Some(n) = self.0.get()
-            && let Err(e) = n.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::from_bytes(name))
-        {
-            tracing::debug!(parent, error = %e, "invalidating an entry failed");
+        if let Some(n) = self.0.notifier.get() {
+            Inval::Entry { parent, name: name.to_vec() }.send(n);
         }
+    }
+
+    /// Queues what the kernel must drop after a change to the mirror (`peers/`): each touched
+    /// entry's name in its folder (`peers/` for a peer's folder), the entry's attributes and
+    /// cached content, and its folder's attributes. Returns at once.
+    pub fn mirror_changed(&self, changes: &indras_artifacts::MirrorChanges) {
+        if changes.touched.is_empty() {
+            return;
+        }
+        let queue = self.0.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(queue) = queue.as_ref() else { return };
+        for inval in mirror_invalidations(changes) {
+            // The thread is gone only once the mount is: nothing is cached any more.
+            let _ = queue.send(inval);
+        }
+    }
+
+    /// The mount is live: keeps its notifier and starts the thread that sends queued
+    /// invalidations.
+    fn start(&self, notifier: fuser::Notifier) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel::<Inval>();
+        let n = notifier.clone();
+        std::thread::Builder::new().name("indras-invalidate".to_owned()).spawn(move || {
+            for inval in rx {
+                inval.send(&n);
+            }
+        })?;
+        let _ = self.0.notifier.set(notifier);
+        *self.0.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        Ok(())
+    }
+
+    /// The mount is gone: the thread ends once it has sent what was queued.
+    fn stop(&self) {
+        self.0.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 }
 
@@ -332,6 +422,7 @@ pub type StartNetwork<'a> = dyn Fn(&Arc<Vault>, Invalidator) -> Arc<dyn NetworkS
 /// A live mount.
 pub struct MountSession {
     fs: Arc<VaultFs>,
+    invalidator: Invalidator,
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
     stop: StopHandle,
@@ -405,7 +496,9 @@ impl MountSession {
         let session = fuser::Session::new(Adapter::new(fs.clone()), mp, &fcfg)
             .and_then(fuser::Session::spawn)
             .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
-        let _ = invalidator.0.set(session.notifier());
+        invalidator
+            .start(session.notifier())
+            .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
         raise_read_ahead(mp);
 
         let stop = StopHandle(Arc::new(Stop::default()));
@@ -421,6 +514,7 @@ impl MountSession {
         tracing::info!(mountpoint = %mp.display(), data_dir = %cfg.data_dir.display(), "mounted");
         Ok(MountSession {
             fs,
+            invalidator,
             session: Some(session),
             mountpoint: mp.clone(),
             stop,
@@ -473,6 +567,7 @@ impl MountSession {
                     .map_err(io::Error::from)?;
             }
         }
+        self.invalidator.stop();
         self.stop.stop();
         if let Some(f) = self.flusher.take() {
             let _ = f.join();
@@ -519,6 +614,40 @@ mod tests {
         assert_eq!((m.fs_type.as_str(), m.source.as_str()), ("ext4", "/dev/sda1"));
         let (opts, _) = mount_options(&MountConfig::new("/m", "/d", "p")).unwrap();
         assert!(opts.contains(&MountOption::FSName(FS_NAME.into())), "{opts:?}");
+    }
+
+    /// Each touched entry drops its name in its folder (`peers/` for a peer's folder) and its
+    /// own attributes and pages; each folder then drops its attributes, once.
+    #[test]
+    fn mirror_changes_invalidate_names_entries_and_folders() {
+        use crate::inode::{PEERS, PEERS_ENTRIES};
+        use indras_artifacts::{MirrorChanges, MirrorEntry, NodeId};
+        let changes = MirrorChanges {
+            touched: vec![
+                (NodeId(20), MirrorEntry::TOP, b"bob".to_vec()),
+                (NodeId(21), NodeId(20), b"a.txt".to_vec()),
+                (NodeId(22), NodeId(20), b"b.txt".to_vec()),
+            ],
+            ..MirrorChanges::default()
+        };
+        let e = |parent, name: &[u8]| Inval::Entry { parent, name: name.to_vec() };
+        let i = |ino, pages| Inval::Inode { ino, pages };
+        let bob = PEERS_ENTRIES.start + 20;
+        assert_eq!(
+            mirror_invalidations(&changes),
+            [
+                e(PEERS, b"bob"),
+                i(bob, true),
+                e(bob, b"a.txt"),
+                i(PEERS_ENTRIES.start + 21, true),
+                e(bob, b"b.txt"),
+                i(PEERS_ENTRIES.start + 22, true),
+                i(PEERS, false),
+                i(bob, false),
+            ]
+        );
+        // Before the mount is live (and after), nothing is queued and nothing fails.
+        Invalidator::default().mirror_changed(&changes);
     }
 
     #[test]

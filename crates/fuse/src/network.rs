@@ -6,10 +6,14 @@
 //! Invariants:
 //! - `snapshot` is cheap and never waits on the network (it copies what the network layer
 //!   last recorded), so rendering these files costs a FUSE request no network round trip.
+//! - `wait_ready` is the one call that may wait: a read of a file under `peers/` whose content
+//!   has not arrived waits there, bounded by its `limit`, in the request's own thread.
 //! - Peers are the store's records (`Vault::peers`), joined with the live figures by id: a
 //!   peer the network layer has not seen yet is shown offline.
 
-use indras_artifacts::{Peer, PeerState, PlayerId, Timestamp, Vault};
+use std::time::Duration;
+
+use indras_artifacts::{NodeId, Peer, PeerState, PlayerId, Timestamp, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::error::FsResult;
@@ -18,6 +22,14 @@ use crate::time::rfc3339;
 /// The network layer, as the mount sees it.
 pub trait NetworkState: Send + Sync + std::fmt::Debug {
     fn snapshot(&self) -> NetworkSnapshot;
+
+    /// Waits at most `limit` until the content of mirror entry `entry` (a file a peer shares,
+    /// `Vault::mirror_entry`) has arrived, asking for it first if it is not on its way.
+    /// Returns whether it arrived (`MirrorEntry::ready`). Without a network layer that
+    /// fetches, nothing arrives: `false` at once.
+    fn wait_ready(&self, _entry: NodeId, _limit: Duration) -> bool {
+        false
+    }
 }
 
 /// The network as it is now.

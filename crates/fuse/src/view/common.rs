@@ -17,8 +17,9 @@ use crate::types::{Attr, BLKSIZE, DirItem};
 /// again, after create, unlink, rename or link it replaces the entries involved. A repeated
 /// `stat` of an unchanged file therefore never reaches the daemon.
 pub(crate) const TTL: Duration = Duration::from_secs(60);
-/// For views whose answers change without a request through this mount (rendered files,
-/// which change size between renders; what peers grant): the kernel caches nothing.
+/// For views whose answers change without a request through this mount and without the
+/// daemon telling the kernel (rendered files, which change size between renders): the kernel
+/// caches nothing.
 pub(crate) const NO_TTL: Duration = Duration::ZERO;
 
 /// What a lookup found.
@@ -61,8 +62,9 @@ pub(crate) trait View: Send + Sync + std::fmt::Debug {
     /// The kernel dropped `n` lookups of `ino`.
     fn forget(&self, _ino: u64, _n: u64) {}
 
-    /// How long the kernel may cache the attributes and entries of this view's inodes.
-    fn ttl(&self) -> Duration;
+    /// How long the kernel may cache the attributes and entry of `ino`, one of this view's
+    /// inodes.
+    fn ttl(&self, ino: u64) -> Duration;
 
     /// How long the kernel may cache a name's absence from this view's directories; `None`:
     /// not at all.
@@ -86,10 +88,30 @@ pub(crate) enum Change<'a> {
     Link,
 }
 
+/// How a read-only view serves an opened file.
+#[derive(Debug)]
+pub(crate) enum ReadOnlyFile {
+    /// The whole content, fixed for the handle when it was opened; read with direct I/O.
+    Rendered(Arc<[u8]>),
+    /// Read from the view at each `read` (`ReadOnlyView::read`), at any offset.
+    Streamed {
+        /// Whether the kernel may keep the page cache from earlier opens.
+        keep_cache: bool,
+        /// Whether every read must reach the view (no page cache).
+        direct_io: bool,
+    },
+}
+
 /// A view that changes nothing.
 pub(crate) trait ReadOnlyView: View {
-    /// The content of the file `ino`, fixed for the handle being opened.
-    fn open(&self, ino: u64) -> FsResult<Arc<[u8]>>;
+    /// Opens the file `ino` for reading.
+    fn open(&self, ino: u64) -> FsResult<ReadOnlyFile>;
+
+    /// Up to `size` bytes of the file `ino` from `offset`, for a file opened as
+    /// `ReadOnlyFile::Streamed`.
+    fn read(&self, _ino: u64, _offset: u64, _size: u32) -> FsResult<Vec<u8>> {
+        Err(FsError::errno(libc::EBADF))
+    }
 
     /// The error `change` gets.
     fn refuse(&self, change: Change<'_>) -> FsError {

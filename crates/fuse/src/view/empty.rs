@@ -1,17 +1,15 @@
-//! A fixed folder of the mount with nothing in it yet: `peers/` (inode 3; what each peer
-//! grants us, one folder per peer, its entries to be numbered in `inode::PEERS_ENTRIES`) and
-//! `realms/` (inode 4; one folder per realm, holding the artifacts every member can access,
-//! numbered in `inode::REALMS_ENTRIES`). No peer grants anything and there are no realms yet.
-//! Read-only: every change gives `EROFS`. Their answers will change without a request from
-//! the kernel (when a peer grants or recalls, a member shares or leaves), so the kernel caches
-//! none of them.
+//! A fixed folder of the mount with nothing in it yet: `realms/` (inode 4; one folder per
+//! realm, holding the artifacts every member can access, numbered in
+//! `inode::REALMS_ENTRIES`). There are no realms yet. Read-only: every change gives `EROFS`.
+//! Its answers will change without a request from the kernel (when a member shares or
+//! leaves), so the kernel caches none of them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use indras_artifacts::NodeKind;
 
-use super::common::{Found, NO_TTL, ReadOnlyView, View, fixed_attr, fixed_listing};
+use super::common::{Found, NO_TTL, ReadOnlyFile, ReadOnlyView, View, fixed_attr, fixed_listing};
 use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::status::MountInfo;
@@ -48,13 +46,13 @@ impl View for EmptyView {
         Ok(fixed_listing(dir, inode::ROOT, offset, []))
     }
 
-    fn ttl(&self) -> Duration {
+    fn ttl(&self, _ino: u64) -> Duration {
         NO_TTL
     }
 }
 
 impl ReadOnlyView for EmptyView {
-    fn open(&self, ino: u64) -> FsResult<Arc<[u8]>> {
+    fn open(&self, ino: u64) -> FsResult<ReadOnlyFile> {
         self.getattr(ino)?;
         Err(FsError::errno(libc::EISDIR))
     }

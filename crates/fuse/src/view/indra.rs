@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use indras_artifacts::{AttentionKind, NodeKind, Timestamp, Vault};
 use serde::Serialize;
 
-use super::common::{Found, NO_TTL, ReadOnlyView, View, fixed_attr, fixed_listing};
+use super::common::{Found, NO_TTL, ReadOnlyFile, ReadOnlyView, View, fixed_attr, fixed_listing};
 use crate::attention::{Attention, display_heat};
 use crate::error::{FsError, FsResult};
 use crate::inode;
@@ -152,17 +152,17 @@ impl View for IndraView {
         Ok(fixed_listing(dir, inode::ROOT, offset, files))
     }
 
-    fn ttl(&self) -> Duration {
+    fn ttl(&self, _ino: u64) -> Duration {
         NO_TTL
     }
 }
 
 impl ReadOnlyView for IndraView {
-    fn open(&self, ino: u64) -> FsResult<Arc<[u8]>> {
+    fn open(&self, ino: u64) -> FsResult<ReadOnlyFile> {
         if ino == inode::INDRA {
             return Err(FsError::errno(libc::EISDIR));
         }
-        Ok(self.render(ino)?.into())
+        Ok(ReadOnlyFile::Rendered(self.render(ino)?.into()))
     }
 }
 

@@ -6,7 +6,7 @@
 //! | the mount's root | `root` | inode 1: its four fixed folders |
 //! | `vault/` | `vault` | the store's nodes, read-write |
 //! | `.indra/` | `indra` | the virtual files, rendered at open |
-//! | `peers/` | `empty` | what peers grant us (nothing yet) |
+//! | `peers/` | `peers` | what peers share with us (the store's mirror entries), read-only |
 //! | `realms/` | `empty` | realm views (none yet) |
 //!
 //! Every view answers the reading operations (`View`). Only the vault takes changes; every
@@ -17,11 +17,13 @@
 mod common;
 mod empty;
 mod indra;
+mod peers;
 mod root;
 mod vault;
 
-pub(crate) use common::{Change, Found, ReadOnlyView, View};
+pub(crate) use common::{Change, Found, ReadOnlyFile, ReadOnlyView, View};
 pub(crate) use empty::EmptyView;
 pub(crate) use indra::IndraView;
+pub(crate) use peers::PeersView;
 pub(crate) use root::RootView;
 pub(crate) use vault::VaultView;

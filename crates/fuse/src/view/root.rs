@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use indras_artifacts::NodeKind;
 
-use super::common::{Change, Found, ReadOnlyView, TTL, View, fixed_attr, fixed_listing, read_only};
+use super::common::{
+    Change, Found, ReadOnlyFile, ReadOnlyView, TTL, View, fixed_attr, fixed_listing, read_only,
+};
 use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::status::MountInfo;
@@ -54,13 +56,13 @@ impl View for RootView {
         Ok(fixed_listing(dir, inode::ROOT, offset, entries))
     }
 
-    fn ttl(&self) -> Duration {
+    fn ttl(&self, _ino: u64) -> Duration {
         TTL
     }
 }
 
 impl ReadOnlyView for RootView {
-    fn open(&self, _ino: u64) -> FsResult<Arc<[u8]>> {
+    fn open(&self, _ino: u64) -> FsResult<ReadOnlyFile> {
         Err(FsError::errno(libc::EISDIR))
     }
 

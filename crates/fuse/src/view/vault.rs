@@ -601,7 +601,7 @@ impl View for VaultView {
         }
     }
 
-    fn ttl(&self) -> Duration {
+    fn ttl(&self, _ino: u64) -> Duration {
         TTL
     }
 
