@@ -150,6 +150,12 @@ impl Observer for KernelCaches {
     fn mirror_changed(&self, changes: &MirrorChanges) {
         self.0.mirror_changed(changes);
     }
+
+    fn vault_entry_changed(&self, parent: NodeId, name: &[u8]) {
+        // Vault inodes are node ids; the fetcher is no FUSE request, so this may call the
+        // kernel at once.
+        self.0.entry(parent.0, name);
+    }
 }
 
 /// The mount's view of a running `Net`, and of the sharing engine over it.

@@ -50,6 +50,9 @@ pub trait Transport: Send + Sync + 'static {
 /// Told about every change to the mirror, to drop what the kernel caches of it.
 pub trait Observer: Send + Sync + 'static {
     fn mirror_changed(&self, changes: &MirrorChanges);
+    /// The vault's entry `name` in folder `parent` changed outside the mount (a transfer
+    /// was received).
+    fn vault_entry_changed(&self, parent: NodeId, name: &[u8]);
 }
 
 /// Fetch threads; each fetches up to `fetch::WINDOW` chunks of its file at once.
@@ -174,6 +177,17 @@ impl Share {
                     Err(e) => Response::Failed(e.to_string()),
                 };
                 proto::encode(&response)
+            }
+            Ok(Request::Received { node, content }) => {
+                let (answer, links) =
+                    self.inner.server.received(peer, node, content, Timestamp::now());
+                for (parent, name) in &links {
+                    self.inner.observer.vault_entry_changed(*parent, name);
+                }
+                if !links.is_empty() {
+                    info!(%peer, "a transfer completed: the file left this vault");
+                }
+                proto::encode(&answer)
             }
             Ok(req) => proto::encode(&self.inner.server.answer(peer, req, Timestamp::now())),
             Err(_) => proto::encode(&Response::Denied),
@@ -482,9 +496,11 @@ impl Inner {
                             content,
                         };
                         let staged = fetch_leaf(v, self, *peer, &file)?;
-                        let rec =
+                        let (rec, inbox, name) =
                             v.receive_transfer(*peer, item.remote, &item.label, staged, now)?;
                         info!(peer = %peer, node = ?rec.node, "received a transfer");
+                        self.observer.vault_entry_changed(NodeId::ROOT, b"inbox");
+                        self.observer.vault_entry_changed(inbox, &name);
                         rec
                     }
                 };

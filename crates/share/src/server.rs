@@ -113,14 +113,30 @@ impl Server {
             }
             // Announcements travel the other way; a server has nothing to do with one.
             Request::Changed { .. } => Response::Denied,
-            Request::Received { node, content } => {
-                match v.complete_transfer(NodeId(node), peer, content, now) {
-                    Ok(_) => Response::Ok,
-                    Err(Error::NotPermitted(..)) => Response::Denied,
-                    Err(e) => return Err(e),
-                }
-            }
+            // The engine lets go of a transfer (`Server::received`): it has the kernel's
+            // caches to drop too.
+            Request::Received { .. } => Response::Denied,
         })
+    }
+
+    /// `peer` holds all of transferred file `node` with content `content`: the file leaves
+    /// this vault. Returns the answer and the links removed.
+    pub fn received(
+        &self,
+        peer: PlayerId,
+        node: u64,
+        content: indras_artifacts::Hash,
+        now: Timestamp,
+    ) -> (Response, Vec<(NodeId, Vec<u8>)>) {
+        match self.vault.complete_transfer(NodeId(node), peer, content, now) {
+            Ok(links) => (Response::Ok, links),
+            Err(Error::NotPermitted(..)) => (Response::Denied, Vec::new()),
+            Err(e) if is_absent(&e) => (Response::Denied, Vec::new()),
+            Err(e) => {
+                warn!(%peer, error = %e, "failed to complete a transfer");
+                (Response::Failed(e.to_string()), Vec::new())
+            }
+        }
     }
 
     /// The live grants to `peer`, as it sees them.

@@ -66,6 +66,8 @@ impl Observer for Seen {
     fn mirror_changed(&self, changes: &MirrorChanges) {
         self.0.lock().unwrap().push(changes.clone());
     }
+
+    fn vault_entry_changed(&self, _parent: NodeId, _name: &[u8]) {}
 }
 
 struct Side {

@@ -157,8 +157,8 @@ impl Vault {
     }
 
     /// Completes a transfer of `node` to `grantee`, who confirms that it holds `content`:
-    /// the file leaves this vault (every link of it), and the grant ends. Returns whether
-    /// anything was removed; a second confirmation finds nothing. Refused if the grant is
+    /// the file leaves this vault (every link of it), and the grant ends. Returns the links
+    /// removed, as (folder, name); a second confirmation finds none. Refused if the grant is
     /// not a transfer, or the file's content is no longer `content` (it changed since).
     pub fn complete_transfer(
         &self,
@@ -166,9 +166,9 @@ impl Vault {
         grantee: PlayerId,
         content: Hash,
         now: Timestamp,
-    ) -> Result<bool> {
+    ) -> Result<Vec<(NodeId, Vec<u8>)>> {
         let Some(g) = self.grants(Some(node))?.into_iter().find(|g| g.grantee == grantee) else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
         if g.mode != AccessMode::Transfer {
             return Err(Error::NotPermitted(node, "not a transfer"));
@@ -191,13 +191,13 @@ impl Vault {
             w.grants()?.remove((node.0, &grantee.0))?;
             Ok(())
         })?;
-        for (parent, name) in links {
-            match self.remove(parent, &name, false, now, Commit::Durable) {
+        for (parent, name) in &links {
+            match self.remove(*parent, name, false, now, Commit::Durable) {
                 Ok(_) | Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        Ok(links)
     }
 
     /// Records a peer (or a pending connection request), replacing any record of the same
@@ -296,7 +296,7 @@ impl Vault {
     /// `inbox/` (named `label`, numbered if taken), with its provenance in xattrs
     /// (`user.indra.received_from`, `user.indra.original_steward`, `user.indra.received_at`),
     /// and the transfer is recorded. Durable before it returns, so the granter may then let
-    /// go of its copy.
+    /// go of its copy. Returns the record, and the inbox and name the file got.
     pub fn receive_transfer(
         &self,
         peer: PlayerId,
@@ -304,7 +304,7 @@ impl Vault {
         label: &[u8],
         staged: StagedLeaf,
         now: Timestamp,
-    ) -> Result<TransferRecord> {
+    ) -> Result<(TransferRecord, NodeId, Vec<u8>)> {
         let content = staged.hash;
         let root = self.node(NodeId::ROOT)?;
         let inbox = match self.lookup(NodeId::ROOT, INBOX) {
@@ -350,7 +350,7 @@ impl Vault {
             w.transfers()?.insert((&peer.0, remote), encode(&rec).as_slice())?;
             Ok(())
         })?;
-        Ok(rec)
+        Ok((rec, inbox.id, name))
     }
 
     /// Notes that the granter let go of a transfer we received.
