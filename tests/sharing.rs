@@ -177,7 +177,7 @@ fn each_mode_between_two_mounts() {
 #[test]
 fn an_offline_peer_catches_up() {
     let (da, db) = (Dirs::new(), Dirs::new());
-    let (alice, mut bob) = pair(&da, &db);
+    let (alice, bob) = pair(&da, &db);
     let a = |p: &str| alice.mnt.join("vault").join(p);
     std::fs::create_dir_all(a("docs")).unwrap();
     std::fs::write(a("docs/one.md"), "one").unwrap();

@@ -627,7 +627,9 @@ fn share(
     let mode = match (mode, for_, until) {
         ("timed", Some(d), None) => {
             let now = Timestamp::now();
-            ShareMode::Timed { until_secs: now.secs.saturating_add(d.as_secs() as i64) }
+            ShareMode::Timed {
+                until_secs: now.secs.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            }
         }
         ("timed", None, Some(t)) => {
             let t = chrono::DateTime::parse_from_rfc3339(&t)

@@ -98,7 +98,7 @@ pub fn fetch_leaf(
     let mut segment = |id: &Hash, bytes: u64, writer: &mut indras_artifacts::PayloadWriter| {
         let encoded = match vault.segment_bytes(id)? {
             Some(b) => b,
-            None => fetch_piece(t, peer, Request::Segment { file: file.clone(), segment: *id })?,
+            None => fetch_piece(t, peer, &Request::Segment { file: file.clone(), segment: *id })?,
         };
         let encoded = checked(encoded, id, "segment")?;
         let chunks = decode_chunk_list(&encoded).map_err(|e| FetchError::Corrupt(e.to_string()))?;
@@ -118,7 +118,7 @@ pub fn fetch_leaf(
         for (run, bytes) in refs {
             let encoded = match vault.run_bytes(&run)? {
                 Some(b) => b,
-                None => fetch_piece(t, peer, Request::Run { file: file.clone(), run })?,
+                None => fetch_piece(t, peer, &Request::Run { file: file.clone(), run })?,
             };
             let encoded = checked(encoded, &run, "run")?;
             let segs =
@@ -202,8 +202,8 @@ fn write_chunks(
     Ok(())
 }
 
-fn fetch_piece(t: &dyn Ask, peer: PlayerId, req: Request) -> Result<Vec<u8>, FetchError> {
-    match ask(t, peer, &req)? {
+fn fetch_piece(t: &dyn Ask, peer: PlayerId, req: &Request) -> Result<Vec<u8>, FetchError> {
+    match ask(t, peer, req)? {
         Response::Bytes(b) => Ok(b),
         other => Err(FetchError::Corrupt(format!("unexpected answer {}", kind(&other)))),
     }

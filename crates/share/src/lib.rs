@@ -418,9 +418,9 @@ impl Inner {
         }
         f.queued.insert(job.clone());
         if urgent {
-            f.queue.push_front(job)
+            f.queue.push_front(job);
         } else {
-            f.queue.push_back(job)
+            f.queue.push_back(job);
         }
         self.fetch_cv.notify_one();
     }

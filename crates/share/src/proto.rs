@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn garbage_never_decodes_into_a_panic() {
         for len in 0..64 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let bytes: Vec<u8> = (0..len).map(|i: u32| (i * 37 + 11) as u8).collect();
             let _ = decode::<Request>(&bytes);
             let _ = decode::<Response>(&bytes);
         }
