@@ -202,3 +202,78 @@ fn an_offline_peer_catches_up() {
     drop(alice);
     assert_eq!(read(&b(&bob, "docs/two.md")).as_deref(), Some(&b"two"[..]));
 }
+
+/// A hand-written client, peered with alice through a real ticket, asks for what it was not
+/// granted, in every form the protocol has: it gets the same refusal for all of it, and a
+/// recall holds from the next request on the same connection.
+#[test]
+fn a_peer_gets_only_what_it_was_granted() {
+    use indras_net::{Config, MemoryBook, Net};
+    use indras_share::proto::{self, FileRef, Request, Response};
+    use std::os::unix::fs::MetadataExt;
+
+    let da = Dirs::new();
+    let alice = Mount::start_as(&da, "alice", LOOPBACK, &[]);
+    let a = |p: &str| alice.mnt.join("vault").join(p);
+    std::fs::create_dir_all(a("secret")).unwrap();
+    let big: Vec<u8> =
+        (0..500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    std::fs::write(a("secret/key.bin"), &big).unwrap();
+    std::fs::write(a("open.txt"), "granted").unwrap();
+
+    let mut key = [0x6d; 32];
+    key[0] = 0x11;
+    let mallory =
+        Net::start(key, std::sync::Arc::new(MemoryBook::default()), Config::loopback("mallory"));
+    let ticket = cli(&["invite", s(&alice.mnt)]).trim().to_owned();
+    let peer = mallory.add_peer("alice", &ticket, Duration::from_secs(15)).expect("peering");
+    wait_until(&alice, "alice sees mallory", || connected(&alice, "mallory"));
+    let ask = |req: &Request| -> Response {
+        let answer = mallory
+            .request(peer.id, proto::encode(req), proto::MAX_RESPONSE, Duration::from_secs(10))
+            .expect("an answer");
+        proto::decode(&answer).expect("a response")
+    };
+
+    let ino = |p: &str| std::fs::metadata(a(p)).unwrap().ino();
+    let secret = FileRef {
+        dir: Some(ino("secret")),
+        name: b"key.bin".to_vec(),
+        node: ino("secret/key.bin"),
+        content: *blake3::hash(&big).as_bytes(),
+    };
+    assert_eq!(ask(&Request::Roots), Response::Roots(Vec::new()));
+    for req in [
+        Request::List { dir: ino("secret"), after: 0 },
+        Request::List { dir: 2, after: 0 },
+        Request::Layout { file: secret.clone() },
+        Request::Layout { file: FileRef { dir: None, ..secret.clone() } },
+        Request::Chunk { file: secret.clone(), index: 0 },
+        Request::Segment { file: secret.clone(), segment: [0; 32] },
+        Request::Run { file: secret.clone(), run: [0; 32] },
+        Request::Received { node: secret.node, content: secret.content },
+    ] {
+        assert_eq!(ask(&req), Response::Denied, "{req:?}");
+    }
+    // Garbage is refused, and the session goes on.
+    let answer =
+        mallory.request(peer.id, vec![0xff; 100], 1 << 20, Duration::from_secs(10)).unwrap();
+    assert_eq!(proto::decode::<Response>(&answer).unwrap(), Response::Denied);
+
+    // What it is granted, it gets; after a recall, the very next request is refused.
+    cli(&["share", s(&a("open.txt")), "--with", "mallory", "--mode", "revocable"]);
+    let open = FileRef {
+        dir: None,
+        name: b"open.txt".to_vec(),
+        node: ino("open.txt"),
+        content: *blake3::hash(b"granted").as_bytes(),
+    };
+    assert_eq!(ask(&Request::Layout { file: open.clone() }), Response::Inline(b"granted".to_vec()));
+    assert_eq!(ask(&Request::Layout { file: secret.clone() }), Response::Denied);
+    cli(&["recall", s(&a("open.txt"))]);
+    assert_eq!(ask(&Request::Layout { file: open }), Response::Denied);
+    // Its writes never reach alice's vault: a transfer confirmation for a file it was not
+    // given leaves the file where it is.
+    assert!(a("secret/key.bin").exists());
+    mallory.shutdown();
+}

@@ -158,7 +158,8 @@ impl Vault {
 
     /// Completes a transfer of `node` to `grantee`, who confirms that it holds `content`:
     /// the file leaves this vault (every link of it), and the grant ends. Returns the links
-    /// removed, as (folder, name); a second confirmation finds none. Refused if the grant is
+    /// removed, as (folder, name). Refused without a transfer grant to `grantee` (a second
+    /// confirmation finds the grant gone). Refused if the grant is
     /// not a transfer, or the file's content is no longer `content` (it changed since).
     pub fn complete_transfer(
         &self,
@@ -168,7 +169,7 @@ impl Vault {
         now: Timestamp,
     ) -> Result<Vec<(NodeId, Vec<u8>)>> {
         let Some(g) = self.grants(Some(node))?.into_iter().find(|g| g.grantee == grantee) else {
-            return Ok(Vec::new());
+            return Err(Error::NotPermitted(node, "no transfer of it to that peer"));
         };
         if g.mode != AccessMode::Transfer {
             return Err(Error::NotPermitted(node, "not a transfer"));
