@@ -114,26 +114,40 @@ pub fn fetch_leaf(
         next = next.saturating_add(chunks.len() as u32);
         write_chunks(vault, t, peer, file, first, &chunks, writer)
     };
-    if runs {
-        for (run, bytes) in refs {
-            let encoded = match vault.run_bytes(&run)? {
-                Some(b) => b,
-                None => fetch_piece(t, peer, &Request::Run { file: file.clone(), run })?,
-            };
-            let encoded = checked(encoded, &run, "run")?;
-            let segs =
-                decode_segment_list(&encoded).map_err(|e| FetchError::Corrupt(e.to_string()))?;
-            if segs.iter().map(|s| s.1).sum::<u64>() != bytes {
-                return Err(FetchError::Corrupt("a run's segments do not add up".into()));
+    let fetched = (|| -> Result<(), FetchError> {
+        if runs {
+            for (run, bytes) in refs {
+                let encoded = match vault.run_bytes(&run)? {
+                    Some(b) => b,
+                    None => fetch_piece(t, peer, &Request::Run { file: file.clone(), run })?,
+                };
+                let encoded = checked(encoded, &run, "run")?;
+                let segs = decode_segment_list(&encoded)
+                    .map_err(|e| FetchError::Corrupt(e.to_string()))?;
+                if segs.iter().map(|s| s.1).sum::<u64>() != bytes {
+                    return Err(FetchError::Corrupt("a run's segments do not add up".into()));
+                }
+                for (id, b) in segs {
+                    segment(&id, b, &mut writer)?;
+                }
             }
-            for (id, b) in segs {
+        } else {
+            for (id, b) in refs {
                 segment(&id, b, &mut writer)?;
             }
         }
-    } else {
-        for (id, b) in refs {
-            segment(&id, b, &mut writer)?;
+        Ok(())
+    })();
+    if let Err(e) = fetched {
+        // Every chunk written so far was checked: keep them, so a retry resumes.
+        if !matches!(e, FetchError::Local(_))
+            && writer.len() > 0
+            && let Ok(partial) = writer.finish()
+            && let Err(k) = vault.keep_partial(&partial)
+        {
+            tracing::debug!(error = %k, "could not keep a partial fetch");
         }
+        return Err(e);
     }
     let staged = writer.finish().map_err(|e| io_err(vault, e))?;
     if staged.hash != file.content {

@@ -59,8 +59,11 @@ pub trait Observer: Send + Sync + 'static {
 const FETCHERS: usize = 2;
 /// How often our own changes are looked at, and announced.
 const TICK: Duration = Duration::from_millis(100);
-/// Attempts at one file before it waits for the next sync.
+/// Attempts at one file, when a peer sends wrong bytes, before it waits to try again.
 const ATTEMPTS: u32 = 3;
+/// The first wait before a failed fetch is tried again; it doubles up to `RETRY_MAX`.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The sharing engine of one vault.
 pub struct Share {
@@ -95,6 +98,9 @@ struct Fetches {
     queue: VecDeque<Job>,
     queued: HashSet<Job>,
     running: usize,
+    /// Jobs that failed for the network or for wrong bytes: when to try again, and how many
+    /// tries failed.
+    retry: Vec<(Instant, Job, u32)>,
 }
 
 struct Inner {
@@ -302,6 +308,7 @@ impl Inner {
                 }
             }
             self.announce_local(&work.announce);
+            self.retry_due();
             if last_expiry.elapsed() >= Duration::from_secs(1) {
                 last_expiry = Instant::now();
                 self.expire();
@@ -441,15 +448,17 @@ impl Inner {
                 }
             };
             let mut attempt = 0;
+            let mut again = false;
             loop {
                 attempt += 1;
                 match self.run(&job) {
-                    Ok(()) => break,
+                    Ok(()) | Err(FetchError::Denied) => break,
                     Err(FetchError::Corrupt(why)) if attempt < ATTEMPTS => {
                         warn!(error = %why, "rejected wrong bytes from a peer; fetching again");
                     }
                     Err(e) => {
-                        info!(error = %e, "a shared file did not arrive; it is asked for again at the next sync");
+                        info!(error = %e, "a shared file did not arrive; asking again later");
+                        again = !matches!(e, FetchError::Local(_));
                         break;
                     }
                 }
@@ -457,6 +466,17 @@ impl Inner {
             let mut f = self.fetches.lock();
             f.running -= 1;
             f.queued.remove(&job);
+            if again {
+                let tries = f
+                    .retry
+                    .iter()
+                    .position(|(_, j, _)| *j == job)
+                    .map_or(0, |i| f.retry.swap_remove(i).2);
+                let wait = RETRY_MIN.saturating_mul(1 << tries.min(5)).min(RETRY_MAX);
+                f.retry.push((Instant::now() + wait, job, tries + 1));
+            } else {
+                f.retry.retain(|(_, j, _)| *j != job);
+            }
             drop(f);
             let _g = self.arrived_lock.lock();
             self.arrived.notify_all();
@@ -517,6 +537,34 @@ impl Inner {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Queues the failed fetches whose wait is over, of peers that are connected now (a
+    /// peer that connects again is synced in full, which queues its missing files anyway).
+    fn retry_due(&self) {
+        let now = Instant::now();
+        let due: Vec<Job> = {
+            let mut f = self.fetches.lock();
+            if f.retry.iter().all(|(at, ..)| *at > now) {
+                return;
+            }
+            let live = self.transport.connected();
+            let peer_of = |j: &Job| match j {
+                Job::Mirror { peer, .. } | Job::Transfer { peer, .. } => *peer,
+            };
+            f.retry
+                .iter_mut()
+                .filter(|(at, j, _)| *at <= now && live.contains(&peer_of(j)))
+                .map(|(at, j, _)| {
+                    // Asked again now; the count stays, for the next wait.
+                    *at = now + RETRY_MAX;
+                    j.clone()
+                })
+                .collect()
+        };
+        for job in due {
+            self.queue(job, false);
         }
     }
 

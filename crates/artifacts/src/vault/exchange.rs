@@ -222,6 +222,18 @@ impl Vault {
         self.payloads.read_chunk(id, id, len)
     }
 
+    /// Keeps the chunks of a fetch that stopped part way (`staged` holds what arrived): they
+    /// are recorded as an unreferenced leaf, so the next attempt finds them here and asks only
+    /// for the rest, and GC takes them after its grace period if nothing comes to use them.
+    pub fn keep_partial(&self, staged: &crate::payload::writer::StagedLeaf) -> Result<()> {
+        let now = crate::types::Timestamp::now();
+        self.write_fs(crate::vault::handle::Commit::CrashConsistent, |w| {
+            w.register_leaf(staged, now)
+        })?;
+        self.payloads.committed(staged);
+        Ok(())
+    }
+
     /// Every mirror entry of `peer`, for the sync that follows a connection.
     pub fn mirror_of(&self, peer: crate::types::PlayerId) -> Result<Vec<MirrorEntry>> {
         self.scan(&["mirror"], |r| {
