@@ -126,6 +126,8 @@ fn each_mode_between_two_mounts() {
         read(&b("aurora/new.md")).as_deref() == Some(b"added")
     });
     assert!(xattr(&b("aurora"), "user.indra.expires_at").is_some());
+    let ours = xattr(&a("projects/aurora"), "user.indra.access_mode").unwrap();
+    assert!(ours.starts_with("steward; bob: timed until "), "{ours}");
     let grants: Value = serde_json::from_str(&cli(&["grants", s(&alice.mnt), "--json"])).unwrap();
     let modes: Vec<&str> =
         grants.as_array().unwrap().iter().map(|g| g["mode"].as_str().unwrap()).collect();

@@ -81,7 +81,22 @@ impl Xattrs<'_> {
                 let dir = if node.kind == NodeKind::Dir { node.id } else { NodeId::ROOT };
                 self.vault.steward_of(dir)?.to_string()
             }
-            IndraXattr::AccessMode => "steward".to_owned(),
+            IndraXattr::AccessMode => {
+                // Ours, and the grants we gave of it: `steward; bob: revocable; carol: timed
+                // until 2026-12-13T10:00:00.000Z`.
+                let mut text = "steward".to_owned();
+                for g in self.vault.grants(Some(node.id))? {
+                    let who = match self.vault.peer(g.grantee)? {
+                        Some(p) => p.name,
+                        None => g.grantee.to_string(),
+                    };
+                    text.push_str(&format!("; {who}: {}", g.mode.name()));
+                    if let Some(t) = g.mode.expires_at() {
+                        text.push_str(&format!(" until {}", t.rfc3339()));
+                    }
+                }
+                text
+            }
             IndraXattr::Id => match node.artifact_id() {
                 Some(id) => indras_artifacts::hex(id.bytes()),
                 None => return Err(FsError::errno(libc::ENODATA)),
