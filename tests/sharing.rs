@@ -126,6 +126,11 @@ fn each_mode_between_two_mounts() {
         read(&b("aurora/new.md")).as_deref() == Some(b"added")
     });
     assert!(xattr(&b("aurora"), "user.indra.expires_at").is_some());
+    let sync: Value = serde_json::from_str(
+        &std::fs::read_to_string(alice.mnt.join(".indra/sync-status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sync["peers"][0]["granted"], 2, "{sync}");
     let ours = xattr(&a("projects/aurora"), "user.indra.access_mode").unwrap();
     assert!(ours.starts_with("steward; bob: timed until "), "{ours}");
     let grants: Value = serde_json::from_str(&cli(&["grants", s(&alice.mnt), "--json"])).unwrap();

@@ -104,6 +104,10 @@ pub struct PeerSync {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub last_error: Option<String>,
+    /// Files the peer shares with us whose content has not arrived yet.
+    pub queued: u64,
+    /// Our live grants to the peer.
+    pub granted: u64,
 }
 
 /// `.indra/sync-status.json`.
@@ -176,6 +180,9 @@ pub fn sync_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<SyncJson> {
     let mut peers = vault.peers()?;
     peers.retain(|p| p.state == PeerState::Accepted);
     peers.sort_by(|a, b| a.name.cmp(&b.name));
+    let missing = vault.mirror_missing()?;
+    let now = Timestamp::now();
+    let grants = vault.grants(None)?;
     Ok(SyncJson {
         network: NetworkJson::of(snap),
         peers: peers
@@ -189,6 +196,9 @@ pub fn sync_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<SyncJson> {
                     bytes_in: l.map_or(0, |l| l.bytes_in),
                     bytes_out: l.map_or(0, |l| l.bytes_out),
                     last_error: l.and_then(|l| l.last_error.clone()),
+                    queued: missing.iter().filter(|m| m.1 == p.id).count() as u64,
+                    granted: grants.iter().filter(|g| g.grantee == p.id && g.is_active(now)).count()
+                        as u64,
                 }
             })
             .collect(),
