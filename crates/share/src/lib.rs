@@ -411,6 +411,10 @@ impl Inner {
         if !changes.touched.is_empty() {
             self.observer.mirror_changed(changes);
             self.arrived.notify_all();
+            // What we share on of it changed too, for our own grantees.
+            let dirs: Vec<NodeId> = changes.touched.iter().map(|t| t.1).collect();
+            let ids: Vec<NodeId> = changes.touched.iter().map(|t| t.0).collect();
+            self.vault.changed(&dirs, &ids);
         }
     }
 
@@ -574,6 +578,7 @@ impl Inner {
             ..MirrorChanges::default()
         };
         self.observer.mirror_changed(&changes);
+        self.vault.changed(&[e.parent], &[e.id]);
     }
 
     /// How the peer names file entry `e` when we ask for it.

@@ -164,7 +164,7 @@ impl Server {
                 let direct = v.grants(Some(NodeId(f.node)))?;
                 let live =
                     direct.iter().any(|g: &AccessGrant| g.grantee == peer && g.is_active(now));
-                Ok(live && v.node(NodeId(f.node))?.content == Some(f.content))
+                Ok(live && v.shared_content(NodeId(f.node))? == Some(f.content))
             }
             Some(dir) => Ok(v.covering_grant(peer, NodeId(dir), now)?.is_some()
                 && v.shared_file_in(NodeId(dir), &f.name, NodeId(f.node), &f.content)?),

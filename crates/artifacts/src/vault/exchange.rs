@@ -67,13 +67,34 @@ fn item(node: &Node, label: &[u8], grant: Option<&AccessGrant>) -> Option<Shared
     })
 }
 
+/// How a mirror entry is described to a peer it is shared on with: by its id here, with the
+/// content that has arrived (a file still on its way is left out).
+fn mirror_item(e: &MirrorEntry, grant: Option<&AccessGrant>) -> Option<SharedItem> {
+    if e.remote == 0 || (e.kind == SharedKind::File && !e.ready()) {
+        return None;
+    }
+    Some(SharedItem {
+        remote: e.id.0,
+        label: e.label.clone(),
+        kind: e.kind,
+        size: if e.kind == SharedKind::File { e.size } else { 0 },
+        mtime: e.mtime,
+        content: e.have,
+        grant: grant.map(|g| g.mode),
+    })
+}
+
 impl Vault {
     /// A shared root as its grantee sees it: the node under the label it has in its folder.
     /// `None` if the node is gone, or is not a file or folder.
     pub fn shared_root(&self, grant: &AccessGrant) -> Result<Option<SharedItem>> {
         let node = match self.node(grant.node) {
             Ok(n) => n,
-            Err(Error::NoSuchNode(_)) => return Ok(None),
+            Err(Error::NoSuchNode(_)) => {
+                return Ok(self
+                    .mirror_entry(grant.node)?
+                    .and_then(|e| mirror_item(&e, Some(grant))));
+            }
             Err(e) => return Err(e),
         };
         let label = self.label_of(&node)?;
@@ -118,6 +139,12 @@ impl Vault {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<SharedItem>, Option<u64>)> {
+        if matches!(self.node(dir), Err(Error::NoSuchNode(_))) {
+            // A folder a peer shares with us, shared on: pages by entry id.
+            let page = self.mirror_list(dir, after, limit)?;
+            let next = (page.len() == limit).then(|| page.last().map_or(after, |e| e.id.0));
+            return Ok((page.iter().filter_map(|e| mirror_item(e, None)).collect(), next));
+        }
         let page = self.list(dir, after, limit)?;
         let next = (page.len() == limit).then(|| page.last().map_or(after, |e| e.position));
         let items = self.read_fs(|r| {
@@ -143,10 +170,27 @@ impl Vault {
         if crate::vault::namespace::validate_name(name).is_err() {
             return Ok(false);
         }
+        if matches!(self.node(dir), Err(Error::NoSuchNode(_))) {
+            return Ok(self
+                .mirror_lookup(dir, name)?
+                .is_some_and(|e| e.id == node && e.ready() && e.have == Some(*leaf)));
+        }
         self.read_fs(|r| match r.entry(dir, name)? {
             Some((child, _)) if child == node => Ok(r.node(child)?.content == Some(*leaf)),
             _ => Ok(false),
         })
+    }
+
+    /// The content a file we may share has now: a node's, or, for what a peer shares with us,
+    /// what has arrived of it.
+    pub fn shared_content(&self, id: NodeId) -> Result<Option<Hash>> {
+        match self.node(id) {
+            Ok(n) => Ok(n.content),
+            Err(Error::NoSuchNode(_)) => {
+                Ok(self.mirror_entry(id)?.filter(MirrorEntry::ready).and_then(|e| e.have))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The layout of leaf `leaf`.

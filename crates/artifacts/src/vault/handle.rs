@@ -229,7 +229,9 @@ impl Vault {
         c.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    pub(crate) fn changed(&self, dirs: &[NodeId], nodes: &[NodeId]) {
+    /// Notes a change for `take_changes`: folders whose entries changed, and nodes (or
+    /// mirror entries) whose content or attributes did.
+    pub fn changed(&self, dirs: &[NodeId], nodes: &[NodeId]) {
         let mut c = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = c.as_mut() {
             c.dirs.extend(dirs);

@@ -80,7 +80,7 @@ pub(crate) fn numbered(label: &[u8], n: u64) -> Vec<u8> {
 }
 
 impl W<'_> {
-    fn mirror_get(&mut self, id: NodeId) -> Result<Option<MirrorEntry>> {
+    pub(crate) fn mirror_get(&mut self, id: NodeId) -> Result<Option<MirrorEntry>> {
         self.mirror()?.get(id.0)?.map(|v| decode("mirror entry", v.value())).transpose()
     }
 

@@ -39,7 +39,15 @@ impl Vault {
         }
         let grant = AccessGrant { node, grantee, granted_by: self.player(), mode, granted_at: now };
         self.write_fs(commit, |w| {
-            let n = w.node(node)?;
+            let n = match w.node(node) {
+                Ok(n) => n,
+                Err(Error::NoSuchNode(_)) => {
+                    check_reshare(w, node, mode)?;
+                    w.grants()?.insert((node.0, &grantee.0), encode(&grant).as_slice())?;
+                    return Ok(grant.clone());
+                }
+                Err(e) => return Err(e),
+            };
             match n.kind {
                 _ if node == NodeId::ROOT => {
                     return Err(Error::NotPermitted(node, "the vault itself cannot be shared"));
@@ -147,9 +155,18 @@ impl Vault {
                         return Ok(Some(g));
                     }
                 }
-                match r.node(at)?.parent {
-                    Some(p) if p != at && at != NodeId::ROOT => at = p,
-                    _ => return Ok(None),
+                let up = match r.node(at) {
+                    Ok(n) => n.parent.filter(|p| *p != at && at != NodeId::ROOT),
+                    // What a peer shares with us, shared on: up to its shared root.
+                    Err(Error::NoSuchNode(_)) => match r.mirror_get(at)? {
+                        Some(e) if e.root != e.id => Some(e.parent),
+                        _ => None,
+                    },
+                    Err(e) => return Err(e),
+                };
+                match up {
+                    Some(p) => at = p,
+                    None => return Ok(None),
                 }
             }
             Ok(None)
@@ -280,6 +297,29 @@ impl Vault {
             Ok(InviteCheck::Valid)
         })
     }
+}
+
+/// Whether mirror entry `id` (what a peer shares with us) may be shared on in `mode`: only
+/// what a permanent grant gave us, never a peer's whole folder, and never as a transfer.
+fn check_reshare(w: &mut crate::store::meta::W<'_>, id: NodeId, mode: AccessMode) -> Result<()> {
+    let Some(e) = w.mirror_get(id)? else { return Err(Error::NoSuchNode(id)) };
+    if e.remote == 0 {
+        return Err(Error::NotPermitted(
+            id,
+            "a peer's folder cannot be shared; share what is in it",
+        ));
+    }
+    let root = if e.root == e.id { Some(e) } else { w.mirror_get(e.root)? };
+    if root.and_then(|r| r.grant) != Some(AccessMode::Permanent) {
+        return Err(Error::NotPermitted(
+            id,
+            "only what a permanent grant gave us may be shared on",
+        ));
+    }
+    if mode == AccessMode::Transfer {
+        return Err(Error::NotPermitted(id, "what a peer shares cannot be transferred"));
+    }
+    Ok(())
 }
 
 impl Vault {
