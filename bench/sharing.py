@@ -487,8 +487,10 @@ def size_label(n):
 
 def report(res, meta, out_dir):
     cfg = meta["config"]
+    la = meta["load_average_1min"]
     lines = [f"# indras-fuse sharing benchmark ({meta['date']})", "",
-             f"Machine: {meta['machine']}. Mode: {meta['mode']}. Command: `{meta['command']}`. "
+             f"Machine: {meta['machine']}; 1-minute load average {la[0]:.2f} at the start, "
+             f"{la[1]:.2f} at the end. Mode: {meta['mode']}. Command: `{meta['command']}`. "
              f"Commit: {meta['commit']}.", "",
              "Two mounts of the release binary on this machine, alice and bob, each with its "
              "own data dir, listening on 127.0.0.1 only (no relay), peered by `invite` and "
@@ -640,6 +642,7 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
 
     res, failures = {}, []
+    load_start = os.getloadavg()[0]
     alice, bob = pair(args.binary, work)
     try:
         alice.start()
@@ -673,6 +676,8 @@ def main():
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine_facts(),
+        # Other work on the machine shares its cores with both mounts and the reference.
+        "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "mode": "quick" if quick else "full",
         "command": args.command,
         "commit": git_commit(),
