@@ -502,7 +502,8 @@ def report(res, meta, out_dir):
     missed = []
     if "share_to_read" in res:
         q = res["share_to_read"]
-        rows.append(("`share` returns → `cat` on bob gives the content (a new small file; "
+        rows.append(("`share` returns → a read on bob (open, read to the end, as `cat` does) "
+                     "gives the content (a new small file; "
                      "recalled after each run)", f"{q['n']}",
                      f"median {ms(q['median_ms'])} ms, p95 {ms(q['p95_ms'])} ms "
                      f"(min {ms(q['min_ms'])}, max {ms(q['max_ms'])})", "—", ""))
