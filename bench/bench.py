@@ -116,6 +116,12 @@ def proc_cpu_seconds(pid):
         return None
 
 
+def machine_facts():
+    return (f"{os.cpu_count()} cores, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // GIB} GiB, "
+            f"kernel {os.uname().release}")
+
+
 class Target:
     """A filesystem under test: where to work, what backs it, which process serves it."""
 
@@ -706,9 +712,7 @@ def main():
                 shutil.rmtree(t.root, ignore_errors=True)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} cores, "
-                   f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // GIB} GiB, "
-                   f"kernel {os.uname().release}",
+        "machine": machine_facts(),
         "rounds": rounds,
         "mode": "quick" if quick else "full",
         "command": "bench/run.sh" + (" --quick" if quick else "") +
