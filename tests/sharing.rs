@@ -175,7 +175,7 @@ fn each_mode_between_two_mounts() {
         cli_err(&["share", s(&a("notes")), "--with", "bob", "--mode", "timed"]).contains("--for")
     );
     assert!(
-        cli_err(&["share", s(&b("aurora")), "--with", "bob", "--mode", "permanent"])
+        cli_err(&["share", s(&b("aurora")), "--with", "alice", "--mode", "permanent"])
             .contains("shared on")
     );
 }
@@ -338,4 +338,38 @@ fn a_transfer_cut_by_a_partition_completes_and_verifies() {
     }
     drop(bob);
     drop(alice);
+}
+
+/// What a permanent grant gave bob, bob may share on: carol reads alice's photo through bob.
+/// Anything else bob was given, he may not.
+#[test]
+fn a_permanent_grant_is_shared_on() {
+    let (da, db, dc) = (Dirs::new(), Dirs::new(), Dirs::new());
+    let (alice, bob) = pair(&da, &db);
+    let carol = Mount::start_as(&dc, "carol", LOOPBACK, &[]);
+    let ticket = cli(&["invite", s(&bob.mnt)]).trim().to_owned();
+    cli(&["peer", "add", "bob", &ticket, s(&carol.mnt)]);
+    wait_until(&carol, "carol sees bob", || connected(&carol, "bob"));
+    let photo: Vec<u8> =
+        (0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 5) as u8).collect();
+    std::fs::write(alice.mnt.join("vault/photo.jpg"), &photo).unwrap();
+    std::fs::write(alice.mnt.join("vault/draft.md"), "draft").unwrap();
+    cli(&["share", s(&alice.mnt.join("vault/photo.jpg")), "--with", "bob", "--mode", "permanent"]);
+    cli(&["share", s(&alice.mnt.join("vault/draft.md")), "--with", "bob", "--mode", "revocable"]);
+    let at_bob = bob.mnt.join("peers/alice");
+    wait_until(&bob, "bob has both", || {
+        read(&at_bob.join("photo.jpg")).as_deref() == Some(&photo[..])
+            && read(&at_bob.join("draft.md")).is_some()
+    });
+    let err =
+        cli_err(&["share", s(&at_bob.join("draft.md")), "--with", "carol", "--mode", "revocable"]);
+    assert!(err.contains("permanent"), "{err}");
+    let said =
+        cli(&["share", s(&at_bob.join("photo.jpg")), "--with", "carol", "--mode", "revocable"]);
+    assert!(said.starts_with("shared peers/alice/photo.jpg with carol"), "{said}");
+    wait_until(&carol, "carol reads the photo through bob", || {
+        read(&carol.mnt.join("peers/bob/photo.jpg")).as_deref() == Some(&photo[..])
+    });
+    let grants: Value = serde_json::from_str(&cli(&["grants", s(&bob.mnt), "--json"])).unwrap();
+    assert_eq!(grants[0]["path"], "peers/alice/photo.jpg", "{grants}");
 }

@@ -589,8 +589,9 @@ fn peer(command: PeerCmd) -> Result<()> {
     }
 }
 
-/// The mount holding `path`, and `path` from the vault's root: `~/indra/vault/notes/a.md`
-/// gives `["notes", "a.md"]`. Fails for a path outside a mount's `vault/`.
+/// The mount holding `path`, and `path` from the mount's root: `~/indra/vault/notes/a.md`
+/// gives `["vault", "notes", "a.md"]`. Fails for a path outside the mount's `vault/` and
+/// `peers/`.
 fn in_vault(path: &Path) -> Result<(VaultArgs, Vec<String>)> {
     let full = std::fs::canonicalize(path)
         .with_context(|| format!("{}: cannot resolve the path", path.display()))?;
@@ -600,19 +601,15 @@ fn in_vault(path: &Path) -> Result<(VaultArgs, Vec<String>)> {
         bail!("{} is not inside a mounted vault", path.display());
     };
     let rel = full.strip_prefix(&m.mountpoint).unwrap_or(&full);
-    let mut parts = rel.components().map(|c| c.as_os_str().to_str().map(str::to_owned));
-    match parts.next() {
-        Some(Some(v)) if v == "vault" => {}
-        Some(Some(p)) if p == "peers" || p == "realms" => bail!(
-            "{}: only a permanent grant may be shared on, and sharing on is not supported yet; copy the file into vault/ to share your own copy",
-            path.display()
-        ),
-        _ => bail!("{} is not inside the mount's vault/", path.display()),
-    }
+    let parts = rel.components().map(|c| c.as_os_str().to_str().map(str::to_owned));
     let names: Option<Vec<String>> = parts.collect();
     let names = names.ok_or_else(|| anyhow!("{}: a name is not UTF-8", path.display()))?;
-    if names.is_empty() {
-        bail!("the vault itself cannot be shared; share a file or folder in it");
+    match names.first().map(String::as_str) {
+        Some("vault" | "peers") if names.len() == 1 => {
+            bail!("{} itself cannot be shared; share a file or folder in it", names[0])
+        }
+        Some("vault" | "peers") => {}
+        _ => bail!("{} is not inside the mount's vault/ or peers/", path.display()),
     }
     Ok((VaultArgs { mountpoint: Some(m.mountpoint.clone()), ..VaultArgs::default() }, names))
 }
@@ -668,9 +665,9 @@ fn recall(path: &Path, from: Vec<String>) -> Result<()> {
 fn grants(path: Option<PathBuf>, mountpoint: Option<PathBuf>, json: bool) -> Result<()> {
     let (args, names) = match path {
         Some(p)
-            if std::fs::canonicalize(&p)
-                .ok()
-                .is_some_and(|full| full.components().any(|c| c.as_os_str() == "vault")) =>
+            if std::fs::canonicalize(&p).ok().is_some_and(|full| {
+                full.components().any(|c| c.as_os_str() == "vault" || c.as_os_str() == "peers")
+            }) =>
         {
             let (args, names) = in_vault(&p)?;
             (args, Some(names))

@@ -15,7 +15,11 @@ use indras_fuse::status::Live;
 use indras_fuse::{FsResult, Status, StopHandle, VaultFs};
 use indras_net::{Net, NetError};
 
-use indras_artifacts::{AccessMode, Commit, NodeId, Peer, PeerState, PlayerId, Timestamp};
+use std::collections::HashMap;
+
+use indras_artifacts::{
+    AccessMode, Commit, MirrorEntry, NodeId, Peer, PeerState, PlayerId, Timestamp,
+};
 use indras_share::Share;
 
 use super::protocol::{GrantJson, Request, Response, ShareMode};
@@ -44,18 +48,57 @@ impl MountHandler {
 }
 
 impl MountHandler {
-    /// The node at `path` (names from the vault's root).
+    /// The node at `path` (names from the mount's root: `vault/...`), or the mirror entry
+    /// (`peers/...`).
     fn resolve(&self, path: &[String]) -> Result<NodeId, String> {
-        let mut at = NodeId::ROOT;
-        for name in path {
-            at = self
-                .fs
-                .vault()
-                .lookup(at, name.as_bytes())
-                .map_err(|e| format!("{}: {e}", path.join("/")))?
-                .id;
+        let vault = self.fs.vault();
+        let missing = || format!("{}: no such file or folder", shown(path));
+        match path.split_first() {
+            Some((top, rest)) if top == "vault" => {
+                let mut at = NodeId::ROOT;
+                for name in rest {
+                    at = vault
+                        .lookup(at, name.as_bytes())
+                        .map_err(|e| format!("{}: {e}", shown(path)))?
+                        .id;
+                }
+                Ok(at)
+            }
+            Some((top, rest)) if top == "peers" => {
+                let mut at = MirrorEntry::TOP;
+                for name in rest {
+                    at = vault
+                        .mirror_lookup(at, name.as_bytes())
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(missing)?
+                        .id;
+                }
+                Ok(at)
+            }
+            _ => Err(missing()),
         }
-        Ok(at)
+    }
+
+    /// Where a node or mirror entry is, as `grants` shows it.
+    fn path_of(&self, id: NodeId, vault_paths: &HashMap<NodeId, Vec<u8>>) -> String {
+        if let Some(p) = vault_paths.get(&id) {
+            return String::from_utf8_lossy(p).into_owned();
+        }
+        let mut parts = Vec::new();
+        let mut at = id;
+        while let Ok(Some(e)) = self.fs.vault().mirror_entry(at) {
+            parts.push(String::from_utf8_lossy(&e.label).into_owned());
+            if e.parent == MirrorEntry::TOP || parts.len() > 4096 {
+                break;
+            }
+            at = e.parent;
+        }
+        if parts.is_empty() {
+            return format!("{id:?} (gone)");
+        }
+        parts.push("peers".into());
+        parts.reverse();
+        parts.join("/")
     }
 
     /// Our accepted peers named in `names`, or why one is not.
@@ -90,14 +133,14 @@ impl MountHandler {
         };
         for p in &peers {
             self.fs.vault().grant(node, p.id, mode, now, Commit::Durable).map_err(|e| {
-                format!("sharing {} with {}: {}", path.join("/"), p.name, grant_error(&e))
+                format!("sharing {} with {}: {}", shown(path), p.name, grant_error(&e))
             })?;
             self.share.grants_changed(p.id);
         }
         let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
         let until =
             mode.expires_at().map(|t| format!(" until {}", t.rfc3339())).unwrap_or_default();
-        Ok(format!("shared {} with {} ({}{until})", path.join("/"), names.join(", "), mode.name()))
+        Ok(format!("shared {} with {} ({}{until})", shown(path), names.join(", "), mode.name()))
     }
 
     fn recall(&self, path: &[String], from: &[String]) -> Result<String, String> {
@@ -120,7 +163,7 @@ impl MountHandler {
                 Err(e) => {
                     return Err(format!(
                         "recalling {} from {}: {}",
-                        path.join("/"),
+                        shown(path),
                         self.name_of(id),
                         grant_error(&e)
                     ));
@@ -130,11 +173,11 @@ impl MountHandler {
         if recalled.is_empty() {
             return Err(format!(
                 "{} is not shared{}",
-                path.join("/"),
+                shown(path),
                 if from.is_empty() { String::new() } else { format!(" with {}", from.join(", ")) }
             ));
         }
-        Ok(format!("recalled {} from {}", path.join("/"), recalled.join(", ")))
+        Ok(format!("recalled {} from {}", shown(path), recalled.join(", ")))
     }
 
     fn name_of(&self, id: PlayerId) -> String {
@@ -153,10 +196,7 @@ impl MountHandler {
         Ok(grants
             .into_iter()
             .map(|g| GrantJson {
-                path: paths.get(&g.node).map_or_else(
-                    || format!("{:?}", g.node),
-                    |p| String::from_utf8_lossy(p).into_owned(),
-                ),
+                path: self.path_of(g.node, &paths),
                 peer: self.name_of(g.grantee),
                 player_id: g.grantee.to_string(),
                 mode: g.mode.name().to_owned(),
@@ -164,6 +204,15 @@ impl MountHandler {
                 expires_at: g.mode.expires_at().map(|t| t.rfc3339()),
             })
             .collect())
+    }
+}
+
+/// A path from the mount's root as the user knows it: a vault path from the vault's root
+/// (`notes/ideas.md`), anything else whole (`peers/alice/photo.jpg`).
+fn shown(path: &[String]) -> String {
+    match path.split_first() {
+        Some((top, rest)) if top == "vault" => rest.join("/"),
+        _ => path.join("/"),
     }
 }
 

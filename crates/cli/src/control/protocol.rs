@@ -59,8 +59,9 @@ pub enum Request {
     PeerReject { name: String },
     /// Forget the peer `name` and close its connection.
     PeerRemove { name: String },
-    /// Grant the peers `with` (our names for them) access to the vault's file or folder at
-    /// `path` (its names from the vault's root), in `mode`.
+    /// Grant the peers `with` (our names for them) access to the file or folder at `path`
+    /// (its names from the mount's root: `vault/...`, or `peers/...` to share on what a
+    /// permanent grant gave us), in `mode`.
     Share { path: Vec<String>, with: Vec<String>, mode: ShareMode },
     /// Recall the grants of `path`: those to `from`, or all (`from` empty).
     Recall { path: Vec<String>, from: Vec<String> },
@@ -84,7 +85,7 @@ pub enum ShareMode {
 /// One grant we gave, as `grants` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantJson {
-    /// The file or folder, from the vault's root (`notes/ideas.md`).
+    /// The file or folder: from the vault's root (`notes/ideas.md`), or under `peers/`.
     pub path: String,
     /// Our name for the grantee (its player id when it is no longer a peer).
     pub peer: String,
