@@ -84,15 +84,16 @@ impl Xattrs<'_> {
             IndraXattr::AccessMode => {
                 // Ours, and the grants we gave of it: `steward; bob: revocable; carol: timed
                 // until 2026-12-13T10:00:00.000Z`.
+                use std::fmt::Write as _;
                 let mut text = "steward".to_owned();
                 for g in self.vault.grants(Some(node.id))? {
                     let who = match self.vault.peer(g.grantee)? {
                         Some(p) => p.name,
                         None => g.grantee.to_string(),
                     };
-                    text.push_str(&format!("; {who}: {}", g.mode.name()));
+                    let _ = write!(text, "; {who}: {}", g.mode.name());
                     if let Some(t) = g.mode.expires_at() {
-                        text.push_str(&format!(" until {}", t.rfc3339()));
+                        let _ = write!(text, " until {}", t.rfc3339());
                     }
                 }
                 text
