@@ -7,8 +7,11 @@
 //! that re-cuts and stores it exactly as a local write would. Memory stays near one window
 //! of chunks plus one segment's list, whatever the file's size.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::{Condvar, Mutex};
 
 use indras_artifacts::{
     CHUNK_MAX, FILE_SIZE_MAX, Hash, PlayerId, StagedLeaf, Vault, decode_chunk_list,
@@ -17,8 +20,16 @@ use indras_artifacts::{
 
 use crate::proto::{FileRef, Request, Response};
 
-/// Chunks fetched in parallel.
-pub const WINDOW: usize = 16;
+/// Chunks listed ahead of the writing, at most (about 256 MiB of content).
+const SPAN: usize = 4096;
+/// The most bytes, and chunks, asked for in one request.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_CHUNKS: usize = 64;
+/// Threads asking for batches of one file at once.
+const FETCHERS: usize = 4;
+/// Batches fetched ahead of the writing, at most: with `BATCH_BYTES`, what a file's fetch
+/// holds in memory.
+const AHEAD: usize = 8;
 
 /// Why a fetch failed.
 #[derive(Debug)]
@@ -94,8 +105,14 @@ pub fn fetch_leaf(
     let (runs, refs) = decode_leaf_list(&list).map_err(|e| FetchError::Corrupt(e.to_string()))?;
     let mut writer = vault.payload_writer();
     let mut total = 0u64;
-    let mut next = 0u32;
-    let mut segment = |id: &Hash, bytes: u64, writer: &mut indras_artifacts::PayloadWriter| {
+    // Chunks listed but not yet written, and the index in the file of the first of them.
+    let mut span: Vec<(Hash, u32)> = Vec::new();
+    let mut span_first = 0u32;
+    let mut segment = |id: &Hash,
+                       bytes: u64,
+                       writer: &mut indras_artifacts::PayloadWriter,
+                       span: &mut Vec<(Hash, u32)>,
+                       span_first: &mut u32| {
         let encoded = match vault.segment_bytes(id)? {
             Some(b) => b,
             None => fetch_piece(t, peer, &Request::Segment { file: file.clone(), segment: *id })?,
@@ -110,9 +127,13 @@ pub fn fetch_leaf(
         if total > FILE_SIZE_MAX {
             return Err(FetchError::Corrupt("the file is larger than the largest file".into()));
         }
-        let first = next;
-        next = next.saturating_add(chunks.len() as u32);
-        write_chunks(vault, t, peer, file, first, &chunks, writer)
+        span.extend(chunks);
+        if span.len() >= SPAN {
+            write_span(vault, t, peer, file, *span_first, span, writer)?;
+            *span_first = span_first.saturating_add(span.len() as u32);
+            span.clear();
+        }
+        Ok(())
     };
     let fetched = (|| -> Result<(), FetchError> {
         if runs {
@@ -128,20 +149,20 @@ pub fn fetch_leaf(
                     return Err(FetchError::Corrupt("a run's segments do not add up".into()));
                 }
                 for (id, b) in segs {
-                    segment(&id, b, &mut writer)?;
+                    segment(&id, b, &mut writer, &mut span, &mut span_first)?;
                 }
             }
         } else {
             for (id, b) in refs {
-                segment(&id, b, &mut writer)?;
+                segment(&id, b, &mut writer, &mut span, &mut span_first)?;
             }
         }
-        Ok(())
+        write_span(vault, t, peer, file, span_first, &span, &mut writer)
     })();
     if let Err(e) = fetched {
         // Every chunk written so far was checked: keep them, so a retry resumes.
         if !matches!(e, FetchError::Local(_))
-            && writer.len() > 0
+            && !writer.is_empty()
             && let Ok(partial) = writer.finish()
             && let Err(k) = vault.keep_partial(&partial)
         {
@@ -156,10 +177,45 @@ pub fn fetch_leaf(
     Ok(staged)
 }
 
-/// Writes `chunks` (the file's chunks from number `first` on) into `writer`, in order:
-/// each from this vault when it has it, else from the peer, `WINDOW` requests at a time.
+/// What one step of a span is: chunks this vault has, or a run of chunks to ask for in one
+/// request.
+#[derive(Clone, Copy, Debug)]
+enum Unit {
+    Local { start: usize, count: usize },
+    Remote { start: usize, count: usize },
+}
+
+/// Splits `chunks` into units: runs of chunks this vault has, and runs it lacks of at most
+/// `BATCH_BYTES` (or `BATCH_CHUNKS`) each.
+fn plan(vault: &Vault, chunks: &[(Hash, u32)]) -> Result<Vec<Unit>, FetchError> {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut bytes = 0usize;
+    for (i, (id, len)) in chunks.iter().enumerate() {
+        let local = vault.has_chunk(id)?;
+        match (units.last_mut(), local) {
+            (Some(Unit::Local { count, .. }), true) => *count += 1,
+            (Some(Unit::Remote { count, .. }), false)
+                if bytes + *len as usize <= BATCH_BYTES && *count < BATCH_CHUNKS =>
+            {
+                *count += 1;
+                bytes += *len as usize;
+            }
+            (_, true) => units.push(Unit::Local { start: i, count: 1 }),
+            (_, false) => {
+                units.push(Unit::Remote { start: i, count: 1 });
+                bytes = *len as usize;
+            }
+        }
+    }
+    Ok(units)
+}
+
+/// Writes `chunks` (the file's chunks from number `first` on) into `writer`, in order. Chunks
+/// this vault has are read here; the others are asked for in batches by `FETCHERS` threads,
+/// at most `AHEAD` batches ahead of the writing, each chunk checked by the thread that
+/// fetched it.
 #[allow(clippy::too_many_arguments)]
-fn write_chunks(
+fn write_span(
     vault: &Vault,
     t: &dyn Ask,
     peer: PlayerId,
@@ -168,52 +224,129 @@ fn write_chunks(
     chunks: &[(Hash, u32)],
     writer: &mut indras_artifacts::PayloadWriter,
 ) -> Result<(), FetchError> {
-    for (w, window) in chunks.chunks(WINDOW).enumerate() {
-        let base = first + (w * WINDOW) as u32;
-        let mut got: Vec<Option<Arc<Vec<u8>>>> = Vec::with_capacity(window.len());
-        for (id, len) in window {
-            got.push(if vault.has_chunk(id)? { Some(vault.chunk(id, *len)?) } else { None });
-        }
-        let missing: Vec<usize> = (0..window.len()).filter(|&i| got[i].is_none()).collect();
-        let fetched: Vec<Result<Vec<u8>, FetchError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = missing
-                .iter()
-                .map(|&i| {
-                    let (id, len) = window[i];
-                    let req = Request::Chunk { file: file.clone(), index: base + i as u32 };
-                    s.spawn(move || match ask(t, peer, &req)? {
-                        Response::Chunk { id: got, bytes } if got == id => {
-                            let bytes = checked(bytes, &id, "chunk")?;
-                            if bytes.len() == len as usize {
-                                Ok(bytes)
-                            } else {
-                                Err(FetchError::Corrupt("a chunk has the wrong length".into()))
-                            }
-                        }
-                        Response::Chunk { .. } => {
-                            Err(FetchError::Corrupt("a chunk is not the one asked for".into()))
-                        }
-                        other => {
-                            Err(FetchError::Corrupt(format!("unexpected answer {}", kind(&other))))
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| Err(FetchError::Unavailable("fetch failed".into())))
-                })
-                .collect()
-        });
-        for (&i, r) in missing.iter().zip(fetched) {
-            got[i] = Some(Arc::new(r?));
-        }
-        for bytes in got.into_iter().flatten() {
-            writer.write_all(&bytes).map_err(|e| io_err(vault, e))?;
-        }
+    if chunks.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let units = plan(vault, chunks)?;
+    let remote: Vec<usize> =
+        (0..units.len()).filter(|&i| matches!(units[i], Unit::Remote { .. })).collect();
+    // Results of remote units, by position in `remote`; `written` counts remote units the
+    // writer has taken, so fetchers stay at most `AHEAD` ahead of it.
+    struct Shared {
+        results: HashMap<usize, Result<Vec<Vec<u8>>, FetchError>>,
+        written: usize,
+        failed: bool,
+    }
+    let shared = Mutex::new(Shared { results: HashMap::new(), written: 0, failed: false });
+    let ready = Condvar::new();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<(), FetchError> {
+        for _ in 0..FETCHERS.min(remote.len()) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    if k >= remote.len() {
+                        return;
+                    }
+                    {
+                        let mut g = shared.lock();
+                        while k >= g.written + AHEAD && !g.failed {
+                            ready.wait(&mut g);
+                        }
+                        if g.failed {
+                            return;
+                        }
+                    }
+                    let Unit::Remote { start, count } = units[remote[k]] else { continue };
+                    let got =
+                        fetch_batch(t, peer, file, first, start, &chunks[start..start + count]);
+                    let mut g = shared.lock();
+                    g.failed |= got.is_err();
+                    g.results.insert(k, got);
+                    ready.notify_all();
+                }
+            });
+        }
+        let mut k = 0;
+        let out = (|| {
+            for unit in &units {
+                match *unit {
+                    Unit::Local { start, count } => {
+                        for (id, len) in &chunks[start..start + count] {
+                            let bytes = vault.chunk(id, *len)?;
+                            writer.write_all(&bytes).map_err(|e| io_err(vault, e))?;
+                        }
+                    }
+                    Unit::Remote { .. } => {
+                        let got = {
+                            let mut g = shared.lock();
+                            loop {
+                                if let Some(r) = g.results.remove(&k) {
+                                    break r;
+                                }
+                                // A failed batch stops the others: take its error.
+                                let failed = g.failed.then(|| {
+                                    g.results.iter().find(|(_, r)| r.is_err()).map(|(k, _)| *k)
+                                });
+                                if let Some(Some(bad)) = failed {
+                                    break g.results.remove(&bad).expect("found");
+                                }
+                                ready.wait(&mut g);
+                            }
+                        };
+                        for bytes in got? {
+                            writer.write_all(&bytes).map_err(|e| io_err(vault, e))?;
+                        }
+                        k += 1;
+                        shared.lock().written = k;
+                        ready.notify_all();
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if out.is_err() {
+            shared.lock().failed = true;
+            next.store(usize::MAX / 2, Ordering::SeqCst);
+            ready.notify_all();
+        }
+        out
+    })
+}
+
+/// Asks for `chunks`, the file's chunks from number `first + start` on, in one request, and
+/// checks each against its id and length.
+fn fetch_batch(
+    t: &dyn Ask,
+    peer: PlayerId,
+    file: &FileRef,
+    first: u32,
+    start: usize,
+    chunks: &[(Hash, u32)],
+) -> Result<Vec<Vec<u8>>, FetchError> {
+    let req = Request::Chunks {
+        file: file.clone(),
+        from: first + start as u32,
+        count: chunks.len() as u32,
+    };
+    let got = match ask(t, peer, &req)? {
+        Response::Chunks(got) => got,
+        other => return Err(FetchError::Corrupt(format!("unexpected answer {}", kind(&other)))),
+    };
+    if got.len() != chunks.len() {
+        return Err(FetchError::Corrupt("a batch of chunks has the wrong count".into()));
+    }
+    got.into_iter()
+        .zip(chunks)
+        .map(|(bytes, (id, len))| {
+            let bytes = checked(bytes.into_vec(), id, "chunk")?;
+            if bytes.len() == *len as usize {
+                Ok(bytes)
+            } else {
+                Err(FetchError::Corrupt("a chunk has the wrong length".into()))
+            }
+        })
+        .collect()
 }
 
 fn fetch_piece(t: &dyn Ask, peer: PlayerId, req: &Request) -> Result<Vec<u8>, FetchError> {
@@ -231,6 +364,7 @@ pub(crate) fn kind(r: &Response) -> &'static str {
         Response::List(_) => "list",
         Response::Bytes(_) => "bytes",
         Response::Chunk { .. } => "chunk",
+        Response::Chunks(_) => "chunks",
         Response::Ok => "ok",
         Response::Denied => "denied",
         Response::Failed(_) => "failed",

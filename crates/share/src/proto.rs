@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 /// The most entries in one page of a folder listing.
 pub const PAGE: usize = 1000;
 
-/// The largest response a client accepts: a page of entries, or one chunk with framing.
+/// The largest response a client accepts: a page of entries, or a batch of chunks.
 pub const MAX_RESPONSE: usize = 4 << 20;
+
+/// The most content bytes one `Chunks` request may ask for.
+pub const MAX_BATCH: u64 = 2 << 20;
 
 /// A file as the requester saw it: in a shared folder (`dir`, under the granter's label
 /// `name`), or shared on its own (`dir` is `None`), with the content it expects.
@@ -46,6 +49,9 @@ pub enum Request {
     Changed { roots: bool, dirs: Vec<u64> },
     /// I hold all of transferred file `node`, whose content is `content`: let go of it.
     Received { node: u64, content: Hash },
+    /// Chunks number `from` to `from + count - 1` of the file, at most `MAX_BATCH` bytes in
+    /// all. Answered with `Chunks`.
+    Chunks { file: FileRef, from: u32, count: u32 },
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -56,11 +62,11 @@ pub enum Response {
         next: Option<u64>,
     },
     /// The whole content of a small file.
-    Inline(Vec<u8>),
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The file's stored segment list.
-    List(Vec<u8>),
+    List(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A run or a segment.
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     Chunk {
         id: Hash,
         bytes: Vec<u8>,
@@ -70,6 +76,8 @@ pub enum Response {
     Denied,
     /// The server failed on its side; asking again later may work.
     Failed(String),
+    /// The chunks asked for, in order.
+    Chunks(Vec<serde_bytes::ByteBuf>),
 }
 
 /// Encodes a message.

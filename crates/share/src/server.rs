@@ -111,6 +111,20 @@ impl Server {
                     None => Response::Denied,
                 }
             }
+            Request::Chunks { file, from, count } => {
+                if !self.file_granted(peer, &file, now)? {
+                    return Ok(Response::Denied);
+                }
+                match v.leaf_chunks(&file.content, from, count, proto::MAX_BATCH)? {
+                    Some(chunks) => Response::Chunks(
+                        chunks
+                            .into_iter()
+                            .map(|c| serde_bytes::ByteBuf::from(c.to_vec()))
+                            .collect(),
+                    ),
+                    None => Response::Denied,
+                }
+            }
             // Announcements travel the other way; a server has nothing to do with one.
             Request::Changed { .. } => Response::Denied,
             // The engine lets go of a transfer (`Server::received`): it has the kernel's

@@ -38,11 +38,11 @@ impl Transport for Link {
         let share = share.ok_or("not connected")?;
         let mut answer = share.handle(self.me, &request);
         if self.net.corrupt_chunks.load(Ordering::SeqCst) > 0
-            && let Ok(Response::Chunk { id, mut bytes }) = proto::decode(&answer)
+            && let Ok(Response::Chunks(mut chunks)) = proto::decode(&answer)
         {
             self.net.corrupt_chunks.fetch_sub(1, Ordering::SeqCst);
-            bytes[0] ^= 1;
-            answer = proto::encode(&Response::Chunk { id, bytes });
+            chunks[0][0] ^= 1;
+            answer = proto::encode(&Response::Chunks(chunks));
         }
         self.net.bytes.fetch_add((request.len() + answer.len()) as u64, Ordering::SeqCst);
         if answer.len() > max {
@@ -223,6 +223,7 @@ fn nothing_outside_a_grant_is_served() {
     ] {
         assert_eq!(ask(Request::Layout { file: f.clone() }), Response::Denied);
         assert_eq!(ask(Request::Chunk { file: f.clone(), index: 0 }), Response::Denied);
+        assert_eq!(ask(Request::Chunks { file: f.clone(), from: 0, count: 2 }), Response::Denied);
         assert_eq!(ask(Request::Segment { file: f.clone(), segment: [0; 32] }), Response::Denied);
     }
     assert_eq!(ask(Request::List { dir: secret_dir.0, after: 0 }), Response::Denied);

@@ -241,6 +241,33 @@ impl Vault {
         Ok(Some((id, self.payloads.read_chunk(leaf, &id, len)?)))
     }
 
+    /// Chunks `from..from + count` of leaf `leaf`, checked as read; `None` if the leaf has
+    /// fewer, or they hold more than `max_bytes`.
+    pub fn leaf_chunks(
+        &self,
+        leaf: &Hash,
+        from: u32,
+        count: u32,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<Arc<Vec<u8>>>>> {
+        if !matches!(self.leaf_layout(leaf)?, LeafLayout::List(_)) {
+            return Ok(None);
+        }
+        let idx = self.payloads.leaf_index(leaf)?;
+        let (from, count) = (from as usize, count as usize);
+        let Some(wanted) = idx.chunks.get(from..from.saturating_add(count)) else {
+            return Ok(None);
+        };
+        if wanted.iter().map(|c| u64::from(c.1)).sum::<u64>() > max_bytes {
+            return Ok(None);
+        }
+        wanted
+            .iter()
+            .map(|(id, len)| self.payloads.read_chunk(leaf, id, *len))
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+
     /// The stored run `id`, if this vault has it.
     pub fn run_bytes(&self, id: &Hash) -> Result<Option<Vec<u8>>> {
         self.read_fs(|r| Ok(r.segment_runs()?.get(id)?.map(|v| v.value().to_vec())))
