@@ -355,7 +355,7 @@ impl AccessGrant {
 
 /// What a shared entry is. Only files and folders are shared; symlinks and special files
 /// inside a shared folder are not.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub enum SharedKind {
     File,
     Dir,

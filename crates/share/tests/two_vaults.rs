@@ -195,6 +195,12 @@ fn a_shared_folder_follows_edits_and_a_recall_removes_it() {
     a.share.grants_changed(bob);
     wait_until("bob loses the folder", || !exists(&b.vault, &["notes"]));
     assert!(b.vault.mirror_of(a.vault.player()).unwrap().iter().all(|e| e.remote == 0));
+    // What bob held of it is garbage now: GC reclaims it, and the store checks clean.
+    let report = b.vault.collect(None).unwrap();
+    assert!(report.leaves_removed >= 3, "{report:?}");
+    let fsck =
+        b.vault.fsck(indras_artifacts::FsckOptions { deep: true, repair: false }, &mut |_| {});
+    assert!(fsck.unwrap().is_clean());
 }
 
 #[test]
