@@ -55,10 +55,12 @@ pub trait Observer: Send + Sync + 'static {
     fn vault_entry_changed(&self, parent: NodeId, name: &[u8]);
 }
 
-/// Fetch threads; each fetches up to `fetch::WINDOW` chunks of its file at once.
-const FETCHERS: usize = 2;
-/// How often our own changes are looked at, and announced.
-const TICK: Duration = Duration::from_millis(100);
+/// Files fetched at once: a small file is one request, so many run side by side; a large
+/// file's fetch also asks for several batches of its chunks at once (`fetch`).
+const FETCHERS: usize = 8;
+/// How often our own changes are looked at, and announced: an edit reaches a connected
+/// grantee's view within about this, plus a round trip and the fetch.
+const TICK: Duration = Duration::from_millis(20);
 /// Attempts at one file, when a peer sends wrong bytes, before it waits to try again.
 const ATTEMPTS: u32 = 3;
 /// The first wait before a failed fetch is tried again; it doubles up to `RETRY_MAX`.
