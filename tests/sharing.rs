@@ -138,6 +138,16 @@ fn each_mode_between_two_mounts() {
         grants.as_array().unwrap().iter().map(|g| g["mode"].as_str().unwrap()).collect();
     assert!(modes.contains(&"timed") && modes.contains(&"revocable"), "{grants}");
 
+    // Timed, briefly: it disappears on bob's side at its end, on his own clock, and from
+    // alice's grants.
+    std::fs::write(a("notes/brief.md"), "for a moment").unwrap();
+    cli(&["share", s(&a("notes/brief.md")), "--with", "bob", "--mode", "timed", "--for", "3s"]);
+    wait_until(&bob, "brief.md shows", || read(&b("brief.md")).is_some());
+    wait_until(&bob, "brief.md ends on bob", || !b("brief.md").exists());
+    wait_until(&alice, "the grant ends on alice", || {
+        !cli(&["grants", s(&alice.mnt)]).contains("brief.md")
+    });
+
     // Permanent: recall is refused with a clear error.
     cli(&["share", s(&a("gallery/photo-001.jpg")), "--with", "bob", "--mode", "permanent"]);
     wait_until(&bob, "the photo arrives whole", || {

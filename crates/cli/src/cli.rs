@@ -565,6 +565,8 @@ fn peer(command: PeerCmd) -> Result<()> {
                         bail!("no peer named {name}");
                     };
                     store.remove_peer(p.id, Commit::Durable)?;
+                    // What it shared with us goes too, except permanent grants.
+                    store.mirror_forget_peer(p.id, Timestamp::now())?;
                     println!("removed {name}");
                     Ok(())
                 }
