@@ -265,7 +265,6 @@ fn a_peer_gets_only_what_it_was_granted() {
         Request::List { dir: 2, after: 0 },
         Request::Layout { file: secret.clone() },
         Request::Layout { file: FileRef { dir: None, ..secret.clone() } },
-        Request::Chunk { file: secret.clone(), index: 0 },
         Request::Chunks { file: secret.clone(), from: 0, count: 4 },
         Request::Segment { file: secret.clone(), segment: [0; 32] },
         Request::Run { file: secret.clone(), run: [0; 32] },

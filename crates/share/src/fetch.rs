@@ -230,13 +230,6 @@ fn write_span(
     let units = plan(vault, chunks)?;
     let remote: Vec<usize> =
         (0..units.len()).filter(|&i| matches!(units[i], Unit::Remote { .. })).collect();
-    // Results of remote units, by position in `remote`; `written` counts remote units the
-    // writer has taken, so fetchers stay at most `AHEAD` ahead of it.
-    struct Shared {
-        results: HashMap<usize, Result<Vec<Vec<u8>>, FetchError>>,
-        written: usize,
-        failed: bool,
-    }
     let shared = Mutex::new(Shared { results: HashMap::new(), written: 0, failed: false });
     let ready = Condvar::new();
     let next = AtomicUsize::new(0);
@@ -314,6 +307,15 @@ fn write_span(
     })
 }
 
+/// What a span's fetchers and its writer share: results of remote units, by position among
+/// the remote ones; how many of those the writer has taken (fetchers stay at most `AHEAD`
+/// ahead of it); whether a batch failed (the others then stop).
+struct Shared {
+    results: HashMap<usize, Result<Vec<Vec<u8>>, FetchError>>,
+    written: usize,
+    failed: bool,
+}
+
 /// Asks for `chunks`, the file's chunks from number `first + start` on, in one request, and
 /// checks each against its id and length.
 fn fetch_batch(
@@ -363,7 +365,6 @@ pub(crate) fn kind(r: &Response) -> &'static str {
         Response::Inline(_) => "inline",
         Response::List(_) => "list",
         Response::Bytes(_) => "bytes",
-        Response::Chunk { .. } => "chunk",
         Response::Chunks(_) => "chunks",
         Response::Ok => "ok",
         Response::Denied => "denied",

@@ -250,12 +250,6 @@ impl Share {
         }
     }
 
-    /// Files waiting to be fetched, and being fetched.
-    pub fn queued(&self) -> usize {
-        let f = self.inner.fetches.lock();
-        f.queue.len() + f.running
-    }
-
     /// Stops the engine's threads and waits for them.
     pub fn shutdown(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);

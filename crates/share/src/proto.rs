@@ -42,8 +42,6 @@ pub enum Request {
     Run { file: FileRef, run: Hash },
     /// A segment (chunk list) of the file.
     Segment { file: FileRef, segment: Hash },
-    /// Chunk number `index` of the file.
-    Chunk { file: FileRef, index: u32 },
     /// What you were granted changed: ask again for the roots (`roots`), and for these
     /// folders' listings.
     Changed { roots: bool, dirs: Vec<u64> },
@@ -67,10 +65,6 @@ pub enum Response {
     List(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A run or a segment.
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
-    Chunk {
-        id: Hash,
-        bytes: Vec<u8>,
-    },
     Ok,
     /// Not granted to the requester, or not here: one answer for both.
     Denied,

@@ -102,15 +102,6 @@ impl Server {
                 }
                 v.leaf_segment(&file.content, &segment)?.map_or(Response::Denied, Response::Bytes)
             }
-            Request::Chunk { file, index } => {
-                if !self.file_granted(peer, &file, now)? {
-                    return Ok(Response::Denied);
-                }
-                match v.leaf_chunk(&file.content, index)? {
-                    Some((id, bytes)) => Response::Chunk { id, bytes: bytes.to_vec() },
-                    None => Response::Denied,
-                }
-            }
             Request::Chunks { file, from, count } => {
                 if !self.file_granted(peer, &file, now)? {
                     return Ok(Response::Denied);

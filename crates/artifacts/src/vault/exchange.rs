@@ -104,7 +104,7 @@ impl Vault {
     /// The label a node has: a folder's in its parent; a file's first link found.
     fn label_of(&self, node: &Node) -> Result<Option<Vec<u8>>> {
         if let Some(parent) = node.parent {
-            let (id, _) = (node.id, parent);
+            let id = node.id;
             return self.read_fs(|r| {
                 for row in
                     r.entries()?.range((parent.0, &[][..])..=(parent.0, &[0xffu8; 256][..]))?
@@ -229,16 +229,6 @@ impl Vault {
         } else {
             Ok(None)
         }
-    }
-
-    /// Chunk number `index` of leaf `leaf`: its id and its bytes (checked as read).
-    pub fn leaf_chunk(&self, leaf: &Hash, index: u32) -> Result<Option<(Hash, Arc<Vec<u8>>)>> {
-        if !matches!(self.leaf_layout(leaf)?, LeafLayout::List(_)) {
-            return Ok(None);
-        }
-        let idx = self.payloads.leaf_index(leaf)?;
-        let Some(&(id, len)) = idx.chunks.get(index as usize) else { return Ok(None) };
-        Ok(Some((id, self.payloads.read_chunk(leaf, &id, len)?)))
     }
 
     /// Chunks `from..from + count` of leaf `leaf`, checked as read; `None` if the leaf has
