@@ -89,10 +89,16 @@ fn script(dir: &tempfile::TempDir, name: &str, source: &str) -> PathBuf {
 
 /// The mount point a scenario logged as `mnt=PATH`.
 fn logged_mountpoint(output: &str) -> String {
+    logged(output, "mnt")
+}
+
+/// The value a scenario logged as `KEY=VALUE`.
+fn logged(output: &str, key: &str) -> String {
+    let tag = format!(" {key}=");
     output
         .lines()
-        .find_map(|l| l.split("mnt=").nth(1))
-        .unwrap_or_else(|| panic!("no mnt= line in:\n{output}"))
+        .find_map(|l| l.split(&tag).nth(1))
+        .unwrap_or_else(|| panic!("no {key}= line in:\n{output}"))
         .trim()
         .to_owned()
 }
@@ -178,10 +184,46 @@ end)
 }
 
 #[test]
+fn a_failing_sharing_scenario_names_what_never_held_and_stops_every_player() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = script(
+        &dir,
+        "failing_share.lua",
+        r#"-- fails on purpose, with two peered players
+local alice, bob = step("players", function() return vault.players{ "alice", "bob" } end)
+log("alice=" .. alice.mountpoint)
+log("bob=" .. bob.mountpoint)
+step("wait for what never comes", function()
+  fs.write(alice:path("a.txt"), "hello")
+  alice:share("a.txt", { with = bob, mode = "revocable" })
+  local p = bob:peer_path(alice, "a.txt")
+  wait_until(function() return fs.read(p) == "hellp" end, 2, "bob reads hellp")
+end)
+"#,
+    );
+    let (code, output) = run_with(&file, &[]);
+    println!("{output}");
+    assert_eq!(code, Some(1), "exit code");
+    let want = format!(
+        "scenario {} failed at step \"wait for what never comes\": failing_share.lua:9: bob reads \
+         hellp: did not hold within 2s (it last returned false)",
+        file.display()
+    );
+    assert!(output.contains(&want), "expected {want:?} in the output");
+    assert!(output.contains("last lines of bob's daemon log"), "bob's log in the report");
+    assert!(scenario_mounts().is_empty(), "left mounted: {:?}", scenario_mounts());
+    for player in ["alice", "bob"] {
+        let mnt = logged(&output, player);
+        assert!(processes_mentioning(&mnt).is_empty(), "{player}'s daemon left running");
+    }
+}
+
+#[test]
 fn every_lua_scenario_passes() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let files = scenario_files();
-    assert!(files.len() >= 5, "expected the scenarios in lua-scenarios/, found {files:?}");
+    assert!(files.len() >= 7, "expected the scenarios in lua-scenarios/, found {files:?}");
     let mut summary = Vec::new();
     let mut failed = Vec::new();
     for file in &files {

@@ -217,6 +217,60 @@ function wait_for(cond, timeout)
   end
 end
 
+--- wait_until(cond, timeout, msg): calls cond every 20 ms until it returns a true value
+--- (returned), for up to timeout seconds (default 10). A call that raises an error counts as
+--- "not yet", so cond can simply read a file that may not be there yet. If it never holds,
+--- the scenario fails at the caller's line: "msg: did not hold within 10s", followed by why
+--- the last call did not hold: its error, or the second value it returned with a false one
+--- (`return got == want, "got " .. inspect(got)`).
+function wait_until(cond, timeout, msg)
+  if type(cond) ~= "function" then
+    error(label(msg, "wait_until") .. ": expected a function to poll, got " .. inspect(cond), 2)
+  end
+  timeout = timeout or 10
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
+    error(label(msg, "wait_until") .. ": bad timeout " .. inspect(timeout), 2)
+  end
+  local deadline = clock() + timeout
+  while true do
+    local ok, v, why = pcall(cond)
+    if ok and v then return v end
+    if clock() >= deadline then
+      local last
+      if not ok then
+        last = "its last call raised: " .. __errmsg(v)
+      elseif why ~= nil then
+        last = "last: " .. (type(why) == "string" and why or inspect(why))
+      else
+        last = "it last returned " .. inspect(v)
+      end
+      error(string.format("%s: did not hold within %gs (%s)", label(msg, "wait_until"),
+        timeout, last), 2)
+    end
+    sleep(0.02)
+  end
+end
+
+--- vault.players{ "alice", "bob", ..., args = { ... } }: mounts a vault for each player (as
+--- vault.mount{ player = NAME, args = args }), peers every pair (a:peer(b)), and returns the
+--- vaults in the order named.
+function vault.players(t)
+  if type(t) ~= "table" or #t < 1 then
+    error("vault.players: expected a list of player names, e.g. vault.players{ \"alice\", \"bob\" }", 2)
+  end
+  for k in pairs(t) do
+    if not (math.type(k) == "integer" and k >= 1 and k <= #t) and k ~= "args" then
+      error("vault.players: unknown option " .. inspect(k) .. " (known: args)", 2)
+    end
+  end
+  local vs = {}
+  for i, name in ipairs(t) do vs[i] = vault.mount{ player = name, args = t.args } end
+  for i = 1, #vs do
+    for j = i + 1, #vs do vs[i]:peer(vs[j]) end
+  end
+  return table.unpack(vs)
+end
+
 --- run_workers(name, n, args, timeout): spawn(name, n, args):join(timeout).
 function run_workers(name, n, args, timeout)
   return spawn(name, n, args):join(timeout)

@@ -4,9 +4,10 @@
 //! mount away even while the scenario thread is blocked in a system call.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::ffi::OsStr;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -46,6 +47,14 @@ struct Daemon {
     player: String,
     mountpoint: PathBuf,
     exit: Option<ExitStatus>,
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub(crate) struct Ran {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// A vault this run has mounted at some point: for the final checks and the failure report.
@@ -302,6 +311,61 @@ impl Shared {
                 secs(term_wait)
             )),
         }
+    }
+
+    /// Runs the binary with `args` (a short-lived command such as `fsck`, `invite` or
+    /// `share`) and waits for it, at most `limit` and never past the deadline: a command
+    /// still running then is killed, so none outlives the step that started it. Its output
+    /// goes to unlinked files in the run's temp dir, so a chatty command cannot block on a
+    /// full pipe.
+    pub(crate) fn run_binary<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        limit: Duration,
+    ) -> Result<Ran, String> {
+        let describe = |e: std::io::Error| crate::fsapi::describe_io(&e);
+        let out = tempfile::tempfile_in(&self.tmp).map_err(describe)?;
+        let err = tempfile::tempfile_in(&self.tmp).map_err(describe)?;
+        let mut child = Command::new(&self.binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(describe)?)
+            .stderr(err.try_clone().map_err(describe)?)
+            .spawn()
+            .map_err(|e| format!("running {}: {}", self.binary.display(), describe(e)))?;
+        let until = Instant::now() + limit;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("waiting for {}: {}", self.binary.display(), describe(e)));
+                }
+            }
+            let stop = self.check().err();
+            if stop.is_some() || Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(match stop {
+                    Some(i) => i.message(self),
+                    None => format!("it did not finish within {} (killed it)", secs(limit)),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let read = |mut f: std::fs::File| -> String {
+            let mut buf = Vec::new();
+            let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut buf));
+            String::from_utf8_lossy(&buf).into_owned()
+        };
+        Ok(Ran { status, stdout: read(out), stderr: read(err) })
+    }
+
+    /// Time until the deadline.
+    pub(crate) fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// Stops every daemon still registered (see [`Shared::stop_checked`]).

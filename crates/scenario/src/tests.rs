@@ -324,6 +324,74 @@ fn a_daemon_that_fails_to_mount_is_reported_and_cleaned_up() {
 }
 
 #[test]
+fn wait_until_returns_the_value_it_waited_for() {
+    passes(
+        r#"
+        local n = 0
+        assert_eq(wait_until(function() n = n + 1; return n >= 3 and n end, 5), 3)
+        local k = 0
+        local v = wait_until(function()
+          k = k + 1
+          if k < 3 then error("not yet") end
+          return "ok"
+        end, 5, "errors count as not yet")
+        assert_eq(v, "ok")
+        "#,
+    );
+}
+
+#[test]
+fn wait_until_fails_with_why_the_condition_did_not_hold() {
+    let f = fails(
+        "step(\"wait\", function()\n  \
+           wait_until(function() return false, \"got 1\" end, 0.1, \"bob sees it\")\n\
+         end)\n",
+    );
+    assert_eq!(f.step.as_deref(), Some("wait"));
+    assert_eq!(f.reason, "t.lua:2: bob sees it: did not hold within 0.1s (last: got 1)");
+    let f = fails("wait_until(function() return nil end, 0.05)");
+    assert_eq!(f.reason, "t.lua:1: wait_until: did not hold within 0.05s (it last returned nil)");
+    let f =
+        fails(r#"wait_until(function() return fs.read(tmpdir() .. "/missing") end, 0.1, "read")"#);
+    assert!(
+        f.reason.starts_with(
+            "t.lua:1: read: did not hold within 0.1s (its last call raised: t.lua:1: read /"
+        ),
+        "{}",
+        f.reason
+    );
+    assert!(f.reason.ends_with(": No such file or directory (ENOENT))"), "{}", f.reason);
+    let f = fails("wait_until(42, 1, \"cond\")");
+    assert_eq!(f.reason, "t.lua:1: cond: expected a function to poll, got 42");
+}
+
+#[test]
+fn the_deadline_beats_a_long_wait_until() {
+    let started = Instant::now();
+    let f =
+        fails("-- timeout: 1\nstep(\"wait\", function() wait_until(function() end, 100) end)\n");
+    assert!(f.timed_out, "{f}");
+    assert_eq!(f.step.as_deref(), Some("wait"));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn players_checks_its_arguments_and_cleans_up_a_failed_mount() {
+    let f = fails("vault.players{}");
+    assert!(f.reason.starts_with("t.lua:1: vault.players: expected a list of player names"), "{f}");
+    let f = fails(r#"vault.players{ "alice", "bob", arg = {} }"#);
+    assert_eq!(f.reason, "t.lua:1: vault.players: unknown option \"arg\" (known: args)");
+    let f = fails("step(\"players\", function()\n  vault.players{ \"alice\", \"bob\" }\nend)\n");
+    assert_eq!(f.step.as_deref(), Some("players"));
+    assert!(
+        f.reason.starts_with("t.lua:2: vault.mount: the daemon exited (exit status: 1)"),
+        "{}",
+        f.reason
+    );
+    assert!(f.kept.is_none());
+}
+
+#[test]
 fn a_missing_script_is_a_failure() {
     let f = run(Path::new("/nonexistent/x.lua"), &opts()).unwrap_err();
     assert!(f.headline().starts_with("scenario /nonexistent/x.lua failed: reading it: "), "{f}");

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use mlua::{Lua, LuaSerdeExt as _, MetaMethod, Table, UserData, UserDataFields, UserDataMethods};
 
+mod sharing;
+
 use crate::fsapi::{describe_io, lua_err};
 use crate::shared::{Shared, VaultRecord, detach, is_mounted, tail};
 
@@ -31,6 +33,8 @@ pub(crate) struct Vault {
     log: PathBuf,
     /// How many times it has been mounted.
     mounts: u32,
+    /// The player's id (hex), once read from `.indra/player.json`.
+    player_id: std::cell::OnceCell<String>,
 }
 
 impl Vault {
@@ -80,6 +84,7 @@ impl Vault {
             args,
             log,
             mounts: 0,
+            player_id: std::cell::OnceCell::new(),
         };
         v.start().map_err(|e| lua_err(lua, format!("vault.mount: {e}")))?;
         Ok(v)
@@ -234,7 +239,7 @@ impl Vault {
         Ok(())
     }
 
-    /// Runs the binary on this vault's data dir (`fsck`, `status`).
+    /// Runs the binary on this vault's data dir (`fsck`, `status`), at most until the deadline.
     fn run_cli(&self, args: &[&str]) -> Result<(bool, String), String> {
         if self.running() {
             return Err(format!(
@@ -242,18 +247,13 @@ impl Vault {
                 self.mountpoint.display()
             ));
         }
-        let out = Command::new(&self.shared.binary)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| {
-                format!("running {}: {}", self.shared.binary.display(), describe_io(&e))
-            })?;
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        Ok((out.status.success(), text))
+        let mut full: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        full.push("--data-dir".into());
+        full.push(self.data_dir.clone().into_os_string());
+        let ran = self.shared.run_binary(&full, self.shared.time_left())?;
+        let mut text = ran.stdout;
+        text.push_str(&ran.stderr);
+        Ok((ran.status.success(), text))
     }
 
     /// The text of `.indra/NAME`.
@@ -410,6 +410,7 @@ impl UserData for Vault {
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default())
         });
+        sharing::add_methods(m);
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
             Ok(format!("vault({} at {})", this.player, this.mountpoint.display()))
         });

@@ -182,6 +182,19 @@ impl W<'_> {
         Ok(self.leaf(hash)?.size)
     }
 
+    /// Records the empty leaf if this vault has never stored it, as storing an empty file
+    /// does (inline, pinned, never counted). A vault holds the empty content without storing
+    /// it, so content that arrives empty (a peer's empty file) is recorded through this.
+    pub(crate) fn pin_empty_leaf(&mut self, now: Timestamp) -> Result<()> {
+        if self.leaves()?.get(&EMPTY_LEAF)?.is_some() {
+            return Ok(());
+        }
+        let rec = LeafRecord { size: 0, refs: 0, inline: true, created_at: now };
+        self.leaves()?.insert(&EMPTY_LEAF, encode(&rec).as_slice())?;
+        self.inline()?.insert(&EMPTY_LEAF, &b""[..])?;
+        Ok(())
+    }
+
     pub(crate) fn leaf_incref(&mut self, hash: &Hash) -> Result<()> {
         if *hash == EMPTY_LEAF {
             return Ok(());

@@ -522,8 +522,13 @@ fn clean_label_of(current: &[u8], wanted: &[u8]) -> Vec<u8> {
     wanted.to_vec()
 }
 
-/// Makes `e` hold `leaf`, which this vault already has, instead of what it held.
+/// Makes `e` hold `leaf`, which this vault already has, instead of what it held. The empty
+/// leaf counts as had even if it was never stored: it is recorded here, so that it reads
+/// (and fsck finds it) as a stored one does.
 fn hold(w: &mut W<'_>, e: &mut MirrorEntry, leaf: Hash, now: Timestamp) -> Result<()> {
+    if leaf == EMPTY_LEAF {
+        w.pin_empty_leaf(now)?;
+    }
     w.leaf_incref(&leaf)?;
     if let Some(old) = e.have.replace(leaf) {
         w.drop_held(&old, now)?;
@@ -556,5 +561,41 @@ mod tests {
         assert!(numbered(&[b'x'; 255], 2).len() <= NAME_MAX);
         assert_eq!(clean_label_of(b"spec (2).md", b"spec.md"), b"spec (2).md");
         assert_eq!(clean_label_of(b"spec (2).md", b"other.md"), b"other.md");
+    }
+
+    /// A vault that never stored an empty file holds a peer's empty file all the same: it
+    /// reads as empty, fsck finds it, and GC keeps it after the entry goes.
+    #[test]
+    fn a_peers_empty_file_is_held_and_reads_empty() {
+        use crate::vault::gc::FsckOptions;
+        use crate::vault::handle::Options;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = Vault::open(dir.path(), "alice", &Options::default()).expect("open");
+        let now = Timestamp::now();
+        let bob = v.mirror_ensure_peer(PlayerId([7; 32]), "bob").expect("peer");
+        let empty = SharedItem {
+            remote: 1,
+            label: b"empty".to_vec(),
+            kind: SharedKind::File,
+            size: 0,
+            mtime: now,
+            content: Some(EMPTY_LEAF),
+            grant: Some(AccessMode::Revocable),
+        };
+        let changes = v.mirror_apply(bob.id, &[empty], now).expect("apply");
+        assert!(changes.fetch.is_empty(), "nothing to fetch: {changes:?}");
+        let e = v.mirror_lookup(bob.id, b"empty").expect("lookup").expect("there");
+        assert_eq!(e.have, Some(EMPTY_LEAF));
+        assert_eq!(v.leaf_size(&EMPTY_LEAF).expect("size"), 0);
+        assert_eq!(v.read_all(&EMPTY_LEAF).expect("read"), b"");
+        let report = v.fsck(FsckOptions::default(), &mut |_| {}).expect("fsck");
+        assert!(report.is_clean(), "{:?}", report.problems);
+
+        v.mirror_remove(e.id, now).expect("remove");
+        v.gc(None, &mut |_| {}).expect("gc");
+        assert_eq!(v.leaf_size(&EMPTY_LEAF).expect("size after gc"), 0);
+        let report = v.fsck(FsckOptions::default(), &mut |_| {}).expect("fsck");
+        assert!(report.is_clean(), "{:?}", report.problems);
     }
 }
