@@ -290,7 +290,7 @@ impl Inner {
                 return;
             }
             for peer in &work.full {
-                if let Err(e) = self.sync_peer(*peer, true, &[]) {
+                if let Err(e) = self.sync_peer(*peer, true, true, &[]) {
                     debug!(%peer, error = %e, "sync failed; it runs again at the next connection");
                 }
             }
@@ -299,7 +299,7 @@ impl Inner {
                     continue;
                 }
                 let dirs: Vec<u64> = dirs.into_iter().collect();
-                if let Err(e) = self.sync_peer(peer, roots, &dirs) {
+                if let Err(e) = self.sync_peer(peer, false, roots, &dirs) {
                     debug!(%peer, error = %e, "sync failed");
                 }
             }
@@ -312,15 +312,21 @@ impl Inner {
         }
     }
 
-    /// Syncs what `peer` shares with us: its roots (always, in full), and the listings of
-    /// `dirs` (its node ids), or of every folder we keep of it (`full`).
-    fn sync_peer(&self, peer: PlayerId, full: bool, dirs: &[u64]) -> Result<(), String> {
+    /// Syncs what `peer` shares with us: its roots (with `roots`, or `full`), and the
+    /// listings of `dirs` (its node ids), or of every folder we keep of it (`full`).
+    fn sync_peer(
+        &self,
+        peer: PlayerId,
+        full: bool,
+        roots: bool,
+        dirs: &[u64],
+    ) -> Result<(), String> {
         let v = &self.vault;
         let p = v.peer(peer).map_err(|e| e.to_string())?;
         let Some(p) = p.filter(|p| p.state == PeerState::Accepted) else { return Ok(()) };
         let folder = v.mirror_ensure_peer(peer, &p.name).map_err(|e| e.to_string())?;
         let mut to_list: Vec<(NodeId, u64)> = Vec::new();
-        if full || dirs.is_empty() {
+        if full || roots {
             let roots = match self.ask(peer, &Request::Roots)? {
                 Response::Roots(r) => r,
                 other => return Err(format!("unexpected answer {}", fetch::kind(&other))),

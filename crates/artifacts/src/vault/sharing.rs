@@ -1,12 +1,17 @@
-//! Sharing records: grants (who may access which artifact, and how), peers (and pending
-//! connection requests), and one-time invitations.
+//! Sharing records: grants (who may access which file or folder, and how), transfers
+//! received, peers (and pending connection requests), and one-time invitations.
 //!
 //! These tables go through the write-back layers like every other; the CLI's grant, recall and
 //! peer changes pass `Commit::Durable`, so a change it reports has reached the disk, and an
 //! invitation is used up durably before the peer it admits is told so. An invitation is kept
-//! by the hash of its secret only, so the store never holds a usable secret. A grant
-//! is keyed by `(artifact, grantee)`: at most one per pair. A permanent grant is never
-//! weakened by a later one, and neither a permanent nor a transfer grant can be revoked.
+//! by the hash of its secret only, so the store never holds a usable secret.
+//!
+//! A grant is keyed by `(node, grantee)`: at most one per pair. It names a node, a file or a
+//! folder (and with it the folder's whole subtree, as it changes), or a mirror entry that a
+//! permanent grant gave us (sharing on). A permanent grant is final, and neither a permanent
+//! nor a transfer grant can be recalled. A transfer leaves this vault only when the grantee
+//! confirms it holds the content (`complete_transfer`); the grantee's side is
+//! `receive_transfer`, durable before it confirms.
 
 use crate::error::{Error, Result};
 use crate::payload::writer::StagedLeaf;
