@@ -89,6 +89,19 @@ def unmount(path):
     subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
 
 
+def stop_daemon(proc, mnt):
+    """Asks an indras-fuse daemon to commit and unmount (SIGTERM), kills it after 2 minutes,
+    and makes sure nothing stays mounted at mnt."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    unmount(str(mnt))
+
+
 def dir_bytes(path):
     """Allocated bytes under path (du -sk)."""
     out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True).stdout
@@ -262,14 +275,7 @@ class Indras(FuseTarget):
         return self.data
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        unmount(str(self.mnt))
+        stop_daemon(self.proc, self.mnt)
         self.log.close()
 
 

@@ -41,7 +41,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench import is_mounted, machine_facts, proc_cpu_seconds, unmount  # bench/, beside this
+from bench import (  # bench/, beside this
+    is_mounted, machine_facts, proc_cpu_seconds, stop_daemon, unmount,
+)
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -95,14 +97,7 @@ class Player:
             time.sleep(0.02)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        unmount(str(self.mnt))
+        stop_daemon(self.proc, self.mnt)
         if self.log:
             self.log.close()
             self.log = None

@@ -6,30 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use indras_e2e::{Dirs, Mount, binary};
+use indras_e2e::{Dirs, Mount, cli, cli_err};
 use serde_json::Value;
 
 const LOOPBACK: &[&str] = &["--listen", "127.0.0.1:0", "--relay", "none"];
 const LONG: Duration = Duration::from_secs(30);
-
-fn cli(args: &[&str]) -> String {
-    let out = Command::new(binary()).args(args).output().expect("run indras-fuse");
-    assert!(
-        out.status.success(),
-        "indras-fuse {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn cli_err(args: &[&str]) -> String {
-    let out = Command::new(binary()).args(args).output().expect("run indras-fuse");
-    assert!(!out.status.success(), "indras-fuse {} succeeded", args.join(" "));
-    let err = String::from_utf8(out.stderr).expect("utf-8");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-    err
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

@@ -16,6 +16,27 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Runs the CLI; returns stdout, or panics with stderr.
+pub fn cli(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().expect("run indras-fuse");
+    assert!(
+        out.status.success(),
+        "indras-fuse {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs the CLI expecting failure; returns its one-line error.
+pub fn cli_err(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().expect("run indras-fuse");
+    assert!(!out.status.success(), "indras-fuse {} succeeded", args.join(" "));
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    err
+}
+
 /// Whether `path` is a mount point.
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(path) = path.canonicalize() else { return false };

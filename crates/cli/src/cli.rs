@@ -595,6 +595,27 @@ fn peer(command: PeerCmd) -> Result<()> {
 /// gives `["vault", "notes", "a.md"]`. Fails for a path outside the mount's `vault/` and
 /// `peers/`.
 fn in_vault(path: &Path) -> Result<(VaultArgs, Vec<String>)> {
+    let (args, names) = in_mount(path)?;
+    shareable(path, &names)?;
+    Ok((args, names))
+}
+
+/// Fails unless `names` (from the mount's root) are a file or folder under `vault/` or
+/// `peers/`.
+fn shareable(path: &Path, names: &[String]) -> Result<()> {
+    match names.first().map(String::as_str) {
+        Some("vault" | "peers") if names.len() == 1 => {
+            bail!("{} itself cannot be shared; share a file or folder in it", names[0])
+        }
+        Some("vault" | "peers") => {}
+        _ => bail!("{} is not inside the mount's vault/ or peers/", path.display()),
+    }
+    Ok(())
+}
+
+/// The mount holding `path`, and `path`'s names from the mount's root (none for the mount
+/// point itself).
+fn in_mount(path: &Path) -> Result<(VaultArgs, Vec<String>)> {
     let full = std::fs::canonicalize(path)
         .with_context(|| format!("{}: cannot resolve the path", path.display()))?;
     let args = VaultArgs { path: Some(full.clone()), ..VaultArgs::default() };
@@ -606,13 +627,6 @@ fn in_vault(path: &Path) -> Result<(VaultArgs, Vec<String>)> {
     let parts = rel.components().map(|c| c.as_os_str().to_str().map(str::to_owned));
     let names: Option<Vec<String>> = parts.collect();
     let names = names.ok_or_else(|| anyhow!("{}: a name is not UTF-8", path.display()))?;
-    match names.first().map(String::as_str) {
-        Some("vault" | "peers") if names.len() == 1 => {
-            bail!("{} itself cannot be shared; share a file or folder in it", names[0])
-        }
-        Some("vault" | "peers") => {}
-        _ => bail!("{} is not inside the mount's vault/ or peers/", path.display()),
-    }
     Ok((VaultArgs { mountpoint: Some(m.mountpoint.clone()), ..VaultArgs::default() }, names))
 }
 
@@ -665,16 +679,17 @@ fn recall(path: &Path, from: Vec<String>) -> Result<()> {
 }
 
 fn grants(path: Option<PathBuf>, mountpoint: Option<PathBuf>, json: bool) -> Result<()> {
+    // The mount itself lists every grant; a file or folder in it, its own.
     let (args, names) = match path {
-        Some(p)
-            if std::fs::canonicalize(&p).ok().is_some_and(|full| {
-                full.components().any(|c| c.as_os_str() == "vault" || c.as_os_str() == "peers")
-            }) =>
-        {
-            let (args, names) = in_vault(&p)?;
-            (args, Some(names))
+        Some(p) => {
+            let (args, names) = in_mount(&p)?;
+            if names.is_empty() {
+                (args, None)
+            } else {
+                shareable(&p, &names)?;
+                (args, Some(names))
+            }
         }
-        Some(p) => (VaultArgs { path: Some(p), ..VaultArgs::default() }, None),
         None => (VaultArgs { mountpoint, ..VaultArgs::default() }, None),
     };
     let list = match ask_live(&args, &Request::Grants { path: names })? {

@@ -498,7 +498,7 @@ impl Inner {
                 if e.content != Some(*content) || e.have == Some(*content) {
                     return Ok(());
                 }
-                if v.has_leaf(content)? && v.mirror_hold_local(*id, *content, now)? {
+                if v.mirror_hold_local(*id, *content, now)? {
                     self.arrived_one(&e);
                     return Ok(());
                 }
@@ -604,11 +604,22 @@ impl Inner {
         let dirs: Vec<NodeId> = changes.dirs.into_iter().collect();
         let nodes: Vec<NodeId> = changes.nodes.into_iter().collect();
         let now = Timestamp::now();
+        // A root's description (label, size, time, content) changes only with an operation on
+        // the root itself: roots are described again only then, not on every change.
+        let touched: HashSet<NodeId> = dirs.iter().chain(&nodes).copied().collect();
+        let granted: Vec<(PlayerId, NodeId)> = if touched.is_empty() {
+            Vec::new()
+        } else {
+            self.vault
+                .grants(None)
+                .map(|g| g.into_iter().map(|g| (g.grantee, g.node)).collect())
+                .unwrap_or_default()
+        };
         for peer in self.transport.connected() {
             let sent = self.roots_sent.lock().get(&peer).copied();
             let roots_changed = roots.contains(&peer)
                 || (sent.is_some()
-                    && (!dirs.is_empty() || !nodes.is_empty())
+                    && granted.iter().any(|(p, n)| *p == peer && touched.contains(n))
                     && self
                         .server
                         .roots(peer, now)

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::payload::layout::{self, LeafList, SegmentRef};
-use crate::store::schema::decode;
 use crate::types::{
     AccessGrant, Hash, MirrorEntry, Node, NodeId, NodeKind, SharedItem, SharedKind,
 };
@@ -273,11 +272,6 @@ impl Vault {
         self.read_fs(|r| Ok(r.chunk(id)?.is_some_and(|c| c.loc.is_some())))
     }
 
-    /// Whether this vault holds leaf `leaf`.
-    pub fn has_leaf(&self, leaf: &Hash) -> Result<bool> {
-        self.read_fs(|r| r.holds_leaf(leaf))
-    }
-
     /// Chunk `id` of this vault, checked against its id and length.
     pub fn chunk(&self, id: &Hash, len: u32) -> Result<Arc<Vec<u8>>> {
         self.payloads.read_chunk(id, id, len)
@@ -293,19 +287,5 @@ impl Vault {
         })?;
         self.payloads.committed(staged);
         Ok(())
-    }
-
-    /// Every mirror entry of `peer`, for the sync that follows a connection.
-    pub fn mirror_of(&self, peer: crate::types::PlayerId) -> Result<Vec<MirrorEntry>> {
-        self.scan(&["mirror"], |r| {
-            let mut out = Vec::new();
-            for row in r.mirror()?.iter()? {
-                let e: MirrorEntry = decode("mirror entry", row?.1.value())?;
-                if e.peer == peer {
-                    out.push(e);
-                }
-            }
-            Ok(out)
-        })
     }
 }

@@ -89,6 +89,16 @@ impl W<'_> {
         Ok(())
     }
 
+    /// Every entry where `peer`'s node `remote` appears (0: the peer's folder).
+    fn mirror_where(&mut self, peer: PlayerId, remote: u64) -> Result<Vec<MirrorEntry>> {
+        let ids: Vec<u64> = self
+            .mirror_remote()?
+            .range((&peer.0, remote, 0)..=(&peer.0, remote, u64::MAX))?
+            .map(|row| row.map(|(k, _)| k.value().2))
+            .collect::<Result<_, _>>()?;
+        ids.into_iter().filter_map(|id| self.mirror_get(NodeId(id)).transpose()).collect()
+    }
+
     fn mirror_kids_of(&mut self, parent: NodeId) -> Result<Vec<MirrorEntry>> {
         let ids: Vec<u64> = self
             .mirror_kids()?
@@ -195,13 +205,20 @@ impl Vault {
 
     /// Every place where the peer's node `remote` appears in our mirror.
     pub fn mirror_by_remote(&self, peer: PlayerId, remote: u64) -> Result<Vec<MirrorEntry>> {
-        self.read_fs(|r| {
-            let ids: Vec<u64> = r
-                .mirror_remote()?
-                .range((&peer.0, remote, 0)..=(&peer.0, remote, u64::MAX))?
-                .map(|row| row.map(|(k, _)| k.value().2))
-                .collect::<Result<_, _>>()?;
-            ids.into_iter().filter_map(|id| r.mirror_get(NodeId(id)).transpose()).collect()
+        self.read_fs(|r| r.mirror_where(peer, remote))
+    }
+
+    /// Every mirror entry of `peer`, for the sync that follows a connection.
+    pub fn mirror_of(&self, peer: PlayerId) -> Result<Vec<MirrorEntry>> {
+        self.scan(&["mirror"], |r| {
+            let mut out = Vec::new();
+            for row in r.mirror()?.iter()? {
+                let e: MirrorEntry = decode("mirror entry", row?.1.value())?;
+                if e.peer == peer {
+                    out.push(e);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -224,14 +241,7 @@ impl Vault {
         let label = clean_label(name.as_bytes());
         let now = Timestamp::now();
         self.write_fs(Commit::CrashConsistent, |w| {
-            let existing: Vec<u64> = w
-                .mirror_remote()?
-                .range((&peer.0, 0, 0)..=(&peer.0, 0, u64::MAX))?
-                .map(|row| row.map(|(k, _)| k.value().2))
-                .collect::<Result<_, _>>()?;
-            if let Some(id) = existing.first()
-                && let Some(mut e) = w.mirror_get(NodeId(*id))?
-            {
+            if let Some(mut e) = w.mirror_where(peer, 0)?.into_iter().next() {
                 if e.label != label && w.mirror_names()?.get((0, label.as_slice()))?.is_none() {
                     w.mirror_names()?.remove((0, e.label.as_slice()))?;
                     e.label.clone_from(&label);

@@ -196,20 +196,7 @@ impl Vault {
         content: &[u8],
         now: Timestamp,
     ) -> Result<(NodeId, Node)> {
-        let root = self.node(NodeId::ROOT)?;
-        let dir = match self.lookup(NodeId::ROOT, folder) {
-            Ok(d) => d,
-            Err(Error::NotFound { .. }) => {
-                let spec = NewNode::dir(0o755).owner(root.uid, root.gid);
-                match self.create(NodeId::ROOT, folder, &spec, None, now, Commit::Durable) {
-                    Ok(d) => d,
-                    // Made meanwhile through the mount.
-                    Err(Error::Exists { .. }) => self.lookup(NodeId::ROOT, folder)?,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let (root, dir) = self.root_folder(folder, now, Commit::Durable)?;
         let staged = self.stage(content)?;
         let file = match self.lookup(dir.id, name) {
             Ok(existing) => self.set_content(existing.id, &staged, now, Commit::Durable)?,
@@ -220,6 +207,31 @@ impl Vault {
             Err(e) => return Err(e),
         };
         Ok((dir.id, file))
+    }
+
+    /// The folder `folder` of the vault's root, made (owned as the root is) if missing; with
+    /// the root. For what the daemon puts into the vault on its own (`inbox/`).
+    pub(crate) fn root_folder(
+        &self,
+        folder: &[u8],
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<(Node, Node)> {
+        let root = self.node(NodeId::ROOT)?;
+        let dir = match self.lookup(NodeId::ROOT, folder) {
+            Ok(d) => d,
+            Err(Error::NotFound { .. }) => {
+                let spec = NewNode::dir(0o755).owner(root.uid, root.gid);
+                match self.create(NodeId::ROOT, folder, &spec, None, now, commit) {
+                    Ok(d) => d,
+                    // Made meanwhile through the mount.
+                    Err(Error::Exists { .. }) => self.lookup(NodeId::ROOT, folder)?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((root, dir))
     }
 
     /// The node named `name` in directory `parent`.
@@ -434,12 +446,15 @@ impl Vault {
     ) -> Result<Option<Node>> {
         validate_name(src_name)?;
         validate_name(dst_name)?;
+        // The nodes whose name changed, for `take_changes`.
+        let mut moved = Vec::with_capacity(2);
         self.write_fs(commit, |w| {
             w.dir(src_parent)?;
             let (dst_dir, _) = w.dir(dst_parent)?;
             let Some((src, src_pos)) = w.entry(src_parent, src_name)? else {
                 return Err(Error::NotFound { parent: src_parent, name: lossy(src_name) });
             };
+            moved.push(src);
             let dst = w.entry(dst_parent, dst_name)?;
             let mut src_node = w.node(src)?;
             let src_is_dir = src_node.kind == NodeKind::Dir;
@@ -457,6 +472,7 @@ impl Vault {
                 let Some((dst, dst_pos)) = dst else {
                     return Err(Error::NotFound { parent: dst_parent, name: lossy(dst_name) });
                 };
+                moved.push(dst);
                 if dst == src {
                     return Ok(None);
                 }
@@ -538,7 +554,7 @@ impl Vault {
             Self::touch_parents(w, src_parent, dst_parent, now)?;
             Ok(replaced)
         })
-        .inspect(|_| self.changed(&[src_parent, dst_parent], &[]))
+        .inspect(|_| self.changed(&[src_parent, dst_parent], &moved))
     }
 
     fn touch_parents(w: &mut W, a: NodeId, b: NodeId, now: Timestamp) -> Result<()> {

@@ -352,19 +352,7 @@ impl Vault {
         now: Timestamp,
     ) -> Result<(TransferRecord, NodeId, Vec<u8>)> {
         let content = staged.hash;
-        let root = self.node(NodeId::ROOT)?;
-        let inbox = match self.lookup(NodeId::ROOT, INBOX) {
-            Ok(d) => d,
-            Err(Error::NotFound { .. }) => {
-                let spec = NewNode::dir(0o755).owner(root.uid, root.gid);
-                match self.create(NodeId::ROOT, INBOX, &spec, None, now, Commit::CrashConsistent) {
-                    Ok(d) => d,
-                    Err(Error::Exists { .. }) => self.lookup(NodeId::ROOT, INBOX)?,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let (root, inbox) = self.root_folder(INBOX, now, Commit::CrashConsistent)?;
         let base = clean_label(label);
         let spec = NewNode::file(0o644).owner(root.uid, root.gid);
         let mut name = base.clone();

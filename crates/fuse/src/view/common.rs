@@ -140,7 +140,20 @@ pub(crate) fn fixed_attr(
     nlink: u32,
     size: u64,
 ) -> Attr {
-    let t = info.mounted_at.to_system();
+    owned_attr(info, ino, kind, perm, nlink, size, info.mounted_at.to_system())
+}
+
+/// The attributes of an entry that is not a vault node: owned by the user who mounted,
+/// every time `t`.
+pub(crate) fn owned_attr(
+    info: &MountInfo,
+    ino: u64,
+    kind: NodeKind,
+    perm: u16,
+    nlink: u32,
+    size: u64,
+    t: std::time::SystemTime,
+) -> Attr {
     Attr {
         ino,
         size,

@@ -49,13 +49,15 @@ use std::time::Duration;
 
 use indras_artifacts::{AccessMode, Hash, MirrorEntry, NodeId, NodeKind, SharedKind, Vault};
 
-use super::common::{Change, Found, ReadOnlyFile, ReadOnlyView, TTL, View, dots, fixed_attr};
+use super::common::{
+    Change, Found, ReadOnlyFile, ReadOnlyView, TTL, View, dots, fixed_attr, owned_attr,
+};
 use crate::attention::Clock;
 use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::status::MountInfo;
 use crate::time::rfc3339;
-use crate::types::{Attr, BLKSIZE, DirItem};
+use crate::types::{Attr, DirItem};
 
 /// How long a read waits for content that has not arrived.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -170,23 +172,8 @@ impl PeersView {
                 (0o444, 1, size)
             }
         };
-        let t = e.mtime.to_system();
-        Ok(Attr {
-            ino: inode::of_mirror(e.id),
-            size,
-            blocks: size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind: kind_of(e),
-            perm,
-            nlink,
-            uid: self.info.uid,
-            gid: self.info.gid,
-            rdev: 0,
-            blksize: BLKSIZE,
-        })
+        let ino = inode::of_mirror(e.id);
+        Ok(owned_attr(&self.info, ino, kind_of(e), perm, nlink, size, e.mtime.to_system()))
     }
 
     /// The path of `e` in the mount (`peers/bob/notes/a.md`), for messages.
