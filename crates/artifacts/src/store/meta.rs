@@ -61,7 +61,8 @@ use crate::error::{Error, Result};
 use crate::store::schema::{
     ATTENTION, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES, EVENTS, GRANTS, INLINE, INVITES,
     LEAF_SEGMENTS, LEAVES, META, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER,
-    ORPHANS, PEERS, SEGMENT_RUNS, SEGMENTS, TRANSFERS, TREES, UNREFERENCED, XATTRS,
+    ORPHANS, PEERS, REALM_ITEMS, REALM_LEFT, REALMS, SEGMENT_RUNS, SEGMENTS, TRANSFERS, TREES,
+    UNREFERENCED, XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -561,6 +562,9 @@ tables! {
     transfers: TRANSFERS => (&'static [u8; 32], u64), &'static [u8];
     peers: PEERS => &'static [u8; 32], &'static [u8];
     invites: INVITES => &'static [u8; 32], &'static [u8];
+    realms: REALMS => &'static [u8; 16], &'static [u8];
+    realm_items: REALM_ITEMS => (&'static [u8; 16], &'static [u8; 32]), &'static [u8];
+    realm_left: REALM_LEFT => &'static [u8; 16], &'static [u8; 32];
 }
 
 static EMPTY: Layer = Layer::EMPTY;

@@ -81,6 +81,13 @@ pub const MIRROR_KIDS: TableDefinition<(u64, u64), ()> = TableDefinition::new("m
 /// (peer, its node id) -> `TransferRecord`: transfers received
 pub const TRANSFERS: TableDefinition<(&[u8; 32], u64), &[u8]> =
     TableDefinition::new("transfers_v1");
+/// Realms we belong to: realm id -> `RealmRow`.
+pub const REALMS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("realms_v1");
+/// What each other member shares with all of a realm: (realm, member) -> its node ids.
+pub const REALM_ITEMS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> =
+    TableDefinition::new("realm_items_v1");
+/// Realms we left whose creator has not heard it yet: realm id -> creator.
+pub const REALM_LEFT: TableDefinition<&[u8; 16], &[u8; 32]> = TableDefinition::new("realm_left_v1");
 /// Formats 4 and older: peer id -> `PeerRecordV1`. Read only to migrate.
 pub const PEERS_V1: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers_v1");
 /// peer id -> `Peer`: peers and pending connection requests.

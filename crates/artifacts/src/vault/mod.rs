@@ -13,4 +13,5 @@ pub mod mirror;
 pub(crate) mod namespace;
 #[cfg(test)]
 mod open_tests;
+pub mod realms;
 pub(crate) mod sharing;
