@@ -15,6 +15,7 @@
 
 pub mod fetch;
 pub mod proto;
+mod realms;
 pub mod server;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -53,6 +54,8 @@ pub trait Observer: Send + Sync + 'static {
     /// The vault's entry `name` in folder `parent` changed outside the mount (a transfer
     /// was received).
     fn vault_entry_changed(&self, parent: NodeId, name: &[u8]);
+    /// What the realm views show may have changed (a realm, a member's word, our grants).
+    fn realms_changed(&self);
 }
 
 /// Files fetched at once: a small file is one request, so many run side by side; a large
@@ -93,6 +96,22 @@ struct Work {
     changed: HashMap<PlayerId, (bool, BTreeSet<u64>)>,
     /// Peers to tell that their roots changed.
     announce: BTreeSet<PlayerId>,
+    /// Peers to ask for their realms (they said something changed).
+    realm_pull: BTreeSet<PlayerId>,
+    /// Peers to tell that our realms changed, and whether every co-member is to be told.
+    realm_notice: BTreeSet<PlayerId>,
+    realm_notice_all: bool,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.full.is_empty()
+            && self.changed.is_empty()
+            && self.announce.is_empty()
+            && self.realm_pull.is_empty()
+            && self.realm_notice.is_empty()
+            && !self.realm_notice_all
+    }
 }
 
 #[derive(Default)]
@@ -197,6 +216,13 @@ impl Share {
                 }
                 proto::encode(&answer)
             }
+            Ok(Request::Realms) => proto::encode(&self.inner.realms_answer(peer, Timestamp::now())),
+            Ok(Request::RealmsChanged) => {
+                self.inner.work.lock().realm_pull.insert(peer);
+                self.inner.work_cv.notify_all();
+                proto::encode(&Response::Ok)
+            }
+            Ok(Request::LeaveRealm { id }) => proto::encode(&self.inner.realm_left_by(peer, id)),
             Ok(req) => proto::encode(&self.inner.server.answer(peer, req, Timestamp::now())),
             Err(_) => proto::encode(&Response::Denied),
         }
@@ -208,10 +234,24 @@ impl Share {
         self.inner.work_cv.notify_all();
     }
 
-    /// Our grants to `peer` changed (a share or a recall): tell it.
+    /// Our grants to `peer` changed (a share or a recall): tell it, and our co-members in
+    /// realms (what we share with all of a realm may have changed).
     pub fn grants_changed(&self, peer: PlayerId) {
         self.inner.work.lock().announce.insert(peer);
-        self.inner.work_cv.notify_all();
+        self.inner.realms_changed_here(&[]);
+    }
+
+    /// Our realms changed here (one was created, or its members changed): every co-member
+    /// is told, and so are `also` (members just removed).
+    pub fn realms_changed(&self, also: &[PlayerId]) {
+        self.inner.realms_changed_here(also);
+    }
+
+    /// We left a realm `creator` created: it is told now if connected, else at the next
+    /// connection.
+    pub fn realm_left(&self, creator: PlayerId) {
+        self.inner.work.lock().realm_pull.insert(creator);
+        self.inner.realms_changed_here(&[]);
     }
 
     /// `peer` was removed: what it shares goes, except permanent grants.
@@ -281,7 +321,7 @@ impl Inner {
         while !self.stopping() {
             let work = {
                 let mut w = self.work.lock();
-                if w.full.is_empty() && w.changed.is_empty() && w.announce.is_empty() {
+                if w.is_empty() {
                     self.work_cv.wait_for(&mut w, TICK);
                 }
                 std::mem::take(&mut *w)
@@ -294,6 +334,11 @@ impl Inner {
                     debug!(%peer, error = %e, "sync failed; it runs again at the next connection");
                 }
             }
+            for peer in work.full.iter().chain(&work.realm_pull) {
+                if let Err(e) = self.sync_realms(*peer) {
+                    debug!(%peer, error = %e, "realm sync failed; it runs again at the next notice or connection");
+                }
+            }
             for (peer, (roots, dirs)) in work.changed {
                 if work.full.contains(&peer) {
                     continue;
@@ -304,6 +349,9 @@ impl Inner {
                 }
             }
             self.announce_local(&work.announce);
+            if work.realm_notice_all || !work.realm_notice.is_empty() {
+                self.send_realm_notices(&work.realm_notice, work.realm_notice_all);
+            }
             self.retry_due();
             if last_expiry.elapsed() >= Duration::from_secs(1) {
                 last_expiry = Instant::now();
@@ -656,6 +704,7 @@ impl Inner {
             Ok(ended) if !ended.is_empty() => {
                 let peers: BTreeSet<PlayerId> = ended.iter().map(|g| g.grantee).collect();
                 self.announce_local(&peers);
+                self.realms_changed_here(&[]);
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "could not expire our timed grants"),

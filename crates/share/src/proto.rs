@@ -8,7 +8,7 @@
 //! - A server answers `Denied` both for what is not granted and for what it does not have,
 //!   so a peer learns nothing about content outside its grants.
 
-use indras_artifacts::{Hash, SharedItem};
+use indras_artifacts::{Hash, Realm, RealmId, SharedItem};
 use serde::{Deserialize, Serialize};
 
 /// The most entries in one page of a folder listing.
@@ -50,6 +50,13 @@ pub enum Request {
     /// Chunks number `from` to `from + count - 1` of the file, at most `MAX_BATCH` bytes in
     /// all. Answered with `Chunks`.
     Chunks { file: FileRef, from: u32, count: u32 },
+    /// Which realms that include me did you create, and what do you share with all the
+    /// members of each realm we both belong to? Answered with `Realms`.
+    Realms,
+    /// Something you learn from `Realms` changed: ask again.
+    RealmsChanged,
+    /// I leave realm `id`, which you created.
+    LeaveRealm { id: RealmId },
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -72,6 +79,13 @@ pub enum Response {
     Failed(String),
     /// The chunks asked for, in order.
     Chunks(Vec<serde_bytes::ByteBuf>),
+    /// The realms the responder created that include the requester, and, for each realm
+    /// both belong to, the responder's node ids that hold live grants to all its other
+    /// members.
+    Realms {
+        created: Vec<Realm>,
+        items: Vec<(RealmId, Vec<u64>)>,
+    },
 }
 
 /// Encodes a message.

@@ -121,6 +121,10 @@ impl Server {
             // The engine lets go of a transfer (`Server::received`): it has the kernel's
             // caches to drop too.
             Request::Received { .. } => Response::Denied,
+            // Realms are the engine's (`realms`): it knows our co-members and tells them.
+            Request::Realms | Request::RealmsChanged | Request::LeaveRealm { .. } => {
+                Response::Denied
+            }
         })
     }
 

@@ -68,6 +68,8 @@ impl Observer for Seen {
     }
 
     fn vault_entry_changed(&self, _parent: NodeId, _name: &[u8]) {}
+
+    fn realms_changed(&self) {}
 }
 
 struct Side {
@@ -90,26 +92,42 @@ fn peer(id: PlayerId, name: &str) -> Peer {
 }
 
 fn pair() -> (Arc<Net>, Side, Side) {
+    let (net, mut sides) = group(&["alice", "bob"]);
+    let b = sides.pop().unwrap();
+    let a = sides.pop().unwrap();
+    (net, a, b)
+}
+
+/// Vaults named `names`, each an accepted peer of every other, on one connected network.
+fn group(names: &[&str]) -> (Arc<Net>, Vec<Side>) {
     let net = Arc::new(Net::default());
     net.up.store(true, Ordering::SeqCst);
-    let open = |name: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(Vault::open(dir.path(), name, &Options::default()).unwrap());
-        (dir, vault)
-    };
-    let (da, a) = open("alice");
-    let (db, b) = open("bob");
-    a.put_peer(&peer(b.player(), "bob"), CC).unwrap();
-    b.put_peer(&peer(a.player(), "alice"), CC).unwrap();
-    let mk = |v: &Arc<Vault>| {
-        let link = Link { net: net.clone(), me: v.player() };
-        let share = Arc::new(Share::start(v.clone(), Arc::new(link), Arc::new(Seen::default())));
-        net.shares.lock().unwrap().insert(v.player(), Arc::downgrade(&share));
-        share
-    };
-    let sa = mk(&a);
-    let sb = mk(&b);
-    (net, Side { _dir: da, vault: a, share: sa }, Side { _dir: db, vault: b, share: sb })
+    let opened: Vec<(tempfile::TempDir, Arc<Vault>)> = names
+        .iter()
+        .map(|name| {
+            let dir = tempfile::tempdir().unwrap();
+            let vault = Arc::new(Vault::open(dir.path(), name, &Options::default()).unwrap());
+            (dir, vault)
+        })
+        .collect();
+    for (_, v) in &opened {
+        for (name, (_, other)) in names.iter().zip(&opened) {
+            if other.player() != v.player() {
+                v.put_peer(&peer(other.player(), name), CC).unwrap();
+            }
+        }
+    }
+    let sides = opened
+        .into_iter()
+        .map(|(dir, vault)| {
+            let link = Link { net: net.clone(), me: vault.player() };
+            let share =
+                Arc::new(Share::start(vault.clone(), Arc::new(link), Arc::new(Seen::default())));
+            net.shares.lock().unwrap().insert(vault.player(), Arc::downgrade(&share));
+            Side { _dir: dir, vault, share }
+        })
+        .collect();
+    (net, sides)
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -325,4 +343,69 @@ fn a_timed_grant_ends_on_the_grantees_clock_and_a_transfer_moves_the_file() {
     let kinds: Vec<SharedKind> =
         b.vault.mirror_of(a.vault.player()).unwrap().iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![SharedKind::Dir], "only alice's folder is left");
+}
+
+/// The labels realm `name` shows on `v`.
+fn realm_labels(v: &Vault, name: &str) -> Vec<String> {
+    let Some(row) = v.realm_by_label(name).unwrap() else { return Vec::new() };
+    v.realm_view(&row, Timestamp::now())
+        .unwrap()
+        .into_iter()
+        .map(|i| String::from_utf8_lossy(&i.label).into_owned())
+        .collect()
+}
+
+/// Three members each share a file with the realm: every member's view shows all three, a
+/// recall takes one out of every view, and a member who leaves takes its own out and stops
+/// seeing the rest.
+#[test]
+fn a_realm_shows_what_every_member_shares_with_all_the_others() {
+    let (_net, sides) = group(&["alice", "bob", "carol"]);
+    let [a, b, c] = &sides[..] else { unreachable!() };
+    let ids: Vec<PlayerId> = sides.iter().map(|s| s.vault.player()).collect();
+    let row = a.vault.realm_create("aurora", &ids[1..], Timestamp::now()).unwrap();
+    a.share.realms_changed(&[]);
+    let mut files = Vec::new();
+    for (s, name) in [(a, "a.md"), (b, "b.md"), (c, "spec.md")] {
+        wait_until("the realm reaches every member", || {
+            s.vault.realm(row.realm.id).unwrap().is_some()
+        });
+        let f = file(&s.vault, NodeId::ROOT, name, name.as_bytes());
+        for p in ids.iter().filter(|p| **p != s.vault.player()) {
+            s.vault.grant(f, *p, AccessMode::Revocable, Timestamp::now(), CC).unwrap();
+            s.share.grants_changed(*p);
+        }
+        files.push(f);
+    }
+    for s in &sides {
+        wait_until("every view shows all three", || {
+            realm_labels(&s.vault, "aurora") == ["a.md", "b.md", "spec.md"]
+        });
+    }
+
+    // bob recalls his from carol: it is no longer shared with all, so it leaves every view.
+    b.vault.revoke(files[1], ids[2], CC).unwrap();
+    b.share.grants_changed(ids[2]);
+    for s in &sides {
+        wait_until("the recall shows everywhere", || {
+            realm_labels(&s.vault, "aurora") == ["a.md", "spec.md"]
+        });
+    }
+
+    // carol leaves: she stops seeing the realm, and her file leaves the others' views; bob's
+    // is now shared with every member again (alice), so it is back.
+    let creator = c.vault.realm_leave(row.realm.id).unwrap().unwrap().realm.creator;
+    c.share.realm_left(creator);
+    assert!(c.vault.realm_by_label("aurora").unwrap().is_none());
+    for s in [a, b] {
+        wait_until("carol is out", || {
+            s.vault.realm(row.realm.id).unwrap().is_some_and(|r| r.realm.members.len() == 2)
+                && realm_labels(&s.vault, "aurora") == ["a.md", "b.md"]
+        });
+    }
+    assert!(c.vault.realm_left().unwrap().is_empty(), "the creator heard the leave");
+    // ...and a later offer from the creator does not bring the realm back to her.
+    c.share.connected(ids[0]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(c.vault.realm(row.realm.id).unwrap().is_none());
 }

@@ -17,7 +17,7 @@
 //! or mirror id; the mount derives the realm folder's inode from it) and a local label: the
 //! realm's name, numbered when two realms we know share a name.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::store::schema::{decode, encode};
 use crate::types::{AccessMode, NodeId, PlayerId, Timestamp};
 use crate::vault::handle::{Commit, Vault};
+use crate::vault::mirror::clean_label;
+use crate::vault::namespace::NAME_MAX;
 
 /// The most members a realm may have.
 pub const MEMBERS_MAX: usize = 256;
@@ -400,6 +402,109 @@ impl Vault {
     }
 }
 
+/// What a realm item is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RealmTarget {
+    /// One of our own nodes.
+    Own(NodeId),
+    /// A root a member shares with us: a mirror entry.
+    Theirs(NodeId),
+}
+
+/// One item of a realm's folder.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RealmItem {
+    /// Its name in the realm's folder: the steward's label, with ` (steward)` before the
+    /// extension when several items share that label (`spec (carol).md`).
+    pub label: Vec<u8>,
+    pub steward: PlayerId,
+    pub target: RealmTarget,
+}
+
+impl Vault {
+    /// What realm `row`'s folder shows at `now`, ordered by label: our own files and folders
+    /// with live grants to all other members, and each other member's shared roots that it
+    /// says it shares with all the others (only those it shares with us live: we can read no
+    /// other).
+    pub fn realm_view(&self, row: &RealmRow, now: Timestamp) -> Result<Vec<RealmItem>> {
+        let me = self.player();
+        // (label, steward, target), labels as the stewards give them.
+        let mut raw: Vec<(Vec<u8>, PlayerId, RealmTarget)> = Vec::new();
+        let own = self.realm_own_items(&row.realm, now)?;
+        if !own.is_empty() {
+            let paths = self.paths_of(&own.iter().copied().collect())?;
+            for n in own {
+                if let Some(p) = paths.get(&n) {
+                    let label = p.rsplit(|b| *b == b'/').next().unwrap_or(p).to_vec();
+                    raw.push((label, me, RealmTarget::Own(n)));
+                }
+            }
+        }
+        for m in row.realm.others(me) {
+            for remote in self.realm_items(row.realm.id, m)? {
+                for e in self.mirror_by_remote(m, remote)? {
+                    if e.root == e.id && e.grant.is_some_and(|g| g.is_active(now)) {
+                        raw.push((clean_label(&e.their_label), m, RealmTarget::Theirs(e.id)));
+                    }
+                }
+            }
+        }
+        let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (label, ..) in &raw {
+            *counts.entry(label.clone()).or_default() += 1;
+        }
+        // Who is who, in the names we know them by.
+        let mut names: HashMap<PlayerId, String> = HashMap::new();
+        names.insert(me, self.player_name().to_owned());
+        for p in self.peers()? {
+            names.insert(p.id, p.name);
+        }
+        raw.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(id_of(a.2).cmp(&id_of(b.2))));
+        let mut taken: HashSet<Vec<u8>> = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (label, steward, target) in raw {
+            let who =
+                names.get(&steward).cloned().unwrap_or_else(|| steward.to_string()[..8].to_owned());
+            let mut n = 1;
+            let name = loop {
+                let candidate = if counts[&label] == 1 && n == 1 {
+                    label.clone()
+                } else if n == 1 {
+                    tagged(&label, &who)
+                } else {
+                    tagged(&label, &format!("{who} {n}"))
+                };
+                if taken.insert(candidate.clone()) {
+                    break candidate;
+                }
+                n += 1;
+            };
+            out.push(RealmItem { label: name, steward, target });
+        }
+        out.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(out)
+    }
+}
+
+fn id_of(t: RealmTarget) -> NodeId {
+    match t {
+        RealmTarget::Own(n) | RealmTarget::Theirs(n) => n,
+    }
+}
+
+/// `label` with ` (tag)` before its extension: `spec.md` -> `spec (carol).md`, kept within
+/// `NAME_MAX` bytes.
+fn tagged(label: &[u8], tag: &str) -> Vec<u8> {
+    let dot = label.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
+    let (stem, ext) = dot.map_or((label, &b""[..]), |i| label.split_at(i));
+    let suffix = format!(" ({tag})");
+    let room = NAME_MAX.saturating_sub(suffix.len() + ext.len());
+    let mut out = stem[..stem.len().min(room)].to_vec();
+    out.extend_from_slice(suffix.as_bytes());
+    out.extend_from_slice(ext);
+    clean_label(&out)
+}
+
 /// `name`, or `name (2)`, `name (3)`... : the first not in `taken`.
 fn unique_label(name: &str, taken: &HashSet<String>) -> String {
     (1..)
@@ -561,5 +666,93 @@ mod tests {
         assert_eq!(v.realm_own_items(&r, Timestamp::from_millis(2_000_000)).unwrap(), [a.id]);
         let alone = v.realm_set_members(r.id, vec![v.player()]).unwrap().realm;
         assert!(v.realm_own_items(&alone, now).unwrap().is_empty(), "a realm of one shows nothing");
+    }
+
+    fn peer(v: &Vault, id: PlayerId, name: &str) {
+        let p = crate::types::Peer {
+            id,
+            name: name.into(),
+            their_name: name.into(),
+            addrs: Vec::new(),
+            relay: None,
+            state: crate::types::PeerState::Accepted,
+            added_at: Timestamp::from_millis(0),
+            last_seen: None,
+        };
+        v.put_peer(&p, Commit::CrashConsistent).unwrap();
+    }
+
+    fn shared(remote: u64, label: &str, grant: AccessMode) -> crate::types::SharedItem {
+        crate::types::SharedItem {
+            remote,
+            label: label.as_bytes().to_vec(),
+            kind: crate::types::SharedKind::File,
+            size: 1,
+            mtime: Timestamp::from_millis(0),
+            content: Some([remote as u8; 32]),
+            grant: Some(grant),
+        }
+    }
+
+    /// The view joins our items and the members' word with what they share with us; a label
+    /// two members share is told apart by steward, the same way on every run.
+    #[test]
+    fn a_realm_view_names_every_members_items_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = open(dir.path(), "alice");
+        let (bob, carol) = (PlayerId([2; 32]), PlayerId([3; 32]));
+        peer(&v, bob, "bob");
+        peer(&v, carol, "carol");
+        let now = Timestamp::from_millis(1_000_000);
+        let spec = crate::types::NewNode::file(0o644);
+        let mine = v.create(NodeId::ROOT, b"spec.md", &spec, None, now, Commit::Durable).unwrap();
+        let row = v.realm_create("aurora", &[bob, carol], now).unwrap();
+        for p in [bob, carol] {
+            v.grant(mine.id, p, AccessMode::Revocable, now, Commit::Durable).unwrap();
+        }
+        let ended = AccessMode::Timed { expires_at: Timestamp::from_millis(10) };
+        for (who, name, items) in [
+            (
+                bob,
+                "bob",
+                vec![shared(1, "spec.md", AccessMode::Revocable), shared(2, "b.txt", ended)],
+            ),
+            (
+                carol,
+                "carol",
+                vec![
+                    shared(7, "spec.md", AccessMode::Permanent),
+                    shared(8, "x", AccessMode::Revocable),
+                ],
+            ),
+        ] {
+            let folder = v.mirror_ensure_peer(who, name).unwrap();
+            v.mirror_apply(folder.id, &items, now).unwrap();
+        }
+        // bob says 1 and 2 (2's grant to us has ended); carol says 7 and 9 (9 is not shared
+        // with us), not 8.
+        v.realm_set_items(row.realm.id, bob, &[1, 2]).unwrap();
+        v.realm_set_items(row.realm.id, carol, &[7, 9]).unwrap();
+        let view = v.realm_view(&row, now).unwrap();
+        let labels: Vec<String> =
+            view.iter().map(|i| String::from_utf8_lossy(&i.label).into_owned()).collect();
+        assert_eq!(labels, ["spec (alice).md", "spec (bob).md", "spec (carol).md"]);
+        assert_eq!(view[0].target, RealmTarget::Own(mine.id));
+        assert_eq!(view[2].steward, carol);
+        assert!(matches!(view[1].target, RealmTarget::Theirs(_)));
+        assert_eq!(v.realm_view(&row, now).unwrap(), view, "deterministic");
+
+        // A recall of ours to carol takes ours out of the realm; bob's then stands apart
+        // from carol's only.
+        v.revoke(mine.id, carol, Commit::Durable).unwrap();
+        let labels: Vec<String> = v
+            .realm_view(&row, now)
+            .unwrap()
+            .iter()
+            .map(|i| String::from_utf8_lossy(&i.label).into_owned())
+            .collect();
+        assert_eq!(labels, ["spec (bob).md", "spec (carol).md"]);
+        assert_eq!(tagged(b"README", "carol"), b"README (carol)");
+        assert_eq!(tagged(b".hidden", "carol"), b".hidden (carol)");
     }
 }
