@@ -36,7 +36,7 @@ use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
 use crate::types::BLKSIZE;
 use crate::view::{
-    Change, EmptyView, Found, IndraView, PeersView, ReadOnlyFile, ReadOnlyView, RootView,
+    Change, Found, IndraView, PeersView, ReadOnlyFile, ReadOnlyView, RealmsView, RootView,
     VaultView, View,
 };
 
@@ -67,8 +67,8 @@ pub struct VaultFs {
     root: RootView,
     vault: VaultView,
     indra: IndraView,
-    peers: PeersView,
-    realms: EmptyView,
+    peers: Arc<PeersView>,
+    realms: RealmsView,
 }
 
 impl std::fmt::Debug for VaultFs {
@@ -99,15 +99,17 @@ impl VaultFs {
             store.set_attr(NodeId::ROOT, &attr, root.crtime, Commit::Durable)?;
         }
         let info = Arc::new(info);
-        let peers = PeersView::new(store.clone(), info.clone(), clock.clone());
-        let attention = Arc::new(Attention::new(store.clone(), clock, config));
+        let peers = Arc::new(PeersView::new(store.clone(), info.clone(), clock.clone()));
+        let attention = Arc::new(Attention::new(store.clone(), clock.clone(), config));
+        let realms =
+            RealmsView::new(store.clone(), info.clone(), clock, attention.clone(), peers.clone());
         let open = Arc::new(OpenFiles::new(store.clone()));
         Ok(VaultFs {
             root: RootView::new(info.clone()),
             vault: VaultView::new(store.clone(), attention.clone(), open.clone()),
             indra: IndraView::new(store.clone(), info.clone(), attention.clone(), open),
             peers,
-            realms: EmptyView::new(info.clone(), inode::REALMS),
+            realms,
             handles: Handles::default(),
             store,
             info,
@@ -127,6 +129,12 @@ impl VaultFs {
         &self.attention
     }
 
+    /// What `realms/` shows that changed since the kernel was last told: names in folders,
+    /// and folders (for `Invalidator::realms_changed`).
+    pub(crate) fn realms_stale(&self) -> (Vec<(u64, Vec<u8>)>, Vec<u64>) {
+        self.realms.stale()
+    }
+
     // ----- routing -----
 
     /// The view that answers for `ino`: the one place that maps inodes to views.
@@ -135,7 +143,7 @@ impl VaultFs {
             Some(ViewId::Vault) => Route::Vault(&self.vault),
             Some(ViewId::Root) => Route::ReadOnly(&self.root),
             Some(ViewId::Indra) => Route::ReadOnly(&self.indra),
-            Some(ViewId::Peers) => Route::ReadOnly(&self.peers),
+            Some(ViewId::Peers) => Route::ReadOnly(&*self.peers),
             Some(ViewId::Realms) => Route::ReadOnly(&self.realms),
             None => return Err(FsError::errno(libc::ENOENT)),
         })

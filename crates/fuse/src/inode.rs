@@ -9,8 +9,8 @@
 //! | 2 | `vault/` | the store's root tree, `NodeId::ROOT` |
 //! | 3 | `peers/` | fixed |
 //! | 4 | `realms/` | fixed |
-//! | 5..=11 | `.indra/` and its files | fixed |
-//! | 12..=15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
+//! | 5..=11, 13 | `.indra/` and its files | fixed |
+//! | 12, 14, 15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
 //! | 16..2^56 | `vault/` | the store's node ids (`NodeId::FIRST_DYNAMIC` up) |
 //! | 2^56..2^57 | `peers/` | entries of the peers' views |
 //! | 2^57..3·2^56 | `realms/` | entries of the realm views |
@@ -44,6 +44,8 @@ pub const PEERS_JSON: u64 = 8;
 pub const ATTENTION_LOG: u64 = 9;
 pub const HEAT_JSON: u64 = 10;
 pub const SYNC_STATUS_JSON: u64 = 11;
+/// `.indra/realms.json`.
+pub const REALMS_JSON: u64 = 13;
 
 /// Each view past the vault owns one range of this many inodes.
 const RANGE: u64 = 1 << 56;
@@ -73,6 +75,25 @@ pub fn mirror_of(ino: u64) -> Option<NodeId> {
     }
 }
 
+/// The inode of realm-view entry `id` (a realm's local id, a mirror entry's id or one of our
+/// nodes: all from the store's node counter, so they never collide): `realms/` itself for
+/// `MirrorEntry::TOP`, else `REALMS_ENTRIES.start + id`.
+pub fn of_realm(id: NodeId) -> u64 {
+    if id == indras_artifacts::MirrorEntry::TOP { REALMS } else { REALMS_ENTRIES.start + id.0 }
+}
+
+/// The id behind a `realms/` inode: `MirrorEntry::TOP` for `realms/` itself; `None` for an
+/// inode outside `realms/`.
+pub fn realm_of(ino: u64) -> Option<NodeId> {
+    match ino {
+        REALMS => Some(indras_artifacts::MirrorEntry::TOP),
+        i if REALMS_ENTRIES.contains(&i) && i > REALMS_ENTRIES.start => {
+            Some(NodeId(i - REALMS_ENTRIES.start))
+        }
+        _ => None,
+    }
+}
+
 /// The views of the mount, one for each part of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewId {
@@ -94,7 +115,7 @@ pub fn view_of(ino: u64) -> Option<ViewId> {
         VAULT | NodeId::FIRST_DYNAMIC..VAULT_END => Some(ViewId::Vault),
         PEERS | PEERS_FIRST..PEERS_END => Some(ViewId::Peers),
         REALMS | REALMS_FIRST..REALMS_END => Some(ViewId::Realms),
-        INDRA..=SYNC_STATUS_JSON => Some(ViewId::Indra),
+        INDRA..=SYNC_STATUS_JSON | REALMS_JSON => Some(ViewId::Indra),
         _ => None,
     }
 }
@@ -181,6 +202,7 @@ mod tests {
             (ATTENTION_LOG, Some(ViewId::Indra)),
             (HEAT_JSON, Some(ViewId::Indra)),
             (SYNC_STATUS_JSON, Some(ViewId::Indra)),
+            (REALMS_JSON, Some(ViewId::Indra)),
             (0, None),
             (12, None),
             (15, None),

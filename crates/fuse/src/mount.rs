@@ -326,6 +326,8 @@ struct Notify {
     /// Invalidations for the thread that sends them, from when the mount is live until it
     /// stops.
     queue: Mutex<Option<mpsc::Sender<Inval>>>,
+    /// An `Inval::Realms` is queued and not yet taken: more changes ride along with it.
+    realms_queued: std::sync::atomic::AtomicBool,
 }
 
 /// One invalidation for the kernel.
@@ -335,6 +337,8 @@ enum Inval {
     Entry { parent: u64, name: Vec<u8> },
     /// An inode's attributes, and with `pages` its cached content as well.
     Inode { ino: u64, pages: bool },
+    /// Whatever `realms/` shows that changed (`RealmsView::stale`).
+    Realms,
 }
 
 impl Inval {
@@ -347,6 +351,7 @@ impl Inval {
             Inval::Inode { ino, pages } => {
                 n.inval_inode(fuser::INodeNo(*ino), if *pages { 0 } else { -1 }, 0)
             }
+            Inval::Realms => return,
         };
         if let Err(e) = result {
             tracing::debug!(inval = ?self, error = %e, "invalidating failed");
@@ -387,21 +392,55 @@ impl Invalidator {
         if changes.touched.is_empty() {
             return;
         }
+        {
+            let queue = self.0.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(queue) = queue.as_ref() else { return };
+            for inval in mirror_invalidations(changes) {
+                // The thread is gone only once the mount is: nothing is cached any more.
+                let _ = queue.send(inval);
+            }
+        }
+        // Realm views show mirror entries too.
+        self.realms_changed();
+    }
+
+    /// Queues a look at what `realms/` shows: the names that changed since the kernel was
+    /// last told, and their folders, are dropped. Changes that come while one look is queued
+    /// ride along with it. Returns at once.
+    pub fn realms_changed(&self) {
+        use std::sync::atomic::Ordering;
+        if self.0.realms_queued.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let queue = self.0.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(queue) = queue.as_ref() else { return };
-        for inval in mirror_invalidations(changes) {
-            // The thread is gone only once the mount is: nothing is cached any more.
-            let _ = queue.send(inval);
+        match queue.as_ref() {
+            Some(q) => {
+                let _ = q.send(Inval::Realms);
+            }
+            None => self.0.realms_queued.store(false, Ordering::SeqCst),
         }
     }
 
     /// The mount is live: keeps its notifier and starts the thread that sends queued
-    /// invalidations.
-    fn start(&self, notifier: fuser::Notifier) -> io::Result<()> {
+    /// invalidations (and looks at `realms/` in `fs` when asked).
+    fn start(&self, notifier: fuser::Notifier, fs: std::sync::Weak<VaultFs>) -> io::Result<()> {
         let (tx, rx) = mpsc::channel::<Inval>();
         let n = notifier.clone();
+        let notify = self.0.clone();
         std::thread::Builder::new().name("indras-invalidate".to_owned()).spawn(move || {
             for inval in rx {
+                if inval == Inval::Realms {
+                    notify.realms_queued.store(false, std::sync::atomic::Ordering::SeqCst);
+                    let Some(fs) = fs.upgrade() else { continue };
+                    let (names, dirs) = fs.realms_stale();
+                    for (parent, name) in names {
+                        Inval::Entry { parent, name }.send(&n);
+                    }
+                    for ino in dirs {
+                        Inval::Inode { ino, pages: false }.send(&n);
+                    }
+                    continue;
+                }
                 inval.send(&n);
             }
         })?;
@@ -497,7 +536,7 @@ impl MountSession {
             .and_then(fuser::Session::spawn)
             .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
         invalidator
-            .start(session.notifier())
+            .start(session.notifier(), Arc::downgrade(&fs))
             .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
         raise_read_ahead(mp);
 

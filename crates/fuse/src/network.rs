@@ -205,6 +205,68 @@ pub fn sync_json(vault: &Vault, snap: &NetworkSnapshot) -> FsResult<SyncJson> {
     })
 }
 
+/// One member of a realm in `.indra/realms.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberJson {
+    /// Our name for the member (our own player name for us; the start of its player id
+    /// when it is not our peer).
+    pub name: String,
+    pub player_id: String,
+    /// `you`, `connected`, `offline`, or `not a peer` (a member we cannot reach).
+    pub state: String,
+}
+
+/// One realm in `.indra/realms.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealmJson {
+    pub id: String,
+    /// Its folder's name in `realms/` (the realm's name, numbered if two share it).
+    pub name: String,
+    pub creator: String,
+    pub created_at: String,
+    pub members: Vec<MemberJson>,
+    /// The artifacts its folder shows now.
+    pub shared_artifacts: u64,
+}
+
+/// `.indra/realms.json`: every realm we belong to, by name, with its members' connection
+/// states and what it shows.
+pub fn realms_json(vault: &Vault, snap: &NetworkSnapshot, now: Timestamp) -> FsResult<Vec<RealmJson>> {
+    let peers = vault.peers()?;
+    let me = vault.player();
+    let member = |id: PlayerId| {
+        let (name, state) = if id == me {
+            (vault.player_name().to_owned(), "you".to_owned())
+        } else {
+            match peers.iter().find(|p| p.id == id) {
+                Some(p) => {
+                    let state = match status_of(snap, p) {
+                        PeerStatus::Connected => "connected",
+                        PeerStatus::Offline | PeerStatus::Pending => "offline",
+                    };
+                    (p.name.clone(), state.to_owned())
+                }
+                None => (id.to_string()[..8].to_owned(), "not a peer".to_owned()),
+            }
+        };
+        MemberJson { name, player_id: id.to_string(), state }
+    };
+    vault
+        .realms()?
+        .into_iter()
+        .map(|row| {
+            Ok(RealmJson {
+                id: row.realm.id.to_string(),
+                name: row.label.clone(),
+                creator: member(row.realm.creator).name,
+                created_at: rfc3339(row.realm.created_at),
+                members: row.realm.members.iter().map(|m| member(*m)).collect(),
+                shared_artifacts: vault.realm_view(&row, now)?.len() as u64,
+            })
+        })
+        .collect()
+}
+
 /// How many of `peers` are connected now.
 pub fn connected(peers: &[Peer], snap: &NetworkSnapshot) -> usize {
     peers.iter().filter(|p| status_of(snap, p) == PeerStatus::Connected).count()

@@ -419,6 +419,8 @@ pub struct RealmItem {
     pub label: Vec<u8>,
     pub steward: PlayerId,
     pub target: RealmTarget,
+    /// A folder (else a file).
+    pub dir: bool,
 }
 
 impl Vault {
@@ -428,24 +430,29 @@ impl Vault {
     /// other).
     pub fn realm_view(&self, row: &RealmRow, now: Timestamp) -> Result<Vec<RealmItem>> {
         let me = self.player();
-        // (label, steward, target), labels as the stewards give them.
-        let mut raw: Vec<(Vec<u8>, PlayerId, RealmTarget)> = Vec::new();
-        let own = self.realm_own_items(&row.realm, now)?;
-        if !own.is_empty() {
-            let paths = self.paths_of(&own.iter().copied().collect())?;
-            for n in own {
-                if let Some(p) = paths.get(&n) {
+        let targets = self.realm_targets(row, now)?;
+        let own: HashSet<NodeId> = targets
+            .iter()
+            .filter_map(|(_, t)| match t {
+                RealmTarget::Own(n) => Some(*n),
+                RealmTarget::Theirs(_) => None,
+            })
+            .collect();
+        let paths = if own.is_empty() { HashMap::new() } else { self.paths_of(&own)? };
+        // (label, steward, target, folder), labels as the stewards give them.
+        let mut raw: Vec<(Vec<u8>, PlayerId, RealmTarget, bool)> = Vec::new();
+        for (steward, target) in targets {
+            match target {
+                RealmTarget::Own(n) => {
+                    let Some(p) = paths.get(&n) else { continue };
                     let label = p.rsplit(|b| *b == b'/').next().unwrap_or(p).to_vec();
-                    raw.push((label, me, RealmTarget::Own(n)));
+                    let dir = self.node(n)?.kind == crate::types::NodeKind::Dir;
+                    raw.push((label, me, target, dir));
                 }
-            }
-        }
-        for m in row.realm.others(me) {
-            for remote in self.realm_items(row.realm.id, m)? {
-                for e in self.mirror_by_remote(m, remote)? {
-                    if e.root == e.id && e.grant.is_some_and(|g| g.is_active(now)) {
-                        raw.push((clean_label(&e.their_label), m, RealmTarget::Theirs(e.id)));
-                    }
+                RealmTarget::Theirs(id) => {
+                    let Some(e) = self.mirror_entry(id)? else { continue };
+                    let dir = e.kind == crate::types::SharedKind::Dir;
+                    raw.push((clean_label(&e.their_label), steward, target, dir));
                 }
             }
         }
@@ -462,7 +469,7 @@ impl Vault {
         raw.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(id_of(a.2).cmp(&id_of(b.2))));
         let mut taken: HashSet<Vec<u8>> = HashSet::new();
         let mut out = Vec::with_capacity(raw.len());
-        for (label, steward, target) in raw {
+        for (label, steward, target, dir) in raw {
             let who =
                 names.get(&steward).cloned().unwrap_or_else(|| steward.to_string()[..8].to_owned());
             let mut n = 1;
@@ -479,9 +486,37 @@ impl Vault {
                 }
                 n += 1;
             };
-            out.push(RealmItem { label: name, steward, target });
+            out.push(RealmItem { label: name, steward, target, dir });
         }
         out.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(out)
+    }
+}
+
+impl Vault {
+    /// What realm `row` holds at `now`, with each item's steward, unnamed: our own items,
+    /// and the roots each other member says it shares with all the others that it shares
+    /// with us live.
+    pub fn realm_targets(
+        &self,
+        row: &RealmRow,
+        now: Timestamp,
+    ) -> Result<Vec<(PlayerId, RealmTarget)>> {
+        let me = self.player();
+        let mut out: Vec<(PlayerId, RealmTarget)> = self
+            .realm_own_items(&row.realm, now)?
+            .into_iter()
+            .map(|n| (me, RealmTarget::Own(n)))
+            .collect();
+        for m in row.realm.others(me) {
+            for remote in self.realm_items(row.realm.id, m)? {
+                for e in self.mirror_by_remote(m, remote)? {
+                    if e.root == e.id && e.grant.is_some_and(|g| g.is_active(now)) {
+                        out.push((m, RealmTarget::Theirs(e.id)));
+                    }
+                }
+            }
+        }
         Ok(out)
     }
 }

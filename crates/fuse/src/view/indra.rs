@@ -28,11 +28,12 @@ use crate::time::rfc3339;
 use crate::types::{Attr, DirItem};
 
 /// The files of `.indra/`, in listing order.
-const FILES: [(u64, &str); 6] = [
+const FILES: [(u64, &str); 7] = [
     (inode::ATTENTION_LOG, "attention.log"),
     (inode::HEAT_JSON, "heat.json"),
     (inode::PEERS_JSON, "peers.json"),
     (inode::PLAYER_JSON, "player.json"),
+    (inode::REALMS_JSON, "realms.json"),
     (inode::STATUS_JSON, "status.json"),
     (inode::SYNC_STATUS_JSON, "sync-status.json"),
 ];
@@ -111,6 +112,9 @@ impl IndraView {
                 json(&Status::build(vault, now, Some(live))?)?
             }
             inode::PEERS_JSON => json(&network::peers_json(vault, &self.info.network.snapshot())?)?,
+            inode::REALMS_JSON => {
+                json(&network::realms_json(vault, &self.info.network.snapshot(), now)?)?
+            }
             inode::SYNC_STATUS_JSON => {
                 json(&network::sync_json(vault, &self.info.network.snapshot())?)?
             }

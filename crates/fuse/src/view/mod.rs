@@ -7,7 +7,7 @@
 //! | `vault/` | `vault` | the store's nodes, read-write |
 //! | `.indra/` | `indra` | the virtual files, rendered at open |
 //! | `peers/` | `peers` | what peers share with us (the store's mirror entries), read-only |
-//! | `realms/` | `empty` | realm views (none yet) |
+//! | `realms/` | `realms` | what every member of each realm can access, read-only |
 //!
 //! Every view answers the reading operations (`View`). Only the vault takes changes; every
 //! other view is a `ReadOnlyView`, which has no way to change anything and says which errno
@@ -15,15 +15,15 @@
 //! the lookup then names that inode (`Found::ViewRoot`), and its own view answers for it.
 
 mod common;
-mod empty;
 mod indra;
 mod peers;
+mod realms;
 mod root;
 mod vault;
 
 pub(crate) use common::{Change, Found, ReadOnlyFile, ReadOnlyView, View};
-pub(crate) use empty::EmptyView;
 pub(crate) use indra::IndraView;
 pub(crate) use peers::PeersView;
+pub(crate) use realms::RealmsView;
 pub(crate) use root::RootView;
 pub(crate) use vault::VaultView;
