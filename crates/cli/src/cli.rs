@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use indras_artifacts::{Commit, FsckOptions, Options, Progress, Timestamp, Vault};
-use indras_fuse::network::{NetworkState, NoNetwork, PeerJson, PeerStatus, peers_json};
+use indras_fuse::network::{
+    NetworkState, NoNetwork, PeerJson, PeerStatus, RealmJson, peers_json, realms_json,
+};
 use indras_fuse::{Invalidator, MountConfig, MountError, MountSession, Status, is_mounted};
 use indras_net::{Config as NetConfig, Net, Relay};
 use indras_share::Share;
@@ -73,11 +75,17 @@ enum Cmd {
         #[command(subcommand)]
         command: PeerCmd,
     },
+    /// Realms: groups of players who see what every member shares with all the others.
+    Realm {
+        #[command(subcommand)]
+        command: RealmCmd,
+    },
     /// Share a file or folder of a mounted vault with peers.
     Share {
         /// The file or folder, inside the mount's `vault/`.
         path: PathBuf,
-        /// The peers (our names for them), comma-separated.
+        /// The peers (our names for them), comma-separated; `realm:NAME` names every other
+        /// member of realm NAME as it is now.
         #[arg(long, value_delimiter = ',', required = true)]
         with: Vec<String>,
         /// revocable, permanent, timed (with --for or --until) or transfer.
@@ -177,6 +185,47 @@ enum PeerCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum RealmCmd {
+    /// Create realm NAME with the peers --members (mounted).
+    Create {
+        name: String,
+        /// Its first members besides you: peers (our names for them), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Every realm you belong to, with its members and what it shows.
+    List {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Machine-readable output (as `.indra/realms.json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the peer PEER to realm NAME (its creator only; mounted).
+    Add {
+        name: String,
+        peer: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Remove the member PEER from realm NAME (its creator only; mounted).
+    Remove {
+        name: String,
+        peer: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Leave realm NAME; its creator's leave dissolves it (mounted).
+    Leave {
+        name: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
@@ -264,6 +313,7 @@ pub fn run() -> Result<()> {
         Cmd::Status { vault, json } => status(&vault, json),
         Cmd::Invite { vault, valid } => invite(&vault, valid),
         Cmd::Peer { command } => peer(command),
+        Cmd::Realm { command } => realm(command),
         Cmd::Share { path, with, mode, for_, until } => share(&path, with, &mode, for_, until),
         Cmd::Recall { path, from } => recall(&path, from),
         Cmd::Grants { path, mountpoint, json } => grants(path, mountpoint, json),
@@ -589,6 +639,65 @@ fn peer(command: PeerCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn realm(command: RealmCmd) -> Result<()> {
+    let done = |r: Response| match r {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    };
+    match command {
+        RealmCmd::Create { name, members, vault } => {
+            done(ask_live(&vault, &Request::RealmCreate { name, members })?)
+        }
+        RealmCmd::Add { name, peer, vault } => {
+            done(ask_live(&vault, &Request::RealmAdd { name, peer })?)
+        }
+        RealmCmd::Remove { name, peer, vault } => {
+            done(ask_live(&vault, &Request::RealmRemove { name, peer })?)
+        }
+        RealmCmd::Leave { name, vault } => done(ask_live(&vault, &Request::RealmLeave { name })?),
+        RealmCmd::List { vault, json } => {
+            let realms = match ask(&vault, &Request::RealmList)? {
+                (_, Some(Response::Realms(r))) => r,
+                (_, Some(other)) => return Err(unexpected(&other)),
+                (target, None) => {
+                    let store = open_store(&target.data_dir)?;
+                    let snap = NoNetwork("not mounted".into()).snapshot();
+                    realms_json(&store, &snap, Timestamp::now())?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&realms)?);
+            } else {
+                print!("{}", realms_text(&realms));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Realms as `realm list` prints them: one line per realm, then one per member.
+fn realms_text(realms: &[RealmJson]) -> String {
+    use std::fmt::Write as _;
+    if realms.is_empty() {
+        return "no realms\n".to_owned();
+    }
+    let mut out = String::new();
+    for r in realms {
+        let _ = writeln!(
+            out,
+            "{}  (created by {}, {} shared, id {})",
+            r.name, r.creator, r.shared_artifacts, r.id
+        );
+        for m in &r.members {
+            let _ = writeln!(out, "  {:<16} {}", m.name, m.state);
+        }
+    }
+    out
 }
 
 /// The mount holding `path`, and `path` from the mount's root: `~/indra/vault/notes/a.md`

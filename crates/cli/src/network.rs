@@ -156,6 +156,10 @@ impl Observer for KernelCaches {
         // kernel at once.
         self.0.entry(parent.0, name);
     }
+
+    fn realms_changed(&self) {
+        self.0.realms_changed();
+    }
 }
 
 /// The mount's view of a running `Net`, and of the sharing engine over it.

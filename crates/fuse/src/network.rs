@@ -231,7 +231,11 @@ pub struct RealmJson {
 
 /// `.indra/realms.json`: every realm we belong to, by name, with its members' connection
 /// states and what it shows.
-pub fn realms_json(vault: &Vault, snap: &NetworkSnapshot, now: Timestamp) -> FsResult<Vec<RealmJson>> {
+pub fn realms_json(
+    vault: &Vault,
+    snap: &NetworkSnapshot,
+    now: Timestamp,
+) -> FsResult<Vec<RealmJson>> {
     let peers = vault.peers()?;
     let me = vault.player();
     let member = |id: PlayerId| {

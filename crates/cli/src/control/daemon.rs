@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use indras_fuse::network::peers_json;
+use indras_fuse::network::{peers_json, realms_json};
 use indras_fuse::status::Live;
 use indras_fuse::{FsResult, Status, StopHandle, VaultFs};
 use indras_net::{Net, NetError};
@@ -18,7 +18,8 @@ use indras_net::{Net, NetError};
 use std::collections::HashMap;
 
 use indras_artifacts::{
-    AccessMode, Commit, MirrorEntry, NodeId, Peer, PeerState, PlayerId, Timestamp,
+    AccessMode, Commit, MirrorEntry, NodeId, Peer, PeerState, PlayerId, RealmRow, Timestamp,
+    validate_realm_name,
 };
 use indras_share::Share;
 
@@ -116,9 +117,50 @@ impl MountHandler {
             .collect()
     }
 
+    /// The peers `with` names: our names for them, or `realm:NAME` for every other member
+    /// of realm NAME who is our peer. Also returns the members who are not.
+    fn grantees(&self, with: &[String]) -> Result<(Vec<Peer>, Vec<String>), String> {
+        let mut names = Vec::new();
+        let mut unreachable = Vec::new();
+        for w in with {
+            match w.strip_prefix("realm:") {
+                Some(realm) => {
+                    let row = self.realm_named(realm)?;
+                    let peers = self.fs.vault().peers().map_err(|e| e.to_string())?;
+                    for m in row.realm.others(self.fs.vault().player()) {
+                        match peers.iter().find(|p| p.id == m && p.state == PeerState::Accepted) {
+                            Some(p) => names.push(p.name.clone()),
+                            None => unreachable.push(self.name_of(m)),
+                        }
+                    }
+                }
+                None => names.push(w.clone()),
+            }
+        }
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Err("no peer to share with".into());
+        }
+        Ok((self.peers_named(&names)?, unreachable))
+    }
+
+    fn realm_named(&self, name: &str) -> Result<RealmRow, String> {
+        self.fs
+            .vault()
+            .realm_by_label(name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no realm named {name} (see `indras-fuse realm list`)"))
+    }
+
     fn share(&self, path: &[String], with: &[String], mode: ShareMode) -> Result<String, String> {
         let node = self.resolve(path)?;
-        let peers = self.peers_named(with)?;
+        let (peers, unreachable) = self.grantees(with)?;
+        if mode == ShareMode::Transfer
+            && (peers.len() != 1 || with.iter().any(|w| w.starts_with("realm:")))
+        {
+            return Err("a transfer goes to exactly one peer".into());
+        }
         let now = Timestamp::now();
         let mode = match mode {
             ShareMode::Revocable => AccessMode::Revocable,
@@ -140,7 +182,80 @@ impl MountHandler {
         let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
         let until =
             mode.expires_at().map(|t| format!(" until {}", t.rfc3339())).unwrap_or_default();
-        Ok(format!("shared {} with {} ({}{until})", shown(path), names.join(", "), mode.name()))
+        let skipped = if unreachable.is_empty() {
+            String::new()
+        } else {
+            format!("; not shared with {}, who are not peers of yours", unreachable.join(", "))
+        };
+        Ok(format!(
+            "shared {} with {} ({}{until}){skipped}",
+            shown(path),
+            names.join(", "),
+            mode.name()
+        ))
+    }
+
+    fn realm_create(&self, name: &str, members: &[String]) -> Result<String, String> {
+        validate_realm_name(name)?;
+        let peers = self.peers_named(members)?;
+        let ids: Vec<PlayerId> = peers.iter().map(|p| p.id).collect();
+        let row = self
+            .fs
+            .vault()
+            .realm_create(name, &ids, Timestamp::now())
+            .map_err(|e| grant_error(&e))?;
+        self.share.realms_changed(&[]);
+        let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+        Ok(format!("created realm {} (id {}) with {}", row.label, row.realm.id, names.join(", ")))
+    }
+
+    /// Adds (`add`) or removes `peer` from realm `name`, which we created.
+    fn realm_member(&self, name: &str, peer: &str, add: bool) -> Result<String, String> {
+        let row = self.realm_named(name)?;
+        let me = self.fs.vault().player();
+        if row.realm.creator != me {
+            return Err(format!(
+                "only the realm's creator ({}) changes its members",
+                self.name_of(row.realm.creator)
+            ));
+        }
+        let mut members = row.realm.members.clone();
+        let id = if add {
+            let p = self.peers_named(&[peer.to_owned()])?.remove(0);
+            if members.contains(&p.id) {
+                return Err(format!("{peer} is a member of {name} already"));
+            }
+            members.push(p.id);
+            p.id
+        } else {
+            let Some(id) = members.iter().copied().find(|m| *m != me && self.name_of(*m) == peer)
+            else {
+                return Err(format!("{peer} is not a member of {name}"));
+            };
+            members.retain(|m| *m != id);
+            id
+        };
+        self.fs.vault().realm_set_members(row.realm.id, members).map_err(|e| grant_error(&e))?;
+        self.share.realms_changed(&[id]);
+        Ok(if add {
+            format!("added {peer} to realm {name}")
+        } else {
+            format!("removed {peer} from realm {name}")
+        })
+    }
+
+    fn realm_leave(&self, name: &str) -> Result<String, String> {
+        let row = self.realm_named(name)?;
+        let vault = self.fs.vault();
+        vault.realm_leave(row.realm.id).map_err(|e| e.to_string())?;
+        if row.realm.creator == vault.player() {
+            // Its members no longer find it offered: it goes from every one of them.
+            self.share.realms_changed(&row.realm.members);
+            Ok(format!("left realm {name}, which you created: it is dissolved for every member"))
+        } else {
+            self.share.realm_left(row.realm.creator);
+            Ok(format!("left realm {name}"))
+        }
     }
 
     fn recall(&self, path: &[String], from: &[String]) -> Result<String, String> {
@@ -224,6 +339,13 @@ fn grant_error(e: &indras_artifacts::Error) -> String {
     }
 }
 
+fn done(r: Result<String, String>) -> Response {
+    match r {
+        Ok(message) => Response::Done { message },
+        Err(e) => Response::error(e),
+    }
+}
+
 fn net_error(e: &NetError) -> Response {
     Response::error(e.to_string())
 }
@@ -302,6 +424,23 @@ impl Handler for MountHandler {
                 Ok(g) => Response::Grants(g),
                 Err(e) => Response::error(e),
             }),
+            Request::RealmCreate { name, members } => {
+                Reply::new(done(self.realm_create(&name, &members)))
+            }
+            Request::RealmList => {
+                let snap = self.fs.info().network.snapshot();
+                Reply::new(match realms_json(self.fs.vault(), &snap, Timestamp::now()) {
+                    Ok(r) => Response::Realms(r),
+                    Err(e) => Response::error(format!("listing realms failed: {e}")),
+                })
+            }
+            Request::RealmAdd { name, peer } => {
+                Reply::new(done(self.realm_member(&name, &peer, true)))
+            }
+            Request::RealmRemove { name, peer } => {
+                Reply::new(done(self.realm_member(&name, &peer, false)))
+            }
+            Request::RealmLeave { name } => Reply::new(done(self.realm_leave(&name))),
         }
     }
 }

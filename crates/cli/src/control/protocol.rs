@@ -18,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use indras_fuse::Status;
-use indras_fuse::network::PeerJson;
+use indras_fuse::network::{PeerJson, RealmJson};
 use serde::{Deserialize, Serialize};
 
 /// The version this build speaks. A frame of any other version is refused.
@@ -67,6 +67,16 @@ pub enum Request {
     Recall { path: Vec<String>, from: Vec<String> },
     /// The grants we gave: of `path`, or all.
     Grants { path: Option<Vec<String>> },
+    /// Create realm `name` of us and the peers `members` (our names for them).
+    RealmCreate { name: String, members: Vec<String> },
+    /// Every realm we belong to, as `.indra/realms.json` lists them.
+    RealmList,
+    /// Add the peer `peer` to realm `name`, which we created.
+    RealmAdd { name: String, peer: String },
+    /// Remove the member `peer` from realm `name`, which we created.
+    RealmRemove { name: String, peer: String },
+    /// Leave realm `name` (its creator dissolves it).
+    RealmLeave { name: String },
 }
 
 /// How a `share` grants access.
@@ -115,6 +125,8 @@ pub enum Response {
     Peers(Vec<PeerJson>),
     /// Grants we gave.
     Grants(Vec<GrantJson>),
+    /// The realms we belong to.
+    Realms(Vec<RealmJson>),
     /// What was done, in one line for the user.
     Done {
         message: String,
@@ -138,6 +150,7 @@ impl Response {
             Response::Ticket { .. } => "ticket",
             Response::Peers(_) => "peers",
             Response::Grants(_) => "grants",
+            Response::Realms(_) => "realms",
             Response::Done { .. } => "done",
             Response::Error { .. } => "error",
         }
