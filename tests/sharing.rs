@@ -6,54 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use indras_e2e::{Dirs, Mount, cli, cli_err};
+use indras_e2e::{Dirs, LOOPBACK, Mount, cli, cli_err, connected, introduce, s, wait_until, xattr};
 use serde_json::Value;
-
-const LOOPBACK: &[&str] = &["--listen", "127.0.0.1:0", "--relay", "none"];
-const LONG: Duration = Duration::from_secs(30);
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Waits (bounded) until `f` holds; panics with `m`'s log if it never does.
-fn wait_until(m: &Mount, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < LONG, "never: {what}\n{}", m.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    start.elapsed()
-}
-
-fn connected(m: &Mount, name: &str) -> bool {
-    let text = std::fs::read_to_string(m.mnt.join(".indra/peers.json")).unwrap_or_default();
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .any(|p| p["name"] == name && p["state"] == "connected")
-}
 
 /// alice and bob, peered and connected.
 fn pair(da: &Dirs, db: &Dirs) -> (Mount, Mount) {
     let alice = Mount::start_as(da, "alice", LOOPBACK, &[]);
     let bob = Mount::start_as(db, "bob", LOOPBACK, &[]);
-    let ticket = cli(&["invite", s(&alice.mnt)]).trim().to_owned();
-    cli(&["peer", "add", "alice", &ticket, s(&bob.mnt)]);
-    wait_until(&alice, "alice sees bob connected", || connected(&alice, "bob"));
-    wait_until(&bob, "bob sees alice connected", || connected(&bob, "alice"));
+    introduce(&alice, "alice", &bob, "bob");
     (alice, bob)
 }
 
 fn read(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()
-}
-
-fn xattr(p: &Path, name: &str) -> Option<String> {
-    let out = Command::new("getfattr").args(["--only-values", "-n", name]).arg(p).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Every mode between two live mounts, as a user runs it.
@@ -338,9 +303,7 @@ fn a_permanent_grant_is_shared_on() {
     let (da, db, dc) = (Dirs::new(), Dirs::new(), Dirs::new());
     let (alice, bob) = pair(&da, &db);
     let carol = Mount::start_as(&dc, "carol", LOOPBACK, &[]);
-    let ticket = cli(&["invite", s(&bob.mnt)]).trim().to_owned();
-    cli(&["peer", "add", "bob", &ticket, s(&carol.mnt)]);
-    wait_until(&carol, "carol sees bob", || connected(&carol, "bob"));
+    introduce(&bob, "bob", &carol, "carol");
     let photo: Vec<u8> =
         (0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 5) as u8).collect();
     std::fs::write(alice.mnt.join("vault/photo.jpg"), &photo).unwrap();

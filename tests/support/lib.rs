@@ -383,3 +383,53 @@ fn ip(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ----- peered mounts -----
+
+/// Mount flags for daemons that reach each other on 127.0.0.1 only.
+pub const LOOPBACK: &[&str] = &["--listen", "127.0.0.1:0", "--relay", "none"];
+
+/// How long a peered test waits for anything to show.
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// A path as a CLI argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Waits (bounded by `LONG`) until `f` holds; returns how long it took, or panics with `m`'s
+/// log if it never does.
+pub fn wait_until(m: &Mount, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LONG, "never: {what}\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    start.elapsed()
+}
+
+/// Whether `m`'s `.indra/peers.json` shows the peer `name` connected.
+pub fn connected(m: &Mount, name: &str) -> bool {
+    let text = std::fs::read_to_string(m.mnt.join(".indra/peers.json")).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p["name"] == name && p["state"] == "connected")
+}
+
+/// Peers `b` with `a`, which `b` calls `a_name` and which calls `b` `b_name`; waits until
+/// both see the other connected.
+pub fn introduce(a: &Mount, a_name: &str, b: &Mount, b_name: &str) {
+    let ticket = cli(&["invite", s(&a.mnt)]).trim().to_owned();
+    cli(&["peer", "add", a_name, &ticket, s(&b.mnt)]);
+    wait_until(a, &format!("{b_name} connected"), || connected(a, b_name));
+    wait_until(b, &format!("{a_name} connected"), || connected(b, a_name));
+}
+
+/// The value of extended attribute `name` of `p`, if it has one.
+pub fn xattr(p: &Path, name: &str) -> Option<String> {
+    let out = Command::new("getfattr").args(["--only-values", "-n", name]).arg(p).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
