@@ -9,8 +9,8 @@
 //! | 2 | `vault/` | the store's root tree, `NodeId::ROOT` |
 //! | 3 | `peers/` | fixed |
 //! | 4 | `realms/` | fixed |
-//! | 5..=11 | `.indra/` and its files | fixed |
-//! | 12..=15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
+//! | 5..=12 | `.indra/` and its files | fixed |
+//! | 13..=15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
 //! | 16..2^56 | `vault/` | the store's node ids (`NodeId::FIRST_DYNAMIC` up) |
 //! | 2^56..2^57 | `peers/` | entries of the peers' views |
 //! | 2^57..3·2^56 | `realms/` | entries of the realm views |
@@ -44,6 +44,7 @@ pub const PEERS_JSON: u64 = 8;
 pub const ATTENTION_LOG: u64 = 9;
 pub const HEAT_JSON: u64 = 10;
 pub const SYNC_STATUS_JSON: u64 = 11;
+pub const HEAT_HTML: u64 = 12;
 
 /// Each view past the vault owns one range of this many inodes.
 const RANGE: u64 = 1 << 56;
@@ -94,7 +95,7 @@ pub fn view_of(ino: u64) -> Option<ViewId> {
         VAULT | NodeId::FIRST_DYNAMIC..VAULT_END => Some(ViewId::Vault),
         PEERS | PEERS_FIRST..PEERS_END => Some(ViewId::Peers),
         REALMS | REALMS_FIRST..REALMS_END => Some(ViewId::Realms),
-        INDRA..=SYNC_STATUS_JSON => Some(ViewId::Indra),
+        INDRA..=HEAT_HTML => Some(ViewId::Indra),
         _ => None,
     }
 }
@@ -181,8 +182,9 @@ mod tests {
             (ATTENTION_LOG, Some(ViewId::Indra)),
             (HEAT_JSON, Some(ViewId::Indra)),
             (SYNC_STATUS_JSON, Some(ViewId::Indra)),
+            (HEAT_HTML, Some(ViewId::Indra)),
             (0, None),
-            (12, None),
+            (13, None),
             (15, None),
             (NodeId::FIRST_DYNAMIC, Some(ViewId::Vault)),
             (VAULT_END - 1, Some(ViewId::Vault)),

@@ -16,6 +16,7 @@
 
 mod common;
 mod empty;
+mod heat;
 mod indra;
 mod peers;
 mod root;
