@@ -233,31 +233,45 @@ impl Vault {
         self.read_fs(|r| r.node(id))
     }
 
-    /// Every node below the root, each once, under the first path a depth-first walk meets
-    /// (as `paths_of` names it), in walk order: one pass over the entries and one over the
-    /// nodes, holding no lock while they run. The root itself is not included.
-    pub fn walk(&self) -> Result<Vec<Placed>> {
-        let (children, nodes) = self.scan(&["entries", "nodes"], |r| {
+    /// Every node below the root (or only those in `only`), each once, under the first path
+    /// a depth-first walk meets (as `paths_of` names it), in walk order. One pass over the
+    /// entries, then one over the nodes (or, for `only`, a read of each node found), holding
+    /// no lock while they run. The root itself is not included.
+    pub fn walk(&self, only: Option<&HashSet<NodeId>>) -> Result<Vec<Placed>> {
+        self.scan(&["entries", "nodes"], |r| {
             let children = children(r)?;
-            let mut nodes: HashMap<u64, (NodeKind, u64)> = HashMap::new();
-            for row in r.nodes()?.iter()? {
-                let (k, v) = row?;
-                let node: Node = decode("node", v.value())?;
-                nodes.insert(k.value(), (node.kind, node.size));
+            let mut found: Vec<(NodeId, Vec<u8>)> = Vec::new();
+            let mut seen = HashSet::new();
+            walk_entries(&children, |node, path| {
+                if only.is_none_or(|o| o.contains(&node)) && seen.insert(node) {
+                    found.push((node, path.to_vec()));
+                }
+                only.is_none_or(|o| seen.len() < o.len())
+            });
+            let mut attrs: HashMap<u64, (NodeKind, u64)> = HashMap::new();
+            if only.is_some() {
+                for (id, _) in &found {
+                    match r.node(*id) {
+                        Ok(n) => attrs.insert(id.0, (n.kind, n.size)),
+                        Err(Error::NoSuchNode(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                }
+            } else {
+                for row in r.nodes()?.iter()? {
+                    let (k, v) = row?;
+                    let n: Node = decode("node", v.value())?;
+                    attrs.insert(k.value(), (n.kind, n.size));
+                }
             }
-            Ok((children, nodes))
-        })?;
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        walk_entries(&children, |node, path| {
-            if let Some(&(kind, size)) = nodes.get(&node.0)
-                && seen.insert(node)
-            {
-                out.push(Placed { node, path: path.to_vec(), kind, size });
-            }
-            true
-        });
-        Ok(out)
+            Ok(found
+                .into_iter()
+                .filter_map(|(node, path)| {
+                    let &(kind, size) = attrs.get(&node.0)?;
+                    Some(Placed { node, path, kind, size })
+                })
+                .collect())
+        })
     }
 
     /// Puts a file named `name` holding `content` into the folder `folder` of the vault's

@@ -55,10 +55,21 @@ pub(crate) struct Spot {
     pub attention: Option<Figures>,
 }
 
-/// Every entry of `vault/` and `peers/` with its heat at `now`: the vault's nodes in one walk
-/// of its tree, then the mirror's entries in one walk (without those whose grant has ended at
-/// `now`, which `peers/` no longer shows). A node with several names is listed once.
-pub(crate) fn spots(vault: &Vault, now: Timestamp) -> FsResult<Vec<Spot>> {
+/// Which entries `spots` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cover {
+    /// Those that have had attention (`heat.json`): the vault's nodes are then read one by one
+    /// instead of in a pass over them all.
+    Attended,
+    /// Every one (`heat.html`).
+    Everything,
+}
+
+/// The entries of `vault/` and `peers/` with their heat at `now`: the vault's nodes from one
+/// walk of its tree, then the mirror's entries from one walk of the mirror (without those
+/// whose grant has ended at `now`, which `peers/` no longer shows). A node with several names
+/// is listed once. An entry is the same spot whichever `cover` lists it.
+pub(crate) fn spots(vault: &Vault, now: Timestamp, cover: Cover) -> FsResult<Vec<Spot>> {
     let mut heat: HashMap<NodeId, Figures> = vault
         .heat(now)?
         .into_iter()
@@ -73,8 +84,10 @@ pub(crate) fn spots(vault: &Vault, now: Timestamp) -> FsResult<Vec<Spot>> {
             (h.node, figures)
         })
         .collect();
+    let attended: HashSet<NodeId> = heat.keys().copied().collect();
+    let only = (cover == Cover::Attended).then_some(&attended);
     let mut out = Vec::new();
-    for p in vault.walk()? {
+    for p in vault.walk(only)? {
         let folder = p.kind == NodeKind::Dir;
         out.push(Spot {
             id: p.node,
@@ -91,10 +104,11 @@ pub(crate) fn spots(vault: &Vault, now: Timestamp) -> FsResult<Vec<Spot>> {
         .map(|(_, e)| e.id)
         .collect();
     for (path, e) in mirror {
-        if ended.contains(&e.root) {
+        let attention = heat.remove(&e.id);
+        if ended.contains(&e.root) || (cover == Cover::Attended && attention.is_none()) {
             continue;
         }
-        out.push(mirror_spot(&path, &e, heat.remove(&e.id)));
+        out.push(mirror_spot(&path, &e, attention));
     }
     Ok(out)
 }
@@ -362,7 +376,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vault = Vault::open(dir.path(), "alice", &Options::default()).unwrap();
         let now = Timestamp::from_millis(NOW);
-        let spots = spots(&vault, now).unwrap();
+        let spots = spots(&vault, now, Cover::Everything).unwrap();
         assert!(spots.is_empty(), "{spots:?}");
         let data = page_data(&render(&spots, Limits::PAGE));
         assert_eq!(data["rows"], serde_json::json!([]));
@@ -385,7 +399,7 @@ mod tests {
             vault.create(notes.id, b"a.md", &NewNode::file(0o644), Some(staged), now, c).unwrap();
         vault.create(notes.id, b"e", &NewNode::file(0o644), None, now, c).unwrap();
         vault.link(a.id, root, b"z-link", now, c).unwrap();
-        let spots = spots(&vault, now).unwrap();
+        let spots = spots(&vault, now, Cover::Everything).unwrap();
         let mut seen: Vec<(&str, bool, u64)> =
             spots.iter().map(|s| (s.path.as_str(), s.folder, s.size)).collect();
         seen.sort_unstable();
@@ -413,5 +427,100 @@ mod tests {
         let want = [("vault/empty", 1), ("vault/notes/e", 0), ("vault/z-link", 0)];
         assert_eq!(rows, want.map(|(p, f)| (p.to_owned(), f)));
         assert_eq!(data["bytes"], 300);
+    }
+
+    /// heat.json and the page are made from the same spots: what the one lists with
+    /// attention, the other draws with the same figures.
+    #[test]
+    fn attended_spots_are_the_attended_part_of_every_spot() {
+        use indras_artifacts::{AttentionKind, AttentionSwitchEvent};
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(dir.path(), "alice", &Options::default()).unwrap();
+        let now = Timestamp::from_millis(NOW);
+        let c = Commit::CrashConsistent;
+        let root = indras_artifacts::NodeId::ROOT;
+        let d = vault.create(root, b"d", &NewNode::dir(0o755), None, now, c).unwrap();
+        let mut events = Vec::new();
+        for (i, name) in ["a", "b", "c", "e"].iter().enumerate() {
+            let staged = vault.stage(&vec![1u8; 10 * (i + 1)]).unwrap();
+            let f = vault
+                .create(d.id, name.as_bytes(), &NewNode::file(0o644), Some(staged), now, c)
+                .unwrap();
+            for _ in 0..i {
+                events.push(AttentionSwitchEvent {
+                    player: vault.player(),
+                    from: None,
+                    to: None,
+                    kind: AttentionKind::Navigate,
+                    at: now,
+                    node: Some(f.id),
+                    dwell_ms: 0,
+                });
+            }
+        }
+        vault.append_events(&events, c).unwrap();
+        let every = spots(&vault, now, Cover::Everything).unwrap();
+        let attended = spots(&vault, now, Cover::Attended).unwrap();
+        let want: Vec<Spot> = every.iter().filter(|s| s.attention.is_some()).cloned().collect();
+        assert_eq!(attended, want);
+        assert_eq!(attended.len(), 3, "{attended:?}");
+        let json: serde_json::Value = serde_json::from_slice(&heat_json(&attended).unwrap()).unwrap();
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["vault/d/e", "vault/d/c", "vault/d/b"], "hottest first");
+        let page = page_data(&render(&every, Limits::PAGE));
+        let rows = page["rows"].as_array().unwrap();
+        for (path, figures) in json.as_object().unwrap() {
+            let row = rows.iter().find(|r| r[0] == path.as_str()).expect("drawn");
+            assert_eq!(row[3], figures["heat"], "{path}");
+            assert_eq!(row[4], figures["opens"], "{path}");
+            assert_eq!(row[7], figures["last_seen"], "{path}");
+        }
+    }
+
+    /// What peers share shows under `peers/`, by our labels, as `peers/` shows it: an entry
+    /// whose timed grant has ended is gone.
+    #[test]
+    fn spots_walk_what_peers_share() {
+        use indras_artifacts::{AccessMode, PlayerId, SharedItem};
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(dir.path(), "alice", &Options::default()).unwrap();
+        let now = Timestamp::from_millis(NOW);
+        let item = |remote, label: &str, kind, size, grant| SharedItem {
+            remote,
+            label: label.as_bytes().to_vec(),
+            kind,
+            size,
+            mtime: now,
+            content: (kind == SharedKind::File).then(|| *blake3::hash(label.as_bytes()).as_bytes()),
+            grant,
+        };
+        let ended = AccessMode::Timed { expires_at: Timestamp::from_millis(NOW - 1) };
+        let bob = vault.mirror_ensure_peer(PlayerId([7; 32]), "bob").unwrap();
+        let roots = [
+            item(1, "gone", SharedKind::File, 9, Some(ended)),
+            item(2, "a.txt", SharedKind::File, 5, Some(AccessMode::Revocable)),
+            item(3, "docs", SharedKind::Dir, 0, Some(AccessMode::Permanent)),
+        ];
+        vault.mirror_apply(bob.id, &roots, now).unwrap();
+        let docs = vault.mirror_lookup(bob.id, b"docs").unwrap().unwrap();
+        vault.mirror_apply(docs.id, &[item(4, "b.txt", SharedKind::File, 7, None)], now).unwrap();
+        let kept = vault.mirror_walk().unwrap();
+        assert!(kept.iter().any(|(p, _)| p == b"bob/gone"), "kept until the sweep");
+        let spots = spots(&vault, now, Cover::Everything).unwrap();
+        let seen: Vec<(&str, bool, u64)> =
+            spots.iter().map(|s| (s.path.as_str(), s.folder, s.size)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("peers/bob", true, 0),
+                ("peers/bob/a.txt", false, 5),
+                ("peers/bob/docs", true, 0),
+                ("peers/bob/docs/b.txt", false, 7),
+            ]
+        );
+        let data = page_data(&render(&spots, Limits::PAGE));
+        let drawn: Vec<&str> =
+            data["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
+        assert_eq!(drawn, ["peers/bob/docs/b.txt", "peers/bob/a.txt"], "largest first");
     }
 }

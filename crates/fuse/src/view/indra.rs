@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indras_artifacts::{AttentionKind, NodeKind, Timestamp, Vault};
+use indras_artifacts::{AttentionKind, NodeKind, Vault};
 use serde::Serialize;
 
 use super::common::{Found, NO_TTL, ReadOnlyFile, ReadOnlyView, View, fixed_attr, fixed_listing};
@@ -95,9 +95,9 @@ impl IndraView {
             return attention_log(vault);
         }
         let mut out = match ino {
-            inode::HEAT_JSON => heat::heat_json(&heat::spots(vault, now)?)?,
+            inode::HEAT_JSON => heat::heat_json(&heat::spots(vault, now, heat::Cover::Attended)?)?,
             inode::HEAT_HTML => {
-                let spots = heat::spots(vault, now)?;
+                let spots = heat::spots(vault, now, heat::Cover::Everything)?;
                 heat::heat_html(&spots, &self.info.player, now, heat::Limits::PAGE)?
             }
             inode::PLAYER_JSON => json(&PlayerJson {
