@@ -87,11 +87,8 @@ fn dump_dom(url: &str) -> Run {
     let run = chromium(url, &["--dump-dom"]);
     // The page writes nothing to the console; every message there (an uncaught exception, a
     // refused load) is a failure.
-    let console: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
-        .collect();
+    let console: Vec<&str> =
+        run.stderr.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught")).collect();
     assert!(console.is_empty(), "the page wrote to the console:\n{}", console.join("\n"));
     run
 }

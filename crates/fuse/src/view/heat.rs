@@ -464,7 +464,8 @@ mod tests {
         let want: Vec<Spot> = every.iter().filter(|s| s.attention.is_some()).cloned().collect();
         assert_eq!(attended, want);
         assert_eq!(attended.len(), 3, "{attended:?}");
-        let json: serde_json::Value = serde_json::from_slice(&heat_json(&attended).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&heat_json(&attended).unwrap()).unwrap();
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["vault/d/e", "vault/d/c", "vault/d/b"], "hottest first");
         let page = page_data(&render(&every, Limits::PAGE));
