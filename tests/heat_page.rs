@@ -215,7 +215,7 @@ fn heat_page_draws_the_vault_in_chromium() {
     assert_eq!(drawn, want, "one rectangle per file");
     let rect = |p: &str| by_path[format!("vault/{p}").as_str()];
     for (path, size) in files {
-        assert_eq!(number(rect(path), "data-size") as usize, size, "{path}");
+        assert_eq!(rect(path)["data-size"], size.to_string(), "{path}");
         assert!(number(rect(path), "data-area") > 0.0, "{path} is drawn: {:?}", rect(path));
     }
     // Areas are in proportion to sizes: b is a quarter of a (same folder), c is 1.25 a (a

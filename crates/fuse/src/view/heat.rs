@@ -147,12 +147,12 @@ pub(crate) fn heat_json(spots: &[Spot]) -> FsResult<Vec<u8>> {
             opens: f.opens,
             last_seen: rfc3339(f.last_seen),
         };
-        map.insert(s.path.clone(), serde_json::to_value(entry).map_err(json_error)?);
+        map.insert(s.path.clone(), serde_json::to_value(entry).map_err(|e| json_error(&e))?);
     }
-    serde_json::to_vec_pretty(&map).map_err(json_error)
+    serde_json::to_vec_pretty(&map).map_err(|e| json_error(&e))
 }
 
-fn json_error(e: serde_json::Error) -> FsError {
+fn json_error(e: &serde_json::Error) -> FsError {
     FsError::new(libc::EIO, e.to_string())
 }
 
@@ -247,7 +247,7 @@ pub(crate) fn heat_html(
         left_out,
         rows,
     };
-    let text = serde_json::to_string(&data).map_err(json_error)?;
+    let text = serde_json::to_string(&data).map_err(|e| json_error(&e))?;
     let (head, tail) = TEMPLATE
         .split_once(DATA_MARK)
         .ok_or_else(|| FsError::new(libc::EIO, "the heat page has no place for its data"))?;
