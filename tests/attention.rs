@@ -7,29 +7,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use indras_e2e::{Dirs, Mount, binary, have, sh};
+use indras_e2e::{Dirs, Mount, binary, have, settle, sh};
 
 fn log_events(mnt: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(mnt.join(".indra/attention.log")).unwrap();
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("unparsable line {l:?}: {e}")))
         .collect()
-}
-
-/// Waits until the daemon has processed every release: `close()` returns before the kernel's
-/// RELEASE reaches the daemon.
-fn settle(mnt: &Path) {
-    let start = Instant::now();
-    loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(mnt.join(".indra/status.json")).unwrap())
-                .unwrap();
-        if status["open_files"] == 0 {
-            return;
-        }
-        assert!(start.elapsed().as_secs() < 20, "files stay open: {status}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 fn count(events: &[serde_json::Value], kind: &str, path_prefix: &str) -> usize {

@@ -241,6 +241,21 @@ fn signal(child: &Child, sig: rustix::process::Signal) {
     }
 }
 
+/// Waits until the daemon has processed every release: `close()` returns before the kernel's
+/// RELEASE reaches the daemon.
+pub fn settle(mnt: &Path) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(mnt.join(".indra/status.json")).expect("status.json");
+        let status: serde_json::Value = serde_json::from_str(&text).expect("status.json parses");
+        if status["open_files"] == 0 {
+            return;
+        }
+        assert!(start.elapsed().as_secs() < 20, "files stay open: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `bash -c script` in `cwd`; panics with its output unless it succeeds.
 pub fn sh(cwd: &Path, script: &str) -> String {
     let out = sh_output(cwd, script);

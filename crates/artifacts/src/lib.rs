@@ -44,7 +44,9 @@ pub use vault::exchange::{LeafLayout, decode_chunk_list, decode_leaf_list, decod
 pub use vault::gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
 pub use vault::handle::{Changes, Commit, Counts, Options, Stats, Vault};
 pub use vault::mirror::{MirrorChanges, clean_label};
-pub use vault::namespace::{FILE_SIZE_MAX, LINK_MAX, NAME_MAX, XATTR_VALUE_MAX, validate_name};
+pub use vault::namespace::{
+    FILE_SIZE_MAX, LINK_MAX, NAME_MAX, Placed, XATTR_VALUE_MAX, validate_name,
+};
 pub use vault::realms::{
     Realm, RealmChanges, RealmId, RealmItem, RealmRow, RealmTarget, validate_realm_name,
 };

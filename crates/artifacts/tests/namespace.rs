@@ -448,3 +448,34 @@ fn deliveries_make_their_folder_and_replace_their_file() {
     assert_eq!(v.list(inbox, 0, 10).unwrap().len(), 1);
     assert!(v.deliver(b"inbox", b"a/b", b"", t0).is_err());
 }
+
+/// `walk` lists every node below the root once, by the path `paths_of` gives it, with its kind
+/// and size; `walk(Some(only))` lists just those, the same way.
+#[test]
+fn walk_names_every_node_once_as_paths_of_does() {
+    use std::collections::HashSet;
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let d = v.create(NodeId::ROOT, b"d", &NewNode::dir(0o755), None, now(), CC).unwrap();
+    let e = v.create(d.id, b"e", &NewNode::dir(0o755), None, now(), CC).unwrap();
+    let staged = v.stage(b"twelve bytes").unwrap();
+    let f = v.create(e.id, b"f\xff", &NewNode::file(0o644), Some(staged), now(), CC).unwrap();
+    v.link(f.id, NodeId::ROOT, b"hard", now(), CC).unwrap();
+    let l = v.create(d.id, b"l", &NewNode::symlink(b"target"), None, now(), CC).unwrap();
+    let all = v.walk(None).unwrap();
+    let ids: Vec<NodeId> = all.iter().map(|p| p.node).collect();
+    let unique: HashSet<NodeId> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "each node once: {all:?}");
+    assert_eq!(unique, [d.id, e.id, f.id, l.id].into_iter().collect(), "{all:?}");
+    let paths = v.paths_of(&unique).unwrap();
+    for p in &all {
+        assert_eq!(paths[&p.node], p.path, "{p:?}");
+        let node = v.node(p.node).unwrap();
+        assert_eq!((p.kind, p.size), (node.kind, node.size), "{p:?}");
+    }
+    let only: HashSet<NodeId> = [f.id, NodeId(999_999)].into_iter().collect();
+    let some = v.walk(Some(&only)).unwrap();
+    assert_eq!(some.len(), 1, "{some:?}");
+    assert_eq!(some[0], all.iter().find(|p| p.node == f.id).unwrap().clone());
+    assert_eq!(some[0].size, 12);
+}

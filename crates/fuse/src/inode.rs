@@ -9,8 +9,8 @@
 //! | 2 | `vault/` | the store's root tree, `NodeId::ROOT` |
 //! | 3 | `peers/` | fixed |
 //! | 4 | `realms/` | fixed |
-//! | 5..=11, 13 | `.indra/` and its files | fixed |
-//! | 12, 14, 15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
+//! | 5..=13 | `.indra/` and its files | fixed |
+//! | 14, 15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
 //! | 16..2^56 | `vault/` | the store's node ids (`NodeId::FIRST_DYNAMIC` up) |
 //! | 2^56..2^57 | `peers/` | entries of the peers' views |
 //! | 2^57..3·2^56 | `realms/` | entries of the realm views |
@@ -44,6 +44,7 @@ pub const PEERS_JSON: u64 = 8;
 pub const ATTENTION_LOG: u64 = 9;
 pub const HEAT_JSON: u64 = 10;
 pub const SYNC_STATUS_JSON: u64 = 11;
+pub const HEAT_HTML: u64 = 12;
 /// `.indra/realms.json`.
 pub const REALMS_JSON: u64 = 13;
 
@@ -115,7 +116,7 @@ pub fn view_of(ino: u64) -> Option<ViewId> {
         VAULT | NodeId::FIRST_DYNAMIC..VAULT_END => Some(ViewId::Vault),
         PEERS | PEERS_FIRST..PEERS_END => Some(ViewId::Peers),
         REALMS | REALMS_FIRST..REALMS_END => Some(ViewId::Realms),
-        INDRA..=SYNC_STATUS_JSON | REALMS_JSON => Some(ViewId::Indra),
+        INDRA..=REALMS_JSON => Some(ViewId::Indra),
         _ => None,
     }
 }
@@ -202,9 +203,10 @@ mod tests {
             (ATTENTION_LOG, Some(ViewId::Indra)),
             (HEAT_JSON, Some(ViewId::Indra)),
             (SYNC_STATUS_JSON, Some(ViewId::Indra)),
+            (HEAT_HTML, Some(ViewId::Indra)),
             (REALMS_JSON, Some(ViewId::Indra)),
             (0, None),
-            (12, None),
+            (14, None),
             (15, None),
             (NodeId::FIRST_DYNAMIC, Some(ViewId::Vault)),
             (VAULT_END - 1, Some(ViewId::Vault)),

@@ -109,7 +109,13 @@ fn attention_off_records_nothing_and_indra_files_record_nothing() {
     assert_eq!(fs.vault().event_count().unwrap(), 0);
     drop(fs);
     let fs = fs_with_clock(dir.path(), clock.clone(), true);
-    for v in [inode::HEAT_JSON, inode::ATTENTION_LOG, inode::STATUS_JSON, inode::PLAYER_JSON] {
+    for v in [
+        inode::HEAT_JSON,
+        inode::HEAT_HTML,
+        inode::ATTENTION_LOG,
+        inode::STATUS_JSON,
+        inode::PLAYER_JSON,
+    ] {
         let o = fs.open(Ctx::default(), v, libc::O_RDONLY).unwrap();
         fs.release(o.fh).unwrap();
     }

@@ -35,6 +35,7 @@ use crate::store::meta::W;
 use crate::store::schema::{META_NEXT_EVENT, bytes_u64, decode, encode, u64_bytes};
 use crate::types::{ArtifactId, AttentionKind, AttentionSwitchEvent, NodeId, Timestamp};
 use crate::vault::handle::{Commit, Vault};
+use crate::vault::namespace::{children, walk_entries};
 
 /// An open's weight.
 pub const W_OPEN: f64 = 1.0;
@@ -342,35 +343,14 @@ impl Vault {
     /// Paths (labels from the root, joined with `/`) of the given nodes, found by one walk of
     /// the tree. A node with several names (hard links) gets the first found.
     pub fn paths_of(&self, wanted: &HashSet<NodeId>) -> Result<HashMap<NodeId, Vec<u8>>> {
-        let children = self.scan(&["entries"], |r| {
-            let mut children: HashMap<u64, Vec<(Vec<u8>, u64)>> = HashMap::new();
-            for row in r.entries()?.iter()? {
-                let (k, v) = row?;
-                let (parent, name) = k.value();
-                children.entry(parent).or_default().push((name.to_vec(), v.value().0));
-            }
-            Ok(children)
-        })?;
+        let children = self.scan(&["entries"], children)?;
         let mut out = HashMap::new();
-        let mut stack: Vec<(u64, Vec<u8>)> = vec![(NodeId::ROOT.0, Vec::new())];
-        while let Some((dir, path)) = stack.pop() {
-            if out.len() == wanted.len() {
-                break;
+        walk_entries(&children, |node, path| {
+            if wanted.contains(&node) {
+                out.entry(node).or_insert_with(|| path.to_vec());
             }
-            for (name, child) in children.get(&dir).map(Vec::as_slice).unwrap_or_default() {
-                let mut p = path.clone();
-                if !p.is_empty() {
-                    p.push(b'/');
-                }
-                p.extend_from_slice(name);
-                if wanted.contains(&NodeId(*child)) {
-                    out.entry(NodeId(*child)).or_insert_with(|| p.clone());
-                }
-                if children.contains_key(child) {
-                    stack.push((*child, p));
-                }
-            }
-        }
+            out.len() < wanted.len()
+        });
         Ok(out)
     }
 }

@@ -222,6 +222,45 @@ impl Vault {
         })
     }
 
+    /// Every mirror entry below `MirrorEntry::TOP` with its path of labels (the peer's
+    /// folder's first, joined with `/`), depth first with each folder's entries in label
+    /// order: one pass over the mirror, holding no lock while it runs. Entries whose grant has
+    /// ended but which the sweep has not removed yet are included (see `mirror_grant`).
+    pub fn mirror_walk(&self) -> Result<Vec<(Vec<u8>, MirrorEntry)>> {
+        let mut kids: HashMap<NodeId, Vec<MirrorEntry>> = HashMap::new();
+        self.scan(&["mirror"], |r| {
+            for row in r.mirror()?.iter()? {
+                let e: MirrorEntry = decode("mirror entry", row?.1.value())?;
+                kids.entry(e.parent).or_default().push(e);
+            }
+            Ok(())
+        })?;
+        for list in kids.values_mut() {
+            list.sort_by(|a, b| a.label.cmp(&b.label));
+        }
+        // Each entry has one parent, so a walk down from the top meets none twice.
+        let mut out = Vec::new();
+        let mut stack: Vec<(NodeId, Vec<u8>)> = vec![(MirrorEntry::TOP, Vec::new())];
+        while let Some((dir, path)) = stack.pop() {
+            let Some(list) = kids.remove(&dir) else { continue };
+            let mut folders = Vec::new();
+            for e in list {
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&e.label);
+                if e.kind == SharedKind::Dir {
+                    folders.push((e.id, p.clone()));
+                }
+                out.push((p, e));
+            }
+            // Reversed onto the stack, so that folders are walked in label order.
+            stack.extend(folders.into_iter().rev());
+        }
+        Ok(out)
+    }
+
     /// The folder of `peer`'s shares, if it has one.
     pub fn mirror_peer_folder(&self, peer: PlayerId) -> Result<Option<MirrorEntry>> {
         Ok(self.mirror_by_remote(peer, 0)?.into_iter().next())

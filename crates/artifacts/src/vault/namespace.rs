@@ -10,11 +10,13 @@
 //!   entry, no open handle) holds it.
 //! - A directory's tree record names its node, and its node names the tree.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::error::{Error, Result, lossy};
 use crate::payload::writer::StagedLeaf;
 use crate::store::meta::W;
 use crate::store::rows::new_tree_id;
-use crate::store::schema::TreeRecord;
+use crate::store::schema::{TreeRecord, decode};
 use crate::types::{
     DirEntry, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, TreeType, XattrMode,
 };
@@ -158,6 +160,52 @@ impl W<'_> {
     }
 }
 
+/// A node where a walk of the tree finds it (`Vault::walk`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub node: NodeId,
+    /// Labels from the root (not included), joined with `/`.
+    pub path: Vec<u8>,
+    pub kind: NodeKind,
+    pub size: u64,
+}
+
+/// Each directory's entries, `(name, child)` in name order.
+pub(crate) type Children = HashMap<u64, Vec<(Vec<u8>, u64)>>;
+
+/// Every entry of the tree, read in one pass over the entries table.
+pub(crate) fn children(r: &mut W) -> Result<Children> {
+    let mut children: Children = HashMap::new();
+    for row in r.entries()?.iter()? {
+        let (k, v) = row?;
+        let (parent, name) = k.value();
+        children.entry(parent).or_default().push((name.to_vec(), v.value().0));
+    }
+    Ok(children)
+}
+
+/// Visits every entry below the root, depth first, with its path of labels from the root,
+/// until `visit` returns false. The order is fixed (by the entries' names), so a node with
+/// several names (hard links) is always met first under the same one.
+pub(crate) fn walk_entries(children: &Children, mut visit: impl FnMut(NodeId, &[u8]) -> bool) {
+    let mut stack: Vec<(u64, Vec<u8>)> = vec![(NodeId::ROOT.0, Vec::new())];
+    while let Some((dir, path)) = stack.pop() {
+        for (name, child) in children.get(&dir).map(Vec::as_slice).unwrap_or_default() {
+            let mut p = path.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            if !visit(NodeId(*child), &p) {
+                return;
+            }
+            if children.contains_key(child) {
+                stack.push((*child, p));
+            }
+        }
+    }
+}
+
 /// Checks a directory entry name: non-empty, not `.` or `..`, no `/` or NUL, at most 255
 /// bytes. Any other bytes, including non-UTF-8, are allowed and stored as they are.
 pub fn validate_name(name: &[u8]) -> Result<()> {
@@ -183,6 +231,47 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
 impl Vault {
     pub fn node(&self, id: NodeId) -> Result<Node> {
         self.read_fs(|r| r.node(id))
+    }
+
+    /// Every node below the root (or only those in `only`), each once, under the first path
+    /// a depth-first walk meets (as `paths_of` names it), in walk order. One pass over the
+    /// entries, then one over the nodes (or, for `only`, a read of each node found), holding
+    /// no lock while they run. The root itself is not included.
+    pub fn walk(&self, only: Option<&HashSet<NodeId>>) -> Result<Vec<Placed>> {
+        self.scan(&["entries", "nodes"], |r| {
+            let children = children(r)?;
+            let mut found: Vec<(NodeId, Vec<u8>)> = Vec::new();
+            let mut seen = HashSet::new();
+            walk_entries(&children, |node, path| {
+                if only.is_none_or(|o| o.contains(&node)) && seen.insert(node) {
+                    found.push((node, path.to_vec()));
+                }
+                only.is_none_or(|o| seen.len() < o.len())
+            });
+            let mut attrs: HashMap<u64, (NodeKind, u64)> = HashMap::new();
+            if only.is_some() {
+                for (id, _) in &found {
+                    match r.node(*id) {
+                        Ok(n) => attrs.insert(id.0, (n.kind, n.size)),
+                        Err(Error::NoSuchNode(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                }
+            } else {
+                for row in r.nodes()?.iter()? {
+                    let (k, v) = row?;
+                    let n: Node = decode("node", v.value())?;
+                    attrs.insert(k.value(), (n.kind, n.size));
+                }
+            }
+            Ok(found
+                .into_iter()
+                .filter_map(|(node, path)| {
+                    let &(kind, size) = attrs.get(&node.0)?;
+                    Some(Placed { node, path, kind, size })
+                })
+                .collect())
+        })
     }
 
     /// Puts a file named `name` holding `content` into the folder `folder` of the vault's

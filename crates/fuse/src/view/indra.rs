@@ -1,4 +1,4 @@
-//! `.indra/` (inode 5) and its read-only files (6..=11). Each file is rendered from the store
+//! `.indra/` (inode 5) and its read-only files (6..=12). Each file is rendered from the store
 //! when it is opened, and the handle keeps that rendering, so one sequence of reads sees one
 //! snapshot. Queued attention events are written first, so what a file shows includes every
 //! event before the open; opening these files is not attention itself.
@@ -7,18 +7,20 @@
 //! second old (kept in `rendered`, a leaf lock), and reads use direct I/O, so a size that is a
 //! moment old never cuts a read short. The kernel caches none of these attributes.
 //!
-//! The files: JSON pretty-printed and newline-terminated, the log as JSON lines.
+//! The files: JSON pretty-printed and newline-terminated, the log as JSON lines, and
+//! `heat.html`, one self-contained page (see `heat`).
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indras_artifacts::{AttentionKind, NodeKind, Timestamp, Vault};
+use indras_artifacts::{AttentionKind, NodeKind, Vault};
 use serde::Serialize;
 
 use super::common::{Found, NO_TTL, ReadOnlyFile, ReadOnlyView, View, fixed_attr, fixed_listing};
-use crate::attention::{Attention, display_heat};
+use super::heat;
+use crate::attention::Attention;
 use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::network;
@@ -28,8 +30,9 @@ use crate::time::rfc3339;
 use crate::types::{Attr, DirItem};
 
 /// The files of `.indra/`, in listing order.
-const FILES: [(u64, &str); 7] = [
+const FILES: [(u64, &str); 8] = [
     (inode::ATTENTION_LOG, "attention.log"),
+    (inode::HEAT_HTML, "heat.html"),
     (inode::HEAT_JSON, "heat.json"),
     (inode::PEERS_JSON, "peers.json"),
     (inode::PLAYER_JSON, "player.json"),
@@ -93,7 +96,11 @@ impl IndraView {
             return attention_log(vault);
         }
         let mut out = match ino {
-            inode::HEAT_JSON => heat_json(vault, now)?,
+            inode::HEAT_JSON => heat::heat_json(&heat::spots(vault, now, heat::Cover::Attended)?)?,
+            inode::HEAT_HTML => {
+                let spots = heat::spots(vault, now, heat::Cover::Everything)?;
+                heat::heat_html(&spots, &self.info.player, now, heat::Limits::PAGE)?
+            }
             inode::PLAYER_JSON => json(&PlayerJson {
                 player: &self.info.player,
                 player_id: vault.player().to_string(),
@@ -195,15 +202,6 @@ struct PlayerJson<'a> {
 }
 
 #[derive(Serialize)]
-struct HeatEntry {
-    heat: f64,
-    unique_peers: usize,
-    dwell_ms: u64,
-    opens: u64,
-    last_seen: String,
-}
-
-#[derive(Serialize)]
 struct LogLine {
     seq: u64,
     at: String,
@@ -225,26 +223,6 @@ fn counts(vault: &Vault) -> FsResult<Counts> {
         chunks: c.chunks,
         attention_events: c.events,
     })
-}
-
-fn heat_json(vault: &Vault, now: Timestamp) -> FsResult<Vec<u8>> {
-    let heat = vault.heat(now)?;
-    let paths = mount_paths(vault, &heat.iter().map(|h| h.node).collect())?;
-    let mut map = serde_json::Map::new();
-    for h in heat {
-        let Some(path) = paths.get(&h.node) else { continue };
-        let entry = HeatEntry {
-            heat: display_heat(h.heat),
-            unique_peers: h.unique_players,
-            dwell_ms: h.dwell_ms,
-            opens: h.opens,
-            last_seen: rfc3339(h.last_seen),
-        };
-        let value =
-            serde_json::to_value(entry).map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
-        map.insert(path.clone(), value);
-    }
-    json(&map)
 }
 
 fn attention_log(vault: &Vault) -> FsResult<Vec<u8>> {

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | the mount's root | `root` | inode 1: its four fixed folders |
 //! | `vault/` | `vault` | the store's nodes, read-write |
-//! | `.indra/` | `indra` | the virtual files, rendered at open |
+//! | `.indra/` | `indra` (its heat files: `heat`) | the virtual files, rendered at open |
 //! | `peers/` | `peers` | what peers share with us (the store's mirror entries), read-only |
 //! | `realms/` | `realms` | what every member of each realm can access, read-only |
 //!
@@ -15,6 +15,7 @@
 //! the lookup then names that inode (`Found::ViewRoot`), and its own view answers for it.
 
 mod common;
+mod heat;
 mod indra;
 mod peers;
 mod realms;
