@@ -113,6 +113,8 @@ pub struct Vault {
     /// Node ids reserved in `meta_v1`, handed out by write transactions.
     ids: Mutex<NodeIds>,
     closed: AtomicBool,
+    /// Operations that took effect since the vault was opened (`write_count`).
+    writes: std::sync::atomic::AtomicU64,
     recovered: bool,
     /// What changed since the last `take_changes`, once `watch_changes` was called.
     changes: Mutex<Option<Changes>>,
@@ -203,6 +205,7 @@ impl Vault {
             key,
             faults,
             ids: Mutex::new(NodeIds { next: next_node, limit: next_node, pending: None }),
+            writes: std::sync::atomic::AtomicU64::new(0),
             closed: AtomicBool::new(false),
             recovered: was_open,
             changes: Mutex::new(None),
@@ -368,6 +371,7 @@ impl Vault {
             // Operations are serialised, so this settles exactly this one's reservation.
             |ok| self.ids.lock().unwrap_or_else(PoisonError::into_inner).settle(ok),
         )?;
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if commit == Commit::Durable {
             self.flush(Commit::Durable)?;
         } else if full && let Err(e) = self.flush(Commit::CrashConsistent) {
@@ -375,6 +379,12 @@ impl Vault {
             tracing::warn!(error = %e, "flushing pending metadata failed; will retry");
         }
         Ok(out)
+    }
+
+    /// How many operations on the filesystem tables have taken effect since the vault was
+    /// opened: equal counts mean nothing in the store changed in between.
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether enough changes are pending in memory that `flush_pending` should run now,

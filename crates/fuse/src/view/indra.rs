@@ -3,9 +3,11 @@
 //! snapshot. Queued attention events are written first, so what a file shows includes every
 //! event before the open; opening these files is not attention itself.
 //!
-//! A file's size is only known once rendered: `stat` reports the size of a rendering at most a
-//! second old (kept in `rendered`, a leaf lock), and reads use direct I/O, so a size that is a
-//! moment old never cuts a read short. The kernel caches none of these attributes.
+//! A file's size is only known once rendered. A rendering is kept (in `rendered`, a leaf lock)
+//! and serves both `stat` and `open` while the store is unchanged (`Vault::write_count`) and
+//! it is under a second old, so the size a program stats is the size of what it then reads
+//! (a browser reads exactly the size it was told); after any change both render afresh. The
+//! kernel caches none of these attributes, and reads use direct I/O.
 //!
 //! The files: JSON pretty-printed and newline-terminated, the log as JSON lines, and
 //! `heat.html`, one self-contained page (see `heat`).
@@ -44,7 +46,8 @@ const FILES: [(u64, &str); 8] = [
 /// Events `attention.log` shows at most (the newest).
 const LOG_LINES_MAX: usize = 100_000;
 
-/// How long a rendered size answers `stat`.
+/// How long a rendering of an unchanged store answers `stat` and `open` (the figures that
+/// depend on the time alone, such as heat's decay, move that little).
 const SIZE_FRESH: Duration = Duration::from_secs(1);
 
 fn is_file(ino: u64) -> bool {
@@ -58,8 +61,8 @@ pub(crate) struct IndraView {
     attention: Arc<Attention>,
     /// For the status's count of open files.
     open: Arc<OpenFiles>,
-    /// When each file was last rendered, and its size then.
-    rendered: Mutex<HashMap<u64, (Instant, u64)>>,
+    /// Each file's last rendering: when, at which store write count, and what.
+    rendered: Mutex<HashMap<u64, (Instant, u64, Arc<[u8]>)>>,
 }
 
 impl IndraView {
@@ -72,24 +75,24 @@ impl IndraView {
         IndraView { vault, info, attention, open, rendered: Mutex::new(HashMap::new()) }
     }
 
-    fn render(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let data = self.render_file(ino)?;
-        lock(&self.rendered).insert(ino, (Instant::now(), data.len() as u64));
+    /// The file as it is now: the kept rendering while the store is unchanged and it is
+    /// fresh, else a new one (kept in turn).
+    fn render(&self, ino: u64) -> FsResult<Arc<[u8]>> {
+        // Queued attention is part of the store's state: written first, so it counts.
+        self.attention.flush()?;
+        let writes = self.vault.write_count();
+        if let Some((at, w, data)) = lock(&self.rendered).get(&ino)
+            && *w == writes
+            && at.elapsed() < SIZE_FRESH
+        {
+            return Ok(data.clone());
+        }
+        let data: Arc<[u8]> = self.render_file(ino)?.into();
+        lock(&self.rendered).insert(ino, (Instant::now(), writes, data.clone()));
         Ok(data)
     }
 
-    /// The size of a file as last rendered within `SIZE_FRESH`, else freshly rendered.
-    fn rendered_size(&self, ino: u64) -> FsResult<u64> {
-        if let Some((at, size)) = lock(&self.rendered).get(&ino)
-            && at.elapsed() < SIZE_FRESH
-        {
-            return Ok(*size);
-        }
-        Ok(self.render(ino)?.len() as u64)
-    }
-
     fn render_file(&self, ino: u64) -> FsResult<Vec<u8>> {
-        self.attention.flush()?;
         let now = self.attention.now();
         let vault = &*self.vault;
         if ino == inode::ATTENTION_LOG {
@@ -136,9 +139,14 @@ impl View for IndraView {
     fn getattr(&self, ino: u64) -> FsResult<Attr> {
         match ino {
             inode::INDRA => Ok(fixed_attr(&self.info, ino, NodeKind::Dir, 0o555, 2, 0)),
-            i if is_file(i) => {
-                Ok(fixed_attr(&self.info, i, NodeKind::File, 0o444, 1, self.rendered_size(i)?))
-            }
+            i if is_file(i) => Ok(fixed_attr(
+                &self.info,
+                i,
+                NodeKind::File,
+                0o444,
+                1,
+                self.render(i)?.len() as u64,
+            )),
             _ => Err(FsError::errno(libc::ENOENT)),
         }
     }
@@ -173,7 +181,7 @@ impl ReadOnlyView for IndraView {
         if ino == inode::INDRA {
             return Err(FsError::errno(libc::EISDIR));
         }
-        Ok(ReadOnlyFile::Rendered(self.render(ino)?.into()))
+        Ok(ReadOnlyFile::Rendered(self.render(ino)?))
     }
 }
 
