@@ -100,8 +100,8 @@ impl Aggregate {
             self.score += w * decay(ev.at, self.score_at);
         }
         match ev.kind {
-            AttentionKind::Navigate => self.opens += 1,
-            AttentionKind::Back => self.dwell_ms += ev.dwell_ms,
+            AttentionKind::Navigate => self.opens = self.opens.saturating_add(1),
+            AttentionKind::Back => self.dwell_ms = self.dwell_ms.saturating_add(ev.dwell_ms),
             AttentionKind::Scan => {}
         }
         self.last_seen = self.last_seen.max(ev.at);
@@ -121,31 +121,7 @@ impl Vault {
     /// Appends a batch of events in one transaction and folds them into the aggregates;
     /// returns the sequence number after them.
     pub fn append_events(&self, events: &[AttentionSwitchEvent], commit: Commit) -> Result<u64> {
-        self.write_fs(commit, |w| {
-            let mut next = next_event(w)?;
-            let mut touched: HashMap<u64, Aggregate> = HashMap::new();
-            for ev in events {
-                w.events()?.insert(next, encode(ev).as_slice())?;
-                next += 1;
-                let Some(node) = ev.node else { continue };
-                let agg = match touched.entry(node.0) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let current = match w.attention()?.get(node.0)? {
-                            Some(bytes) => decode("attention", bytes.value())?,
-                            None => Aggregate::default(),
-                        };
-                        v.insert(current)
-                    }
-                };
-                agg.add(ev);
-            }
-            for (node, agg) in touched {
-                w.attention()?.insert(node, encode(&agg).as_slice())?;
-            }
-            w.meta()?.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
-            Ok(next)
-        })
+        self.write_fs(commit, |w| fold_events(w, events))
     }
 
     /// Records that the player's attention moved to `to` (a file was opened).
@@ -373,6 +349,34 @@ impl Vault {
         }
         Ok(out)
     }
+}
+
+/// Appends `events` to the events table and folds them into their aggregates, within an
+/// operation; returns the sequence number after them.
+pub(crate) fn fold_events(w: &mut W, events: &[AttentionSwitchEvent]) -> Result<u64> {
+    let mut next = next_event(w)?;
+    let mut touched: HashMap<u64, Aggregate> = HashMap::new();
+    for ev in events {
+        w.events()?.insert(next, encode(ev).as_slice())?;
+        next += 1;
+        let Some(node) = ev.node else { continue };
+        let agg = match touched.entry(node.0) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let current = match w.attention()?.get(node.0)? {
+                    Some(bytes) => decode("attention", bytes.value())?,
+                    None => Aggregate::default(),
+                };
+                v.insert(current)
+            }
+        };
+        agg.add(ev);
+    }
+    for (node, agg) in touched {
+        w.attention()?.insert(node, encode(&agg).as_slice())?;
+    }
+    w.meta()?.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
+    Ok(next)
 }
 
 /// The sequence number the next event gets (the first is 1).
