@@ -369,5 +369,6 @@ pub(crate) fn kind(r: &Response) -> &'static str {
         Response::Ok => "ok",
         Response::Denied => "denied",
         Response::Failed(_) => "failed",
+        Response::Taken { .. } => "taken",
     }
 }

@@ -121,6 +121,8 @@ impl Server {
             // The engine lets go of a transfer (`Server::received`): it has the kernel's
             // caches to drop too.
             Request::Received { .. } => Response::Denied,
+            // The engine takes attention (`Share::handle`): it knows whether we take any.
+            Request::Attention { .. } => Response::Denied,
         })
     }
 
