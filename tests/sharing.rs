@@ -6,46 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use indras_e2e::{Dirs, Mount, cli, cli_err};
+use indras_e2e::{Dirs, LOOPBACK, Mount, cli, cli_err, connected, pair, s, wait_until};
 use serde_json::Value;
-
-const LOOPBACK: &[&str] = &["--listen", "127.0.0.1:0", "--relay", "none"];
-const LONG: Duration = Duration::from_secs(30);
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Waits (bounded) until `f` holds; panics with `m`'s log if it never does.
-fn wait_until(m: &Mount, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < LONG, "never: {what}\n{}", m.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    start.elapsed()
-}
-
-fn connected(m: &Mount, name: &str) -> bool {
-    let text = std::fs::read_to_string(m.mnt.join(".indra/peers.json")).unwrap_or_default();
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .any(|p| p["name"] == name && p["state"] == "connected")
-}
-
-/// alice and bob, peered and connected.
-fn pair(da: &Dirs, db: &Dirs) -> (Mount, Mount) {
-    let alice = Mount::start_as(da, "alice", LOOPBACK, &[]);
-    let bob = Mount::start_as(db, "bob", LOOPBACK, &[]);
-    let ticket = cli(&["invite", s(&alice.mnt)]).trim().to_owned();
-    cli(&["peer", "add", "alice", &ticket, s(&bob.mnt)]);
-    wait_until(&alice, "alice sees bob connected", || connected(&alice, "bob"));
-    wait_until(&bob, "bob sees alice connected", || connected(&bob, "alice"));
-    (alice, bob)
-}
 
 fn read(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()

@@ -23,8 +23,19 @@
 //!
 //! `heat` lies in [0, 1): a node never opened has heat 0; ten one-minute reads today give
 //! score 20 and heat 0.86; the same reads a week ago give heat 0.15. A day's half-life makes
-//! heat mean "what this player is working on now" rather than "ever". The score is a sum over
-//! all players' events, so peers' attention (once synced) adds to the player's own.
+//! heat mean "what this player is working on now" rather than "ever".
+//!
+//! # Whose events
+//! The score is a sum over every player's events, weighed alike, and `unique_players` counts
+//! the players:
+//! - ours, on our nodes, and on mirror entries (what peers share with us; an aggregate keyed by
+//!   a mirror id is our own attention on that entry);
+//! - on our nodes, those of the peers we share them with: each such event was sent to us, the
+//!   steward, and to no one else, signed with the peer's key and hash-chained, and was counted
+//!   only after `vault::chain` checked its signature, sender, chain and the peer's live grant,
+//!   dated no later than its arrival and with at most a day of dwell.
+//!
+//! With attention off (`--attention off`), the mount records none, sends none and takes none.
 //! Because the decay is exponential, an aggregate keeps `score` at a reference time and moves
 //! it forward by multiplying, which is what makes pruning events exact.
 

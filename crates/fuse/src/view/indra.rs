@@ -23,7 +23,7 @@ use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::network;
 use crate::open_files::{OpenFiles, lock};
-use crate::status::{Live, MountInfo, Status, mount_paths};
+use crate::status::{Live, MountInfo, Status, heat_entries, mount_paths};
 use crate::time::rfc3339;
 use crate::types::{Attr, DirItem};
 
@@ -224,11 +224,8 @@ fn counts(vault: &Vault) -> FsResult<Counts> {
 }
 
 fn heat_json(vault: &Vault, now: Timestamp) -> FsResult<Vec<u8>> {
-    let heat = vault.heat(now)?;
-    let paths = mount_paths(vault, &heat.iter().map(|h| h.node).collect())?;
     let mut map = serde_json::Map::new();
-    for h in heat {
-        let Some(path) = paths.get(&h.node) else { continue };
+    for (path, h) in heat_entries(vault, now)? {
         let entry = HeatEntry {
             heat: display_heat(h.heat),
             unique_peers: h.unique_players,
@@ -238,7 +235,7 @@ fn heat_json(vault: &Vault, now: Timestamp) -> FsResult<Vec<u8>> {
         };
         let value =
             serde_json::to_value(entry).map_err(|e| FsError::new(libc::EIO, e.to_string()))?;
-        map.insert(path.clone(), value);
+        map.insert(path, value);
     }
     json(&map)
 }
