@@ -7,7 +7,7 @@ use std::sync::Arc;
 use indras_artifacts::chain::{self, BATCH_MAX, OUTBOX_MAX};
 use indras_artifacts::{
     AccessMode, AttentionKind, AttentionSwitchEvent, ChainHead, Commit, MirrorEntry, NewNode,
-    NodeId, Options, PlayerId, Refused, SignedAttention, Timestamp, Vault,
+    NodeId, Options, Refused, SignedAttention, Timestamp, Vault,
 };
 use proptest::prelude::*;
 
@@ -385,7 +385,7 @@ proptest! {
         let at = at % bytes.len();
         bytes[at] ^= mask;
         if let Ok(changed) = postcard::from_bytes::<SignedAttention>(&bytes) {
-            let t = w.take(&w.bob, &[changed.clone()]);
+            let t = w.take(&w.bob, std::slice::from_ref(&changed));
             if changed == good {
                 prop_assert_eq!(t.counted, 1);
             } else {
@@ -393,6 +393,5 @@ proptest! {
                 prop_assert_eq!(w.heat_of(w.a_md), (0, 0, 0));
             }
         }
-        let _ = PlayerId([0; 32]);
     }
 }

@@ -36,8 +36,11 @@ pub(crate) struct Outbound {
     /// Stewards not to ask before a time, with the failures so far.
     waits: Mutex<HashMap<PlayerId, (Instant, u32)>>,
     /// Per peer, when its dropped events were last logged, and those dropped since.
-    dropped: Mutex<HashMap<PlayerId, (Instant, HashMap<Refused, u64>)>>,
+    dropped: Mutex<HashMap<PlayerId, Dropped>>,
 }
+
+/// When a peer's dropped events were last logged, and how many were dropped since, by why.
+type Dropped = (Instant, HashMap<Refused, u64>);
 
 impl Outbound {
     /// `peer` connected: ask it at once.
