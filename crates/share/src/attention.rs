@@ -40,7 +40,7 @@ pub(crate) struct Outbound {
 }
 
 /// When a peer's dropped events were last logged, and how many were dropped since, by why.
-type Dropped = (Instant, HashMap<Refused, u64>);
+type Dropped = (Option<Instant>, HashMap<Refused, u64>);
 
 impl Outbound {
     /// `peer` connected: ask it at once.
@@ -56,7 +56,7 @@ impl Outbound {
         events: &[SignedAttention],
     ) -> Response {
         if events.len() > BATCH_MAX {
-            self.note_dropped(peer, &[(0, Refused::Broken)], events.len());
+            debug!(%peer, events = events.len(), "refused a batch of attention events over the limit");
             return Response::Denied;
         }
         match vault.take_attention(peer, events, Timestamp::now()) {
@@ -79,17 +79,16 @@ impl Outbound {
     /// Logs dropped events of `peer`, at most once per `LOG_EVERY`, with what was dropped since.
     fn note_dropped(&self, peer: PlayerId, refused: &[(u64, Refused)], batch: usize) {
         let mut d = self.dropped.lock();
-        // A peer that was never logged is logged at once.
-        let long_ago = Instant::now().checked_sub(LOG_EVERY).unwrap_or_else(Instant::now);
-        let (last, counts) = d.entry(peer).or_insert_with(|| (long_ago, HashMap::new()));
+        let (last, counts) = d.entry(peer).or_default();
         for (_, why) in refused {
             *counts.entry(*why).or_default() += 1;
         }
-        if last.elapsed() >= LOG_EVERY {
+        // A peer never logged is logged at once.
+        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             let what: Vec<String> =
                 counts.iter().map(|(w, n)| format!("{n} {}", w.name())).collect();
             warn!(%peer, batch, dropped = %what.join(", "), "dropped attention events from a peer");
-            *last = Instant::now();
+            *last = Some(Instant::now());
             counts.clear();
         }
     }
