@@ -3,19 +3,12 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use indras_e2e::{Dirs, LOOPBACK, Mount, cli, cli_err, connected, introduce, s, wait_until, xattr};
+use indras_e2e::{
+    Dirs, LOOPBACK, Mount, cli, cli_err, connected, introduce, pair, s, wait_until, xattr,
+};
 use serde_json::Value;
-
-/// alice and bob, peered and connected.
-fn pair(da: &Dirs, db: &Dirs) -> (Mount, Mount) {
-    let alice = Mount::start_as(da, "alice", LOOPBACK, &[]);
-    let bob = Mount::start_as(db, "bob", LOOPBACK, &[]);
-    introduce(&alice, "alice", &bob, "bob");
-    (alice, bob)
-}
 
 fn read(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()

@@ -16,6 +16,56 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Daemon flags for a network on 127.0.0.1 with no relay.
+pub const LOOPBACK: &[&str] = &["--listen", "127.0.0.1:0", "--relay", "none"];
+
+/// How long `wait_until` waits.
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Waits (bounded by `LONG`) until `f` holds; panics with `m`'s log if it never does.
+pub fn wait_until(m: &Mount, what: &str, f: impl FnMut() -> bool) -> Duration {
+    wait_until_for(m, what, LONG, f)
+}
+
+/// Waits, at most `limit`, until `f` holds; panics with `m`'s log if it never does.
+pub fn wait_until_for(
+    m: &Mount,
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "never: {what}\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    start.elapsed()
+}
+
+/// Whether `m` lists its peer `name` as connected in `.indra/peers.json`.
+pub fn connected(m: &Mount, name: &str) -> bool {
+    let text = std::fs::read_to_string(m.mnt.join(".indra/peers.json")).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p["name"] == name && p["state"] == "connected")
+}
+
+/// alice and bob on loopback, peered and connected.
+pub fn pair(da: &Dirs, db: &Dirs) -> (Mount, Mount) {
+    let alice = Mount::start_as(da, "alice", LOOPBACK, &[]);
+    let bob = Mount::start_as(db, "bob", LOOPBACK, &[]);
+    introduce(&alice, "alice", &bob, "bob");
+    (alice, bob)
+}
+
 /// Runs the CLI; returns stdout, or panics with stderr.
 pub fn cli(args: &[&str]) -> String {
     let out = Command::new(binary()).args(args).output().expect("run indras-fuse");
@@ -400,39 +450,6 @@ fn ip(args: &[&str]) {
 }
 
 // ----- peered mounts -----
-
-/// Mount flags for daemons that reach each other on 127.0.0.1 only.
-pub const LOOPBACK: &[&str] = &["--listen", "127.0.0.1:0", "--relay", "none"];
-
-/// How long a peered test waits for anything to show.
-pub const LONG: Duration = Duration::from_secs(30);
-
-/// A path as a CLI argument.
-pub fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Waits (bounded by `LONG`) until `f` holds; returns how long it took, or panics with `m`'s
-/// log if it never does.
-pub fn wait_until(m: &Mount, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < LONG, "never: {what}\n{}", m.log_text());
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    start.elapsed()
-}
-
-/// Whether `m`'s `.indra/peers.json` shows the peer `name` connected.
-pub fn connected(m: &Mount, name: &str) -> bool {
-    let text = std::fs::read_to_string(m.mnt.join(".indra/peers.json")).unwrap_or_default();
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .any(|p| p["name"] == name && p["state"] == "connected")
-}
 
 /// Peers `b` with `a`, which `b` calls `a_name` and which calls `b` `b_name`; waits until
 /// both see the other connected.

@@ -40,6 +40,7 @@ pub use payload::writer::{PayloadWriter, StagedLeaf};
 pub use store::faults::{FaultInjector, IoStep};
 pub use types::*;
 pub use vault::attention::{self, Aggregate, Heat, Retention};
+pub use vault::chain::{self, Delivered, Recorded, Refused, Taken};
 pub use vault::exchange::{LeafLayout, decode_chunk_list, decode_leaf_list, decode_segment_list};
 pub use vault::gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
 pub use vault::handle::{Changes, Commit, Counts, Options, Stats, Vault};

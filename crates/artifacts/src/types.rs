@@ -105,6 +105,14 @@ impl SecretKey {
     }
 }
 
+impl SecretKey {
+    /// The ed25519 signature of `message` by this key.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        ed25519_dalek::SigningKey::from_bytes(&self.0).sign(message).to_bytes()
+    }
+}
+
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretKey(of {})", self.player())
@@ -493,6 +501,46 @@ pub struct AttentionSwitchEvent {
     pub at: Timestamp,
     pub node: Option<NodeId>,
     pub dwell_ms: u64,
+}
+
+/// One attention event of a player on a peer's artifact, as the player sends it to that
+/// artifact's steward (and to no one else): what it signs. Each player's events to one steward
+/// form a chain: `seq` counts them from 1 and `prev` is the hash of the one before (zeros for
+/// the first); see `vault::chain`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AttentionBody {
+    /// The player who paid the attention and signs the event.
+    pub sender: PlayerId,
+    /// The artifact's steward: the only player the event goes to.
+    pub steward: PlayerId,
+    pub seq: u64,
+    pub prev: Hash,
+    /// The steward's node the attention was on.
+    pub node: u64,
+    /// Where the sender saw the node: the steward's folder it is listed in (under `name`, the
+    /// steward's label), or `None` for a node shared on its own.
+    pub dir: Option<u64>,
+    pub name: Vec<u8>,
+    pub kind: AttentionKind,
+    pub at: Timestamp,
+    pub dwell_ms: u64,
+}
+
+/// An [`AttentionBody`] with the sender's ed25519 signature of its canonical encoding
+/// (`vault::chain::message`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SignedAttention {
+    pub body: AttentionBody,
+    /// 64 bytes.
+    pub sig: Vec<u8>,
+}
+
+/// The end of a chain of attention events: the last event's sequence number and hash (0 and
+/// zeros before the first).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: Hash,
 }
 
 /// A persistent node id: the mount uses it as the inode number.

@@ -273,7 +273,9 @@ struct MountArgs {
     /// FUSE request threads.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
-    /// Record attention (opens, closes, listings) and compute heat.
+    /// Record attention (opens, closes, listings) and compute heat. Attention on what a peer
+    /// shares is also sent, signed, to that peer only; peers' attention on what we share is
+    /// taken after it is checked. `off` records, sends and takes none (peers keep theirs).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     attention: String,
     /// Attention events kept at most (heat keeps per-file totals of older ones).
@@ -402,10 +404,11 @@ fn mount(args: &MountArgs) -> Result<()> {
             Net::start(key, Arc::new(StoreBook::new(vault.clone(), invalidator.clone())), ncfg)
         };
         let net = Arc::new(net);
-        let share = Arc::new(Share::start(
+        let share = Arc::new(Share::start_with(
             vault.clone(),
             Arc::new(NetTransport(Arc::downgrade(&net))),
             Arc::new(KernelCaches(invalidator)),
+            args.attention == "on",
         ));
         net.set_service(Arc::new(ShareService(share.clone())));
         let _ = net_slot.set((net.clone(), share.clone()));

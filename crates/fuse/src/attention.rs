@@ -3,12 +3,20 @@
 //! batches by the background thread (`flush`), so `open` never waits on the disk.
 //! Opens of `.indra/` files and the daemon's own reads record nothing. `display_heat` is how
 //! every part of the mount shows a heat.
+//!
+//! The same happens on *entries*: what peers share with us, which read-only views show (a
+//! mirror entry, named by its id; `peers/` and any view over mirror entries call
+//! `opened_entry`, `closed_entry` and `scanned_entry`). Those events are ours, kept on the
+//! entry, and each also goes to the entry's steward: `Vault::record_entry_attention` queues it
+//! signed and chained, and the sharing engine delivers it. With attention off, nothing is
+//! recorded, so nothing is sent either.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use indras_artifacts::{
-    ArtifactId, AttentionKind, AttentionSwitchEvent, Commit, Node, Retention, Timestamp, Vault,
+    ArtifactId, AttentionKind, AttentionSwitchEvent, Commit, Node, NodeId, Retention, Timestamp,
+    Vault,
 };
 
 use crate::error::FsResult;
@@ -76,6 +84,11 @@ pub struct Attention {
     clock: Arc<dyn Clock>,
     config: AttentionConfig,
     queue: Mutex<Vec<AttentionSwitchEvent>>,
+    /// Events on entries (what peers share with us), their `node` the entry's id.
+    entries: Mutex<Vec<AttentionSwitchEvent>>,
+    /// Stewards whose outbox was full at the last flush that had events for them, so that
+    /// it is logged once while it stays full.
+    full: Mutex<Vec<indras_artifacts::PlayerId>>,
     /// Serialises flushes, so batches reach the store in the order they were queued.
     flushing: Mutex<()>,
     flushes: AtomicU64,
@@ -88,6 +101,8 @@ impl Attention {
             clock,
             config,
             queue: Mutex::new(Vec::new()),
+            entries: Mutex::new(Vec::new()),
+            full: Mutex::new(Vec::new()),
             flushing: Mutex::new(()),
             flushes: AtomicU64::new(0),
         }
@@ -124,12 +139,7 @@ impl Attention {
     }
 
     /// A file opened at `opened_at` was closed.
-    pub fn closed(
-        &self,
-        node: indras_artifacts::NodeId,
-        artifact: Option<ArtifactId>,
-        opened_at: Timestamp,
-    ) {
+    pub fn closed(&self, node: NodeId, artifact: Option<ArtifactId>, opened_at: Timestamp) {
         if !self.config.enabled {
             return;
         }
@@ -162,9 +172,50 @@ impl Attention {
         });
     }
 
+    fn entry_event(&self, id: NodeId, kind: AttentionKind, dwell_ms: u64) -> Timestamp {
+        let at = self.clock.now();
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).push(AttentionSwitchEvent {
+            player: self.vault.player(),
+            from: None,
+            to: None,
+            kind,
+            at,
+            node: Some(id),
+            dwell_ms,
+        });
+        at
+    }
+
+    /// The entry `id` (what a peer shares with us) was opened; returns the time, for the
+    /// dwell at close, or `None` with attention off.
+    pub fn opened_entry(&self, id: NodeId) -> Option<Timestamp> {
+        if !self.config.enabled {
+            return None;
+        }
+        Some(self.entry_event(id, AttentionKind::Navigate, 0))
+    }
+
+    /// The entry `id`, opened at `opened_at`, was closed.
+    pub fn closed_entry(&self, id: NodeId, opened_at: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
+        let dwell =
+            u64::try_from(self.clock.now().as_millis() - opened_at.as_millis()).unwrap_or(0);
+        self.entry_event(id, AttentionKind::Back, dwell);
+    }
+
+    /// The folder entry `id` was listed.
+    pub fn scanned_entry(&self, id: NodeId) {
+        if self.config.enabled {
+            self.entry_event(id, AttentionKind::Scan, 0);
+        }
+    }
+
     /// Writes queued events in one transaction, and now and then applies retention.
     pub fn flush(&self) -> FsResult<()> {
         let _order = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+        self.flush_entries()?;
         let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
         if !batch.is_empty() {
             if let Err(e) = self.vault.append_events(&batch, Commit::CrashConsistent) {
@@ -179,5 +230,42 @@ impl Attention {
             }
         }
         Ok(())
+    }
+}
+
+impl Attention {
+    /// Writes the queued events on entries, and queues them for their stewards.
+    fn flush_entries(&self) -> FsResult<()> {
+        let batch =
+            std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.vault.record_entry_attention(&batch, Commit::CrashConsistent) {
+            Ok(r) => {
+                let mut full = self.full.lock().unwrap_or_else(PoisonError::into_inner);
+                for steward in &r.full {
+                    if !full.contains(steward) {
+                        tracing::warn!(
+                            %steward,
+                            max = indras_artifacts::chain::OUTBOX_MAX,
+                            "the attention outbox for a peer is full: new events on what it \
+                             shares are kept here but not sent to it until it takes some"
+                        );
+                        full.push(*steward);
+                    }
+                }
+                if r.queued > 0 {
+                    full.retain(|s| r.full.contains(s));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let mut q = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+                let newer = std::mem::replace(&mut *q, batch);
+                q.extend(newer);
+                Err(e.into())
+            }
+        }
     }
 }

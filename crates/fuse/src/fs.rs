@@ -31,7 +31,7 @@ pub use crate::types::{Attr, Ctx, DirItem, Opened, SetAttrReq, StatFs, TimeSet};
 
 use crate::attention::{Attention, AttentionConfig, Clock, SystemClock};
 use crate::error::{FsError, FsResult};
-use crate::handles::{Handle, Handles, Source};
+use crate::handles::{Handle, Handles, Seen, Source};
 use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
 use crate::types::BLKSIZE;
@@ -99,8 +99,9 @@ impl VaultFs {
             store.set_attr(NodeId::ROOT, &attr, root.crtime, Commit::Durable)?;
         }
         let info = Arc::new(info);
-        let peers = Arc::new(PeersView::new(store.clone(), info.clone(), clock.clone()));
         let attention = Arc::new(Attention::new(store.clone(), clock.clone(), config));
+        let peers =
+            Arc::new(PeersView::new(store.clone(), info.clone(), clock.clone(), attention.clone()));
         let realms =
             RealmsView::new(store.clone(), info.clone(), clock, attention.clone(), peers.clone());
         let open = Arc::new(OpenFiles::new(store.clone()));
@@ -276,13 +277,18 @@ impl VaultFs {
                 if changes {
                     return Err(v.refuse(Change::Modify));
                 }
-                Ok(match v.open(ino)? {
+                let file = v.open(ino)?;
+                // Attention on what a peer shares with us: ours, and sent to its steward.
+                let seen = v.attention_entry(ino).and_then(|entry| {
+                    self.attention.opened_entry(entry).map(|at| Seen { entry, at })
+                });
+                Ok(match file {
                     ReadOnlyFile::Rendered(data) => {
-                        let fh = self.handles.insert(Handle::Rendered(data));
+                        let fh = self.handles.insert(Handle::Rendered(data, seen));
                         Opened { fh, keep_cache: false, direct_io: true, no_flush: true }
                     }
                     ReadOnlyFile::Streamed { keep_cache, direct_io } => {
-                        let fh = self.handles.insert(Handle::Streamed(ino));
+                        let fh = self.handles.insert(Handle::Streamed(ino, seen));
                         Opened { fh, keep_cache, direct_io, no_flush: true }
                     }
                 })
@@ -351,7 +357,13 @@ impl VaultFs {
     pub fn release(&self, fh: u64) -> FsResult<()> {
         match self.handles.remove(fh) {
             Some(Handle::File(h)) => self.vault.release(h),
-            Some(Handle::Dir | Handle::Rendered(_) | Handle::Streamed(_)) => Ok(()),
+            Some(Handle::Rendered(_, seen) | Handle::Streamed(_, seen)) => {
+                if let Some(Seen { entry, at }) = seen {
+                    self.attention.closed_entry(entry, at);
+                }
+                Ok(())
+            }
+            Some(Handle::Dir) => Ok(()),
             None => Err(FsError::errno(libc::EBADF)),
         }
     }
@@ -378,8 +390,21 @@ impl VaultFs {
 
     /// Entries of directory `ino` after cookie `offset` (0 for the start), at most `limit`.
     /// Cookies: 1 and 2 follow "." and ".."; an entry at position p is followed by p + 2.
+    /// A listing from the start (`offset` 0) is attention on the folder: the vault's records
+    /// it itself, a read-only view's when the folder is an entry (`attention_entry`).
     pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
-        self.view(ino)?.readdir(ino, offset, limit)
+        match self.route(ino)? {
+            Route::Vault(v) => v.readdir(ino, offset, limit),
+            Route::ReadOnly(v) => {
+                let items = v.readdir(ino, offset, limit)?;
+                if offset == 0
+                    && let Some(entry) = v.attention_entry(ino)
+                {
+                    self.attention.scanned_entry(entry);
+                }
+                Ok(items)
+            }
+        }
     }
 
     pub fn fsyncdir(&self) -> FsResult<()> {

@@ -16,9 +16,17 @@ pub(crate) enum Handle {
     /// A directory of any view.
     Dir,
     /// A file of a read-only view, its content fixed when it was opened.
-    Rendered(Arc<[u8]>),
+    Rendered(Arc<[u8]>, Option<Seen>),
     /// A file of a read-only view that reads it at each `read` (its inode).
-    Streamed(u64),
+    Streamed(u64, Option<Seen>),
+}
+
+/// An entry whose open attention recorded (`ReadOnlyView::attention_entry`): its id and when
+/// it was opened, for the dwell at release.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen {
+    pub(crate) entry: indras_artifacts::NodeId,
+    pub(crate) at: indras_artifacts::Timestamp,
 }
 
 /// What a read of a handle reads.
@@ -69,8 +77,8 @@ impl Handles {
     pub(crate) fn source(&self, fh: u64) -> FsResult<Source> {
         match lock(&self.map).get(&fh) {
             Some(Handle::File(h)) => Ok(Source::File(h.ino, h.node.clone())),
-            Some(Handle::Rendered(data)) => Ok(Source::Rendered(data.clone())),
-            Some(Handle::Streamed(ino)) => Ok(Source::Streamed(*ino)),
+            Some(Handle::Rendered(data, _)) => Ok(Source::Rendered(data.clone())),
+            Some(Handle::Streamed(ino, _)) => Ok(Source::Streamed(*ino)),
             Some(Handle::Dir) => Err(FsError::errno(libc::EISDIR)),
             None => Err(FsError::errno(libc::EBADF)),
         }

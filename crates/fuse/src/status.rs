@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indras_artifacts::{NodeId, PeerState, Timestamp, Vault};
+use indras_artifacts::{Heat, NodeId, PeerState, Timestamp, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::display_heat;
@@ -180,27 +180,43 @@ impl Status {
     }
 }
 
-/// Paths relative to the mount (`vault/...`) of the given nodes.
+/// Paths relative to the mount of the given nodes (`vault/...`) and mirror entries
+/// (`peers/<peer>/...`, what peers share with us); those found in neither are left out.
 pub(crate) fn mount_paths(
     vault: &Vault,
     nodes: &HashSet<NodeId>,
 ) -> FsResult<HashMap<NodeId, String>> {
     let paths = vault.paths_of(nodes)?;
-    Ok(paths
+    let mut out: HashMap<NodeId, String> = paths
         .into_iter()
         .map(|(n, p)| (n, format!("vault/{}", String::from_utf8_lossy(&p))))
-        .collect())
+        .collect();
+    for n in nodes {
+        if !out.contains_key(n)
+            && let Some(p) = vault.mirror_path(*n)?
+        {
+            out.insert(*n, format!("peers/{}", String::from_utf8_lossy(&p)));
+        }
+    }
+    Ok(out)
+}
+
+/// Every node and entry that has had attention, with its path in the mount, hottest first:
+/// what `.indra/heat.json` shows. Heat counts every player's attention: ours, and on our
+/// own nodes that of the peers we share them with (see `indras_artifacts::chain`).
+pub(crate) fn heat_entries(vault: &Vault, now: Timestamp) -> FsResult<Vec<(String, Heat)>> {
+    let heat = vault.heat(now)?;
+    let paths = mount_paths(vault, &heat.iter().map(|h| h.node).collect())?;
+    Ok(heat.into_iter().filter_map(|h| paths.get(&h.node).map(|p| (p.clone(), h))).collect())
 }
 
 /// The hottest artifacts with their paths, hottest first.
 fn hot(vault: &Vault, now: Timestamp, limit: usize) -> FsResult<Vec<Hot>> {
-    let heat: Vec<_> = vault.heat(now)?.into_iter().filter(|h| h.heat > 0.0).take(limit).collect();
-    let paths = mount_paths(vault, &heat.iter().map(|h| h.node).collect())?;
-    Ok(heat
+    Ok(heat_entries(vault, now)?
         .into_iter()
-        .filter_map(|h| {
-            paths.get(&h.node).map(|p| Hot { path: p.clone(), heat: display_heat(h.heat) })
-        })
+        .filter(|(_, h)| h.heat > 0.0)
+        .take(limit)
+        .map(|(path, h)| Hot { path, heat: display_heat(h.heat) })
         .collect())
 }
 

@@ -370,5 +370,6 @@ pub(crate) fn kind(r: &Response) -> &'static str {
         Response::Denied => "denied",
         Response::Failed(_) => "failed",
         Response::Realms { .. } => "realms",
+        Response::Taken { .. } => "taken",
     }
 }

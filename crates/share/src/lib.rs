@@ -10,9 +10,14 @@
 //!   for the roots and the listings and applies the difference), fetches content in the
 //!   background, enforces expiry on our own clock, announces our changes to the peers they
 //!   concern, and completes transfers.
+//! - [`attention`]: shared attention: our attention on what peers share with us goes to each
+//!   artifact's steward (a thread of its own), and peers' attention on what we share is taken
+//!   after it is checked. `Share::start_with(.., false)` (the daemon's `--attention off`)
+//!   sends none and takes none: peers' batches are answered `Denied`, and they keep them.
 //!
-//! Layers: `proto` (messages) → `server`, `fetch` → this file.
+//! Layers: `proto` (messages) → `server`, `fetch`, `attention` → this file.
 
+mod attention;
 pub mod fetch;
 pub mod proto;
 mod realms;
@@ -69,6 +74,9 @@ const ATTEMPTS: u32 = 3;
 /// The first wait before a failed fetch is tried again; it doubles up to `RETRY_MAX`.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often the attention outbox is looked at: our attention reaches a connected steward
+/// within about this after it is written (the mount writes it every 200 ms).
+const ATTENTION_TICK: Duration = Duration::from_millis(50);
 
 /// The sharing engine of one vault.
 pub struct Share {
@@ -138,6 +146,12 @@ struct Inner {
     arrived_lock: Mutex<()>,
     /// The digest of the roots each peer last asked for.
     roots_sent: Mutex<HashMap<PlayerId, Hash>>,
+    /// Whether attention is sent to stewards and taken from peers.
+    attention: bool,
+    outbound: attention::Outbound,
+    /// Wakes the attention sender (at shutdown).
+    attention_cv: Condvar,
+    attention_lock: Mutex<()>,
     stop: AtomicBool,
 }
 
@@ -149,11 +163,23 @@ impl Ask for Inner {
 }
 
 impl Share {
-    /// Starts the engine: its sync thread and fetchers.
+    /// Starts the engine with attention shared: its sync thread, fetchers and attention
+    /// sender.
     pub fn start(
         vault: Arc<Vault>,
         transport: Arc<dyn Transport>,
         observer: Arc<dyn Observer>,
+    ) -> Share {
+        Share::start_with(vault, transport, observer, true)
+    }
+
+    /// Starts the engine; with `attention` false, it neither sends our attention to stewards
+    /// nor takes peers' (their batches are answered `Denied`).
+    pub fn start_with(
+        vault: Arc<Vault>,
+        transport: Arc<dyn Transport>,
+        observer: Arc<dyn Observer>,
+        attention: bool,
     ) -> Share {
         vault.watch_changes();
         let inner = Arc::new(Inner {
@@ -168,6 +194,10 @@ impl Share {
             arrived: Condvar::new(),
             arrived_lock: Mutex::new(()),
             roots_sent: Mutex::new(HashMap::new()),
+            attention,
+            outbound: attention::Outbound::default(),
+            attention_cv: Condvar::new(),
+            attention_lock: Mutex::new(()),
             stop: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
@@ -176,6 +206,10 @@ impl Share {
         for n in 0..FETCHERS {
             let i = inner.clone();
             threads.push(spawn(&format!("indras-fetch-{n}"), move || i.fetch_loop()));
+        }
+        if attention {
+            let i = inner.clone();
+            threads.push(spawn("indras-attention", move || i.attention_loop()));
         }
         // Content that had not arrived before a restart is fetched again once its peer is
         // connected (the full sync at connect queues it).
@@ -223,6 +257,14 @@ impl Share {
                 proto::encode(&Response::Ok)
             }
             Ok(Request::LeaveRealm { id }) => proto::encode(&self.inner.realm_left_by(peer, id)),
+            Ok(Request::Attention { events }) => {
+                let answer = if self.inner.attention {
+                    self.inner.outbound.take(&self.inner.vault, peer, &events)
+                } else {
+                    Response::Denied
+                };
+                proto::encode(&answer)
+            }
             Ok(req) => proto::encode(&self.inner.server.answer(peer, req, Timestamp::now())),
             Err(_) => proto::encode(&Response::Denied),
         }
@@ -230,6 +272,7 @@ impl Share {
 
     /// A session with `peer` came up: sync with it in full.
     pub fn connected(&self, peer: PlayerId) {
+        self.inner.outbound.connected(peer);
         self.inner.work.lock().full.insert(peer);
         self.inner.work_cv.notify_all();
     }
@@ -295,6 +338,7 @@ impl Share {
         self.inner.stop.store(true, Ordering::SeqCst);
         self.inner.work_cv.notify_all();
         self.inner.fetch_cv.notify_all();
+        self.inner.attention_cv.notify_all();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
@@ -314,6 +358,21 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 impl Inner {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Delivers our attention to the stewards it concerns, every `ATTENTION_TICK`.
+    fn attention_loop(&self) {
+        let mut g = self.attention_lock.lock();
+        while !self.stopping() {
+            self.attention_cv.wait_for(&mut g, ATTENTION_TICK);
+            if self.stopping() {
+                return;
+            }
+            let live = self.transport.connected();
+            if !live.is_empty() {
+                self.outbound.deliver(&self.vault, self, &live, &self.stop);
+            }
+        }
     }
 
     fn sync_loop(&self) {

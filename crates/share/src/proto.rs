@@ -8,7 +8,7 @@
 //! - A server answers `Denied` both for what is not granted and for what it does not have,
 //!   so a peer learns nothing about content outside its grants.
 
-use indras_artifacts::{Hash, Realm, RealmId, SharedItem};
+use indras_artifacts::{Hash, Realm, RealmId, SharedItem, SignedAttention};
 use serde::{Deserialize, Serialize};
 
 /// The most entries in one page of a folder listing.
@@ -57,6 +57,11 @@ pub enum Request {
     RealmsChanged,
     /// I leave realm `id`, which you created.
     LeaveRealm { id: RealmId },
+    /// The requester's attention on what we share with it: its next events to us, signed
+    /// and chained, oldest first, at most `indras_artifacts::chain::BATCH_MAX`. Answered with
+    /// `Taken`, or `Denied` when we take no attention (`--attention off`) or the batch is
+    /// longer.
+    Attention { events: Vec<SignedAttention> },
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -86,6 +91,12 @@ pub enum Response {
         created: Vec<Realm>,
         items: Vec<(RealmId, Vec<u64>)>,
     },
+    /// The end of the requester's chain of attention events to us, as far as we took it:
+    /// its sequence number and hash. The requester drops what it queued up to `through`.
+    Taken {
+        through: u64,
+        head: Hash,
+    },
 }
 
 /// Encodes a message.
@@ -110,6 +121,32 @@ mod tests {
             let _ = decode::<Response>(&bytes);
         }
         let r = Request::List { dir: 7, after: 3 };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+    }
+
+    /// The largest batch of attention events, with the longest labels and numbers, fits in
+    /// one request of the network layer (64 KiB).
+    #[test]
+    fn a_full_attention_batch_fits_in_a_request() {
+        use indras_artifacts::{AttentionBody, AttentionKind, PlayerId, Timestamp, chain};
+        let ev = SignedAttention {
+            body: AttentionBody {
+                sender: PlayerId([0xff; 32]),
+                steward: PlayerId([0xff; 32]),
+                seq: u64::MAX,
+                prev: [0xff; 32],
+                node: u64::MAX,
+                dir: Some(u64::MAX),
+                name: vec![0xff; 255],
+                kind: AttentionKind::Back,
+                at: Timestamp { secs: i64::MIN, nanos: u32::MAX },
+                dwell_ms: u64::MAX,
+            },
+            sig: vec![0xff; 64],
+        };
+        let r = Request::Attention { events: vec![ev; chain::BATCH_MAX] };
+        let len = encode(&r).len();
+        assert!(len < 64 * 1024, "{len} bytes");
         assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
     }
 }

@@ -125,6 +125,8 @@ impl Server {
             Request::Realms | Request::RealmsChanged | Request::LeaveRealm { .. } => {
                 Response::Denied
             }
+            // The engine takes attention (`Share::handle`): it knows whether we take any.
+            Request::Attention { .. } => Response::Denied,
         })
     }
 

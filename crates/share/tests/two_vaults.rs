@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use indras_artifacts::{
-    AccessMode, Commit, MirrorChanges, MirrorEntry, NewNode, NodeId, Options, Peer, PeerState,
-    PlayerId, SharedKind, Timestamp, Vault,
+    AccessMode, AttentionKind, AttentionSwitchEvent, Commit, MirrorChanges, MirrorEntry, NewNode,
+    NodeId, Options, Peer, PeerState, PlayerId, SharedKind, Timestamp, Vault,
 };
 use indras_share::proto::{self, FileRef, Request, Response};
 use indras_share::{Observer, Share, Transport};
@@ -92,26 +92,32 @@ fn peer(id: PlayerId, name: &str) -> Peer {
 }
 
 fn pair() -> (Arc<Net>, Side, Side) {
-    let (net, mut sides) = group(&["alice", "bob"]);
+    pair_with(true, true)
+}
+
+/// alice and bob, each taking and sending attention or not.
+fn pair_with(alice_attention: bool, bob_attention: bool) -> (Arc<Net>, Side, Side) {
+    let (net, mut sides) = group(&[("alice", alice_attention), ("bob", bob_attention)]);
     let b = sides.pop().unwrap();
     let a = sides.pop().unwrap();
     (net, a, b)
 }
 
-/// Vaults named `names`, each an accepted peer of every other, on one connected network.
-fn group(names: &[&str]) -> (Arc<Net>, Vec<Side>) {
+/// Vaults of the players named, each taking and sending attention or not, each an accepted
+/// peer of every other, on one connected network.
+fn group(players: &[(&str, bool)]) -> (Arc<Net>, Vec<Side>) {
     let net = Arc::new(Net::default());
     net.up.store(true, Ordering::SeqCst);
-    let opened: Vec<(tempfile::TempDir, Arc<Vault>)> = names
+    let opened: Vec<(tempfile::TempDir, Arc<Vault>, bool)> = players
         .iter()
-        .map(|name| {
+        .map(|(name, attention)| {
             let dir = tempfile::tempdir().unwrap();
             let vault = Arc::new(Vault::open(dir.path(), name, &Options::default()).unwrap());
-            (dir, vault)
+            (dir, vault, *attention)
         })
         .collect();
-    for (_, v) in &opened {
-        for (name, (_, other)) in names.iter().zip(&opened) {
+    for (_, v, _) in &opened {
+        for ((name, _), (_, other, _)) in players.iter().zip(&opened) {
             if other.player() != v.player() {
                 v.put_peer(&peer(other.player(), name), CC).unwrap();
             }
@@ -119,10 +125,14 @@ fn group(names: &[&str]) -> (Arc<Net>, Vec<Side>) {
     }
     let sides = opened
         .into_iter()
-        .map(|(dir, vault)| {
+        .map(|(dir, vault, attention)| {
             let link = Link { net: net.clone(), me: vault.player() };
-            let share =
-                Arc::new(Share::start(vault.clone(), Arc::new(link), Arc::new(Seen::default())));
+            let share = Arc::new(Share::start_with(
+                vault.clone(),
+                Arc::new(link),
+                Arc::new(Seen::default()),
+                attention,
+            ));
             net.shares.lock().unwrap().insert(vault.player(), Arc::downgrade(&share));
             Side { _dir: dir, vault, share }
         })
@@ -360,7 +370,7 @@ fn realm_labels(v: &Vault, name: &str) -> Vec<String> {
 /// seeing the rest.
 #[test]
 fn a_realm_shows_what_every_member_shares_with_all_the_others() {
-    let (_net, sides) = group(&["alice", "bob", "carol"]);
+    let (_net, sides) = group(&[("alice", true), ("bob", true), ("carol", true)]);
     let [a, b, c] = &sides[..] else { unreachable!() };
     let ids: Vec<PlayerId> = sides.iter().map(|s| s.vault.player()).collect();
     let row = a.vault.realm_create("aurora", &ids[1..], Timestamp::now()).unwrap();
@@ -408,4 +418,95 @@ fn a_realm_shows_what_every_member_shares_with_all_the_others() {
     c.share.connected(ids[0]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(c.vault.realm(row.realm.id).unwrap().is_none());
+}
+
+/// bob's attention on alice's files, recorded in his store.
+fn attend(b: &Vault, id: NodeId, dwell_ms: u64) {
+    let now = Timestamp::now();
+    let ev = |kind, dwell_ms| AttentionSwitchEvent {
+        player: b.player(),
+        from: None,
+        to: None,
+        kind,
+        at: now,
+        node: Some(id),
+        dwell_ms,
+    };
+    let r = b
+        .record_entry_attention(
+            &[ev(AttentionKind::Navigate, 0), ev(AttentionKind::Back, dwell_ms)],
+            CC,
+        )
+        .unwrap();
+    assert_eq!(r.queued, 2);
+}
+
+fn mirror_id(b: &Vault, path: &[&str]) -> NodeId {
+    let mut at = MirrorEntry::TOP;
+    for label in std::iter::once("alice").chain(path.iter().copied()) {
+        at = b.mirror_lookup(at, label.as_bytes()).unwrap().unwrap().id;
+    }
+    at
+}
+
+/// bob's attention on a file alice shares reaches alice and counts there; while the link is
+/// down it waits in bob's outbox, and goes when he connects again.
+#[test]
+fn attention_reaches_the_steward_and_waits_while_it_is_away() {
+    let (net, a, b) = pair();
+    let (alice, bob) = (a.vault.player(), b.vault.player());
+    let notes = dir(&a.vault, NodeId::ROOT, "notes");
+    let ideas = file(&a.vault, notes, "ideas.md", b"# ideas\n");
+    a.vault.grant(notes, bob, AccessMode::Revocable, Timestamp::now(), CC).unwrap();
+    a.share.grants_changed(bob);
+    wait_until("bob has the file", || read(&b.vault, &["notes", "ideas.md"]).is_some());
+    let id = mirror_id(&b.vault, &["notes", "ideas.md"]);
+
+    attend(&b.vault, id, 1200);
+    let counted = |opens| {
+        a.vault.attention_of(ideas).unwrap().is_some_and(|g| g.opens == opens && g.players == [bob])
+    };
+    wait_until("alice counts bob's read", || counted(1));
+    assert_eq!(a.vault.attention_of(ideas).unwrap().unwrap().dwell_ms, 1200);
+    wait_until("bob's outbox empties", || b.vault.outbox_len(alice).unwrap() == 0);
+    // bob's own attention stays his, on his mirror entry; alice's nodes hold none of his ids.
+    assert_eq!(b.vault.attention_of(id).unwrap().unwrap().players, [bob]);
+
+    net.up.store(false, Ordering::SeqCst);
+    attend(&b.vault, id, 300);
+    attend(&b.vault, id, 300);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.vault.outbox_len(alice).unwrap(), 4, "kept while alice is away");
+    assert!(counted(1));
+    net.up.store(true, Ordering::SeqCst);
+    b.share.connected(alice);
+    wait_until("alice gets what bob read while she was away", || counted(3));
+    assert_eq!(a.vault.attention_of(ideas).unwrap().unwrap().dwell_ms, 1800);
+    assert_eq!(a.vault.chain_taken(bob).unwrap(), b.vault.chain_sent(alice).unwrap());
+}
+
+/// A steward that takes no attention answers `Denied`: the sender keeps its events; a sender
+/// that sends none keeps them too. Either way nothing counts.
+#[test]
+fn attention_off_sends_and_takes_nothing() {
+    for (alice_on, bob_on) in [(false, true), (true, false)] {
+        let (_net, a, b) = pair_with(alice_on, bob_on);
+        let (alice, bob) = (a.vault.player(), b.vault.player());
+        let f = file(&a.vault, NodeId::ROOT, "f.md", b"f");
+        a.vault.grant(f, bob, AccessMode::Revocable, Timestamp::now(), CC).unwrap();
+        a.share.grants_changed(bob);
+        wait_until("bob has the file", || read(&b.vault, &["f.md"]).is_some());
+        attend(&b.vault, mirror_id(&b.vault, &["f.md"]), 100);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(b.vault.outbox_len(alice).unwrap(), 2);
+        assert!(a.vault.attention_of(f).unwrap().is_none());
+        let batch = b.vault.outbox(alice, 64).unwrap();
+        let answer = a.share.handle(bob, &proto::encode(&Request::Attention { events: batch }));
+        match proto::decode::<Response>(&answer).unwrap() {
+            // bob's events, taken by hand from a steward that takes attention.
+            Response::Taken { through, .. } if alice_on => assert_eq!(through, 2),
+            Response::Denied if !alice_on => {}
+            other => panic!("{other:?}"),
+        }
+    }
 }

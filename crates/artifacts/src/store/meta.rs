@@ -59,10 +59,10 @@ use redb::{
 
 use crate::error::{Error, Result};
 use crate::store::schema::{
-    ATTENTION, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES, EVENTS, GRANTS, INLINE, INVITES,
-    LEAF_SEGMENTS, LEAVES, META, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER,
-    ORPHANS, PEERS, REALM_ITEMS, REALM_LEFT, REALMS, SEGMENT_RUNS, SEGMENTS, TRANSFERS, TREES,
-    UNREFERENCED, XATTRS,
+    ATTENTION, ATTENTION_CHAINS, ATTENTION_OUTBOX, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES,
+    EVENTS, GRANTS, INLINE, INVITES, LEAF_SEGMENTS, LEAVES, META, MIRROR, MIRROR_KIDS,
+    MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER, ORPHANS, PEERS, REALM_ITEMS, REALM_LEFT, REALMS,
+    SEGMENT_RUNS, SEGMENTS, TRANSFERS, TREES, UNREFERENCED, XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -565,6 +565,8 @@ tables! {
     realms: REALMS => &'static [u8; 16], &'static [u8];
     realm_items: REALM_ITEMS => (&'static [u8; 16], &'static [u8; 32]), &'static [u8];
     realm_left: REALM_LEFT => &'static [u8; 16], &'static [u8; 32];
+    outbox: ATTENTION_OUTBOX => (&'static [u8; 32], u64), &'static [u8];
+    chains: ATTENTION_CHAINS => (&'static [u8; 32], u8), &'static [u8];
 }
 
 static EMPTY: Layer = Layer::EMPTY;

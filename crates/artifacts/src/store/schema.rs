@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::types::{AccessMode, ArtifactId, NodeId, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 
@@ -96,8 +96,20 @@ pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers
 pub const INVITES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("invites_v1");
 /// sequence number -> `AttentionSwitchEvent`
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events_v1");
-/// node -> `attention::Aggregate`: per-node totals that outlive pruned events
+/// node or mirror entry -> `attention::Aggregate`: per-node totals that outlive pruned events
 pub const ATTENTION: TableDefinition<u64, &[u8]> = TableDefinition::new("attention_v1");
+/// (steward, sequence number) -> `SignedAttention`: our attention events on a peer's
+/// artifacts, waiting to reach that peer (its steward)
+pub const ATTENTION_OUTBOX: TableDefinition<(&[u8; 32], u64), &[u8]> =
+    TableDefinition::new("attention_outbox_v1");
+/// (peer, `CHAIN_SENT` or `CHAIN_TAKEN`) -> `ChainHead`: the end of the chain of events we
+/// signed for that peer, or of the chain that peer sent us
+pub const ATTENTION_CHAINS: TableDefinition<(&[u8; 32], u8), &[u8]> =
+    TableDefinition::new("attention_chains_v1");
+/// `ATTENTION_CHAINS`: the chain we send to a steward.
+pub const CHAIN_SENT: u8 = 0;
+/// `ATTENTION_CHAINS`: the chain a sender sent us, as far as we took it.
+pub const CHAIN_TAKEN: u8 = 1;
 
 pub const META_FORMAT: &str = "format";
 pub const META_NEXT_NODE: &str = "next_node";

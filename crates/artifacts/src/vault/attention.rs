@@ -23,8 +23,19 @@
 //!
 //! `heat` lies in [0, 1): a node never opened has heat 0; ten one-minute reads today give
 //! score 20 and heat 0.86; the same reads a week ago give heat 0.15. A day's half-life makes
-//! heat mean "what this player is working on now" rather than "ever". The score is a sum over
-//! all players' events, so peers' attention (once synced) adds to the player's own.
+//! heat mean "what this player is working on now" rather than "ever".
+//!
+//! # Whose events
+//! The score is a sum over every player's events, weighed alike, and `unique_players` counts
+//! the players:
+//! - ours, on our nodes, and on mirror entries (what peers share with us; an aggregate keyed by
+//!   a mirror id is our own attention on that entry);
+//! - on our nodes, those of the peers we share them with: each such event was sent to us, the
+//!   steward, and to no one else, signed with the peer's key and hash-chained, and was counted
+//!   only after `vault::chain` checked its signature, sender, chain and the peer's live grant,
+//!   dated no later than its arrival and with at most a day of dwell.
+//!
+//! With attention off (`--attention off`), the mount records none, sends none and takes none.
 //! Because the decay is exponential, an aggregate keeps `score` at a reference time and moves
 //! it forward by multiplying, which is what makes pruning events exact.
 
@@ -101,8 +112,8 @@ impl Aggregate {
             self.score += w * decay(ev.at, self.score_at);
         }
         match ev.kind {
-            AttentionKind::Navigate => self.opens += 1,
-            AttentionKind::Back => self.dwell_ms += ev.dwell_ms,
+            AttentionKind::Navigate => self.opens = self.opens.saturating_add(1),
+            AttentionKind::Back => self.dwell_ms = self.dwell_ms.saturating_add(ev.dwell_ms),
             AttentionKind::Scan => {}
         }
         self.last_seen = self.last_seen.max(ev.at);
@@ -122,31 +133,7 @@ impl Vault {
     /// Appends a batch of events in one transaction and folds them into the aggregates;
     /// returns the sequence number after them.
     pub fn append_events(&self, events: &[AttentionSwitchEvent], commit: Commit) -> Result<u64> {
-        self.write_fs(commit, |w| {
-            let mut next = next_event(w)?;
-            let mut touched: HashMap<u64, Aggregate> = HashMap::new();
-            for ev in events {
-                w.events()?.insert(next, encode(ev).as_slice())?;
-                next += 1;
-                let Some(node) = ev.node else { continue };
-                let agg = match touched.entry(node.0) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let current = match w.attention()?.get(node.0)? {
-                            Some(bytes) => decode("attention", bytes.value())?,
-                            None => Aggregate::default(),
-                        };
-                        v.insert(current)
-                    }
-                };
-                agg.add(ev);
-            }
-            for (node, agg) in touched {
-                w.attention()?.insert(node, encode(&agg).as_slice())?;
-            }
-            w.meta()?.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
-            Ok(next)
-        })
+        self.write_fs(commit, |w| fold_events(w, events))
     }
 
     /// Records that the player's attention moved to `to` (a file was opened).
@@ -353,6 +340,34 @@ impl Vault {
         });
         Ok(out)
     }
+}
+
+/// Appends `events` to the events table and folds them into their aggregates, within an
+/// operation; returns the sequence number after them.
+pub(crate) fn fold_events(w: &mut W, events: &[AttentionSwitchEvent]) -> Result<u64> {
+    let mut next = next_event(w)?;
+    let mut touched: HashMap<u64, Aggregate> = HashMap::new();
+    for ev in events {
+        w.events()?.insert(next, encode(ev).as_slice())?;
+        next += 1;
+        let Some(node) = ev.node else { continue };
+        let agg = match touched.entry(node.0) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let current = match w.attention()?.get(node.0)? {
+                    Some(bytes) => decode("attention", bytes.value())?,
+                    None => Aggregate::default(),
+                };
+                v.insert(current)
+            }
+        };
+        agg.add(ev);
+    }
+    for (node, agg) in touched {
+        w.attention()?.insert(node, encode(&agg).as_slice())?;
+    }
+    w.meta()?.insert(META_NEXT_EVENT, u64_bytes(next).as_slice())?;
+    Ok(next)
 }
 
 /// The sequence number the next event gets (the first is 1).

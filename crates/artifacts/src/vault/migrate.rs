@@ -90,6 +90,13 @@ pub(crate) fn init_meta(
             } else {
                 identity::require(dir, rec.id)?
             };
+            if found <= 6 {
+                // Format 7 gave attention on what peers share with us: aggregates and events
+                // may name mirror entries, and events to and from peers wait in the outbox
+                // and chain tables (`open_all` above made them). No row of format 6 changes;
+                // the version keeps a format 6 binary from reading mirror ids as nodes.
+                tracing::info!(dir = %dir.display(), found, "the store is now format 7");
+            }
             if found < FORMAT_VERSION {
                 w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
             }

@@ -261,6 +261,27 @@ impl Vault {
         Ok(out)
     }
 
+    /// The path of mirror entry `id` from `peers/`: its peer folder's label, then each
+    /// folder's down to its own, joined with `/` (`bob/notes/a.md`); `None` if there is no
+    /// such entry.
+    pub fn mirror_path(&self, id: NodeId) -> Result<Option<Vec<u8>>> {
+        self.read_fs(|r| {
+            let mut labels = Vec::new();
+            let mut at = id;
+            // Entries form a tree under `TOP`; the bound guards against a damaged chain.
+            for _ in 0..4096 {
+                if at == MirrorEntry::TOP {
+                    break;
+                }
+                let Some(e) = r.mirror_get(at)? else { return Ok(None) };
+                labels.push(e.label);
+                at = e.parent;
+            }
+            labels.reverse();
+            Ok(Some(labels.join(&b'/')))
+        })
+    }
+
     /// The folder of `peer`'s shares, if it has one.
     pub fn mirror_peer_folder(&self, peer: PlayerId) -> Result<Option<MirrorEntry>> {
         Ok(self.mirror_by_remote(peer, 0)?.into_iter().next())

@@ -4,6 +4,7 @@
 
 pub(crate) mod artifacts;
 pub mod attention;
+pub mod chain;
 pub mod exchange;
 pub(crate) mod gc;
 pub(crate) mod handle;

@@ -15,6 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::payload::writer::StagedLeaf;
+use crate::store::meta::W;
 use crate::store::schema::{InviteRecord, decode, encode};
 use crate::types::{
     AccessGrant, AccessMode, Hash, InviteCheck, NewNode, NodeId, NodeKind, Peer, PlayerId,
@@ -149,33 +150,7 @@ impl Vault {
         node: NodeId,
         now: Timestamp,
     ) -> Result<Option<AccessGrant>> {
-        self.read_fs(|r| {
-            let mut at = node;
-            // Folders form a tree with the root at the top, so this ends; the bound guards
-            // against a damaged parent chain.
-            for _ in 0..4096 {
-                if let Some(v) = r.grants()?.get((at.0, &peer.0))? {
-                    let g: AccessGrant = decode("grant", v.value())?;
-                    if g.is_active(now) {
-                        return Ok(Some(g));
-                    }
-                }
-                let up = match r.node(at) {
-                    Ok(n) => n.parent.filter(|p| *p != at && at != NodeId::ROOT),
-                    // What a peer shares with us, shared on: up to its shared root.
-                    Err(Error::NoSuchNode(_)) => match r.mirror_get(at)? {
-                        Some(e) if e.root != e.id => Some(e.parent),
-                        _ => None,
-                    },
-                    Err(e) => return Err(e),
-                };
-                match up {
-                    Some(p) => at = p,
-                    None => return Ok(None),
-                }
-            }
-            Ok(None)
-        })
+        self.read_fs(|r| r.covering_grant(peer, node, now))
     }
 
     /// Completes a transfer of `node` to `grantee`, who confirms that it holds `content`:
@@ -396,5 +371,41 @@ impl Vault {
             w.transfers()?.insert((&peer.0, remote), encode(&rec).as_slice())?;
             Ok(())
         })
+    }
+}
+
+impl W<'_> {
+    /// `Vault::covering_grant`, within an operation.
+    pub(crate) fn covering_grant(
+        &mut self,
+        peer: PlayerId,
+        node: NodeId,
+        now: Timestamp,
+    ) -> Result<Option<AccessGrant>> {
+        let mut at = node;
+        // Folders form a tree with the root at the top, so this ends; the bound guards
+        // against a damaged parent chain.
+        for _ in 0..4096 {
+            if let Some(v) = self.grants()?.get((at.0, &peer.0))? {
+                let g: AccessGrant = decode("grant", v.value())?;
+                if g.is_active(now) {
+                    return Ok(Some(g));
+                }
+            }
+            let up = match self.node(at) {
+                Ok(n) => n.parent.filter(|p| *p != at && at != NodeId::ROOT),
+                // What a peer shares with us, shared on: up to its shared root.
+                Err(Error::NoSuchNode(_)) => match self.mirror_get(at)? {
+                    Some(e) if e.root != e.id => Some(e.parent),
+                    _ => None,
+                },
+                Err(e) => return Err(e),
+            };
+            match up {
+                Some(p) => at = p,
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use indras_artifacts::NodeKind;
+use indras_artifacts::{NodeId, NodeKind};
 
 use crate::error::{FsError, FsResult};
 use crate::status::MountInfo;
@@ -116,6 +116,14 @@ pub(crate) trait ReadOnlyView: View {
     /// The error `change` gets.
     fn refuse(&self, change: Change<'_>) -> FsError {
         read_only(change)
+    }
+
+    /// The entry (what a peer shares with us: a mirror entry's id) that `ino` shows, if any:
+    /// opening it, closing it and listing it from the start are attention on that entry,
+    /// which `VaultFs` records (`Attention::opened_entry` and the like) and which goes to the
+    /// entry's steward. `None` (the default) for the mount's own files and folders.
+    fn attention_entry(&self, _ino: u64) -> Option<NodeId> {
+        None
     }
 }
 

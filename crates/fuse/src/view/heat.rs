@@ -1,5 +1,6 @@
 //! Heat as `.indra/heat.json` and `.indra/heat.html` show it. Both are made from one list,
-//! `spots`: every entry of `vault/` and `peers/`, by its path in the mount, with its size and,
+//! `spots`: every entry of `vault/` and `peers/`, and each realm's items (`realms/<realm>/`,
+//! the same artifacts again, with the same figures), by its path in the mount, with its size and,
 //! if it has had attention, the figures behind its heat. So whatever `heat.json` covers, the
 //! page covers: a part of the mount whose attention is kept (aggregates keyed by node or mirror
 //! entry id; the ids never collide) shows in both once `spots` walks it.
@@ -15,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use indras_artifacts::{MirrorEntry, NodeId, NodeKind, SharedKind, Timestamp, Vault};
+use indras_artifacts::{MirrorEntry, NodeId, NodeKind, RealmTarget, SharedKind, Timestamp, Vault};
 use serde::Serialize;
 
 use crate::attention::display_heat;
@@ -85,6 +86,8 @@ pub(crate) fn spots(vault: &Vault, now: Timestamp, cover: Cover) -> FsResult<Vec
         })
         .collect();
     let attended: HashSet<NodeId> = heat.keys().copied().collect();
+    // Realm items are artifacts shown under vault/ or peers/ as well: they keep their figures.
+    let all = heat.clone();
     let only = (cover == Cover::Attended).then_some(&attended);
     let mut out = Vec::new();
     for p in vault.walk(only)? {
@@ -109,6 +112,27 @@ pub(crate) fn spots(vault: &Vault, now: Timestamp, cover: Cover) -> FsResult<Vec
             continue;
         }
         out.push(mirror_spot(&path, &e, attention));
+    }
+    for row in vault.realms()? {
+        for item in vault.realm_view(&row, now)? {
+            let id = match item.target {
+                RealmTarget::Own(n) | RealmTarget::Theirs(n) => n,
+            };
+            let attention = all.get(&id).cloned();
+            if cover == Cover::Attended && attention.is_none() {
+                continue;
+            }
+            let size = if item.dir {
+                0
+            } else {
+                match item.target {
+                    RealmTarget::Own(n) => vault.node(n)?.size,
+                    RealmTarget::Theirs(e) => vault.mirror_entry(e)?.map_or(0, |e| e.size),
+                }
+            };
+            let path = format!("realms/{}/{}", row.label, String::from_utf8_lossy(&item.label));
+            out.push(Spot { id, path, folder: item.dir, size, attention });
+        }
     }
     Ok(out)
 }

@@ -22,7 +22,13 @@
 //!   computed ones, so `cp -a` out of `peers/` copies none): `user.indra.steward` (the peer's
 //!   player id), `user.indra.access_mode` and `user.indra.expires_at` (the root's grant; the
 //!   latter for timed grants only), `user.indra.id` (a file's content id). `indra.<name>` is
-//!   accepted too; anything else is `ENODATA`.
+//!   accepted too; anything else is `ENODATA`. `user.indra.heat` is our own attention on the
+//!   entry (see below); an entry we never opened or listed has none (`ENODATA`).
+//! - Attention: opening a file, closing it (its dwell) and listing a folder from the start are
+//!   our attention on the entry (`attention_entry`; `VaultFs` records it through
+//!   `Attention::opened_entry`, `closed_entry` and `scanned_entry`). It is kept on the entry
+//!   here, shows in `.indra/heat.json` under the entry's `peers/...` path, and goes to the
+//!   entry's steward, the peer that shares it, and to no one else.
 //!
 //! # Kernel caches
 //! Entries change without a request through this mount (a peer shares, changes, recalls; a
@@ -52,7 +58,7 @@ use indras_artifacts::{AccessMode, Hash, MirrorEntry, NodeId, NodeKind, SharedKi
 use super::common::{
     Change, Found, ReadOnlyFile, ReadOnlyView, TTL, View, dots, fixed_attr, owned_attr,
 };
-use crate::attention::Clock;
+use crate::attention::{Attention, Clock, display_heat};
 use crate::error::{FsError, FsResult};
 use crate::inode;
 use crate::status::MountInfo;
@@ -84,6 +90,7 @@ pub(crate) struct PeersView {
     vault: Arc<Vault>,
     info: Arc<MountInfo>,
     clock: Arc<dyn Clock>,
+    attention: Arc<Attention>,
     /// How long a read waits for content (`WAIT`; tests shorten it).
     wait: Duration,
 }
@@ -105,8 +112,13 @@ fn kind_of(e: &MirrorEntry) -> NodeKind {
 }
 
 impl PeersView {
-    pub(crate) fn new(vault: Arc<Vault>, info: Arc<MountInfo>, clock: Arc<dyn Clock>) -> Self {
-        PeersView { vault, info, clock, wait: WAIT }
+    pub(crate) fn new(
+        vault: Arc<Vault>,
+        info: Arc<MountInfo>,
+        clock: Arc<dyn Clock>,
+        attention: Arc<Attention>,
+    ) -> Self {
+        PeersView { vault, info, clock, attention, wait: WAIT }
     }
 
     #[cfg(test)]
@@ -301,6 +313,11 @@ impl View for PeersView {
             b"access_mode" => s.grant.ok_or_else(no)?.name().to_owned(),
             b"expires_at" => rfc3339(s.grant.and_then(|g| g.expires_at()).ok_or_else(no)?),
             b"id" => indras_artifacts::hex(&s.e.content.ok_or_else(no)?),
+            b"heat" => {
+                self.attention.flush()?;
+                let agg = self.vault.attention_of(s.e.id)?.ok_or_else(no)?;
+                format!("{:.4}", display_heat(agg.heat(self.attention.now())))
+            }
             _ => return Err(no()),
         };
         Ok(text.into_bytes())
@@ -365,6 +382,10 @@ impl ReadOnlyView for PeersView {
     fn refuse(&self, _change: Change<'_>) -> FsError {
         FsError::new(libc::EROFS, "peers/ is read-only: what a peer shares is the peer's to change")
     }
+
+    fn attention_entry(&self, ino: u64) -> Option<NodeId> {
+        inode::mirror_of(ino).filter(|id| *id != MirrorEntry::TOP)
+    }
 }
 
 #[cfg(test)]
@@ -413,7 +434,13 @@ mod tests {
             info.uid = 1000;
             info.gid = 100;
             info.network = network;
-            let mut v = PeersView::new(self.vault.clone(), Arc::new(info), self.clock.clone());
+            let attention = Arc::new(Attention::new(
+                self.vault.clone(),
+                self.clock.clone(),
+                crate::attention::AttentionConfig::default(),
+            ));
+            let mut v =
+                PeersView::new(self.vault.clone(), Arc::new(info), self.clock.clone(), attention);
             v.set_wait(Duration::from_millis(1));
             v
         }
@@ -667,6 +694,7 @@ mod tests {
             (bob, "user.indra.access_mode"),
             (bob, "user.indra.id"),
             (a, "user.indra.heat"),
+            (docs, "user.indra.heat"),
             (a, "user.other"),
             (a, "security.capability"),
             (inode::PEERS, "user.indra.steward"),
@@ -678,6 +706,23 @@ mod tests {
         }
         let gone = s.ino(s.bob.id, b"gone");
         assert_eq!(errno(v.listxattr(gone)), libc::ENOENT);
+
+        // Our own attention on an entry shows as its heat, once we paid some.
+        let entry = v.attention_entry(a).expect("an entry");
+        assert_eq!(entry, s.entry(s.bob.id, b"a.txt").id);
+        assert_eq!(v.attention_entry(inode::PEERS), None);
+        let at = v.attention.opened_entry(entry).expect("attention is on");
+        s.clock.advance_ms(60_000);
+        v.attention.closed_entry(entry, at);
+        v.attention.scanned_entry(s.entry(s.bob.id, b"docs").id);
+        let heat: f64 = get(a, "user.indra.heat").unwrap().parse().unwrap();
+        assert!(heat > 0.1, "{heat}");
+        assert!(get(docs, "indra.heat").unwrap().parse::<f64>().unwrap() > 0.0);
+        let agg = s.vault.attention_of(entry).unwrap().unwrap();
+        assert_eq!((agg.opens, agg.dwell_ms), (1, 60_000));
+        assert_eq!(agg.players, [s.vault.player()]);
+        // Each event also waits for the entry's steward, bob.
+        assert_eq!(s.vault.outbox_len(PlayerId([7; 32])).unwrap(), 3);
     }
 
     #[test]

@@ -406,4 +406,14 @@ impl ReadOnlyView for RealmsView {
             "realms/ is read-only: each member changes its own files, ours through vault/",
         )
     }
+
+    /// Opening, closing or listing a realm item (or anything in one) is attention on it: on
+    /// another member's, its mirror entry, whose steward hears of it; on ours, our node.
+    fn attention_entry(&self, ino: u64) -> Option<NodeId> {
+        match self.place(ino).ok()? {
+            Place::Theirs(id) => Some(id),
+            Place::Own(node) => Some(node.id),
+            Place::Top | Place::Realm(_) => None,
+        }
+    }
 }
