@@ -722,6 +722,10 @@ impl Inner {
                 .map(|g| g.into_iter().map(|g| (g.grantee, g.node)).collect())
                 .unwrap_or_default()
         };
+        // A granted node renamed or changed here may be an item of ours in a realm view.
+        if granted.iter().any(|(_, n)| touched.contains(n)) {
+            self.observer.realms_changed();
+        }
         for peer in self.transport.connected() {
             let sent = self.roots_sent.lock().get(&peer).copied();
             let roots_changed = roots.contains(&peer)

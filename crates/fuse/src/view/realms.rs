@@ -80,7 +80,14 @@ pub(crate) struct RealmsView {
     /// What each folder of this view (`realms/` and each realm's) listed when last asked:
     /// name -> inode. After a change, the names whose inode changed or went are stale.
     shown: Mutex<HashMap<u64, HashMap<Vec<u8>, u64>>>,
+    /// What the realms held at a store write count, and when: reused while the store is
+    /// unchanged, for at most `HELD_FRESH` (timed grants end with the clock alone), so that
+    /// reads of a large file do not work it out again for every block.
+    held: Mutex<Option<(u64, std::time::Instant, Arc<Held>)>>,
 }
+
+/// How long what the realms hold is reused while the store is unchanged.
+const HELD_FRESH: Duration = Duration::from_millis(500);
 
 impl RealmsView {
     pub(crate) fn new(
@@ -90,7 +97,15 @@ impl RealmsView {
         attention: Arc<Attention>,
         peers: Arc<PeersView>,
     ) -> Self {
-        RealmsView { vault, info, clock, attention, peers, shown: Mutex::new(HashMap::new()) }
+        RealmsView {
+            vault,
+            info,
+            clock,
+            attention,
+            peers,
+            shown: Mutex::new(HashMap::new()),
+            held: Mutex::new(None),
+        }
     }
 
     /// `realms/`'s listing now: (label, inode).
@@ -126,8 +141,21 @@ impl RealmsView {
         lock(&self.shown).insert(dir, map);
     }
 
-    /// What every realm holds now.
-    fn held(&self) -> FsResult<Held> {
+    /// What every realm holds now (see `held` on the struct).
+    fn held(&self) -> FsResult<Arc<Held>> {
+        let writes = self.vault.write_count();
+        if let Some((w, at, h)) = lock(&self.held).as_ref()
+            && *w == writes
+            && at.elapsed() < HELD_FRESH
+        {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(self.held_now()?);
+        *lock(&self.held) = Some((writes, std::time::Instant::now(), h.clone()));
+        Ok(h)
+    }
+
+    fn held_now(&self) -> FsResult<Held> {
         let now = self.clock.now();
         let mut h = Held::default();
         for row in self.vault.realms()? {
