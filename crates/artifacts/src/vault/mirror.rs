@@ -69,9 +69,15 @@ pub fn clean_label(raw: &[u8]) -> Vec<u8> {
 
 /// `label` with ` (n)` before its extension: `spec.md` -> `spec (2).md`.
 pub(crate) fn numbered(label: &[u8], n: u64) -> Vec<u8> {
+    tagged(label, &n.to_string())
+}
+
+/// `label` with ` (tag)` before its extension (`spec.md` -> `spec (carol).md`), its stem cut
+/// so that it stays within `NAME_MAX` bytes.
+pub(crate) fn tagged(label: &[u8], tag: &str) -> Vec<u8> {
     let dot = label.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
     let (stem, ext) = dot.map_or((label, &b""[..]), |i| label.split_at(i));
-    let suffix = format!(" ({n})");
+    let suffix = format!(" ({tag})");
     let room = NAME_MAX.saturating_sub(suffix.len() + ext.len());
     let mut out = stem[..stem.len().min(room)].to_vec();
     out.extend_from_slice(suffix.as_bytes());

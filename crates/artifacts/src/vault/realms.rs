@@ -25,8 +25,7 @@ use crate::error::{Error, Result};
 use crate::store::schema::{decode, encode};
 use crate::types::{AccessMode, NodeId, PlayerId, Timestamp};
 use crate::vault::handle::{Commit, Vault};
-use crate::vault::mirror::clean_label;
-use crate::vault::namespace::NAME_MAX;
+use crate::vault::mirror::{clean_label, tagged};
 
 /// The most members a realm may have.
 pub const MEMBERS_MAX: usize = 256;
@@ -411,6 +410,15 @@ pub enum RealmTarget {
     Theirs(NodeId),
 }
 
+impl RealmTarget {
+    /// The node's or the mirror entry's id (they never collide).
+    pub fn id(self) -> NodeId {
+        match self {
+            RealmTarget::Own(n) | RealmTarget::Theirs(n) => n,
+        }
+    }
+}
+
 /// One item of a realm's folder.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct RealmItem {
@@ -466,7 +474,7 @@ impl Vault {
         for p in self.peers()? {
             names.insert(p.id, p.name);
         }
-        raw.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(id_of(a.2).cmp(&id_of(b.2))));
+        raw.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.id().cmp(&b.2.id())));
         let mut taken: HashSet<Vec<u8>> = HashSet::new();
         let mut out = Vec::with_capacity(raw.len());
         for (label, steward, target, dir) in raw {
@@ -477,9 +485,9 @@ impl Vault {
                 let candidate = if counts[&label] == 1 && n == 1 {
                     label.clone()
                 } else if n == 1 {
-                    tagged(&label, &who)
+                    clean_label(&tagged(&label, &who))
                 } else {
-                    tagged(&label, &format!("{who} {n}"))
+                    clean_label(&tagged(&label, &format!("{who} {n}")))
                 };
                 if taken.insert(candidate.clone()) {
                     break candidate;
@@ -521,28 +529,10 @@ impl Vault {
     }
 }
 
-fn id_of(t: RealmTarget) -> NodeId {
-    match t {
-        RealmTarget::Own(n) | RealmTarget::Theirs(n) => n,
-    }
-}
-
-/// `label` with ` (tag)` before its extension: `spec.md` -> `spec (carol).md`, kept within
-/// `NAME_MAX` bytes.
-fn tagged(label: &[u8], tag: &str) -> Vec<u8> {
-    let dot = label.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
-    let (stem, ext) = dot.map_or((label, &b""[..]), |i| label.split_at(i));
-    let suffix = format!(" ({tag})");
-    let room = NAME_MAX.saturating_sub(suffix.len() + ext.len());
-    let mut out = stem[..stem.len().min(room)].to_vec();
-    out.extend_from_slice(suffix.as_bytes());
-    out.extend_from_slice(ext);
-    clean_label(&out)
-}
-
 /// `name`, or `name (2)`, `name (3)`... : the first not in `taken`.
 fn unique_label(name: &str, taken: &HashSet<String>) -> String {
-    (1..)
+    // At most `taken.len() + 1` candidates: one of them is free.
+    (1..=taken.len() + 1)
         .map(|n| if n == 1 { name.to_owned() } else { format!("{name} ({n})") })
         .find(|label| !taken.contains(label))
         .unwrap_or_else(|| name.to_owned())

@@ -115,9 +115,7 @@ pub(crate) fn spots(vault: &Vault, now: Timestamp, cover: Cover) -> FsResult<Vec
     }
     for row in vault.realms()? {
         for item in vault.realm_view(&row, now)? {
-            let id = match item.target {
-                RealmTarget::Own(n) | RealmTarget::Theirs(n) => n,
-            };
+            let id = item.target.id();
             let attention = all.get(&id).cloned();
             if cover == Cover::Attended && attention.is_none() {
                 continue;

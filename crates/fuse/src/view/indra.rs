@@ -50,6 +50,14 @@ const LOG_LINES_MAX: usize = 100_000;
 /// depend on the time alone, such as heat's decay, move that little).
 const SIZE_FRESH: Duration = Duration::from_secs(1);
 
+/// A file as rendered: when, at which store write count, and what.
+#[derive(Debug)]
+struct Rendering {
+    at: Instant,
+    writes: u64,
+    data: Arc<[u8]>,
+}
+
 fn is_file(ino: u64) -> bool {
     FILES.iter().any(|(i, _)| *i == ino)
 }
@@ -62,7 +70,7 @@ pub(crate) struct IndraView {
     /// For the status's count of open files.
     open: Arc<OpenFiles>,
     /// Each file's last rendering: when, at which store write count, and what.
-    rendered: Mutex<HashMap<u64, (Instant, u64, Arc<[u8]>)>>,
+    rendered: Mutex<HashMap<u64, Rendering>>,
 }
 
 impl IndraView {
@@ -81,14 +89,15 @@ impl IndraView {
         // Queued attention is part of the store's state: written first, so it counts.
         self.attention.flush()?;
         let writes = self.vault.write_count();
-        if let Some((at, w, data)) = lock(&self.rendered).get(&ino)
-            && *w == writes
-            && at.elapsed() < SIZE_FRESH
+        if let Some(r) = lock(&self.rendered).get(&ino)
+            && r.writes == writes
+            && r.at.elapsed() < SIZE_FRESH
         {
-            return Ok(data.clone());
+            return Ok(r.data.clone());
         }
         let data: Arc<[u8]> = self.render_file(ino)?.into();
-        lock(&self.rendered).insert(ino, (Instant::now(), writes, data.clone()));
+        lock(&self.rendered)
+            .insert(ino, Rendering { at: Instant::now(), writes, data: data.clone() });
         Ok(data)
     }
 

@@ -125,9 +125,7 @@ impl RealmsView {
         let out: Vec<_> = items
             .into_iter()
             .map(|i| {
-                let id = match i.target {
-                    RealmTarget::Own(n) | RealmTarget::Theirs(n) => n,
-                };
+                let id = i.target.id();
                 let kind = if i.dir { NodeKind::Dir } else { NodeKind::File };
                 (i.label, inode::of_realm(id), kind)
             })
@@ -213,26 +211,6 @@ impl RealmsView {
         }
     }
 
-    /// Our node as this view shows it: read-only.
-    fn own_attr(&self, node: &Node) -> Attr {
-        Attr {
-            ino: inode::of_realm(node.id),
-            size: node.size,
-            blocks: node.size.div_ceil(512),
-            atime: node.atime.to_system(),
-            mtime: node.mtime.to_system(),
-            ctime: node.ctime.to_system(),
-            crtime: node.crtime.to_system(),
-            kind: node.kind,
-            perm: (node.perm & 0o7555) as u16,
-            nlink: node.nlink,
-            uid: node.uid,
-            gid: node.gid,
-            rdev: 0,
-            blksize: crate::types::BLKSIZE,
-        }
-    }
-
     /// Another member's entry's attributes, as `peers/` has them, under this view's inode.
     fn theirs_attr(&self, id: NodeId) -> FsResult<Attr> {
         let mut a = self.peers.getattr(inode::of_mirror(id))?;
@@ -283,6 +261,26 @@ impl RealmsView {
     }
 }
 
+/// Our node as this view shows it: read-only.
+fn own_attr(node: &Node) -> Attr {
+    Attr {
+        ino: inode::of_realm(node.id),
+        size: node.size,
+        blocks: node.size.div_ceil(512),
+        atime: node.atime.to_system(),
+        mtime: node.mtime.to_system(),
+        ctime: node.ctime.to_system(),
+        crtime: node.crtime.to_system(),
+        kind: node.kind,
+        perm: (node.perm & 0o7555) as u16,
+        nlink: node.nlink,
+        uid: node.uid,
+        gid: node.gid,
+        rdev: 0,
+        blksize: crate::types::BLKSIZE,
+    }
+}
+
 impl View for RealmsView {
     fn getattr(&self, ino: u64) -> FsResult<Attr> {
         match self.place(ino)? {
@@ -292,7 +290,7 @@ impl View for RealmsView {
                 Ok(fixed_attr(&self.info, ino, NodeKind::Dir, 0o555, nlink, 0))
             }
             Place::Realm(row) => self.realm_attr(&row),
-            Place::Own(node) => Ok(self.own_attr(&node)),
+            Place::Own(node) => Ok(own_attr(&node)),
             Place::Theirs(id) => self.theirs_attr(id),
         }
     }
@@ -312,7 +310,7 @@ impl View for RealmsView {
                 if !matches!(child.kind, NodeKind::File | NodeKind::Dir) {
                     return Err(enoent());
                 }
-                self.own_attr(&child)
+                own_attr(&child)
             }
             Place::Theirs(dir) => match self.peers.lookup(inode::of_mirror(dir), name)? {
                 Found::Entry(mut a) => {
