@@ -13,7 +13,9 @@ use indras_artifacts::chain::{self, BATCH_MAX};
 use indras_artifacts::{
     AttentionBody, AttentionKind, ChainHead, PlayerId, SecretKey, SignedAttention, Timestamp,
 };
-use indras_e2e::{Dirs, LOOPBACK, Mount, cli, connected, pair, s, wait_until, wait_until_for};
+use indras_e2e::{
+    Dirs, LOOPBACK, Mount, cli, connected, introduce, pair, s, wait_until, wait_until_for,
+};
 use indras_net::{Config, MemoryBook, Net};
 use indras_share::proto::{self, Request, Response};
 use serde_json::Value;
@@ -256,9 +258,7 @@ fn reads_while_the_steward_is_away_reach_her_later() {
     let at = ["--listen", listen.as_str(), "--relay", "none"];
     let alice = Mount::start_as(&da, "alice", &at, &[]);
     let bob = Mount::start_as(&db, "bob", LOOPBACK, &[]);
-    let ticket = cli(&["invite", s(&alice.mnt)]).trim().to_owned();
-    cli(&["peer", "add", "alice", &ticket, s(&bob.mnt)]);
-    wait_until(&bob, "bob sees alice", || connected(&bob, "alice"));
+    introduce(&alice, "alice", &bob, "bob");
     let file = alice.mnt.join("vault/away.md");
     std::fs::write(&file, "away").unwrap();
     cli(&["share", s(&file), "--with", "bob", "--mode", "revocable"]);
@@ -304,9 +304,7 @@ fn the_cost_of_shared_attention_on_open() {
     let (da, db, dc) = (Dirs::new(), Dirs::new(), Dirs::new());
     let (alice, bob) = pair(&da, &db);
     let carol = Mount::start_as(&dc, "carol", &[LOOPBACK, &["--attention", "off"]].concat(), &[]);
-    let ticket = cli(&["invite", s(&alice.mnt)]).trim().to_owned();
-    cli(&["peer", "add", "alice", &ticket, s(&carol.mnt)]);
-    wait_until(&carol, "carol sees alice", || connected(&carol, "alice"));
+    introduce(&alice, "alice", &carol, "carol");
     let file = alice.mnt.join("vault/hot.md");
     std::fs::write(&file, "hot").unwrap();
     for who in ["bob", "carol"] {

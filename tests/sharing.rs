@@ -250,10 +250,7 @@ fn a_transfer_cut_by_a_partition_completes_and_verifies() {
     let wb: Vec<&str> = wb.iter().map(String::as_str).collect();
     let alice = Mount::start_as(&da, "alice", &["--listen", &la, "--relay", "none"], &wa);
     let bob = Mount::start_as(&db, "bob", &["--listen", &lb, "--relay", "none"], &wb);
-    let ticket = cli(&["invite", s(&alice.mnt)]).trim().to_owned();
-    cli(&["peer", "add", "alice", &ticket, s(&bob.mnt)]);
-    wait_until(&alice, "alice sees bob", || connected(&alice, "bob"));
-    wait_until(&bob, "bob sees alice", || connected(&bob, "alice"));
+    introduce(&alice, "alice", &bob, "bob");
 
     let big: Vec<u8> =
         (0..192u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
