@@ -11,7 +11,7 @@ use serde_json::Value;
 fn ls(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
-            rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into()).collect()
+            rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into()).collect()
         })
         .unwrap_or_default();
     names.sort();

@@ -542,7 +542,8 @@ fn tagged(label: &[u8], tag: &str) -> Vec<u8> {
 
 /// `name`, or `name (2)`, `name (3)`... : the first not in `taken`.
 fn unique_label(name: &str, taken: &HashSet<String>) -> String {
-    (1..)
+    // Of these `taken.len() + 2` candidates, at most `taken.len()` are taken.
+    (1..=taken.len() + 2)
         .map(|n| if n == 1 { name.to_owned() } else { format!("{name} ({n})") })
         .find(|label| !taken.contains(label))
         .unwrap_or_else(|| name.to_owned())

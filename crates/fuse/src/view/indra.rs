@@ -54,6 +54,9 @@ fn is_file(ino: u64) -> bool {
     FILES.iter().any(|(i, _)| *i == ino)
 }
 
+/// A file's rendering: when it was made, at which store write count, and its bytes.
+type Rendering = (Instant, u64, Arc<[u8]>);
+
 #[derive(Debug)]
 pub(crate) struct IndraView {
     vault: Arc<Vault>,
@@ -62,7 +65,7 @@ pub(crate) struct IndraView {
     /// For the status's count of open files.
     open: Arc<OpenFiles>,
     /// Each file's last rendering: when, at which store write count, and what.
-    rendered: Mutex<HashMap<u64, (Instant, u64, Arc<[u8]>)>>,
+    rendered: Mutex<HashMap<u64, Rendering>>,
 }
 
 impl IndraView {

@@ -186,7 +186,7 @@ impl RealmsView {
     }
 
     /// Our node as this view shows it: read-only.
-    fn own_attr(&self, node: &Node) -> Attr {
+    fn own_attr(node: &Node) -> Attr {
         Attr {
             ino: inode::of_realm(node.id),
             size: node.size,
@@ -264,7 +264,7 @@ impl View for RealmsView {
                 Ok(fixed_attr(&self.info, ino, NodeKind::Dir, 0o555, nlink, 0))
             }
             Place::Realm(row) => self.realm_attr(&row),
-            Place::Own(node) => Ok(self.own_attr(&node)),
+            Place::Own(node) => Ok(Self::own_attr(&node)),
             Place::Theirs(id) => self.theirs_attr(id),
         }
     }
@@ -284,7 +284,7 @@ impl View for RealmsView {
                 if !matches!(child.kind, NodeKind::File | NodeKind::Dir) {
                     return Err(enoent());
                 }
-                self.own_attr(&child)
+                Self::own_attr(&child)
             }
             Place::Theirs(dir) => match self.peers.lookup(inode::of_mirror(dir), name)? {
                 Found::Entry(mut a) => {
