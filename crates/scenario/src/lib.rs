@@ -1,10 +1,11 @@
 //! Lua scenarios: readable scripts that drive real mounts of the `indras-fuse` binary.
 //!
 //! [`run`] loads a scenario file into an embedded Lua 5.4 state with the API described in
-//! `lua-scenarios/README.md` (vaults, several players peered and sharing, file operations,
-//! `.indra/` readers, workers, a clock, steps and assertions) and runs it under a deadline. Whatever happens (a failed
-//! assertion, a Lua error, a timeout, a blocked system call, a panic) every daemon the run
-//! started is stopped and every mount it made is gone before `run` returns.
+//! `lua-scenarios/README.md` (vaults, several players peered, sharing and in realms, file
+//! operations, `.indra/` readers, workers, a clock, steps and assertions) and runs it under a
+//! deadline. Whatever happens (a failed assertion, a Lua error, a timeout, a blocked system
+//! call, a panic) every daemon the run started is stopped and every mount it made is gone
+//! before `run` returns.
 
 mod api;
 mod fsapi;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{Lua, LuaSerdeExt as _, MetaMethod, Table, UserData, UserDataFields, UserDataMethods};
 
+mod realms;
 mod sharing;
 
 use crate::fsapi::{describe_io, lua_err};
@@ -411,6 +412,7 @@ impl UserData for Vault {
                 .unwrap_or_default())
         });
         sharing::add_methods(m);
+        realms::add_methods(m);
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
             Ok(format!("vault({} at {})", this.player, this.mountpoint.display()))
         });

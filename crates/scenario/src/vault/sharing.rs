@@ -1,6 +1,6 @@
-//! Peering and sharing between a scenario's vaults: `v:peer(other)`, `v:share(path, {...})`,
-//! `v:recall(path, {...})`, `v:grants()`, and paths into what a peer shares
-//! (`peers/<name>/`). Each runs the `indras-fuse` command a user would (`invite`, `peer add`,
+//! Peering and sharing between a scenario's vaults: `v:peer(other)`, `v:share(path, {...})`
+//! (with peers, or with `realm:NAME`), `v:recall(path, {...})`, `v:grants()`, and paths into
+//! what a peer shares (`peers/<name>/`). Each runs the `indras-fuse` command a user would (`invite`, `peer add`,
 //! `share`, `recall`, `grants`) against the live mount, bounded in time, and turns a refusal
 //! into an error carrying the command's one-line message.
 
@@ -19,8 +19,11 @@ const CLIENT_WAIT: Duration = Duration::from_secs(60);
 /// How long `v:peer(other)` waits for both sides to show the other connected, by default.
 const PEER_WAIT: Duration = Duration::from_secs(30);
 
+/// How `share --with` names every other member of a realm: `realm:NAME`.
+const REALM_PREFIX: &str = "realm:";
+
 /// A peer as a script names it: our name for it, or its vault.
-enum PeerRef {
+pub(super) enum PeerRef {
     Name(String),
     /// The peer's player id and player name.
     Vault {
@@ -31,7 +34,7 @@ enum PeerRef {
 
 impl Vault {
     /// Runs `indras-fuse ARGS` against this live mount; what it printed, or its error line.
-    fn client(&self, args: &[OsString]) -> Result<String, String> {
+    pub(super) fn client(&self, args: &[OsString]) -> Result<String, String> {
         if !self.running() {
             return Err(format!("{} is not mounted", self.mountpoint.display()));
         }
@@ -44,7 +47,7 @@ impl Vault {
         Err(if err.is_empty() { format!("exited with {}", ran.status) } else { err.to_owned() })
     }
 
-    fn mnt_arg(&self) -> OsString {
+    pub(super) fn mnt_arg(&self) -> OsString {
         self.mountpoint.clone().into_os_string()
     }
 
@@ -80,7 +83,7 @@ impl Vault {
     }
 
     /// Our name for `peer`: the name as given, or the name we keep for that vault's player.
-    fn peer_name(&self, peer: &PeerRef) -> Result<String, String> {
+    pub(super) fn peer_name(&self, peer: &PeerRef) -> Result<String, String> {
         match peer {
             PeerRef::Name(n) => Ok(n.clone()),
             PeerRef::Vault { player, .. } => self
@@ -149,7 +152,7 @@ impl Vault {
 }
 
 /// A peer given as a name or a vault.
-fn peer_ref(v: &Value) -> Result<PeerRef, String> {
+pub(super) fn peer_ref(v: &Value) -> Result<PeerRef, String> {
     match v {
         Value::String(s) => Ok(PeerRef::Name(s.to_string_lossy())),
         Value::UserData(ud) => {
@@ -160,11 +163,30 @@ fn peer_ref(v: &Value) -> Result<PeerRef, String> {
     }
 }
 
-/// Peers given as a name, a vault, or a list of them: our names for them.
-fn peer_names(this: &Vault, v: &Value, what: &str) -> Result<Vec<String>, String> {
+/// Peers given as a name, a vault, or a list of them: our names for them (`name_of` turns a
+/// vault into ours). With `realms`, a string `realm:NAME` stands for every other member of
+/// realm NAME (the command expands it) and passes as it is.
+pub(super) fn peer_names(
+    name_of: &dyn Fn(&PeerRef) -> Result<String, String>,
+    v: &Value,
+    what: &str,
+    realms: bool,
+) -> Result<Vec<String>, String> {
     let one = |v: &Value| -> Result<String, String> {
+        if let Value::String(s) = v {
+            let s = s.to_string_lossy();
+            if let Some(realm) = s.strip_prefix(REALM_PREFIX) {
+                if !realms {
+                    return Err(format!("{what}: {s}: a realm is for `share`'s `with` only"));
+                }
+                if realm.is_empty() {
+                    return Err(format!("{what}: {s}: a realm's name is missing"));
+                }
+                return Ok(s);
+            }
+        }
         let r = peer_ref(v).map_err(|e| format!("{what}: {e}"))?;
-        this.peer_name(&r)
+        name_of(&r)
     };
     match v {
         Value::Table(t) => {
@@ -182,7 +204,7 @@ fn peer_names(this: &Vault, v: &Value, what: &str) -> Result<Vec<String>, String
 }
 
 /// Refuses keys a call does not know (a typo would otherwise be silently ignored).
-fn only_keys(t: &Table, known: &[&str], call: &str) -> Result<(), String> {
+pub(super) fn only_keys(t: &Table, known: &[&str], call: &str) -> Result<(), String> {
     for pair in t.pairs::<Value, Value>() {
         let (k, _) = pair.map_err(|e| e.to_string())?;
         let name = match &k {
@@ -196,15 +218,21 @@ fn only_keys(t: &Table, known: &[&str], call: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `share --with ... --mode ... [--for D | --until T]` from `{ with =, mode =, for =, until = }`.
-fn share_args(this: &Vault, opts: &Table) -> Result<Vec<OsString>, String> {
+/// `share --with ... --mode ... [--for D | --until T]` from `{ with =, mode =, for =, until = }`
+/// (`name_of` gives our name for a peer given as a vault).
+fn share_args(
+    name_of: &dyn Fn(&PeerRef) -> Result<String, String>,
+    opts: &Table,
+) -> Result<Vec<OsString>, String> {
     only_keys(opts, &["with", "mode", "for", "until"], "share")?;
     let get = |k: &str| opts.get::<Value>(k).map_err(|e| e.to_string());
     let with = get("with")?;
     if with.is_nil() {
-        return Err("share: `with` is required: a peer's name or vault, or a list of them".into());
+        return Err("share: `with` is required: a peer's name or vault, \"realm:NAME\", or a \
+                    list of them"
+            .into());
     }
-    let names = peer_names(this, &with, "share: with")?;
+    let names = peer_names(name_of, &with, "share: with", true)?;
     let mode = match get("mode")? {
         Value::String(s) => s.to_string_lossy(),
         Value::Nil => {
@@ -304,7 +332,7 @@ pub(super) fn add_methods<M: UserDataMethods<Vault>>(m: &mut M) {
             ));
         };
         let mut args: Vec<OsString> = vec!["share".into(), this.vault_path(&path).into()];
-        args.extend(share_args(this, &opts).map_err(fail)?);
+        args.extend(share_args(&|r| this.peer_name(r), &opts).map_err(fail)?);
         this.client(&args).map_err(fail)
     });
     m.add_method("recall", |lua, this, (path, opts): (String, Option<Table>)| {
@@ -314,7 +342,8 @@ pub(super) fn add_methods<M: UserDataMethods<Vault>>(m: &mut M) {
             only_keys(t, &["from"], "recall").map_err(fail)?;
             let from = t.get::<Value>("from")?;
             if !from.is_nil() {
-                let names = peer_names(this, &from, "recall: from").map_err(fail)?;
+                let names = peer_names(&|r| this.peer_name(r), &from, "recall: from", false)
+                    .map_err(fail)?;
                 args.extend(["--from".into(), names.join(",").into()]);
             }
         }
@@ -331,4 +360,50 @@ pub(super) fn add_methods<M: UserDataMethods<Vault>>(m: &mut M) {
             .map_err(|e| fail(format!("grants --json does not parse ({e}): {text}")))?;
         lua.to_value(&v)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use mlua::Lua;
+
+    use super::*;
+
+    fn names_only(r: &PeerRef) -> Result<String, String> {
+        match r {
+            PeerRef::Name(n) => Ok(n.clone()),
+            PeerRef::Vault { player, .. } => Err(format!("{player}: no vault here")),
+        }
+    }
+
+    fn args(src: &str) -> Result<Vec<String>, String> {
+        let lua = Lua::new();
+        let t: Table = lua.load(src).eval().unwrap();
+        share_args(&names_only, &t)
+            .map(|a| a.iter().map(|s| s.to_string_lossy().into_owned()).collect())
+    }
+
+    #[test]
+    fn share_with_a_realm_passes_it_to_the_command() {
+        assert_eq!(
+            args(r#"return { with = "realm:aurora", mode = "revocable" }"#).unwrap(),
+            ["--with", "realm:aurora", "--mode", "revocable"]
+        );
+        assert_eq!(
+            args(r#"return { with = { "dave", "realm:aurora" }, mode = "timed", ["for"] = 60 }"#)
+                .unwrap(),
+            ["--with", "dave,realm:aurora", "--mode", "timed", "--for", "60s"]
+        );
+        let err = args(r#"return { with = "realm:", mode = "revocable" }"#).unwrap_err();
+        assert_eq!(err, "share: with: realm:: a realm's name is missing");
+        let err = args(r#"return { mode = "revocable" }"#).unwrap_err();
+        assert!(err.contains("\"realm:NAME\""), "{err}");
+    }
+
+    #[test]
+    fn recall_refuses_a_realm() {
+        let lua = Lua::new();
+        let v: Value = lua.load(r#"return { "bob", "realm:aurora" }"#).eval().unwrap();
+        let err = peer_names(&names_only, &v, "recall: from", false).unwrap_err();
+        assert_eq!(err, "recall: from: realm:aurora: a realm is for `share`'s `with` only");
+    }
 }
