@@ -292,6 +292,7 @@ impl MountHandler {
                 if from.is_empty() { String::new() } else { format!(" with {}", from.join(", ")) }
             ));
         }
+        recalled.sort();
         Ok(format!("recalled {} from {}", shown(path), recalled.join(", ")))
     }
 
