@@ -4,8 +4,10 @@
 //!   the store with the node.
 //! - Computed ones: `user.indra.<name>` (what `getfattr -d`, `cp --preserve=xattr` and
 //!   `rsync -X` handle), accepted as `indra.<name>` too. They are read by name and never
-//!   listed, except `tree_type`, the one a user may set (on directories). The others refuse
-//!   to be set or removed with `EPERM`.
+//!   listed (as Ceph's virtual attributes are), so that no tool copies them out of the vault.
+//!   `tree_type`, the one a user may set (on directories), is listed only where it differs
+//!   from the type the folder's name implies (it was set, or the folder was renamed since);
+//!   removing it resets it to that type. The others refuse to be set or removed with `EPERM`.
 
 use indras_artifacts::{Commit, NodeId, NodeKind, Timestamp, Vault, XattrMode};
 
@@ -122,10 +124,13 @@ impl Xattrs<'_> {
     pub(crate) fn list(&self, id: NodeId) -> FsResult<Vec<u8>> {
         let node = self.vault.node(id)?;
         let mut out = Vec::new();
-        // Only the stored attribute is listed. The computed ones are read by name: listing
-        // them would make `cp -a`, `rsync -X` and `tar --xattrs` copy stale values out of the
-        // vault, and fail writing them back in.
-        if node.kind == NodeKind::Dir {
+        // Only stored attributes, and a tree type that is not the one the name implies, are
+        // listed. The computed ones are read by name: listing them would make `cp -a`,
+        // `rsync -X` and `tar --xattrs` copy stale values out of the vault, and fail writing
+        // them back in (and `rsync -X` would try to remove them on every run).
+        if node.kind == NodeKind::Dir
+            && self.vault.tree_of(id)?.tree_type != self.vault.implied_tree_type(id)?
+        {
             out.extend_from_slice(b"user.indra.tree_type\0");
         }
         for name in self.vault.list_xattrs(id)? {
@@ -164,8 +169,23 @@ impl Xattrs<'_> {
     }
 
     pub(crate) fn remove(&self, id: NodeId, name: &[u8]) -> FsResult<()> {
-        if IndraXattr::parse(name).is_some() {
-            return Err(FsError::new(libc::EPERM, "indra.* attributes cannot be removed"));
+        match IndraXattr::parse(name) {
+            // Back to the type the folder's name implies.
+            Some(IndraXattr::TreeType) => {
+                if self.vault.node(id)?.kind != NodeKind::Dir {
+                    return Err(FsError::errno(libc::ENODATA));
+                }
+                let implied = self.vault.implied_tree_type(id)?;
+                self.vault.set_tree_type(id, implied, Commit::CrashConsistent)?;
+                return Ok(());
+            }
+            Some(_) => {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    "computed indra.* attributes cannot be removed",
+                ));
+            }
+            None => {}
         }
         check_name(name)?;
         self.vault.remove_xattr(id, name, Timestamp::now(), Commit::CrashConsistent)?;

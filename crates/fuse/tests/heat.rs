@@ -130,6 +130,7 @@ fn tree_type_xattr_reads_and_writes_and_computed_ones_refuse() {
     let fs = fs_with_clock(dir.path(), clock, true);
     let d = fs.mkdir(Ctx::default(), inode::VAULT, b"gallery", 0o755).unwrap();
     assert_eq!(fs.getxattr(d.ino, b"user.indra.tree_type").unwrap(), b"Gallery");
+    assert!(fs.listxattr(d.ino).unwrap().is_empty(), "the type its name implies is not listed");
     fs.setxattr(d.ino, b"indra.tree_type", b"Story", 0).unwrap();
     assert_eq!(fs.getxattr(d.ino, b"user.indra.tree_type").unwrap(), b"Story");
     assert_eq!(
@@ -145,7 +146,16 @@ fn tree_type_xattr_reads_and_writes_and_computed_ones_refuse() {
     assert_eq!(fs.getxattr(f, b"user.indra.access_mode").unwrap(), b"steward");
     let steward = String::from_utf8(fs.getxattr(f, b"user.indra.steward").unwrap()).unwrap();
     assert_eq!(steward, fs.vault().player().to_string());
-    // Only the stored attribute is listed.
+    // Only a tree type set apart from the name is listed; removing it goes back to the name's.
     assert_eq!(fs.listxattr(d.ino).unwrap(), b"user.indra.tree_type\0");
     assert!(fs.listxattr(f).unwrap().is_empty());
+    fs.removexattr(d.ino, b"user.indra.tree_type").unwrap();
+    assert_eq!(fs.getxattr(d.ino, b"user.indra.tree_type").unwrap(), b"Gallery");
+    assert!(fs.listxattr(d.ino).unwrap().is_empty());
+    assert_eq!(fs.removexattr(f, b"user.indra.tree_type").unwrap_err().errno, libc::ENODATA);
+    // A renamed folder keeps its type, now apart from its new name's: listed until removed.
+    fs.rename(inode::VAULT, b"gallery", inode::VAULT, b"pictures", 0).unwrap();
+    assert_eq!(fs.listxattr(d.ino).unwrap(), b"user.indra.tree_type\0");
+    fs.removexattr(d.ino, b"indra.tree_type").unwrap();
+    assert_eq!(fs.getxattr(d.ino, b"user.indra.tree_type").unwrap(), b"Collection");
 }

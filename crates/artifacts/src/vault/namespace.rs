@@ -365,6 +365,26 @@ impl Vault {
         })
     }
 
+    /// The tree type folder `dir` gets from its name and its parent's, as at its creation:
+    /// `Vault` for the root.
+    pub fn implied_tree_type(&self, dir: NodeId) -> Result<TreeType> {
+        if dir == NodeId::ROOT {
+            return Ok(TreeType::Vault);
+        }
+        self.read_fs(|r| {
+            let node = r.node(dir)?;
+            let name = r.name_in_parent(&node)?;
+            let parent_name = match node.parent {
+                Some(p) => {
+                    let parent = r.node(p)?;
+                    r.name_in_parent(&parent)?
+                }
+                None => Vec::new(),
+            };
+            Ok(TreeType::infer(&parent_name, &name))
+        })
+    }
+
     /// The parent of a directory (the root is its own parent).
     pub fn parent_of(&self, dir: NodeId) -> Result<NodeId> {
         let node = self.node(dir)?;
