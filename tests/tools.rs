@@ -324,3 +324,57 @@ fn a_running_program_is_text_busy_and_o_rdonly_o_trunc_truncates() {
     assert_eq!(std::fs::metadata(m.vault().join("sleep")).unwrap().len(), 0);
     m.stop();
 }
+
+/// `lseek(SEEK_DATA / SEEK_HOLE)` finds a sparse file's data and holes (runs of zero chunks),
+/// and says `ENXIO` past the end; a file with writes not committed yet is all data; sparse
+/// copies come out sparse.
+#[test]
+fn seek_data_and_hole_find_a_sparse_files_holes() {
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    let copy = dirs.tmp.path().join("copy.bin");
+    sh(
+        &v,
+        &format!(
+            "python3 - <<'PY'
+import errno, os
+M = 1 << 20
+with open('sparse.bin', 'wb') as f:
+    f.truncate(64 * M)
+    f.seek(20 * M)
+    f.write(b'x' * 100000)
+fd = os.open('sparse.bin', os.O_RDONLY)
+data = os.lseek(fd, 0, os.SEEK_DATA)
+hole = os.lseek(fd, data, os.SEEK_HOLE)
+# The data lies in the chunks around 20 MiB, and nothing but holes lies elsewhere.
+assert 19 * M <= data <= 20 * M < 20 * M + 100000 <= hole <= 22 * M, (data, hole)
+assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
+assert os.lseek(fd, hole, os.SEEK_HOLE) == hole
+for off in (hole, 64 * M, 65 * M):
+    try:
+        os.lseek(fd, off, os.SEEK_DATA)
+        raise SystemExit('data after the last data at %d' % off)
+    except OSError as e:
+        assert e.errno == errno.ENXIO, e
+os.close(fd)
+# While writes wait to be committed, the file is all data.
+with open('sparse.bin', 'r+b') as f:
+    f.seek(40 * M)
+    f.write(b'y')
+    f.flush()
+    assert os.lseek(f.fileno(), 0, os.SEEK_DATA) == 0
+    assert os.lseek(f.fileno(), 0, os.SEEK_HOLE) == 64 * M
+fd = os.open('sparse.bin', os.O_RDONLY)
+assert os.lseek(fd, 30 * M, os.SEEK_DATA) // M == 40, os.lseek(fd, 30 * M, os.SEEK_DATA)
+os.close(fd)
+PY
+cp --sparse=always sparse.bin {copy}
+cmp sparse.bin {copy}",
+            copy = copy.display()
+        ),
+    );
+    let meta = std::fs::metadata(&copy).unwrap();
+    assert!(meta.blocks() * 512 < 4 << 20, "the copy is sparse: {} blocks", meta.blocks());
+    m.stop();
+}

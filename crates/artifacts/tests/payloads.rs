@@ -454,3 +454,43 @@ fn writers_sharing_new_chunks_never_lose_them() {
         assert_eq!(get(&v, "f"), content);
     }
 }
+
+/// `seek_data_or_hole` finds the runs of zero chunks a sparse payload is stored as: holes
+/// before, between and after the data, the end as a hole, nothing past the end; a small
+/// (inline) payload and one without long zero runs are all data.
+#[test]
+fn holes_are_the_runs_of_zero_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let mut content = vec![0u8; 48 * MIB];
+    content[16 * MIB..16 * MIB + 5000].copy_from_slice(&bytes(1, 5000));
+    content[30 * MIB..31 * MIB].copy_from_slice(&bytes(2, MIB));
+    let leaf = put(&v, "sparse", &content, Commit::CrashConsistent).content.unwrap();
+    let seek = |off: u64, data: bool| v.seek_data_or_hole(&leaf, off, data).unwrap();
+    let size = content.len() as u64;
+    let first = seek(0, true).unwrap();
+    let after_first = seek(first, false).unwrap();
+    assert!(first <= 16 * MIB as u64 && first + 2 * MIB as u64 > 16 * MIB as u64, "{first}");
+    assert!(after_first >= 16 * MIB as u64 + 5000 && after_first < 30 * MIB as u64);
+    let second = seek(after_first, true).unwrap();
+    assert!(second <= 30 * MIB as u64 && second > after_first);
+    let end = seek(second, false).unwrap();
+    assert!(end >= 31 * MIB as u64 && end < size, "{end}");
+    assert_eq!(seek(0, false), Some(0), "it starts with a hole");
+    // Zeros shorter than a zero chunk (where a run ends at the payload's end) count as data.
+    if let Some(tail) = seek(end, true) {
+        assert!(tail >= size - CHUNK_MAX as u64, "{tail}");
+        assert_eq!(seek(tail, false), Some(size));
+    }
+    assert_eq!(seek(size, false), None, "past the end");
+    // What lies in a hole is zeros, and the data is where it was written.
+    let mut check = vec![0u8; 4096];
+    assert_eq!(v.read_at(&leaf, end, &mut check).unwrap(), 4096);
+    assert!(check.iter().all(|b| *b == 0));
+
+    let small = put(&v, "small", b"tiny", Commit::CrashConsistent).content.unwrap();
+    assert_eq!(v.seek_data_or_hole(&small, 1, true).unwrap(), Some(1));
+    assert_eq!(v.seek_data_or_hole(&small, 1, false).unwrap(), Some(4));
+    let dense = put(&v, "dense", &bytes(3, 3 * MIB), Commit::CrashConsistent).content.unwrap();
+    assert_eq!(v.seek_data_or_hole(&dense, 100, false).unwrap(), Some(3 * MIB as u64));
+}

@@ -368,6 +368,28 @@ impl VaultFs {
         }
     }
 
+    /// `lseek(SEEK_DATA / SEEK_HOLE)` on file `ino`: where the next data or hole at or after
+    /// `offset` begins. `ENXIO` at or past the end (and for data, when only holes follow).
+    /// The vault's files answer from their chunks (a run of zero chunks is a hole); every
+    /// other file is all data.
+    pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> FsResult<i64> {
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return Err(FsError::errno(libc::EINVAL)),
+        };
+        let offset = u64::try_from(offset).map_err(|_| FsError::errno(libc::ENXIO))?;
+        let found = match self.route(ino)? {
+            Route::Vault(v) => v.seek(ino, offset, data)?,
+            Route::ReadOnly(v) => {
+                let size = v.getattr(ino)?.size;
+                (offset < size).then_some(if data { offset } else { size })
+            }
+        };
+        let found = found.ok_or_else(|| FsError::errno(libc::ENXIO))?;
+        i64::try_from(found).map_err(|_| FsError::errno(libc::EOVERFLOW))
+    }
+
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
         let (ino, open, _) = self.handles.file(fh)?;
         self.vault.fallocate(ino, &open, offset, length, mode)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::error::{Error, Result};
 use crate::payload::chunks::{ChunkReadError, ChunkStore};
 use crate::payload::layout::{self, LeafIndex, TreeCache, decode_segment};
-use crate::payload::writer::{PayloadWriter, StagedBody, StagedLeaf};
+use crate::payload::writer::{PayloadWriter, StagedBody, StagedLeaf, zero_chunk};
 use crate::store::meta::{Meta, W};
 use crate::types::{ArtifactId, Hash, hex};
 
@@ -172,6 +172,37 @@ impl Payloads {
             i += 1;
         }
         Ok(done)
+    }
+
+    /// Where the next data (`data`) or hole at or after `offset` begins in a leaf, as
+    /// `lseek(SEEK_DATA / SEEK_HOLE)` asks; `None` when `offset` is at or past the end, or,
+    /// for data, when only holes follow. A hole is a run of zero chunks: a run of zeros as
+    /// long as the chunker cuts it (`zero_chunk`), which is how sparse regions are stored,
+    /// so a hole is found without reading a byte. The end of the leaf is a hole too.
+    pub fn seek_data_or_hole(&self, leaf: &Hash, offset: u64, data: bool) -> Result<Option<u64>> {
+        let size = self.leaf_size(leaf)?;
+        if offset >= size {
+            return Ok(None);
+        }
+        let inline = self.read_fs(|r| Ok(r.leaf(leaf)?.inline))?;
+        if inline {
+            return Ok(Some(if data { offset } else { size }));
+        }
+        let idx = self.leaf_index(leaf)?;
+        let (zero_len, zero_id) = zero_chunk();
+        let hole = |i: usize| {
+            let (id, len) = idx.chunks[i];
+            id == zero_id && len as usize == zero_len
+        };
+        let first = idx.chunk_at(offset);
+        if hole(first) != data {
+            return Ok(Some(offset));
+        }
+        Ok(match (first + 1..idx.chunks.len()).find(|&i| hole(i) != data) {
+            Some(i) => Some(idx.offsets[i]),
+            None if data => None,
+            None => Some(size),
+        })
     }
 
     /// The whole chunk list of a chunked leaf, from its segments (cached).

@@ -109,7 +109,7 @@ pub(crate) fn first_cut_between(data: &[u8], from: usize, stop: usize) -> usize 
 }
 
 /// The first chunk `FastCDC` cuts from a long run of zeros: its length and id.
-fn zero_chunk() -> (usize, Hash) {
+pub(crate) fn zero_chunk() -> (usize, Hash) {
     static ZERO: OnceLock<(usize, Hash)> = OnceLock::new();
     *ZERO.get_or_init(|| {
         let zeros = vec![0; CHUNK_MAX];

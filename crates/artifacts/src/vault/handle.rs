@@ -319,6 +319,12 @@ impl Vault {
         self.payloads.read_at(leaf, offset, buf)
     }
 
+    /// Where the next data (`data`) or hole at or after `offset` begins in a leaf
+    /// (`lseek(SEEK_DATA / SEEK_HOLE)`); `None` past the end, or when no data follows.
+    pub fn seek_data_or_hole(&self, leaf: &Hash, offset: u64, data: bool) -> Result<Option<u64>> {
+        self.payloads.seek_data_or_hole(leaf, offset, data)
+    }
+
     /// Up to `len` bytes of a leaf at `offset` (fewer only at the end), in a new buffer that
     /// is filled straight from the chunks, not zeroed first.
     pub fn read_vec(&self, leaf: &Hash, offset: u64, len: usize) -> Result<Vec<u8>> {

@@ -116,6 +116,24 @@ impl VaultView {
         }
     }
 
+    /// The next data (`data`) or hole at or after `offset` of file `ino`: from its stored
+    /// chunks, or, while it has writes not yet committed, all of it data. `None` at or past
+    /// the end, or when no data follows.
+    pub(crate) fn seek(&self, ino: u64, offset: u64, data: bool) -> FsResult<Option<u64>> {
+        let attr = self.getattr(ino)?;
+        if attr.kind != NodeKind::File {
+            return Err(FsError::errno(libc::EINVAL));
+        }
+        if offset >= attr.size {
+            return Ok(None);
+        }
+        let pending = self.open.get(ino).is_some_and(|o| lock(&o.state).buffer.is_some());
+        match self.vault.node(NodeId(ino))?.content {
+            Some(leaf) if !pending => Ok(self.vault.seek_data_or_hole(&leaf, offset, data)?),
+            _ => Ok(Some(if data { offset } else { attr.size })),
+        }
+    }
+
     /// Files with open handles or uncommitted writes.
     pub(crate) fn open_files(&self) -> usize {
         self.open.len()
