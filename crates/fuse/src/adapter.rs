@@ -438,10 +438,15 @@ impl Filesystem for Adapter {
             Ok(items) => items,
             Err(e) => return reply.error(errno("readdirplus", &e)),
         };
-        for it in items {
+        let inos: Vec<u64> = items.iter().map(|it| it.ino).collect();
+        let attrs = match self.fs.attrs(&inos) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno("readdirplus", &e)),
+        };
+        for (it, a) in items.into_iter().zip(attrs) {
             let dot = it.name == b"." || it.name == b"..";
             // An entry removed since the listing was read is skipped.
-            let Ok(a) = self.fs.getattr(it.ino) else { continue };
+            let Some(a) = a else { continue };
             if reply.add(
                 INodeNo(it.ino),
                 it.offset,

@@ -233,6 +233,19 @@ impl Vault {
         self.read_fs(|r| r.node(id))
     }
 
+    /// Several nodes in one read (a listing's attributes): `None` for an id with no node.
+    pub fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Option<Node>>> {
+        self.read_fs(|r| {
+            ids.iter()
+                .map(|id| match r.node(*id) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(Error::NoSuchNode(_)) => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .collect()
+        })
+    }
+
     /// Every node below the root (or only those in `only`), each once, under the first path
     /// a depth-first walk meets (as `paths_of` names it), in walk order. One pass over the
     /// entries, then one over the nodes (or, for `only`, a read of each node found), holding

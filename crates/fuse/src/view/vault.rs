@@ -91,6 +91,28 @@ impl VaultView {
         })
     }
 
+    /// The attributes of `inos` (a listing's entries), read together: one read of the store
+    /// for all the files not open here. `None` for an inode with no node (removed since the
+    /// listing was read).
+    pub(crate) fn attrs(&self, inos: &[u64]) -> FsResult<Vec<Option<Attr>>> {
+        let seen = self.open.commits();
+        let ids: Vec<NodeId> = inos.iter().map(|i| NodeId(*i)).collect();
+        let nodes = self.vault.nodes(&ids)?;
+        let settled = self.open.commits() == seen;
+        Ok(nodes
+            .into_iter()
+            .zip(inos)
+            .map(|(node, ino)| match node {
+                // Open files, and any file if a commit landed meanwhile, the careful way.
+                Some(n) if n.kind == NodeKind::File && (!settled || self.open.contains(*ino)) => {
+                    self.attr_from(|| Ok(n)).ok()
+                }
+                Some(n) => Some(Self::attr_of(&n, None)),
+                None => None,
+            })
+            .collect())
+    }
+
     fn attr_of(node: &Node, pending: Option<(&WriteBuffer, Timestamp)>) -> Attr {
         let (size, mtime, ctime) = match pending {
             Some((b, written_at)) => {
