@@ -32,12 +32,6 @@ local function gone(path, what)
     what .. ": getxattr")
 end
 
-local function names(dir)
-  local t = fs.exists(dir) and fs.list(dir) or {}
-  table.sort(t)
-  return t
-end
-
 local alice, bob = step("alice and bob, peered", function()
   return vault.players{ "alice", "bob" }
 end)
@@ -68,7 +62,7 @@ step("bob reads all three", function()
   assert_match(fs.getxattr(bob:peer_path(alice, "plans"), "user.indra.expires_at"),
     "^%d%d%d%d%-%d%d%-%d%dT", "when the timed grant ends")
   assert_eq(fs.getxattr(bob:peer_path(alice, "photo.bin"), "user.indra.access_mode"), "permanent")
-  assert_eq(names(bob:peer_path(alice)), { "ideas.md", "photo.bin", "plans" }, "bob's view")
+  assert_eq(fs.names(bob:peer_path(alice)), { "ideas.md", "photo.bin", "plans" }, "bob's view")
 end)
 
 step("alice recalls the file from bob", function()
@@ -77,7 +71,7 @@ step("alice recalls the file from bob", function()
   assert_eq(said, "recalled notes/ideas.md from bob", "what recall says")
   wait_until(function() return not fs.exists(p) end, LONG, "ideas.md leaves bob's view")
   gone(p, "ideas.md on bob")
-  assert_eq(names(bob:peer_path(alice)), { "photo.bin", "plans" }, "bob's view")
+  assert_eq(fs.names(bob:peer_path(alice)), { "photo.bin", "plans" }, "bob's view")
   assert_eq(fs.read(alice:path("notes/ideas.md")), IDEAS, "alice's own ideas.md")
 end)
 
@@ -88,7 +82,7 @@ step("alice recalls the timed folder from everyone", function()
   gone(bob:peer_path(alice, "plans"), "plans on bob")
   gone(bob:peer_path(alice, "plans/a.md"), "plans/a.md on bob")
   gone(bob:peer_path(alice, "plans/later/b.md"), "plans/later/b.md on bob")
-  assert_eq(names(bob:peer_path(alice)), { "photo.bin" }, "bob's view")
+  assert_eq(fs.names(bob:peer_path(alice)), { "photo.bin" }, "bob's view")
   assert_eq(fs.read(alice:path("plans/later/b.md")), PLAN_B, "alice's own plans/later/b.md")
 end)
 

@@ -65,12 +65,6 @@ function draft_editor(_, args)
   return { edits = edits, total = n }
 end
 
-local function names(dir)
-  local t = fs.exists(dir) and fs.list(dir) or {}
-  table.sort(t)
-  return t
-end
-
 -- `path`'s entry in `v`'s heat.json, or nil.
 local function heat_of(v, path)
   for _, e in ipairs(v:heat()) do
@@ -98,7 +92,7 @@ step("alice makes realm aurora with bob and carol", function()
   assert_match(said, "^created realm aurora %(id %x+%) with bob, carol$", "what create says")
   for _, v in ipairs(ALL) do
     wait_until(function() return v:realm(REALM) ~= nil end, LONG, v.player .. " is in aurora")
-    assert_eq(names(v:root("realms")), { REALM }, v.player .. "'s realms/")
+    assert_eq(fs.names(v:root("realms")), { REALM }, v.player .. "'s realms/")
   end
   local r = bob:realm(REALM)
   assert_eq(r.creator, "alice", "aurora's creator, on bob's side")
@@ -129,7 +123,7 @@ step("every member's realm view shows all three, the specs told apart", function
   local want = { ["plan.md"] = PLAN_B, ["spec (alice).md"] = SPEC_A, ["spec (carol).md"] = SPEC_C }
   for _, v in ipairs(ALL) do
     wait_until(function()
-      local got = names(v:realm_path(REALM))
+      local got = fs.names(v:realm_path(REALM))
       return #got == 3 and got[1] == LABELS[1] and got[2] == LABELS[2] and got[3] == LABELS[3],
         inspect(got)
     end, LONG, v.player .. "'s realms/aurora/ shows all three")
@@ -181,7 +175,7 @@ step("bob and carol read alice's spec while she edits her drafts", function()
     assert_ge(h.opens, seen, "opens of alice's spec, as alice's heat.json shows them")
     seen = h.opens
     for _, v in ipairs(ALL) do
-      assert_eq(names(v:realm_path(REALM)), LABELS, v.player .. "'s view during the load")
+      assert_eq(fs.names(v:realm_path(REALM)), LABELS, v.player .. "'s view during the load")
       assert_eq(v:indra_json("realms.json")[1].shared_artifacts, 3,
         v.player .. "'s realms.json during the load")
     end
@@ -228,7 +222,7 @@ step("bob and carol read alice's spec while she edits her drafts", function()
   assert_eq(select(2, journal:gsub("\n", "")), edited.total, "lines in alice's journal")
   -- Her drafts were never shared: nobody sees them.
   for _, v in ipairs{ bob, carol } do
-    assert_eq(names(v:peer_path(alice)), { "spec.md" }, v.player .. "'s peers/alice/")
+    assert_eq(fs.names(v:peer_path(alice)), { "spec.md" }, v.player .. "'s peers/alice/")
   end
 end)
 
@@ -239,7 +233,7 @@ step("bob recalls his plan: it leaves every view", function()
     or said == "recalled plan.md from carol, alice", "what recall says: " .. said)
   for _, v in ipairs(ALL) do
     wait_until(function()
-      local got = names(v:realm_path(REALM))
+      local got = fs.names(v:realm_path(REALM))
       return #got == 2 and got[1] == LABELS[2] and got[2] == LABELS[3], inspect(got)
     end, LONG, "bob's plan leaves " .. v.player .. "'s view")
     assert_error(function() fs.read(v:realm_path(REALM, "plan.md")) end, "ENOENT",
@@ -252,7 +246,7 @@ end)
 
 step("carol leaves: the realm goes from her, her spec from the others", function()
   assert_eq(carol:realm_leave(REALM), "left realm aurora", "what leave says")
-  assert_eq(names(carol:root("realms")), {}, "carol's realms/")
+  assert_eq(fs.names(carol:root("realms")), {}, "carol's realms/")
   assert_eq(carol:realm(REALM), nil, "carol's realm list")
   assert_false(fs.exists(carol:realm_path(REALM, "spec (alice).md")), "alice's spec on carol")
   for _, v in ipairs{ alice, bob } do
@@ -260,7 +254,7 @@ step("carol leaves: the realm goes from her, her spec from the others", function
       "carol is out of " .. v.player .. "'s aurora")
     -- Two members left: alice's spec is alone, and loses its owner's name.
     wait_until(function()
-      local got = names(v:realm_path(REALM))
+      local got = fs.names(v:realm_path(REALM))
       return #got == 1 and got[1] == "spec.md", inspect(got)
     end, LONG, "carol's spec leaves " .. v.player .. "'s view")
     assert_eq(fs.read(v:realm_path(REALM, "spec.md")), SPEC_A, v.player .. " reads alice's spec")

@@ -251,6 +251,14 @@ function wait_until(cond, timeout, msg)
   end
 end
 
+--- fs.names(dir): the names in `dir`, sorted; empty when `dir` does not exist (a view that
+--- is gone, or not there yet).
+function fs.names(dir)
+  local t = fs.exists(dir) and fs.list(dir) or {}
+  table.sort(t)
+  return t
+end
+
 --- vault.players{ "alice", "bob", ..., args = { ... } }: mounts a vault for each player (as
 --- vault.mount{ player = NAME, args = args }), peers every pair (a:peer(b)), and returns the
 --- vaults in the order named.

@@ -85,21 +85,10 @@ impl MountHandler {
         if let Some(p) = vault_paths.get(&id) {
             return String::from_utf8_lossy(p).into_owned();
         }
-        let mut parts = Vec::new();
-        let mut at = id;
-        while let Ok(Some(e)) = self.fs.vault().mirror_entry(at) {
-            parts.push(String::from_utf8_lossy(&e.label).into_owned());
-            if e.parent == MirrorEntry::TOP || parts.len() > 4096 {
-                break;
-            }
-            at = e.parent;
+        match self.fs.vault().mirror_path(id) {
+            Ok(Some(p)) => format!("peers/{}", String::from_utf8_lossy(&p)),
+            _ => format!("{id:?} (gone)"),
         }
-        if parts.is_empty() {
-            return format!("{id:?} (gone)");
-        }
-        parts.push("peers".into());
-        parts.reverse();
-        parts.join("/")
     }
 
     /// Our accepted peers named in `names`, or why one is not.

@@ -1,9 +1,10 @@
 //! What every view shares: the `View` and `ReadOnlyView` traits, the `Change` a read-only
-//! view refuses, how long the kernel may cache answers, and the attributes and listings of
-//! the mount's own fixed folders and files.
+//! view refuses, how long the kernel may cache answers, the attributes and listings of the
+//! mount's own fixed folders and files, and `Stamped`, a value worked out from the store
+//! that is reused while the store is unchanged.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indras_artifacts::{NodeId, NodeKind};
 
@@ -70,6 +71,27 @@ pub(crate) trait View: Send + Sync + std::fmt::Debug {
     /// not at all.
     fn negative_ttl(&self) -> Option<Duration> {
         None
+    }
+}
+
+/// A value worked out from the store at a write count (`Vault::write_count`), reused while
+/// the store is unchanged and it is younger than a limit (what depends on the clock alone,
+/// such as heat's decay or a timed grant's end, moves little meanwhile).
+#[derive(Debug)]
+pub(crate) struct Stamped<T> {
+    at: Instant,
+    writes: u64,
+    value: T,
+}
+
+impl<T: Clone> Stamped<T> {
+    pub(crate) fn new(writes: u64, value: T) -> Self {
+        Stamped { at: Instant::now(), writes, value }
+    }
+
+    /// The value, if the store is still at `writes` and it is younger than `limit`.
+    pub(crate) fn get(&self, writes: u64, limit: Duration) -> Option<T> {
+        (self.writes == writes && self.at.elapsed() < limit).then(|| self.value.clone())
     }
 }
 

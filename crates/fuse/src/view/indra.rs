@@ -15,12 +15,14 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indras_artifacts::{AttentionKind, NodeKind, Vault};
 use serde::Serialize;
 
-use super::common::{Found, NO_TTL, ReadOnlyFile, ReadOnlyView, View, fixed_attr, fixed_listing};
+use super::common::{
+    Found, NO_TTL, ReadOnlyFile, ReadOnlyView, Stamped, View, fixed_attr, fixed_listing,
+};
 use super::heat;
 use crate::attention::Attention;
 use crate::error::{FsError, FsResult};
@@ -50,14 +52,6 @@ const LOG_LINES_MAX: usize = 100_000;
 /// depend on the time alone, such as heat's decay, move that little).
 const SIZE_FRESH: Duration = Duration::from_secs(1);
 
-/// A file as rendered: when, at which store write count, and what.
-#[derive(Debug)]
-struct Rendering {
-    at: Instant,
-    writes: u64,
-    data: Arc<[u8]>,
-}
-
 fn is_file(ino: u64) -> bool {
     FILES.iter().any(|(i, _)| *i == ino)
 }
@@ -70,7 +64,7 @@ pub(crate) struct IndraView {
     /// For the status's count of open files.
     open: Arc<OpenFiles>,
     /// Each file's last rendering: when, at which store write count, and what.
-    rendered: Mutex<HashMap<u64, Rendering>>,
+    rendered: Mutex<HashMap<u64, Stamped<Arc<[u8]>>>>,
 }
 
 impl IndraView {
@@ -89,15 +83,11 @@ impl IndraView {
         // Queued attention is part of the store's state: written first, so it counts.
         self.attention.flush()?;
         let writes = self.vault.write_count();
-        if let Some(r) = lock(&self.rendered).get(&ino)
-            && r.writes == writes
-            && r.at.elapsed() < SIZE_FRESH
-        {
-            return Ok(r.data.clone());
+        if let Some(data) = lock(&self.rendered).get(&ino).and_then(|r| r.get(writes, SIZE_FRESH)) {
+            return Ok(data);
         }
         let data: Arc<[u8]> = self.render_file(ino)?.into();
-        lock(&self.rendered)
-            .insert(ino, Rendering { at: Instant::now(), writes, data: data.clone() });
+        lock(&self.rendered).insert(ino, Stamped::new(writes, data.clone()));
         Ok(data)
     }
 

@@ -74,9 +74,6 @@ const COUNT_BATCH: usize = 1024;
 /// Attempts at one read whose content changes while it is read.
 const READ_ATTEMPTS: usize = 3;
 
-/// Folders above an entry that a path names at most (a guard against a corrupt parent chain).
-const DEPTH_MAX: usize = 4096;
-
 /// An entry as the mount shows it now, with the grant it lies under (`None` for a peer's
 /// folder).
 #[derive(Debug)]
@@ -190,23 +187,8 @@ impl PeersView {
 
     /// The path of `e` in the mount (`peers/bob/notes/a.md`), for messages.
     fn path_of(&self, e: &MirrorEntry) -> String {
-        let mut labels = vec![e.label.clone()];
-        let mut parent = e.parent;
-        while parent != MirrorEntry::TOP && labels.len() < DEPTH_MAX {
-            match self.vault.mirror_entry(parent) {
-                Ok(Some(p)) => {
-                    labels.push(p.label);
-                    parent = p.parent;
-                }
-                _ => break,
-            }
-        }
-        let mut path = String::from("peers");
-        for label in labels.iter().rev() {
-            path.push('/');
-            path.push_str(&String::from_utf8_lossy(label));
-        }
-        path
+        let path = self.vault.mirror_path(e.id).ok().flatten().unwrap_or_else(|| e.label.clone());
+        format!("peers/{}", String::from_utf8_lossy(&path))
     }
 
     fn not_arrived(&self, e: &MirrorEntry) -> FsError {

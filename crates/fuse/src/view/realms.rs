@@ -33,8 +33,8 @@ use std::time::Duration;
 use indras_artifacts::{MirrorEntry, Node, NodeId, NodeKind, RealmRow, RealmTarget, Vault};
 
 use super::common::{
-    Change, Found, NO_TTL, ReadOnlyFile, ReadOnlyView, TTL, View, dots, fixed_attr, fixed_listing,
-    owned_attr,
+    Change, Found, NO_TTL, ReadOnlyFile, ReadOnlyView, Stamped, TTL, View, dots, fixed_attr,
+    fixed_listing, owned_attr,
 };
 use super::peers::PeersView;
 use crate::attention::{Attention, Clock};
@@ -83,7 +83,7 @@ pub(crate) struct RealmsView {
     /// What the realms held at a store write count, and when: reused while the store is
     /// unchanged, for at most `HELD_FRESH` (timed grants end with the clock alone), so that
     /// reads of a large file do not work it out again for every block.
-    held: Mutex<Option<(u64, std::time::Instant, Arc<Held>)>>,
+    held: Mutex<Option<Stamped<Arc<Held>>>>,
 }
 
 /// How long what the realms hold is reused while the store is unchanged.
@@ -142,14 +142,11 @@ impl RealmsView {
     /// What every realm holds now (see `held` on the struct).
     fn held(&self) -> FsResult<Arc<Held>> {
         let writes = self.vault.write_count();
-        if let Some((w, at, h)) = lock(&self.held).as_ref()
-            && *w == writes
-            && at.elapsed() < HELD_FRESH
-        {
-            return Ok(h.clone());
+        if let Some(h) = lock(&self.held).as_ref().and_then(|s| s.get(writes, HELD_FRESH)) {
+            return Ok(h);
         }
         let h = Arc::new(self.held_now()?);
-        *lock(&self.held) = Some((writes, std::time::Instant::now(), h.clone()));
+        *lock(&self.held) = Some(Stamped::new(writes, h.clone()));
         Ok(h)
     }
 

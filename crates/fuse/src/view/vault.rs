@@ -95,6 +95,9 @@ impl VaultView {
     /// for all the files not open here. `None` for an inode with no node (removed since the
     /// listing was read).
     pub(crate) fn attrs(&self, inos: &[u64]) -> FsResult<Vec<Option<Attr>>> {
+        if inos.is_empty() {
+            return Ok(Vec::new());
+        }
         let seen = self.open.commits();
         let ids: Vec<NodeId> = inos.iter().map(|i| NodeId(*i)).collect();
         let nodes = self.vault.nodes(&ids)?;
