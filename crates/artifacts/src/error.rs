@@ -65,6 +65,15 @@ pub enum Error {
     #[error("extended attribute value of {0} bytes is too large")]
     XattrTooLarge(usize),
 
+    #[error("no version {0:016x}")]
+    NoSuchVersion(u64),
+
+    #[error("no snapshot named {0:?}")]
+    NoSuchSnapshot(String),
+
+    #[error("a snapshot named {0:?} already exists")]
+    SnapshotExists(String),
+
     #[error("record {0} is corrupt: {1}")]
     CorruptRecord(&'static str, String),
 

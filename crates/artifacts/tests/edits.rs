@@ -5,7 +5,7 @@
 mod common;
 
 use common::{bytes, now, open, put};
-use indras_artifacts::{Commit, FsckOptions, GROUP, INLINE_MAX, NodeId, Vault};
+use indras_artifacts::{Commit, FsckOptions, GROUP, INLINE_MAX, Keep, NodeId, Vault};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -112,6 +112,7 @@ proptest! {
 fn small_overwrites_of_a_large_file_share_almost_everything() {
     let dir = tempfile::tempdir().unwrap();
     let v = open(dir.path());
+    v.set_keep(Keep::none());
     let size = 64 << 20;
     let mut model = bytes(1, size);
     let node = put(&v, "big", &model, Commit::CrashConsistent);
@@ -175,6 +176,7 @@ fn long_segment_lists_are_stored_as_shared_runs() {
     new[50 << 20..(50 << 20) + 4096].copy_from_slice(&bytes(61, 4096));
     let (old_leaf, new_leaf) = {
         let v = open(dir.path());
+        v.set_keep(Keep::none());
         let node = put(&v, "big", &old, Commit::Durable);
         put(&v, "copy", &old, Commit::Durable);
         let old_leaf = node.content.unwrap();

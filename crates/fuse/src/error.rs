@@ -43,8 +43,12 @@ impl From<StoreError> for FsError {
             }
             StoreError::NoSuchNode(_)
             | StoreError::NoSuchArtifact(_)
-            | StoreError::NotFound { .. } => (libc::ENOENT, Level::DEBUG),
-            StoreError::Exists { .. } => (libc::EEXIST, Level::DEBUG),
+            | StoreError::NotFound { .. }
+            | StoreError::NoSuchVersion(_)
+            | StoreError::NoSuchSnapshot(_) => (libc::ENOENT, Level::DEBUG),
+            StoreError::Exists { .. } | StoreError::SnapshotExists(_) => {
+                (libc::EEXIST, Level::DEBUG)
+            }
             StoreError::NotADirectory(_) => (libc::ENOTDIR, Level::DEBUG),
             StoreError::IsADirectory(_) => (libc::EISDIR, Level::DEBUG),
             StoreError::NotAFile(_) => (libc::EINVAL, Level::DEBUG),

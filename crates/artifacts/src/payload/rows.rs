@@ -214,10 +214,46 @@ impl W<'_> {
         }
         let mut rec = self.leaf(hash)?;
         rec.refs = rec.refs.saturating_sub(1);
-        if rec.refs == 0 {
+        if rec.refs == 0 && self.history_refs_of(hash)? == 0 {
             self.unref()?.insert(hash, now.secs)?;
         }
         self.leaves()?.insert(hash, encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    /// How many versions and snapshots name a leaf (`history_refs_v1`).
+    pub(crate) fn history_refs_of(&mut self, hash: &Hash) -> Result<u64> {
+        Ok(self.history_refs()?.get(hash)?.map_or(0, |v| v.value()))
+    }
+
+    /// One more version or snapshot names the leaf: it is not garbage while any does.
+    pub(crate) fn history_incref(&mut self, hash: &Hash) -> Result<()> {
+        if *hash == EMPTY_LEAF {
+            return Ok(());
+        }
+        let n = self.history_refs_of(hash)?;
+        self.history_refs()?.insert(hash, n + 1)?;
+        if n == 0 {
+            self.unref()?.remove(hash)?;
+        }
+        Ok(())
+    }
+
+    /// One version or snapshot fewer names the leaf; with no node naming it either, it goes
+    /// to GC.
+    pub(crate) fn history_decref(&mut self, hash: &Hash, now: Timestamp) -> Result<()> {
+        if *hash == EMPTY_LEAF {
+            return Ok(());
+        }
+        let n = self.history_refs_of(hash)?;
+        if n <= 1 {
+            self.history_refs()?.remove(hash)?;
+            if self.leaf(hash)?.refs == 0 {
+                self.unref()?.insert(hash, now.secs)?;
+            }
+        } else {
+            self.history_refs()?.insert(hash, n - 1)?;
+        }
         Ok(())
     }
 }

@@ -59,10 +59,11 @@ use redb::{
 
 use crate::error::{Error, Result};
 use crate::store::schema::{
-    ATTENTION, ATTENTION_CHAINS, ATTENTION_OUTBOX, CHUNKS, ChunkValue, DEAD_CHUNKS, ENTRIES,
-    EVENTS, GRANTS, INLINE, INVITES, LEAF_SEGMENTS, LEAVES, META, MIRROR, MIRROR_KIDS,
-    MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER, ORPHANS, PEERS, REALM_ITEMS, REALM_LEFT, REALMS,
-    SEGMENT_RUNS, SEGMENTS, TRANSFERS, TREES, UNREFERENCED, XATTRS,
+    ATTENTION, ATTENTION_CHAINS, ATTENTION_OUTBOX, CHUNKS, ChunkValue, DEAD_CHUNKS, DELETED,
+    DELETED_NAMES, ENTRIES, EVENTS, GRANTS, HISTORY_REFS, INLINE, INVITES, LEAF_SEGMENTS, LEAVES,
+    LINEAGE, META, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER, ORPHANS, PEERS,
+    REALM_ITEMS, REALM_LEFT, REALMS, SEGMENT_RUNS, SEGMENTS, SNAPSHOTS, TRANSFERS, TREES,
+    UNREFERENCED, VERSION_NODES, VERSIONS, XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -567,6 +568,13 @@ tables! {
     realm_left: REALM_LEFT => &'static [u8; 16], &'static [u8; 32];
     outbox: ATTENTION_OUTBOX => (&'static [u8; 32], u64), &'static [u8];
     chains: ATTENTION_CHAINS => (&'static [u8; 32], u8), &'static [u8];
+    versions: VERSIONS => (u64, u64), &'static [u8];
+    version_nodes: VERSION_NODES => u64, u64;
+    lineage: LINEAGE => u64, u64;
+    history_refs: HISTORY_REFS => &'static [u8; 32], u64;
+    deleted: DELETED => u64, &'static [u8];
+    deleted_names: DELETED_NAMES => (u64, &'static [u8], u64), ();
+    snapshots: SNAPSHOTS => &'static [u8], &'static [u8];
 }
 
 static EMPTY: Layer = Layer::EMPTY;

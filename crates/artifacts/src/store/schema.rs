@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::types::{AccessMode, ArtifactId, NodeId, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 
@@ -111,6 +111,26 @@ pub const CHAIN_SENT: u8 = 0;
 /// `ATTENTION_CHAINS`: the chain a sender sent us, as far as we took it.
 pub const CHAIN_TAKEN: u8 = 1;
 
+/// (history id, version id) -> `VersionRecord`: the contents a file was committed with. Version
+/// ids come from the node id counter, so they grow with time and name a version alone.
+pub const VERSIONS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("versions_v1");
+/// version id -> its history id
+pub const VERSION_NODES: TableDefinition<u64, u64> = TableDefinition::new("version_nodes_v1");
+/// file node -> its history id, where that is not the node's own id (a file that replaced
+/// another by rename, or that a restore brought back, goes on with that file's history)
+pub const LINEAGE: TableDefinition<u64, u64> = TableDefinition::new("lineage_v1");
+/// leaf hash -> the number of `VERSIONS` rows and snapshot records naming it (what history
+/// holds of the leaf, apart from its node references in `LeafRecord::refs`)
+pub const HISTORY_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("history_refs_v1");
+/// history id (a folder's: its node) -> `DeletedRecord`: a file with history that lost its
+/// last name, or a folder that holds such files, while history keeps them
+pub const DELETED: TableDefinition<u64, &[u8]> = TableDefinition::new("deleted_v1");
+/// (folder node, name, history id) -> (): the deleted entries of each folder
+pub const DELETED_NAMES: TableDefinition<(u64, &[u8], u64), ()> =
+    TableDefinition::new("deleted_names_v1");
+/// snapshot name -> `SnapshotRecord`
+pub const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots_v1");
+
 pub const META_FORMAT: &str = "format";
 pub const META_NEXT_NODE: &str = "next_node";
 pub const META_NEXT_EVENT: &str = "next_event";
@@ -138,6 +158,43 @@ pub struct LeafRecord {
     pub refs: u64,
     pub inline: bool,
     pub created_at: Timestamp,
+}
+
+/// One committed version of a file (`VERSIONS`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub leaf: crate::types::Hash,
+    pub size: u64,
+    pub committed_at: Timestamp,
+    /// The player whose commit it was.
+    pub committer: PlayerId,
+    /// Bytes this commit stored that the store did not hold before (its new chunks, or its
+    /// inline bytes): what the version costs, as history's space accounting counts it.
+    pub added: u64,
+}
+
+/// Where a deleted file or folder was (`DELETED`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct DeletedRecord {
+    pub parent: NodeId,
+    pub name: Vec<u8>,
+    pub dir: bool,
+    pub deleted_at: Timestamp,
+}
+
+/// A named snapshot (`SNAPSHOTS`): its manifest is a leaf (see `vault::snapshots`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// A small number of its own, unique among the store's snapshots (the mount's inodes).
+    pub number: u32,
+    pub manifest: crate::types::Hash,
+    pub created_at: Timestamp,
+    /// Taken by `--snapshot-every`, and thinned by retention; a named one is kept until
+    /// deleted.
+    pub auto: bool,
+    pub entries: u64,
+    /// The bytes of the files it names (each file counted once per name).
+    pub bytes: u64,
 }
 
 /// An invitation's row: when it expires, and when it was used (it can be used once).

@@ -26,8 +26,9 @@ use crate::payload::layout::{
 };
 use crate::store::meta::W;
 use crate::store::schema::{
-    CHUNKS, ENTRIES, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, MIRROR, NODES, ORDER, ORPHANS,
-    SEGMENT_RUNS, SEGMENTS, TREES, UNREFERENCED, decode, encode,
+    CHUNKS, ENTRIES, HISTORY_REFS, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, MIRROR, NODES, ORDER,
+    ORPHANS, SEGMENT_RUNS, SEGMENTS, SNAPSHOTS, SnapshotRecord, TREES, UNREFERENCED, VERSIONS,
+    VersionRecord, decode, encode,
 };
 use crate::types::{Hash, MirrorEntry, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::handle::{Commit, Vault};
@@ -102,6 +103,14 @@ pub enum Problem {
     BadParent(NodeId),
     /// A node with links that no directory reaches.
     Unreachable(NodeId),
+    /// The count of versions and snapshots naming a leaf is wrong.
+    HistoryRefs {
+        leaf: Hash,
+        recorded: u64,
+        actual: u64,
+    },
+    /// A snapshot whose manifest cannot be read, or names a leaf the store lacks.
+    Snapshot(String, String),
 }
 
 impl fmt::Display for Problem {
@@ -141,6 +150,12 @@ impl fmt::Display for Problem {
             Problem::MissingTree(n) => write!(f, "directory {n} has no tree record"),
             Problem::BadParent(n) => write!(f, "directory {n} has a wrong parent"),
             Problem::Unreachable(n) => write!(f, "node {n} has links but no directory reaches it"),
+            Problem::HistoryRefs { leaf, recorded, actual } => write!(
+                f,
+                "leaf {} records {recorded} versions and snapshots naming it, has {actual}",
+                hex(leaf)
+            ),
+            Problem::Snapshot(name, detail) => write!(f, "snapshot {name:?}: {detail}"),
         }
     }
 }
@@ -181,6 +196,7 @@ impl Vault {
         unreferenced_before: Option<Timestamp>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<GcReport> {
+        let _gate = self.snapshot_gate();
         let staged = self.payloads.chunks.staging_lock();
         let mut report = self.collect_locked(&staged, unreferenced_before, progress)?;
         progress(Progress { phase: "packs", done: 0, total: 1 });
@@ -220,6 +236,7 @@ impl Vault {
         if idle {
             return Ok(GcReport::default());
         }
+        let _gate = self.snapshot_gate();
         let staged = self.payloads.chunks.staging_lock();
         self.collect_locked(&staged, unreferenced_before, &mut |_| {})
     }
@@ -232,6 +249,8 @@ impl Vault {
     ) -> Result<GcReport> {
         let mut report = GcReport::default();
         let mut doomed: Vec<(Hash, Loc)> = Vec::new();
+        // The caller holds the snapshot gate: this set is every leaf a snapshot names.
+        let snapshot_held = self.snapshot_held()?;
         self.write_fs(Commit::Durable, |w| {
             let candidates: Vec<(Hash, i64)> = w
                 .unref()?
@@ -250,8 +269,11 @@ impl Vault {
                     w.unref()?.remove(&leaf)?;
                     continue;
                 };
-                if rec.refs > 0 || leaf == EMPTY_LEAF {
+                if rec.refs > 0 || leaf == EMPTY_LEAF || w.history_refs_of(&leaf)? > 0 {
                     w.unref()?.remove(&leaf)?;
+                    continue;
+                }
+                if snapshot_held.contains(&leaf) {
                     continue;
                 }
                 remove_leaf(w, &leaf, &rec, &mut report)?;
@@ -454,6 +476,54 @@ impl Vault {
                 nlink_fixes.push((id_n, 0));
             }
         }
+        // What history holds: a count per version and per snapshot record.
+        let mut history_refs: HashMap<Hash, u64> = HashMap::new();
+        for row in txn.open_table(VERSIONS)?.iter()? {
+            let (k, v) = row?;
+            let rec: VersionRecord = decode("version", v.value())?;
+            if rec.leaf != EMPTY_LEAF {
+                *history_refs.entry(rec.leaf).or_default() += 1;
+            }
+            if leaves_t.get(&rec.leaf)?.is_none() {
+                report
+                    .problems
+                    .push(Problem::MissingLeaf { node: NodeId(k.value().0), leaf: rec.leaf });
+            }
+        }
+        let mut snapshots = Vec::new();
+        for row in txn.open_table(SNAPSHOTS)?.iter()? {
+            let (k, v) = row?;
+            let rec: SnapshotRecord = decode("snapshot", v.value())?;
+            *history_refs.entry(rec.manifest).or_default() += 1;
+            snapshots.push(String::from_utf8_lossy(k.value()).into_owned());
+        }
+        let mut history_fixes = Vec::new();
+        {
+            let recorded_t = txn.open_table(HISTORY_REFS)?;
+            for row in recorded_t.iter()? {
+                let (k, v) = row?;
+                let actual = history_refs.get(k.value()).copied().unwrap_or(0);
+                if v.value() != actual {
+                    report.problems.push(Problem::HistoryRefs {
+                        leaf: *k.value(),
+                        recorded: v.value(),
+                        actual,
+                    });
+                    history_fixes.push((*k.value(), actual));
+                }
+            }
+            for (leaf, actual) in &history_refs {
+                if recorded_t.get(leaf)?.is_none() {
+                    report.problems.push(Problem::HistoryRefs {
+                        leaf: *leaf,
+                        recorded: 0,
+                        actual: *actual,
+                    });
+                    history_fixes.push((*leaf, *actual));
+                }
+            }
+        }
+
         // Reachability from the root.
         let mut seen: HashSet<u64> = HashSet::new();
         let mut stack = vec![NodeId::ROOT.0];
@@ -501,7 +571,8 @@ impl Vault {
                     report.problems.push(Problem::LeafRefs { leaf, recorded: rec.refs, actual });
                     refs_fixes.push((leaf, actual));
                 }
-                if (actual == 0) != unref_t.get(&leaf)?.is_some() {
+                let held = actual > 0 || history_refs.contains_key(&leaf);
+                if !held != unref_t.get(&leaf)?.is_some() {
                     report.problems.push(Problem::UnreferencedIndex(leaf));
                     refs_fixes.push((leaf, actual));
                 }
@@ -629,17 +700,49 @@ impl Vault {
         drop((nodes_t, entries_t, order_t, trees_t, leaves_t, inline_t, leaf_segments_t, runs_t));
         drop((segments_t, chunks_t, unref_t, orphans_t, txn));
 
+        for name in snapshots {
+            if let Err(detail) = self.check_snapshot(&name) {
+                report.problems.push(Problem::Snapshot(name, detail));
+            }
+        }
+
         if let Some(staged) = &staged_guard
             && !report.problems.is_empty()
         {
             self.repair(
                 staged,
                 &mut report,
-                &Fixes { nlink_fixes, refs_fixes, chunk_fixes, dangling, bad_chunks },
+                &Fixes {
+                    nlink_fixes,
+                    refs_fixes,
+                    history_fixes,
+                    chunk_fixes,
+                    dangling,
+                    bad_chunks,
+                },
             )?;
         }
         progress(Progress { phase: "done", done: total_chunks, total: total_chunks });
         Ok(report)
+    }
+
+    /// Reads a snapshot's manifest and checks that every leaf it names is stored.
+    fn check_snapshot(&self, name: &str) -> std::result::Result<(), String> {
+        let snap = self.snapshot(name).map_err(|e| e.to_string())?;
+        let m = self.snapshot_manifest(&snap).map_err(|e| e.to_string())?;
+        let missing = self
+            .read_fs(|r| {
+                for e in &m.entries {
+                    if let Some(leaf) = e.leaf
+                        && r.leaves()?.get(&leaf)?.is_none()
+                    {
+                        return Ok(Some(format!("{} names missing leaf {}", e.node, hex(&leaf))));
+                    }
+                }
+                Ok(None)
+            })
+            .map_err(|e| e.to_string())?;
+        missing.map_or(Ok(()), Err)
     }
 
     fn deep_verify(
@@ -720,12 +823,32 @@ impl Vault {
                 }
                 done.push(format!("set link count of {id} to {nlink}"));
             }
-            for (leaf, refs) in &fixes.refs_fixes {
+            for (leaf, n) in &fixes.history_fixes {
+                if *n == 0 {
+                    w.history_refs()?.remove(leaf)?;
+                } else {
+                    w.history_refs()?.insert(leaf, *n)?;
+                }
+                done.push(format!("set the versions naming leaf {} to {n}", hex(leaf)));
+            }
+            let history_leaves: Vec<Hash> = fixes.history_fixes.iter().map(|f| f.0).collect();
+            let refs_fixes = fixes.refs_fixes.iter().copied().chain(
+                history_leaves
+                    .iter()
+                    .filter_map(|leaf| {
+                        let refs = w.leaf(leaf).ok()?.refs;
+                        Some((*leaf, refs))
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            for (leaf, refs) in refs_fixes.collect::<Vec<_>>() {
+                let leaf = &leaf;
+                let refs = &refs;
                 let Some(v) = w.leaves()?.get(leaf)?.map(|v| v.value().to_vec()) else { continue };
                 let mut rec: LeafRecord = decode("leaf", &v)?;
                 rec.refs = *refs;
                 w.leaves()?.insert(leaf, encode(&rec).as_slice())?;
-                if *refs == 0 {
+                if *refs == 0 && w.history_refs_of(leaf)? == 0 {
                     w.unref()?.insert(leaf, Timestamp::now().secs)?;
                 } else {
                     w.unref()?.remove(leaf)?;
@@ -757,6 +880,7 @@ impl Vault {
 struct Fixes {
     nlink_fixes: Vec<(NodeId, u32)>,
     refs_fixes: Vec<(Hash, u64)>,
+    history_fixes: Vec<(Hash, u64)>,
     chunk_fixes: Vec<(Hash, u64)>,
     dangling: Vec<(u64, Vec<u8>, u64)>,
     bad_chunks: Vec<(Hash, Loc)>,

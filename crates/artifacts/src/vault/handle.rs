@@ -116,6 +116,10 @@ pub struct Vault {
     /// Operations that took effect since the vault was opened (`write_count`).
     writes: std::sync::atomic::AtomicU64,
     recovered: bool,
+    /// Retention, and what history last gave way to.
+    pub(crate) history: crate::vault::history::HistoryState,
+    /// Snapshots' manifests in memory, and the leaves they name.
+    pub(crate) snapshots: crate::vault::snapshots::SnapshotState,
     /// What changed since the last `take_changes`, once `watch_changes` was called.
     changes: Mutex<Option<Changes>>,
     _lock: File,
@@ -208,6 +212,8 @@ impl Vault {
             writes: std::sync::atomic::AtomicU64::new(0),
             closed: AtomicBool::new(false),
             recovered: was_open,
+            history: Default::default(),
+            snapshots: Default::default(),
             changes: Mutex::new(None),
             _lock: lock,
         };

@@ -34,7 +34,7 @@ pub const LINK_MAX: u32 = 65_000;
 pub const FILE_SIZE_MAX: u64 = 1 << 40;
 
 impl W<'_> {
-    fn add_entry(
+    pub(crate) fn add_entry(
         &mut self,
         parent: &Node,
         name: &[u8],
@@ -134,6 +134,7 @@ impl W<'_> {
         self.nodes()?.remove(id.0)?;
         self.orphans()?.remove(id.0)?;
         self.attention()?.remove(id.0)?;
+        self.drop_lineage(id)?;
         Ok(true)
     }
 
@@ -153,7 +154,7 @@ impl W<'_> {
         Ok(Vec::new())
     }
 
-    fn touch_dir(&mut self, dir: &mut Node, now: Timestamp) -> Result<()> {
+    pub(crate) fn touch_dir(&mut self, dir: &mut Node, now: Timestamp) -> Result<()> {
         dir.mtime = now;
         dir.ctime = now;
         self.put_node(dir)
@@ -421,6 +422,7 @@ impl Vault {
             (_, Some(_)) => return Err(Error::NotAFile(parent)),
             (_, None) => None,
         };
+        let (history, player) = (self.history_on(), self.player());
         self.write_fs(commit, |w| {
             let (mut dir, dir_tree) = w.dir(parent)?;
             if dir.nlink == 0 {
@@ -434,9 +436,13 @@ impl Vault {
             match spec.kind {
                 NodeKind::File => {
                     if let Some(staged) = &content {
+                        let added = if history { w.new_bytes(staged)? } else { 0 };
                         w.adopt_leaf(staged, now)?;
                         node.content = Some(staged.hash);
                         node.size = staged.size;
+                        if history && staged.size > 0 {
+                            w.record_version(id, staged.hash, staged.size, added, player, now)?;
+                        }
                     }
                 }
                 NodeKind::Dir => {
@@ -547,6 +553,9 @@ impl Vault {
             }
             w.remove_entry(parent, name)?;
             w.drop_link(&mut node, now)?;
+            if node.nlink == 0 {
+                w.note_deleted(&node, parent, name, now)?;
+            }
             w.touch_dir(&mut pnode, now)?;
             Ok(node)
         })
@@ -653,6 +662,13 @@ impl Vault {
                     w.put_node(&dp)?;
                 }
                 w.drop_link(&mut dst_node, now)?;
+                if dst_node.nlink == 0 {
+                    if src_node.kind == NodeKind::File && dst_node.kind == NodeKind::File {
+                        w.inherit_history(src, dst)?;
+                    } else {
+                        w.note_deleted(&dst_node, dst_parent, dst_name, now)?;
+                    }
+                }
                 replaced = Some(dst_node);
                 // The new entry takes over the replaced one's place in the listing.
                 position = Some(dst_pos);
@@ -729,6 +745,7 @@ impl Vault {
         now: Timestamp,
         commit: Commit,
     ) -> Result<Node> {
+        let (history, player) = (self.history_on(), self.player());
         self.write_fs(commit, |w| {
             let mut node = w.node(id)?;
             match node.kind {
@@ -736,9 +753,13 @@ impl Vault {
                 NodeKind::Dir => return Err(Error::IsADirectory(id)),
                 _ => return Err(Error::NotAFile(id)),
             }
+            let added = if history { w.new_bytes(staged)? } else { 0 };
             w.adopt_leaf(staged, now)?;
             if let Some(old) = node.content {
                 w.leaf_decref(&old, now)?;
+            }
+            if history && node.nlink > 0 && node.content != Some(staged.hash) {
+                w.record_version(id, staged.hash, staged.size, added, player, now)?;
             }
             node.content = Some(staged.hash);
             node.size = staged.size;

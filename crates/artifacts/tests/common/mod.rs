@@ -16,6 +16,13 @@ pub fn open(dir: &Path) -> Vault {
     open_with(dir, &Options::default()).expect("open vault")
 }
 
+/// Opens a store with history off: old versions are garbage at once, as GC tests expect.
+pub fn open_without_history(dir: &Path) -> Vault {
+    let v = open(dir);
+    v.set_keep(indras_artifacts::Keep::none());
+    v
+}
+
 /// Opens a store, waiting out `Locked`. Tests that spawn child processes (the SIGKILL tests,
 /// `b3sum`) run beside tests that open and close stores, and a child between `fork` and
 /// `exec` briefly shares this process's open files, store locks included.
