@@ -4,7 +4,8 @@
 //!   packs and the files go;
 //! - format 1 also kept one chunk-list row per chunk of every leaf: the lists become segments
 //!   and chunk reference counts are recounted, then the chunks move as for format 2;
-//! - format 3 differs only in having no segment runs: its flat lists stay as they are.
+//! - format 3 differs only in having no segment runs: its flat lists stay as they are;
+//! - format 7 has no history tables: it opens with no history.
 
 mod common;
 
@@ -175,4 +176,47 @@ fn a_damaged_chunk_file_is_set_aside_by_the_migration() {
         v.read_all(&leaf).is_ok_and(|got| got == *c)
     });
     assert!(readable.count() >= 1, "the files that do not use the chunk still read");
+}
+
+/// A format 7 store (before history) opens as it is: its files read back, it starts with no
+/// history, and the next save is its first version.
+#[test]
+fn format_7_opens_with_no_history() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let v = open(dir.path());
+        v.set_keep(indras_artifacts::Keep::none());
+        put(&v, "note.md", b"before history", Commit::Durable);
+        v.close().unwrap();
+    }
+    {
+        let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        for table in [
+            "versions_v1",
+            "version_nodes_v1",
+            "lineage_v1",
+            "history_refs_v1",
+            "deleted_v1",
+            "deleted_names_v1",
+            "snapshots_v1",
+        ] {
+            assert!(txn.delete_table(TableDefinition::<u64, u64>::new(table)).unwrap(), "{table}");
+        }
+        txn.open_table(META).unwrap().insert("format", 7u64.to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let v = open(dir.path());
+    let node = v.lookup(indras_artifacts::NodeId::ROOT, b"note.md").unwrap();
+    assert_eq!(get(&v, "note.md"), b"before history");
+    let h = v.history_id(node.id).unwrap();
+    assert!(v.versions(h).unwrap().is_empty());
+    put(&v, "note.md", b"after", Commit::Durable);
+    assert_eq!(v.versions(h).unwrap().len(), 1);
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+    v.close().unwrap();
+    let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let format = txn.open_table(META).unwrap().get("format").unwrap().unwrap().value().to_vec();
+    assert_eq!(format, 8u64.to_le_bytes());
 }
