@@ -54,6 +54,8 @@ METRICS = {
     "overwrite_4k": ("4 KiB overwrite + close inside a {seq} file", "ops/s", True, "data"),
     "close_after_1g": ("close() after a {seq} write", "ms", False, "data"),
     "dedup_growth": ("store growth for 4 identical {dedup} copies", "x one copy", False, "data"),
+    "edit_growth": ("store growth for 100 saves of a 1-byte edit to a 10 MiB file",
+                    "x (10 MiB + 100 x 256 KiB)", False, "data"),
     "cpu_per_gib": ("daemon CPU seconds per GiB written, deferred work included", "s/GiB", False,
                     "data"),
 }
@@ -253,9 +255,10 @@ class Rclone(FuseTarget):
 
 
 class Indras(FuseTarget):
-    def __init__(self, name, root, binary):
+    def __init__(self, name, root, binary, extra=()):
         super().__init__(name, root)
         self.binary = binary
+        self.extra = list(extra)
 
     def start(self):
         self.data = self.root / "data"
@@ -264,7 +267,7 @@ class Indras(FuseTarget):
         self.log = open(self.root / "daemon.log", "a")
         self.proc = subprocess.Popen([self.binary, "mount", str(self.mnt), "--player", "bench",
                                       "--data-dir", str(self.data), "--foreground",
-                                      "--log-level", "warn"], stderr=self.log)
+                                      "--log-level", "warn", *self.extra], stderr=self.log)
         wait_mounted(self.mnt, self.proc)
 
     @property
@@ -471,6 +474,23 @@ def run_workloads(t, cfg, tree_tar, git_src, res):
         res["dedup_growth"] = (after_four - before) / (after_one - before)
     for i in range(4):
         os.unlink(base / f"copy{i}")
+
+    # 100 saves of a 1-byte edit to a 10 MiB file: what history costs (each save is a
+    # version), against one copy plus 256 KiB per save
+    edited = base / "edited.bin"
+    os.sync()
+    before = dir_bytes(t.backing())
+    write_file(edited, 10 * MIB, seed=13)
+    rnd = random.Random(5)
+    for i in range(100):
+        fd = os.open(edited, os.O_WRONLY)
+        os.pwrite(fd, bytes([i]), rnd.randrange(0, 10 * MIB))
+        os.fsync(fd)
+        os.close(fd)
+    os.sync()
+    time.sleep(1.5)
+    res["edit_growth"] = (dir_bytes(t.backing()) - before) / (10 * MIB + 100 * 256 * 1024)
+    os.unlink(edited)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -644,6 +664,9 @@ def main():
                     help=f"an older indras-fuse build, run as one more target ({BASE}) in the "
                          f"same rounds; the report compares indras-fuse with it and flags "
                          f"workloads below {BASE_FLOOR}x")
+    ap.add_argument("--baseline-args", default="",
+                    help="extra mount options for the baseline target, e.g. \"--keep none\" "
+                         "with --baseline the same binary, to measure what history costs")
     args = ap.parse_args()
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
@@ -685,7 +708,7 @@ def main():
         "indras-fuse": lambda: Indras("indras-fuse", work, args.binary),
     }
     if args.baseline:
-        makers[BASE] = lambda: Indras(BASE, work, args.baseline)
+        makers[BASE] = lambda: Indras(BASE, work, args.baseline, args.baseline_args.split())
     names = [n for n in args.targets.split(",") if n in makers]
     if args.baseline and BASE not in names:
         # right after indras-fuse, so that the two run back to back in each round
@@ -722,7 +745,8 @@ def main():
         "rounds": rounds,
         "mode": "quick" if quick else "full",
         "command": "bench/run.sh" + (" --quick" if quick else "") +
-                   (f" --baseline {args.baseline}" if args.baseline else ""),
+                   (f" --baseline {args.baseline}" if args.baseline else "") +
+                   (f" --baseline-args '{args.baseline_args}'" if args.baseline_args else ""),
         "baseline": args.baseline,
         "config": cfg,
         "failures": failures,

@@ -7,7 +7,9 @@
 # and one round, written to a temp dir.
 # --baseline BINARY runs an older indras-fuse build (copy it out of target/ first: this script
 # rebuilds) as one more target, indras-fuse@base, in the same rounds; the report adds
-# indras-fuse relative to it for every workload and flags any below 0.95x.
+# indras-fuse relative to it for every workload and flags any below 0.95x. With
+# --baseline-args "--keep none" and a copy of the same build as the baseline, the report gives
+# what history costs: indras-fuse with history (the default) against the same build without.
 # --only fs runs the filesystem section alone, --only sharing the sharing section alone.
 # The sharing section's reference, raw iroh-blobs between two processes (bench/blobs-ref, a
 # crate outside the workspace), is built and measured in full runs only, so the smoke run
