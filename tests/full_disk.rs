@@ -132,3 +132,118 @@ fn a_full_disk_gives_enospc_keeps_synced_files_and_recovers() {
     assert!(std::fs::read(m.vault().join("again.bin")).unwrap() == again);
     m.stop();
 }
+
+/// Fills the disk with 1 MiB files, each written and fsync'd, until one is refused; returns
+/// the files that fitted.
+fn fill(v: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut synced = Vec::new();
+    for i in 0..10_000u64 {
+        let path = v.join(format!("{prefix}-{i}"));
+        match write_synced(&path, &bytes(1000 + i, MIB)) {
+            Ok(()) => synced.push(path),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling gave {e}");
+                let _ = std::fs::remove_file(&path);
+                return synced;
+            }
+        }
+    }
+    panic!("10 GiB fitted on a small tmpfs");
+}
+
+fn errno(r: io::Result<impl Sized>) -> Option<i32> {
+    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+fn no_space(r: io::Result<impl Sized>, what: &str, m: &Mount) {
+    let e = errno(r);
+    assert!(
+        e == Some(libc::ENOSPC) || e == Some(libc::EDQUOT),
+        "{what} gave errno {e:?}, not ENOSPC:\n{}",
+        m.log_text()
+    );
+}
+
+/// Retries `f` while it fails with `ENOSPC`, for up to 20 s; panics on any other error or if
+/// it never succeeds.
+fn retry_while_full(what: &str, m: &Mount, mut f: impl FnMut() -> io::Result<()>) {
+    let start = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                assert!(
+                    start.elapsed().as_secs() < 20,
+                    "{what}: still ENOSPC after 20 s:\n{}",
+                    m.log_text()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("{what}: {e}\n{}", m.log_text()),
+        }
+    }
+}
+
+/// A write refused for space leaves the file's buffer as it was: the writes after it, the
+/// `fsync` and the `close` get `ENOSPC` (never `EIO`), the file keeps its last committed
+/// content, and once space is freed the same descriptor writes and syncs again.
+#[test]
+fn writes_refused_for_space_give_enospc_to_the_end_and_recover() {
+    use std::os::unix::fs::FileExt;
+    let dirs = Dirs::new();
+    let _tmpfs = Tmpfs::mount(&dirs.data, "24m");
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    let old = bytes(5, 20_000);
+    write_synced(&v.join("old.bin"), &old).expect("write old.bin");
+    let filled = fill(&v, "fill");
+    assert!(filled.len() > 4, "only {} files fitted", filled.len());
+
+    // A new file, and an old one rewritten from the start (O_TRUNC): the same stream path.
+    let mut new = File::create(v.join("new.bin")).unwrap();
+    let mut rewrite = File::options().write(true).truncate(true).open(v.join("old.bin")).unwrap();
+    for (name, f) in [("new.bin", &mut new), ("old.bin", &mut rewrite)] {
+        // Write 1 MiB at a time until the disk refuses, then twice more.
+        let mut refused = 0;
+        for i in 0..64u64 {
+            match f.write(&bytes(2000 + i, MIB)) {
+                Ok(n) => assert_eq!(n, MIB, "{name}: a short write"),
+                Err(e) => {
+                    refused += 1;
+                    no_space(Err::<(), _>(e), &format!("{name}: write {i}"), &m);
+                    if refused == 3 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(refused, 3, "{name}: 64 MiB fitted on a full 24 MiB disk");
+        no_space(f.sync_all(), &format!("{name}: fsync after the refused writes"), &m);
+    }
+    // The failed buffers are gone: each file holds what it held before.
+    assert_eq!(std::fs::read(v.join("new.bin")).unwrap(), b"", "new.bin changed");
+    assert!(std::fs::read(v.join("old.bin")).unwrap() == old, "old.bin changed");
+
+    // Room again: the same descriptors write and sync, as do new ones.
+    for path in filled.iter().take(4) {
+        std::fs::remove_file(path).unwrap();
+    }
+    let data = bytes(3000, MIB);
+    retry_while_full("rewriting new.bin on the same descriptor", &m, || {
+        new.write_all_at(&data, 0)?;
+        new.sync_all()
+    });
+    retry_while_full("rewriting old.bin on the same descriptor", &m, || {
+        rewrite.write_all_at(&data, 0)?;
+        rewrite.sync_all()
+    });
+    drop((new, rewrite));
+    let fresh = bytes(3001, MIB);
+    retry_while_full("a new file", &m, || write_synced(&v.join("fresh.bin"), &fresh));
+    assert!(std::fs::read(v.join("fresh.bin")).unwrap() == fresh);
+    for name in ["new.bin", "old.bin"] {
+        let got = std::fs::read(v.join(name)).unwrap();
+        assert!(got.len() >= MIB && got[..MIB] == data[..], "{name} does not hold its rewrite");
+    }
+    m.stop();
+}

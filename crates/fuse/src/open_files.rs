@@ -24,6 +24,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Runs `op`; if it fails for want of space, has the store make room
+/// (`Vault::retry_when_full`: at once, one at a time, not again soon after one that freed
+/// nothing) and runs it once more. `op` must leave nothing changed when it fails.
+pub(crate) fn with_room<T>(vault: &Vault, mut op: impl FnMut() -> FsResult<T>) -> FsResult<T> {
+    match op() {
+        Err(e) if is_full(e.errno) && vault.retry_when_full() => op(),
+        result => result,
+    }
+}
+
+fn is_full(errno: i32) -> bool {
+    errno == libc::ENOSPC || errno == libc::EDQUOT
+}
+
 /// A file that has open handles or uncommitted writes.
 #[derive(Debug)]
 pub(crate) struct OpenNode {
@@ -148,26 +162,43 @@ impl OpenFiles {
     ) -> FsResult<()> {
         let Some(buffer) = on.buffer.take() else {
             if commit == Commit::Durable {
-                self.vault.sync()?;
+                self.sync()?;
             }
             return Ok(());
         };
-        match buffer.stage(&self.vault)? {
-            Some(staged) => {
-                self.vault.set_content(NodeId(ino), &staged, on.written_at, commit)?;
-                self.commits.fetch_add(1, Ordering::Release);
+        // Appends that find the disk full make room and try again inside the store; a
+        // failure here drops the buffer, and the file keeps its committed content.
+        let Some(staged) = buffer.stage(&self.vault)? else {
+            if commit == Commit::Durable {
+                self.sync()?;
             }
-            None if commit == Commit::Durable => self.vault.sync()?,
-            None => {}
+            return Ok(());
+        };
+        // The operation first (it takes effect whole or not at all, so it can be retried),
+        // then, for `Durable`, the flush: what `set_content` with `Durable` does, in two
+        // steps that can each make room and try again.
+        let at = on.written_at;
+        with_room(&self.vault, || {
+            Ok(self.vault.set_content(NodeId(ino), &staged, at, Commit::CrashConsistent)?)
+        })?;
+        self.commits.fetch_add(1, Ordering::Release);
+        if commit == Commit::Durable {
+            self.sync()?;
         }
         Ok(())
+    }
+
+    /// Makes every commit so far durable; a full disk makes room and tries once more (the
+    /// rows a failed flush had stay pending for the next).
+    pub(crate) fn sync(&self) -> FsResult<()> {
+        with_room(&self.vault, || Ok(self.vault.sync()?))
     }
 
     /// Commits the pending writes of `ino`, if it has any.
     pub(crate) fn commit(&self, ino: u64, commit: Commit) -> FsResult<()> {
         let Some(open) = self.get(ino) else {
             if commit == Commit::Durable {
-                self.vault.sync()?;
+                self.sync()?;
             }
             return Ok(());
         };

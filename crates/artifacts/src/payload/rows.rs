@@ -68,6 +68,7 @@ impl W<'_> {
         self.leaves()?.insert(&staged.hash, encode(&rec).as_slice())?;
         if refs == 0 && staged.hash != EMPTY_LEAF {
             self.unref()?.insert(&staged.hash, now.secs)?;
+            self.unref_bytes += size_i64(staged.size);
         }
         match &staged.body {
             StagedBody::Inline(bytes) => {
@@ -201,8 +202,8 @@ impl W<'_> {
         }
         let mut rec = self.leaf(hash)?;
         rec.refs += 1;
-        if rec.refs == 1 {
-            self.unref()?.remove(hash)?;
+        if rec.refs == 1 && self.unref()?.remove(hash)?.is_some() {
+            self.unref_bytes -= size_i64(rec.size);
         }
         self.leaves()?.insert(hash, encode(&rec).as_slice())?;
         Ok(())
@@ -213,11 +214,20 @@ impl W<'_> {
             return Ok(());
         }
         let mut rec = self.leaf(hash)?;
-        rec.refs = rec.refs.saturating_sub(1);
+        let was = rec.refs;
+        rec.refs = was.saturating_sub(1);
         if rec.refs == 0 {
             self.unref()?.insert(hash, now.secs)?;
+            if was > 0 {
+                self.unref_bytes += size_i64(rec.size);
+            }
         }
         self.leaves()?.insert(hash, encode(&rec).as_slice())?;
         Ok(())
     }
+}
+
+/// A leaf's size as a signed count of bytes (sizes are at most `FILE_SIZE_MAX`).
+pub(crate) fn size_i64(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
 }

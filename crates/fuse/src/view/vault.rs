@@ -23,7 +23,7 @@ use crate::attention::Attention;
 use crate::buffer::WriteBuffer;
 use crate::error::{FsError, FsResult};
 use crate::inode::{self, InodeTable};
-use crate::open_files::{FileHandle, OpenFiles, OpenNode, lock};
+use crate::open_files::{FileHandle, OpenFiles, OpenNode, lock, with_room};
 use crate::reap::Reaper;
 use crate::types::{Attr, BLKSIZE, Ctx, DirItem, SetAttrReq, TimeSet};
 use crate::xattr::Xattrs;
@@ -506,7 +506,8 @@ impl VaultView {
         let tmp = self.vault.tmp_dir().to_path_buf();
         let buffer = self.open.buffer_for(&mut on, ino)?;
         let offset = if append { buffer.size() } else { offset };
-        let written = buffer.write(&tmp, offset, data)?;
+        // A refused write leaves the buffer as it was, so it can be tried again.
+        let written = with_room(&self.vault, || buffer.write(&tmp, offset, data))?;
         on.written_at = Timestamp::now();
         u32::try_from(written).map_err(|_| FsError::errno(libc::EINVAL))
     }
@@ -519,7 +520,7 @@ impl VaultView {
 
     /// Makes every commit so far durable.
     pub(crate) fn sync(&self) -> FsResult<()> {
-        self.vault.sync().map_err(Into::into)
+        self.open.sync()
     }
 
     /// The last of a handle: commits what it wrote, and records the close.
