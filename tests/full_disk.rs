@@ -247,3 +247,119 @@ fn writes_refused_for_space_give_enospc_to_the_end_and_recover() {
     }
     m.stop();
 }
+
+/// Free bytes of the filesystem at `path`, as `df` shows them.
+fn free_bytes(path: &Path) -> u64 {
+    let st = rustix::fs::statvfs(path).expect("statvfs");
+    st.f_bavail * st.f_frsize
+}
+
+/// Bytes of disk the files under `dir` occupy, as `du` counts them (holes punched in packs
+/// are not counted).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let meta = entry.metadata().expect("metadata");
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            total += disk_usage(&entry.path());
+        }
+    }
+    total
+}
+
+/// With the default GC settings (a timer of 10 minutes), deleting a large file on a full
+/// vault makes room for a new file of a comparable size within seconds: the write that finds
+/// the disk full makes room at once.
+#[test]
+fn deleting_on_a_full_vault_makes_room_at_once_with_default_gc() {
+    let dirs = Dirs::new();
+    let _tmpfs = Tmpfs::mount(&dirs.data, "40m");
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    write_synced(&v.join("big.bin"), &bytes(9, 8 * MIB)).expect("write big.bin");
+    let filled = fill(&v, "fill");
+    assert!(!filled.is_empty(), "not one 1 MiB file fitted after big.bin");
+    no_space(write_synced(&v.join("more.bin"), &bytes(10, 6 * MIB)), "a write on a full disk", &m);
+
+    std::fs::remove_file(v.join("big.bin")).unwrap();
+    let next = bytes(11, 6 * MIB);
+    retry_while_full("a 6 MiB file after deleting an 8 MiB one", &m, || {
+        write_synced(&v.join("next.bin"), &next)
+    });
+    assert!(std::fs::read(v.join("next.bin")).unwrap() == next);
+    for path in &filled {
+        assert!(std::fs::read(path).unwrap().len() == MIB, "{} changed", path.display());
+    }
+    m.stop();
+}
+
+/// `df` on the mount shows the data dir's filesystem: after a large file is deleted on a full
+/// vault, its free space comes back without any write asking for it.
+#[test]
+fn df_shows_the_space_a_delete_frees() {
+    let dirs = Dirs::new();
+    let _tmpfs = Tmpfs::mount(&dirs.data, "40m");
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    write_synced(&v.join("big.bin"), &bytes(12, 8 * MIB)).expect("write big.bin");
+    fill(&v, "fill");
+    let full = free_bytes(&m.mnt);
+    assert!(full < 4 * MIB as u64, "df shows {full} bytes free on a full disk");
+
+    std::fs::remove_file(v.join("big.bin")).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let free = free_bytes(&m.mnt);
+        if free >= full + 6 * MIB as u64 {
+            assert_eq!(free, free_bytes(&dirs.data), "df on the mount is not the data dir's");
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "df shows {free} bytes free 20 s after deleting 8 MiB (was {full}):\n{}",
+            m.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    m.stop();
+}
+
+/// A program that rewrites one 256 KiB file over and over, with the default GC settings:
+/// the old versions are collected as they pile up, so the data dir stays within the current
+/// content plus 64 MiB (the most unreferenced content a mount leaves for its timer) the
+/// whole time, not growing by 256 KiB a rewrite until the timer runs.
+#[test]
+fn a_rewrite_loop_keeps_the_data_dir_bounded() {
+    const SIZE: usize = 256 << 10;
+    const ROUNDS: u64 = 2000;
+    let dirs = Dirs::new();
+    let _tmpfs = Tmpfs::mount(&dirs.data, "1g");
+    let m = Mount::start(&dirs);
+    let path = m.vault().join("loop.bin");
+    let base = disk_usage(&dirs.data);
+    let bound = base + SIZE as u64 + 64 * MIB as u64;
+    let mut most = 0;
+    for i in 0..ROUNDS {
+        std::fs::write(&path, bytes(20_000 + i, SIZE)).expect("rewrite");
+        if i % 50 == 0 {
+            let used = disk_usage(&dirs.data);
+            most = most.max(used);
+            assert!(
+                used <= bound,
+                "after {i} rewrites of 256 KiB the data dir holds {used} bytes (bound {bound})"
+            );
+        }
+    }
+    assert!(std::fs::read(&path).unwrap() == bytes(20_000 + ROUNDS - 1, SIZE));
+    let used = disk_usage(&dirs.data);
+    assert!(used <= bound, "after {ROUNDS} rewrites the data dir holds {used} bytes");
+    eprintln!(
+        "{ROUNDS} rewrites of 256 KiB: data dir at most {most} bytes, {used} at the end \
+         ({} written)",
+        ROUNDS * SIZE as u64
+    );
+    m.stop();
+}

@@ -40,7 +40,7 @@ pub struct MountConfig {
     pub gc_grace: Duration,
     /// Once leaves no file references hold more content than this, the mount collects them
     /// all at once (`Vault::make_room`), whatever their age. `None`: 1% of the data dir's
-    /// filesystem, at most 64 MiB (`gc_backlog`). Off with `gc_interval` zero.
+    /// filesystem, at most 32 MiB (`gc_backlog`). Off with `gc_interval` zero.
     pub gc_backlog: Option<u64>,
     pub attention: crate::attention::AttentionConfig,
 }
@@ -266,10 +266,10 @@ impl StopHandle {
 /// How often queued attention events are written.
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
 
-/// The most unreferenced content the mount leaves for its timer (`gc_backlog`).
-const GC_BACKLOG_MAX: u64 = 64 << 20;
-/// A collection for the backlog runs at most this often (each sweeps every segment list).
-const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+/// The most unreferenced content the mount leaves for its timer (`gc_backlog`): a writer
+/// that outruns the background thread collects itself at twice this, so old versions never
+/// hold more than 64 MiB.
+const GC_BACKLOG_MAX: u64 = 32 << 20;
 
 /// The unreferenced content past which the mount collects at once: 1% of the filesystem
 /// holding the data dir, at most `GC_BACKLOG_MAX` (all of it if the filesystem's size is
@@ -288,10 +288,8 @@ fn gc_backlog(data_dir: &std::path::Path) -> u64 {
 /// collects every unreferenced payload at once when they hold more than the backlog.
 fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let sync_interval = cfg.sync_interval;
-    let backlog = cfg.gc_backlog.unwrap_or_else(|| gc_backlog(&cfg.data_dir));
     let mut last_sync = std::time::Instant::now();
     let mut last_gc = std::time::Instant::now();
-    let mut last_backlog = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         if let Err(e) = fs.attention().flush() {
             tracing::error!(error = %e, "writing attention events failed; they stay queued");
@@ -328,14 +326,8 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
                 Err(e) => tracing::warn!(error = %e, "collecting unreferenced payloads failed"),
             }
         }
-        if !cfg.gc_interval.is_zero()
-            && fs.vault().unreferenced_bytes() > backlog
-            && last_backlog.elapsed() >= BACKLOG_EVERY
-        {
-            last_backlog = std::time::Instant::now();
-            if let Err(e) = fs.vault().make_room() {
-                tracing::warn!(error = %e, "collecting the unreferenced backlog failed");
-            }
+        if let Err(e) = fs.collect_backlog() {
+            tracing::warn!(error = %e, "collecting the unreferenced backlog failed");
         }
     }
 }
@@ -573,6 +565,9 @@ impl MountSession {
             .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
         raise_read_ahead(mp);
 
+        if !cfg.gc_interval.is_zero() {
+            fs.set_gc_backlog(cfg.gc_backlog.unwrap_or_else(|| gc_backlog(&cfg.data_dir)));
+        }
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
             let stop = stop.clone();

@@ -72,11 +72,42 @@ pub(crate) struct OpenFiles {
     vault: Arc<Vault>,
     map: Mutex<HashMap<u64, Arc<OpenNode>>>,
     commits: AtomicU64,
+    /// Unreferenced content past which everything unreferenced is collected at once
+    /// (`collect_backlog`); `u64::MAX`, never.
+    backlog: AtomicU64,
+    /// Held while a collection for the backlog runs: one at a time.
+    collecting: Mutex<()>,
 }
 
 impl OpenFiles {
     pub(crate) fn new(vault: Arc<Vault>) -> Self {
-        OpenFiles { vault, map: Mutex::new(HashMap::new()), commits: AtomicU64::new(0) }
+        OpenFiles {
+            vault,
+            map: Mutex::new(HashMap::new()),
+            commits: AtomicU64::new(0),
+            backlog: AtomicU64::new(u64::MAX),
+            collecting: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn set_backlog(&self, limit: u64) {
+        self.backlog.store(limit, Ordering::Release);
+    }
+
+    /// Collects every unreferenced leaf (`Vault::make_room`) if they hold more content than
+    /// the backlog times `factor`; waits for a collection already running. Returns the
+    /// bytes freed.
+    pub(crate) fn collect_backlog(&self, factor: u64) -> FsResult<u64> {
+        let limit = self.backlog.load(Ordering::Acquire).saturating_mul(factor);
+        if self.vault.unreferenced_bytes() <= limit {
+            return Ok(0);
+        }
+        let _one = lock(&self.collecting);
+        if self.vault.unreferenced_bytes() <= limit {
+            // The collection this one waited for took them.
+            return Ok(0);
+        }
+        Ok(self.vault.make_room()?)
     }
 
     /// Files with open handles or uncommitted writes.
@@ -182,6 +213,12 @@ impl OpenFiles {
             Ok(self.vault.set_content(NodeId(ino), &staged, at, Commit::CrashConsistent)?)
         })?;
         self.commits.fetch_add(1, Ordering::Release);
+        // The old content is unreferenced now. The mount's background thread collects once
+        // the backlog is passed; a writer that outruns it by twice the backlog collects
+        // itself, so the unreferenced content never grows without bound.
+        if let Err(e) = self.collect_backlog(2) {
+            tracing::warn!(error = %e, "collecting the unreferenced backlog failed");
+        }
         if commit == Commit::Durable {
             self.sync()?;
         }

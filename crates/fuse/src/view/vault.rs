@@ -176,6 +176,16 @@ impl VaultView {
 
     /// Deletes the queued unlinked nodes, all in one transaction (the mount's background
     /// thread calls this every 200 ms, and shutdown once more).
+    /// See `VaultFs::set_gc_backlog`.
+    pub(crate) fn set_gc_backlog(&self, limit: u64) {
+        self.open.set_backlog(limit);
+    }
+
+    /// See `VaultFs::collect_backlog`.
+    pub(crate) fn collect_backlog(&self) -> FsResult<u64> {
+        self.open.collect_backlog(1)
+    }
+
     pub(crate) fn reap_queued(&self) -> FsResult<usize> {
         self.reaper.reap_queued(&self.vault)
     }
