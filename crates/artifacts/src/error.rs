@@ -102,11 +102,12 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
-    /// Whether the error is (or wraps) a full disk.
+    /// Whether the error is (or wraps) a full disk, or a full quota.
     pub fn is_no_space(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source.kind() == io::ErrorKind::StorageFull,
-            Error::Db(redb::Error::Io(e)) => e.kind() == io::ErrorKind::StorageFull,
+            Error::Io { source, .. } | Error::Db(redb::Error::Io(source)) => {
+                crate::payload::chunks::is_full(source)
+            }
             _ => false,
         }
     }

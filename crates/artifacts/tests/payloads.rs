@@ -496,3 +496,142 @@ fn holes_are_the_runs_of_zero_chunks() {
     let dense = put(&v, "dense", &bytes(3, 3 * MIB), Commit::CrashConsistent).content.unwrap();
     assert_eq!(v.seek_data_or_hole(&dense, 100, false).unwrap(), Some(3 * MIB as u64));
 }
+
+const ENOSPC: i32 = 28;
+
+/// Refuses appends to a pack with `ENOSPC`: the next `refuse` of them (`u64::MAX`: all).
+#[derive(Debug, Default)]
+struct FullDisk {
+    refuse: std::sync::atomic::AtomicU64,
+}
+
+impl FullDisk {
+    fn set(&self, refuse: u64) {
+        self.refuse.store(refuse, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl indras_artifacts::FaultInjector for FullDisk {
+    fn check(&self, step: indras_artifacts::IoStep) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if step != indras_artifacts::IoStep::WritePack {
+            return Ok(());
+        }
+        let left = self.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+            0 => None,
+            u64::MAX => Some(u64::MAX),
+            n => Some(n - 1),
+        });
+        match left {
+            Ok(_) => Err(std::io::Error::from_raw_os_error(ENOSPC)),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn open_full(dir: &std::path::Path) -> (std::sync::Arc<FullDisk>, indras_artifacts::Vault) {
+    let disk = std::sync::Arc::new(FullDisk::default());
+    let opts = indras_artifacts::Options { faults: Some(disk.clone()), ..Default::default() };
+    let v = common::open_with(dir, &opts).unwrap();
+    v.set_keep(indras_artifacts::Keep::none());
+    (disk.clone(), v)
+}
+
+/// A streaming write whose chunk the disk refuses: that write or a later one fails with
+/// `ENOSPC`, every write after it and `finish` too (not `EIO` for a hash tree out of step
+/// with the bytes counted), and a writer started once there is room again stores its payload.
+/// Below and above the size where the writer hashes on its own thread.
+#[test]
+fn a_writer_refused_by_a_full_disk_fails_with_enospc_to_the_end() {
+    for first in [MIB, 5 * MIB] {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, v) = open_full(dir.path());
+        let mut w = v.payload_writer();
+        w.write_all(&bytes(1, first)).unwrap();
+        disk.set(u64::MAX);
+        let mut refused = 0;
+        for i in 0..64 {
+            if let Err(e) = w.write_all(&bytes(2 + i, MIB)) {
+                assert_eq!(e.raw_os_error(), Some(ENOSPC), "write {i}: {e}");
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, 3, "64 MiB written to a full disk");
+        let e = w.finish().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(ENOSPC), "finish after {first} bytes: {e}");
+        disk.set(0);
+        let content = bytes(100, 3 * MIB);
+        let mut w = v.payload_writer();
+        w.write_all(&content).unwrap();
+        let staged = w.finish().unwrap();
+        assert_eq!(staged.hash, *blake3::hash(&content).as_bytes());
+        drop(staged);
+        v.reclaim_abandoned().unwrap();
+        assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+    }
+}
+
+/// `make_room` takes every unreferenced leaf at once, whatever its age, and the abandoned
+/// ranges; `unreferenced_bytes` follows the leaves in and out of the GC index.
+#[test]
+fn make_room_collects_everything_unreferenced_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    assert_eq!(v.unreferenced_bytes(), 0);
+    put(&v, "f", &bytes(1, MIB), Commit::CrashConsistent);
+    assert_eq!(v.unreferenced_bytes(), 0);
+    put(&v, "f", &bytes(2, 2 * MIB), Commit::CrashConsistent);
+    assert_eq!(v.unreferenced_bytes(), MIB as u64, "the first version");
+    put(&v, "f", &bytes(1, MIB), Commit::CrashConsistent);
+    assert_eq!(v.unreferenced_bytes(), 2 * MIB as u64, "the second version, the first back");
+    put(&v, "small", b"tiny", Commit::CrashConsistent);
+    let node = v.remove(NodeId::ROOT, b"small", false, now(), Commit::CrashConsistent).unwrap();
+    assert!(v.reap(node.id, Commit::CrashConsistent).unwrap());
+    assert_eq!(v.unreferenced_bytes(), 2 * MIB as u64 + 4);
+    let mut w = v.payload_writer();
+    w.write_all(&bytes(3, MIB)).unwrap();
+    drop(w);
+    let before = disk_bytes(&dir.path().join("packs"));
+    let freed = v.make_room().unwrap();
+    assert!(freed >= 3 * MIB as u64 - 300_000, "freed {freed}");
+    assert_eq!(v.unreferenced_bytes(), 0);
+    assert_eq!(v.stats().unwrap().unreferenced_leaves, 0);
+    let after = disk_bytes(&dir.path().join("packs"));
+    assert!(after + 5 * MIB as u64 / 2 <= before, "{before} -> {after}");
+    assert_eq!(get(&v, "f"), bytes(1, MIB));
+    assert_eq!(v.make_room().unwrap(), 0, "nothing left to free");
+    assert!(v.fsck(FsckOptions { deep: true, repair: false }, &mut |_| {}).unwrap().is_clean());
+    // Counted again from the tables at the next open.
+    put(&v, "f", &bytes(4, MIB), Commit::Durable);
+    drop(v);
+    assert_eq!(open(dir.path()).unreferenced_bytes(), MIB as u64);
+}
+
+/// With `retry_appends_when_full`, an append that finds the disk full makes room and tries
+/// once more: it goes through when room was made; with nothing to free it fails with
+/// `ENOSPC`, and asked again at once, the store does not collect again.
+#[test]
+fn an_append_to_a_full_disk_makes_room_and_tries_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, v) = open_full(dir.path());
+    let v = std::sync::Arc::new(v);
+    v.retry_appends_when_full();
+    put(&v, "f", &bytes(1, MIB), Commit::Durable);
+    put(&v, "f", &bytes(2, MIB), Commit::Durable);
+    assert_eq!(v.unreferenced_bytes(), MIB as u64);
+    // One refusal: room is made (the old version goes) and the append is tried again.
+    disk.set(1);
+    let staged = v.stage(&bytes(3, 2 * MIB)).expect("room was made: the retried append succeeds");
+    assert_eq!(v.unreferenced_bytes(), 0, "the old version went to make room");
+    drop(staged);
+    // Nothing left to free: the append fails, and the next one does not collect again.
+    disk.set(u64::MAX);
+    let e = v.stage(&bytes(4, MIB)).unwrap_err();
+    assert!(e.is_no_space(), "{e}");
+    assert!(!v.retry_when_full(), "a make_room that freed nothing, just now");
+    disk.set(0);
+    assert_eq!(get(&v, "f"), bytes(2, MIB));
+}

@@ -285,7 +285,8 @@ struct MountArgs {
     #[arg(long, default_value_t = 30)]
     attention_max_age_days: u64,
     /// Seconds between background collections of content no file references any more (old
-    /// versions of edited files, deleted files' content); 0 turns them off.
+    /// versions of edited files, deleted files' content); 0 turns them off. Besides, all of
+    /// it is collected at once past 1% of the disk (at most 32 MiB), and on a full disk.
     #[arg(long, default_value_t = 600)]
     gc_interval: u64,
     /// Seconds content must have been unreferenced before a background collection takes it.

@@ -163,6 +163,10 @@ impl WriteBuffer {
             }
             *shadow = Shadow::File(f);
         }
+        // The bytes first: a write the disk refuses leaves the extents as they were.
+        if let Shadow::File(f) = shadow {
+            f.write_all_at(data, offset)?;
+        }
         let (start, absorbed) = insert_extent(extents, offset, end);
         match shadow {
             Shadow::Mem { pieces, bytes } => {
@@ -193,7 +197,7 @@ impl WriteBuffer {
                 *bytes = *bytes - before + merged.len() as u64;
                 pieces.insert(start, merged);
             }
-            Shadow::File(f) => f.write_all_at(data, offset)?,
+            Shadow::File(_) => {}
         }
         self.size = self.size.max(end);
         Ok(data.len())

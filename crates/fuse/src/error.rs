@@ -66,7 +66,9 @@ impl From<StoreError> for FsError {
             StoreError::Locked(_) | StoreError::WrongPlayer { .. } => (libc::EBUSY, Level::WARN),
             StoreError::Io { .. } | StoreError::Db(_) => {
                 if e.is_no_space() {
-                    (libc::ENOSPC, Level::WARN)
+                    // A full quota stays EDQUOT; a full disk (however redb words it), ENOSPC.
+                    let quota = e.raw_os_error() == Some(libc::EDQUOT);
+                    (if quota { libc::EDQUOT } else { libc::ENOSPC }, Level::WARN)
                 } else {
                     (e.raw_os_error().unwrap_or(libc::EIO), Level::ERROR)
                 }
@@ -79,8 +81,8 @@ impl From<StoreError> for FsError {
 impl From<std::io::Error> for FsError {
     fn from(e: std::io::Error) -> Self {
         let errno = e.raw_os_error().unwrap_or(libc::EIO);
-        let level =
-            if errno == libc::ENOSPC { tracing::Level::WARN } else { tracing::Level::ERROR };
+        let full = errno == libc::ENOSPC || errno == libc::EDQUOT;
+        let level = if full { tracing::Level::WARN } else { tracing::Level::ERROR };
         FsError { errno, message: e.to_string(), level }
     }
 }

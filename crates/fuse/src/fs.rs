@@ -215,6 +215,19 @@ impl VaultFs {
         }
     }
 
+    /// Has content no file references collected at once, whatever its age, once it passes
+    /// `limit` bytes: by `collect_backlog` (the mount's background thread calls it every
+    /// 200 ms), and by a commit that finds twice `limit`. Off until set.
+    pub fn set_gc_backlog(&self, limit: u64) {
+        self.vault.set_gc_backlog(limit);
+    }
+
+    /// Collects every unreferenced leaf if they hold more content than the backlog
+    /// (`set_gc_backlog`); returns the bytes freed.
+    pub fn collect_backlog(&self) -> FsResult<u64> {
+        self.vault.collect_backlog()
+    }
+
     /// Deletes the queued unlinked nodes, all in one transaction (the mount's background
     /// thread calls this every 200 ms, and shutdown once more). Until then each is an
     /// orphan in the store, which the next open reaps if the process dies first.

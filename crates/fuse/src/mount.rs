@@ -36,8 +36,12 @@ pub struct MountConfig {
     /// edited files, deleted files' content), with the segments and chunks only they used.
     /// Zero turns background collection off.
     pub gc_interval: Duration,
-    /// A leaf is collected only once it has been unreferenced this long.
+    /// A leaf is collected by the timer only once it has been unreferenced this long.
     pub gc_grace: Duration,
+    /// Once leaves no file references hold more content than this, the mount collects them
+    /// all at once (`Vault::make_room`), whatever their age. `None`: 1% of the data dir's
+    /// filesystem, at most 32 MiB (`gc_backlog`). Off with `gc_interval` zero.
+    pub gc_backlog: Option<u64>,
     pub attention: crate::attention::AttentionConfig,
 }
 
@@ -54,6 +58,7 @@ impl MountConfig {
             sync_interval: Duration::from_secs(1),
             gc_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(600),
+            gc_backlog: None,
             attention: crate::attention::AttentionConfig::default(),
         }
     }
@@ -261,10 +266,26 @@ impl StopHandle {
 /// How often queued attention events are written.
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
 
+/// The most unreferenced content the mount leaves for its timer (`gc_backlog`): a writer
+/// that outruns the background thread collects itself at twice this, so old versions never
+/// hold more than 64 MiB.
+const GC_BACKLOG_MAX: u64 = 32 << 20;
+
+/// The unreferenced content past which the mount collects at once: 1% of the filesystem
+/// holding the data dir, at most `GC_BACKLOG_MAX` (all of it if the filesystem's size is
+/// unknown).
+fn gc_backlog(data_dir: &std::path::Path) -> u64 {
+    match rustix::fs::statvfs(data_dir) {
+        Ok(st) => (st.f_blocks.saturating_mul(st.f_frsize) / 100).min(GC_BACKLOG_MAX),
+        Err(_) => GC_BACKLOG_MAX,
+    }
+}
+
 /// The background thread: writes attention batches, deletes unlinked nodes nothing holds,
 /// flushes pending metadata once much is pending (so that requests rarely have to), makes
 /// commits durable on a timer, deletes the chunks of payloads that were staged and
-/// then dropped, and collects payloads unreferenced for longer than the grace period.
+/// then dropped, collects payloads unreferenced for longer than the grace period, and
+/// collects every unreferenced payload at once when they hold more than the backlog.
 fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let sync_interval = cfg.sync_interval;
     let mut last_sync = std::time::Instant::now();
@@ -304,6 +325,9 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "collecting unreferenced payloads failed"),
             }
+        }
+        if let Err(e) = fs.collect_backlog() {
+            tracing::warn!(error = %e, "collecting the unreferenced backlog failed");
         }
     }
 }
@@ -506,6 +530,7 @@ impl MountSession {
             Err(indras_artifacts::Error::Locked(p)) => return Err(MountError::Locked(p)),
             Err(e) => return Err(MountError::Store(e)),
         };
+        vault.retry_appends_when_full();
         let invalidator = Invalidator::default();
         let info = MountInfo {
             player: cfg.player.clone(),
@@ -540,6 +565,9 @@ impl MountSession {
             .map_err(|source| MountError::Mount { path: mp.clone(), source })?;
         raise_read_ahead(mp);
 
+        if !cfg.gc_interval.is_zero() {
+            fs.set_gc_backlog(cfg.gc_backlog.unwrap_or_else(|| gc_backlog(&cfg.data_dir)));
+        }
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
             let stop = stop.clone();

@@ -24,6 +24,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Runs `op`; if it fails for want of space, has the store make room
+/// (`Vault::retry_when_full`: at once, one at a time, not again soon after one that freed
+/// nothing) and runs it once more. `op` must leave nothing changed when it fails.
+pub(crate) fn with_room<T>(vault: &Vault, mut op: impl FnMut() -> FsResult<T>) -> FsResult<T> {
+    match op() {
+        Err(e) if is_full(e.errno) && vault.retry_when_full() => op(),
+        result => result,
+    }
+}
+
+fn is_full(errno: i32) -> bool {
+    errno == libc::ENOSPC || errno == libc::EDQUOT
+}
+
 /// A file that has open handles or uncommitted writes.
 #[derive(Debug)]
 pub(crate) struct OpenNode {
@@ -58,11 +72,42 @@ pub(crate) struct OpenFiles {
     vault: Arc<Vault>,
     map: Mutex<HashMap<u64, Arc<OpenNode>>>,
     commits: AtomicU64,
+    /// Unreferenced content past which everything unreferenced is collected at once
+    /// (`collect_backlog`); `u64::MAX`, never.
+    backlog: AtomicU64,
+    /// Held while a collection for the backlog runs: one at a time.
+    collecting: Mutex<()>,
 }
 
 impl OpenFiles {
     pub(crate) fn new(vault: Arc<Vault>) -> Self {
-        OpenFiles { vault, map: Mutex::new(HashMap::new()), commits: AtomicU64::new(0) }
+        OpenFiles {
+            vault,
+            map: Mutex::new(HashMap::new()),
+            commits: AtomicU64::new(0),
+            backlog: AtomicU64::new(u64::MAX),
+            collecting: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn set_backlog(&self, limit: u64) {
+        self.backlog.store(limit, Ordering::Release);
+    }
+
+    /// Collects every unreferenced leaf (`Vault::make_room`) if they hold more content than
+    /// the backlog times `factor`; waits for a collection already running. Returns the
+    /// bytes freed.
+    pub(crate) fn collect_backlog(&self, factor: u64) -> FsResult<u64> {
+        let limit = self.backlog.load(Ordering::Acquire).saturating_mul(factor);
+        if self.vault.unreferenced_bytes() <= limit {
+            return Ok(0);
+        }
+        let _one = lock(&self.collecting);
+        if self.vault.unreferenced_bytes() <= limit {
+            // The collection this one waited for took them.
+            return Ok(0);
+        }
+        Ok(self.vault.make_room()?)
     }
 
     /// Files with open handles or uncommitted writes.
@@ -148,26 +193,49 @@ impl OpenFiles {
     ) -> FsResult<()> {
         let Some(buffer) = on.buffer.take() else {
             if commit == Commit::Durable {
-                self.vault.sync()?;
+                self.sync()?;
             }
             return Ok(());
         };
-        match buffer.stage(&self.vault)? {
-            Some(staged) => {
-                self.vault.set_content(NodeId(ino), &staged, on.written_at, commit)?;
-                self.commits.fetch_add(1, Ordering::Release);
+        // Appends that find the disk full make room and try again inside the store; a
+        // failure here drops the buffer, and the file keeps its committed content.
+        let Some(staged) = buffer.stage(&self.vault)? else {
+            if commit == Commit::Durable {
+                self.sync()?;
             }
-            None if commit == Commit::Durable => self.vault.sync()?,
-            None => {}
+            return Ok(());
+        };
+        // The operation first (it takes effect whole or not at all, so it can be retried),
+        // then, for `Durable`, the flush: what `set_content` with `Durable` does, in two
+        // steps that can each make room and try again.
+        let at = on.written_at;
+        with_room(&self.vault, || {
+            Ok(self.vault.set_content(NodeId(ino), &staged, at, Commit::CrashConsistent)?)
+        })?;
+        self.commits.fetch_add(1, Ordering::Release);
+        // The old content is unreferenced now. The mount's background thread collects once
+        // the backlog is passed; a writer that outruns it by twice the backlog collects
+        // itself, so the unreferenced content never grows without bound.
+        if let Err(e) = self.collect_backlog(2) {
+            tracing::warn!(error = %e, "collecting the unreferenced backlog failed");
+        }
+        if commit == Commit::Durable {
+            self.sync()?;
         }
         Ok(())
+    }
+
+    /// Makes every commit so far durable; a full disk makes room and tries once more (the
+    /// rows a failed flush had stay pending for the next).
+    pub(crate) fn sync(&self) -> FsResult<()> {
+        with_room(&self.vault, || Ok(self.vault.sync()?))
     }
 
     /// Commits the pending writes of `ino`, if it has any.
     pub(crate) fn commit(&self, ino: u64, commit: Commit) -> FsResult<()> {
         let Some(open) = self.get(ino) else {
             if commit == Commit::Durable {
-                self.vault.sync()?;
+                self.sync()?;
             }
             return Ok(());
         };

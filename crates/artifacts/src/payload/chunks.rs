@@ -28,7 +28,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::store::faults::{Faults, IoStep, check};
 use crate::store::meta::Meta;
@@ -170,6 +170,17 @@ pub(crate) struct ChunkStore {
     /// Set once the filesystem refused to punch a hole (space is then reclaimed only when a
     /// whole pack dies).
     no_punch: AtomicBool,
+    /// Asked, with no lock held, when an append finds the disk full (`Vault::retry_when_full`).
+    on_full: OnceLock<OnFull>,
+}
+
+/// Frees what it can after an append found the disk full; says whether to try again.
+pub(crate) type OnFull = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+pub(crate) fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
 }
 
 impl std::fmt::Debug for ChunkStore {
@@ -246,6 +257,7 @@ impl ChunkStore {
             cache: Mutex::new(VecDeque::new()),
             abandoned: Mutex::new(Vec::new()),
             no_punch: AtomicBool::new(false),
+            on_full: OnceLock::new(),
         })
     }
 
@@ -292,9 +304,25 @@ impl ChunkStore {
         lock(&self.staged).entry(*hash).or_default().writers += 1;
     }
 
+    /// What to ask when an append finds the disk full; the first one set stays.
+    pub(crate) fn set_on_full(&self, f: OnFull) {
+        let _ = self.on_full.set(f);
+    }
+
     /// Appends a staged chunk's bytes to the active pack, unless the metadata or another
-    /// writer already has them: the second half of `put`.
+    /// writer already has them: the second half of `put`. An append that finds the disk
+    /// full asks `on_full` to make room (the chunk stays staged meanwhile, so that cannot
+    /// take it) and, if it says so, tries once more.
     pub(crate) fn write(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
+        match self.write_once(hash, data) {
+            Err(e) if is_full(&e) && self.on_full.get().is_some_and(|f| f()) => {
+                self.write_once(hash, data)
+            }
+            result => result,
+        }
+    }
+
+    fn write_once(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
         let len = u32::try_from(data.len()).map_err(|_| io::Error::other("chunk too large"))?;
         let mut staged = lock(&self.staged);
         match staged.get(hash) {

@@ -67,7 +67,7 @@ impl W<'_> {
             LeafRecord { size: staged.size, refs, inline: staged.is_inline(), created_at: now };
         self.leaves()?.insert(&staged.hash, encode(&rec).as_slice())?;
         if refs == 0 && staged.hash != EMPTY_LEAF {
-            self.unref()?.insert(&staged.hash, now.secs)?;
+            self.mark_unreferenced(&staged.hash, staged.size, now)?;
         }
         match &staged.body {
             StagedBody::Inline(bytes) => {
@@ -202,7 +202,7 @@ impl W<'_> {
         let mut rec = self.leaf(hash)?;
         rec.refs += 1;
         if rec.refs == 1 {
-            self.unref()?.remove(hash)?;
+            self.unmark_unreferenced(hash, rec.size)?;
         }
         self.leaves()?.insert(hash, encode(&rec).as_slice())?;
         Ok(())
@@ -215,9 +215,31 @@ impl W<'_> {
         let mut rec = self.leaf(hash)?;
         rec.refs = rec.refs.saturating_sub(1);
         if rec.refs == 0 && self.history_refs_of(hash)? == 0 {
-            self.unref()?.insert(hash, now.secs)?;
+            self.mark_unreferenced(hash, rec.size, now)?;
         }
         self.leaves()?.insert(hash, encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    /// Puts a leaf in `unreferenced_v1` (GC's candidates), counting its bytes once.
+    pub(crate) fn mark_unreferenced(
+        &mut self,
+        hash: &Hash,
+        size: u64,
+        now: Timestamp,
+    ) -> Result<()> {
+        if self.unref()?.get(hash)?.is_none() {
+            self.unref_bytes += size_i64(size);
+        }
+        self.unref()?.insert(hash, now.secs)?;
+        Ok(())
+    }
+
+    /// Takes a leaf out of `unreferenced_v1`, if it is there.
+    pub(crate) fn unmark_unreferenced(&mut self, hash: &Hash, size: u64) -> Result<()> {
+        if self.unref()?.remove(hash)?.is_some() {
+            self.unref_bytes -= size_i64(size);
+        }
         Ok(())
     }
 
@@ -234,7 +256,8 @@ impl W<'_> {
         let n = self.history_refs_of(hash)?;
         self.history_refs()?.insert(hash, n + 1)?;
         if n == 0 {
-            self.unref()?.remove(hash)?;
+            let size = self.leaf(hash)?.size;
+            self.unmark_unreferenced(hash, size)?;
         }
         Ok(())
     }
@@ -248,12 +271,18 @@ impl W<'_> {
         let n = self.history_refs_of(hash)?;
         if n <= 1 {
             self.history_refs()?.remove(hash)?;
-            if self.leaf(hash)?.refs == 0 {
-                self.unref()?.insert(hash, now.secs)?;
+            let rec = self.leaf(hash)?;
+            if rec.refs == 0 {
+                self.mark_unreferenced(hash, rec.size, now)?;
             }
         } else {
             self.history_refs()?.insert(hash, n - 1)?;
         }
         Ok(())
     }
+}
+
+/// A leaf's size as a signed count of bytes (sizes are at most `FILE_SIZE_MAX`).
+pub(crate) fn size_i64(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
 }

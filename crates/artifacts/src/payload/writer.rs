@@ -420,6 +420,8 @@ struct Cutter {
     cuts: Vec<u32>,
     /// Started at the first chunk: small payloads never need it.
     storer: Option<Storer>,
+    /// A storer that could not be started: the payload fails with it.
+    failed: Option<io::Error>,
 }
 
 /// The chunks cut so far and the uncut tail: what a read of unfinished content needs.
@@ -524,7 +526,15 @@ impl Drop for Hasher {
 }
 
 impl Cutter {
+    /// Takes all of `data`, or, when it fails, none of it: the tree, the buffer and the cuts
+    /// stay in step with the bytes the writer counts, so a write refused (for a full disk,
+    /// say) leaves the payload as it was, and its failure is what `finish` reports.
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        // Every check that can fail comes before the first byte is taken.
+        self.failed()?;
+        if self.buf.len() + data.len() >= 2 * CHUNK_MAX && self.storer.is_none() {
+            self.storer = Some(Storer::spawn(self.store.clone())?);
+        }
         let mut rest = data;
         while !rest.is_empty() {
             if self.group_len == GROUP {
@@ -541,13 +551,15 @@ impl Cutter {
         }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= 2 * CHUNK_MAX {
-            self.cut_ready_chunks(false)?;
+            // Taken: a failure to hand the chunks over fails the payload from here on.
+            self.cut_ready_chunks(false);
         }
         Ok(())
     }
 
     /// The chunks cut so far, once every one is stored.
     fn chunks(&self) -> io::Result<Vec<(Hash, u32)>> {
+        self.failed()?;
         let Some(s) = &self.storer else { return Ok(Vec::new()) };
         s.drain()?;
         let hashes = s.hashes();
@@ -557,12 +569,20 @@ impl Cutter {
         Ok(hashes.into_iter().zip(self.cuts.iter().copied()).collect())
     }
 
-    fn cut_ready_chunks(&mut self, at_end: bool) -> io::Result<()> {
+    /// Cuts the chunks the buffer holds (all of it `at_end`) and hands them to the storer,
+    /// started first if need be. The cuts are counted even when they cannot be handed over:
+    /// the failure is the storer's, so the payload fails at its next write, read or `finish`.
+    fn cut_ready_chunks(&mut self, at_end: bool) {
         if self.storer.is_none() {
-            self.storer = Some(Storer::spawn(self.store.clone())?);
+            match Storer::spawn(self.store.clone()) {
+                Ok(s) => self.storer = Some(s),
+                Err(e) => {
+                    self.failed.get_or_insert(e);
+                    return;
+                }
+            }
         }
         let storer = self.storer.as_ref().expect("spawned above");
-        storer.failed()?;
         let mut start = 0;
         let mut cuts = Vec::new();
         while self.buf.len() - start >= CHUNK_MAX || (at_end && start < self.buf.len()) {
@@ -572,13 +592,27 @@ impl Cutter {
             start += len;
         }
         if cuts.is_empty() {
-            return Ok(());
+            return;
         }
         // The buffer goes to the storer whole; only the uncut tail is copied, into the next.
         let mut next = storer.buffer();
         next.extend_from_slice(&self.buf[start..]);
         let full = std::mem::replace(&mut self.buf, next);
-        storer.send(Job::Chunks(full, cuts))
+        if let Err(e) = storer.send(Job::Chunks(full, cuts)) {
+            storer.error.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+        }
+    }
+
+    /// The first failure of this payload's storing, again: a payload with a chunk missing
+    /// never finishes.
+    fn failed(&self) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            });
+        }
+        self.storer.as_ref().map_or(Ok(()), Storer::failed)
     }
 }
 
@@ -592,6 +626,7 @@ impl PayloadWriter {
             buf: Vec::with_capacity(INLINE_MAX),
             cuts: Vec::new(),
             storer: None,
+            failed: None,
         };
         PayloadWriter { store, trees, size: 0, cutter: Some(Box::new(cutter)), hasher: None }
     }
@@ -635,6 +670,8 @@ impl PayloadWriter {
     pub fn finish(mut self) -> io::Result<StagedLeaf> {
         let (size, trees, store) = (self.size, self.trees.clone(), self.store.clone());
         let cutter = self.settle()?;
+        // A payload whose storing failed reports that, whatever else is wrong with it.
+        cutter.failed()?;
         let hash = if cutter.tree.len() == 0 {
             *cutter.group.finalize().as_bytes()
         } else {
@@ -647,7 +684,8 @@ impl PayloadWriter {
         let body = if cutter.cuts.is_empty() && cutter.buf.len() <= INLINE_MAX {
             StagedBody::Inline(std::mem::take(&mut cutter.buf))
         } else {
-            cutter.cut_ready_chunks(true)?;
+            cutter.cut_ready_chunks(true);
+            cutter.failed()?;
             let chunks = cutter.chunks()?;
             // The staged leaf owns the chunks from here on: dropped, the writer abandons none.
             cutter.storer = None;

@@ -472,13 +472,22 @@ macro_rules! tables {
             pub(crate) ids: Option<&'t std::sync::Mutex<crate::store::ids::NodeIds>>,
             /// A scan's tables: the only ones whose pending rows it copied.
             only: Option<&'static [&'static str]>,
+            /// How this operation changed the content bytes of the leaves in
+            /// `unreferenced_v1`: the vault counts them once the operation takes effect.
+            pub(crate) unref_bytes: i64,
             $($name: Option<Table<'t, $k, $v>>,)*
         }
 
         impl<'t> W<'t> {
             /// Tables straight on a write transaction.
             pub(crate) fn direct(txn: &'t WriteTransaction) -> Self {
-                W { src: Src::Direct(txn), ids: None, only: None, $($name: None,)* }
+                W {
+                    src: Src::Direct(txn),
+                    ids: None,
+                    only: None,
+                    unref_bytes: 0,
+                    $($name: None,)*
+                }
             }
 
             fn layered(snap: &'t Snapshot, under: [&'t Layer; 2]) -> Self {
@@ -486,6 +495,7 @@ macro_rules! tables {
                     src: Src::Layered { snap, under, delta: Box::default() },
                     ids: None,
                     only: None,
+                    unref_bytes: 0,
                     $($name: None,)*
                 }
             }

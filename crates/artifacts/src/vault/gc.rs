@@ -24,6 +24,7 @@ use crate::payload::layout::EMPTY_LEAF;
 use crate::payload::layout::{
     LeafList, decode_leaf_list, decode_segment, decode_segment_list, resolve_leaf_list,
 };
+use crate::payload::rows::size_i64;
 use crate::store::meta::W;
 use crate::store::schema::{
     CHUNKS, ENTRIES, HISTORY_REFS, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, MIRROR, NODES, ORDER,
@@ -32,6 +33,10 @@ use crate::store::schema::{
 };
 use crate::types::{Hash, MirrorEntry, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::handle::{Commit, Vault};
+
+/// After a `make_room` for a full disk that freed nothing, the next one waits this long:
+/// until then, operations that run out of space fail at once.
+const ROOM_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Progress of a long admin run, for a progress bar.
 #[derive(Clone, Copy, Debug)]
@@ -269,11 +274,14 @@ impl Vault {
                     w.unref()?.remove(&leaf)?;
                     continue;
                 };
-                if rec.refs > 0 || leaf == EMPTY_LEAF || w.history_refs_of(&leaf)? > 0 {
-                    w.unref()?.remove(&leaf)?;
-                    continue;
-                }
-                if snapshot_held.contains(&leaf) {
+                // Held after all: by a node, a version or a snapshot (deleting the snapshot
+                // puts it back).
+                if rec.refs > 0
+                    || leaf == EMPTY_LEAF
+                    || w.history_refs_of(&leaf)? > 0
+                    || snapshot_held.contains(&leaf)
+                {
+                    w.unmark_unreferenced(&leaf, rec.size)?;
                     continue;
                 }
                 remove_leaf(w, &leaf, &rec, &mut report)?;
@@ -303,13 +311,114 @@ impl Vault {
         Ok(report)
     }
 
+    /// Frees space now: the single entry point for "the disk is full, or filling". Punches
+    /// the ranges abandoned payloads appended, then collects every unreferenced leaf whatever
+    /// its age (the grace period is for the timer's collections) and punches the chunks it
+    /// drops. Writers are safe as with any collection: a staged chunk is never dropped.
+    /// Returns the bytes freed (chunk and inline bytes as recorded; punched abandoned ranges
+    /// by their length).
+    pub fn make_room(&self) -> Result<u64> {
+        let abandoned = self.reclaim_abandoned_bytes()?;
+        let report = self.collect(None)?;
+        let freed = abandoned + report.chunk_bytes_freed + report.inline_bytes_freed;
+        if freed > 0 {
+            tracing::info!(
+                leaves = report.leaves_removed,
+                chunks = report.chunks_removed,
+                bytes = freed,
+                "made room"
+            );
+        }
+        Ok(freed)
+    }
+
+    /// For an operation that failed for want of space: runs `make_room` and says whether the
+    /// operation is worth trying once more. One runs at a time: a caller that finds one
+    /// running waits for it and retries after it. Within `ROOM_QUIET` of one that freed
+    /// nothing, it runs none and says no, so a disk that is truly full fails at once instead
+    /// of spinning. From inside `make_room` (its own commit ran out of space) it says no.
+    pub fn retry_when_full(&self) -> bool {
+        thread_local!(static MAKING_ROOM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if MAKING_ROOM.with(std::cell::Cell::get) {
+            return false;
+        }
+        let asked = std::time::Instant::now();
+        let mut last = self.room.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((ended, freed)) = *last {
+            if ended > asked {
+                // One ran while this caller waited: its room is what this one would make.
+                return freed > 0;
+            }
+            if freed == 0 && asked.duration_since(ended) < ROOM_QUIET {
+                return false;
+            }
+        }
+        MAKING_ROOM.with(|m| m.set(true));
+        let result = self.make_room();
+        MAKING_ROOM.with(|m| m.set(false));
+        let freed = match result {
+            Ok(freed) => freed,
+            Err(e) => {
+                tracing::warn!(error = %e, "making room on a full disk failed");
+                0
+            }
+        };
+        *last = Some((std::time::Instant::now(), freed));
+        freed > 0
+    }
+
+    /// Makes every append to a pack that finds the disk full ask `retry_when_full` and, if
+    /// it frees something, try again once. Appends happen on writers' own threads, with no
+    /// lock held when they ask.
+    pub fn retry_appends_when_full(self: &std::sync::Arc<Self>) {
+        let vault = std::sync::Arc::downgrade(self);
+        self.payloads
+            .chunks
+            .set_on_full(Box::new(move || vault.upgrade().is_some_and(|v| v.retry_when_full())));
+    }
+
+    /// The content bytes of the leaves no node references (in `unreferenced_v1`): what a
+    /// collection could free at most (chunks shared with live leaves stay). Counted as
+    /// operations take effect, so reading it costs nothing.
+    pub fn unreferenced_bytes(&self) -> u64 {
+        u64::try_from(self.unreferenced.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
+    }
+
+    /// Counts `unreferenced_bytes` from the tables (at open).
+    pub(crate) fn count_unreferenced(&self) -> Result<()> {
+        let bytes = self.read_fs(|r| {
+            let leaves: Vec<Hash> =
+                r.unref()?.iter()?.map(|r| r.map(|(k, _)| *k.value())).collect::<Result<_, _>>()?;
+            let mut bytes = 0i64;
+            for leaf in leaves {
+                if let Some(v) = r.leaves()?.get(&leaf)? {
+                    let rec: LeafRecord = decode("leaf", v.value())?;
+                    bytes = bytes.saturating_add(size_i64(rec.size));
+                }
+            }
+            Ok(bytes)
+        })?;
+        self.unreferenced.store(bytes, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
     /// Punches the ranges appended for abandoned chunks (staged, then dropped without a
     /// commit) unless metadata names that range or a writer still holds it. Cheap: it looks
     /// only at those chunks. Returns how many ranges it punched.
     pub fn reclaim_abandoned(&self) -> Result<u64> {
+        Ok(self.reclaim_abandoned_ranges()?.0)
+    }
+
+    /// `reclaim_abandoned`, in bytes punched.
+    fn reclaim_abandoned_bytes(&self) -> Result<u64> {
+        Ok(self.reclaim_abandoned_ranges()?.1)
+    }
+
+    /// `reclaim_abandoned`: how many ranges it punched, and their bytes.
+    fn reclaim_abandoned_ranges(&self) -> Result<(u64, u64)> {
         let abandoned = self.payloads.chunks.take_abandoned();
         if abandoned.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let staged = self.payloads.chunks.staging_lock();
         // Read under the staging lock: every writer that unstaged a chunk has committed it.
@@ -319,7 +428,7 @@ impl Vault {
                 .map(|(chunk, loc)| Ok(r.chunk(chunk)?.and_then(|c| c.loc) == Some(*loc)))
                 .collect()
         })?;
-        let mut removed = 0;
+        let (mut removed, mut bytes) = (0, 0);
         let mut held = Vec::new();
         for ((chunk, loc), named) in abandoned.into_iter().zip(named) {
             if staged.get(&chunk).and_then(|s| s.loc) == Some(loc) {
@@ -334,9 +443,10 @@ impl Vault {
                 .remove(&chunk, loc)
                 .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
             removed += 1;
+            bytes += u64::from(loc.len);
         }
         self.payloads.chunks.discard(held);
-        Ok(removed)
+        Ok((removed, bytes))
     }
 
     /// Punches the pack ranges that no metadata names after an unclean shutdown: bytes
@@ -378,6 +488,7 @@ impl Vault {
         let unref_t = txn.open_table(UNREFERENCED)?;
         let orphans_t = txn.open_table(ORPHANS)?;
 
+        let snapshot_held = self.snapshot_held()?;
         // Nodes, and the references they hold.
         let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
         for row in nodes_t.iter()? {
@@ -571,8 +682,14 @@ impl Vault {
                     report.problems.push(Problem::LeafRefs { leaf, recorded: rec.refs, actual });
                     refs_fixes.push((leaf, actual));
                 }
-                let held = actual > 0 || history_refs.contains_key(&leaf);
-                if !held != unref_t.get(&leaf)?.is_some() {
+                // A leaf only a snapshot names may wait in the index until GC next looks.
+                let in_index = unref_t.get(&leaf)?.is_some();
+                let ok = if actual > 0 || history_refs.contains_key(&leaf) {
+                    !in_index
+                } else {
+                    in_index || snapshot_held.contains(&leaf)
+                };
+                if !ok {
                     report.problems.push(Problem::UnreferencedIndex(leaf));
                     refs_fixes.push((leaf, actual));
                 }
@@ -843,15 +960,14 @@ impl Vault {
             );
             for (leaf, refs) in refs_fixes.collect::<Vec<_>>() {
                 let leaf = &leaf;
-                let refs = &refs;
                 let Some(v) = w.leaves()?.get(leaf)?.map(|v| v.value().to_vec()) else { continue };
                 let mut rec: LeafRecord = decode("leaf", &v)?;
-                rec.refs = *refs;
+                rec.refs = refs;
                 w.leaves()?.insert(leaf, encode(&rec).as_slice())?;
-                if *refs == 0 && w.history_refs_of(leaf)? == 0 {
-                    w.unref()?.insert(leaf, Timestamp::now().secs)?;
+                if refs == 0 && w.history_refs_of(leaf)? == 0 {
+                    w.mark_unreferenced(leaf, rec.size, Timestamp::now())?;
                 } else {
-                    w.unref()?.remove(leaf)?;
+                    w.unmark_unreferenced(leaf, rec.size)?;
                 }
                 done.push(format!("set reference count of leaf {} to {refs}", hex(leaf)));
             }
@@ -888,7 +1004,9 @@ struct Fixes {
 
 fn remove_leaf(w: &mut W, leaf: &Hash, rec: &LeafRecord, report: &mut GcReport) -> Result<()> {
     w.leaves()?.remove(leaf)?;
-    w.unref()?.remove(leaf)?;
+    if w.unref()?.remove(leaf)?.is_some() {
+        w.unref_bytes -= size_i64(rec.size);
+    }
     report.leaves_removed += 1;
     if rec.inline {
         w.inline()?.remove(leaf)?;

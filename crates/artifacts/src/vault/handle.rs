@@ -122,6 +122,11 @@ pub struct Vault {
     pub(crate) snapshots: crate::vault::snapshots::SnapshotState,
     /// What changed since the last `take_changes`, once `watch_changes` was called.
     changes: Mutex<Option<Changes>>,
+    /// The content bytes of the leaves in `unreferenced_v1` (`unreferenced_bytes`).
+    pub(crate) unreferenced: std::sync::atomic::AtomicI64,
+    /// The last `make_room` a full disk asked for: when it ended and what it freed
+    /// (`retry_when_full`). Held while one runs, so one runs at a time.
+    pub(crate) room: Mutex<Option<(std::time::Instant, u64)>>,
     _lock: File,
 }
 
@@ -215,6 +220,8 @@ impl Vault {
             history: Default::default(),
             snapshots: Default::default(),
             changes: Mutex::new(None),
+            unreferenced: std::sync::atomic::AtomicI64::new(0),
+            room: Mutex::new(None),
             _lock: lock,
         };
         if was_open {
@@ -222,6 +229,7 @@ impl Vault {
             vault.sweep_packs()?;
         }
         vault.reap_orphans()?;
+        vault.count_unreferenced()?;
         Ok(vault)
     }
 
@@ -373,17 +381,20 @@ impl Vault {
         commit: Commit,
         f: impl FnOnce(&mut W) -> Result<R>,
     ) -> Result<R> {
-        let (out, full) = self.meta.op(
+        let ((out, unref_bytes), full) = self.meta.op(
             Some(&self.ids),
             |w| {
                 let out = f(w)?;
                 self.commit_fault()?;
-                Ok(out)
+                Ok((out, w.unref_bytes))
             },
             // Operations are serialised, so this settles exactly this one's reservation.
             |ok| self.ids.lock().unwrap_or_else(PoisonError::into_inner).settle(ok),
         )?;
         self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if unref_bytes != 0 {
+            self.unreferenced.fetch_add(unref_bytes, std::sync::atomic::Ordering::AcqRel);
+        }
         if commit == Commit::Durable {
             self.flush(Commit::Durable)?;
         } else if full && let Err(e) = self.flush(Commit::CrashConsistent) {

@@ -276,8 +276,30 @@ impl Vault {
             w.history_decref(&rec.manifest, now)?;
             Ok(rec)
         })?;
-        lock(&self.snapshots.manifests).remove(&rec.manifest);
+        let gone = lock(&self.snapshots.manifests).remove(&rec.manifest);
         *lock(&self.snapshots.held) = None;
+        // What only it held is garbage now: back to GC's candidates (GC took such leaves out
+        // while the snapshot held them).
+        let gone = match gone {
+            Some(m) => m,
+            None => Arc::new(self.read_manifest(&snapshot(name.as_bytes(), rec))?),
+        };
+        let held = self.snapshot_held()?;
+        let freed: Vec<Hash> =
+            gone.entries.iter().filter_map(|e| e.leaf).filter(|l| !held.contains(l)).collect();
+        if !freed.is_empty() {
+            self.write_fs(Commit::CrashConsistent, |w| {
+                for leaf in &freed {
+                    if let Ok(rec) = w.leaf(leaf)
+                        && rec.refs == 0
+                        && w.history_refs_of(leaf)? == 0
+                    {
+                        w.mark_unreferenced(leaf, rec.size, now)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
         Ok(())
     }
 
@@ -286,6 +308,12 @@ impl Vault {
         if let Some(m) = lock(&self.snapshots.manifests).get(&snap.manifest) {
             return Ok(m.clone());
         }
+        let m = Arc::new(self.read_manifest(snap)?);
+        lock(&self.snapshots.manifests).insert(snap.manifest, m.clone());
+        Ok(m)
+    }
+
+    fn read_manifest(&self, snap: &Snapshot) -> Result<Manifest> {
         let bytes = self.read_all(&snap.manifest)?;
         let entries: Vec<SnapEntry> = match bytes.split_first() {
             Some((&MANIFEST_V1, rest)) => decode("snapshot manifest", rest)?,
@@ -296,9 +324,7 @@ impl Vault {
                 ));
             }
         };
-        let m = Arc::new(Manifest::new(entries)?);
-        lock(&self.snapshots.manifests).insert(snap.manifest, m.clone());
-        Ok(m)
+        Manifest::new(entries)
     }
 
     /// Every leaf a snapshot names: GC keeps them.

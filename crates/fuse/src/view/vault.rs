@@ -23,7 +23,7 @@ use crate::attention::Attention;
 use crate::buffer::WriteBuffer;
 use crate::error::{FsError, FsResult};
 use crate::inode::{self, InodeTable};
-use crate::open_files::{FileHandle, OpenFiles, OpenNode, lock};
+use crate::open_files::{FileHandle, OpenFiles, OpenNode, lock, with_room};
 use crate::reap::Reaper;
 use crate::types::{Attr, BLKSIZE, Ctx, DirItem, SetAttrReq, TimeSet};
 use crate::xattr::Xattrs;
@@ -176,6 +176,16 @@ impl VaultView {
 
     /// Deletes the queued unlinked nodes, all in one transaction (the mount's background
     /// thread calls this every 200 ms, and shutdown once more).
+    /// See `VaultFs::set_gc_backlog`.
+    pub(crate) fn set_gc_backlog(&self, limit: u64) {
+        self.open.set_backlog(limit);
+    }
+
+    /// See `VaultFs::collect_backlog`.
+    pub(crate) fn collect_backlog(&self) -> FsResult<u64> {
+        self.open.collect_backlog(1)
+    }
+
     pub(crate) fn reap_queued(&self) -> FsResult<usize> {
         self.reaper.reap_queued(&self.vault)
     }
@@ -506,7 +516,8 @@ impl VaultView {
         let tmp = self.vault.tmp_dir().to_path_buf();
         let buffer = self.open.buffer_for(&mut on, ino)?;
         let offset = if append { buffer.size() } else { offset };
-        let written = buffer.write(&tmp, offset, data)?;
+        // A refused write leaves the buffer as it was, so it can be tried again.
+        let written = with_room(&self.vault, || buffer.write(&tmp, offset, data))?;
         on.written_at = Timestamp::now();
         u32::try_from(written).map_err(|_| FsError::errno(libc::EINVAL))
     }
@@ -519,7 +530,7 @@ impl VaultView {
 
     /// Makes every commit so far durable.
     pub(crate) fn sync(&self) -> FsResult<()> {
-        self.vault.sync().map_err(Into::into)
+        self.open.sync()
     }
 
     /// The last of a handle: commits what it wrote, and records the close.
