@@ -9,7 +9,8 @@
 //!   A deleted folder lists its deleted entries.
 //! - A file's folder lists its versions, oldest first, each named by its commit time with the
 //!   file's extension: `2026-12-06T19-30-37.123Z.md` for `ideas.md`. Later versions committed
-//!   in the same millisecond get `-2`, `-3`... before the extension. A version is a read-only
+//!   in the same millisecond get `_2`, `_3`... before the extension (`_` sorts after `.`, so
+//!   `ls` lists them in commit order). A version is a read-only
 //!   file (0444) whose bytes are the version's content, every time its commit time; computed
 //!   xattrs (read by name, never listed, as the vault's): `user.indra.id` (the content's id),
 //!   `user.indra.committed_at` (RFC 3339) and `user.indra.committer` (the player id).
@@ -41,7 +42,8 @@ use indras_artifacts::{
 };
 
 use super::common::{
-    Found, ReadOnlyFile, ReadOnlyView, TTL, View, dots, fixed_attr, fixed_listing, owned_attr,
+    Found, ReadOnlyFile, ReadOnlyView, TTL, View, dots, fixed_attr, fixed_listing, no_acls,
+    owned_attr,
 };
 use crate::error::{FsError, FsResult};
 use crate::inode;
@@ -143,8 +145,9 @@ pub(crate) fn extension(name: &[u8]) -> &[u8] {
     }
 }
 
-/// The names of a file's versions (in id order): the commit time and `ext`, with `-2`,
-/// `-3`... before `ext` for the later versions of one millisecond.
+/// The names of a file's versions (in id order): the commit time and `ext`, with `_2`,
+/// `_3`... before `ext` for the later versions of one millisecond. (`_` sorts after the
+/// extension's `.`, so `ls` lists them in commit order; `-` would sort before it.)
 pub(crate) fn version_names(times: &[Timestamp], ext: &[u8]) -> Vec<Vec<u8>> {
     let mut seen: HashMap<String, u32> = HashMap::new();
     times
@@ -155,7 +158,7 @@ pub(crate) fn version_names(times: &[Timestamp], ext: &[u8]) -> Vec<Vec<u8>> {
             *n += 1;
             let mut name = base.into_bytes();
             if *n > 1 {
-                name.extend_from_slice(format!("-{n}").as_bytes());
+                name.extend_from_slice(format!("_{n}").as_bytes());
             }
             name.extend_from_slice(ext);
             name
@@ -177,7 +180,7 @@ fn cut(name: &[u8], max: usize) -> &[u8] {
 
 /// The names of a folder's deleted entries (in id order): the entry's own name, unless it
 /// clashes with a live name (`live`) or another deleted entry's; then
-/// `NAME (deleted TIME)`, made unique with `-2`, `-3`... after the time.
+/// `NAME (deleted TIME)`, made unique with `_2`, `_3`... after the time.
 pub(crate) fn deleted_names(
     entries: &[(Vec<u8>, Timestamp)],
     live: impl Fn(&[u8]) -> bool,
@@ -207,7 +210,7 @@ pub(crate) fn deleted_names(
             let suffix = if n == 1 {
                 format!(" (deleted {time})")
             } else {
-                format!(" (deleted {time}-{n})")
+                format!(" (deleted {time}_{n})")
             };
             let mut candidate = cut(name, NAME_MAX.saturating_sub(suffix.len())).to_vec();
             candidate.extend_from_slice(suffix.as_bytes());
@@ -587,6 +590,9 @@ impl View for HistoryView {
 
     fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let no = || FsError::errno(libc::ENODATA);
+        if let Some(e) = no_acls(name) {
+            return Err(e);
+        }
         let Place::Version(v) = self.place(ino)? else { return Err(no()) };
         let key = name.strip_prefix(b"user.indra.").or_else(|| name.strip_prefix(b"indra."));
         let text = match key.ok_or_else(no)? {
@@ -671,9 +677,9 @@ mod tests {
             text,
             [
                 "2026-12-06T19-30-37.123Z.md",
-                "2026-12-06T19-30-37.123Z-2.md",
+                "2026-12-06T19-30-37.123Z_2.md",
                 "2026-12-06T19-30-37.124Z.md",
-                "2026-12-06T19-30-37.123Z-3.md",
+                "2026-12-06T19-30-37.123Z_3.md",
             ]
         );
         assert_eq!(version_names(&[ms(t)], b""), [b"2026-12-06T19-30-37.123Z".to_vec()]);
@@ -698,7 +704,7 @@ mod tests {
                 "b.md (deleted 2026-12-06T19-30-37.123Z)",
                 "b.md (deleted 2026-12-06T19-30-37.128Z)",
                 "c.md (deleted 2026-12-06T19-30-37.123Z)",
-                "c.md (deleted 2026-12-06T19-30-37.123Z-2)",
+                "c.md (deleted 2026-12-06T19-30-37.123Z_2)",
             ]
         );
         let plain = deleted_names(&[(b"x".to_vec(), ms(t))], |_| false);
@@ -706,7 +712,7 @@ mod tests {
         // A live file that already has the longer name pushes the deleted one further.
         let taken = b"x (deleted 2026-12-06T19-30-37.123Z)".to_vec();
         let names = deleted_names(&[(b"x".to_vec(), ms(t))], |n| n == b"x" || n == taken);
-        assert_eq!(names, [b"x (deleted 2026-12-06T19-30-37.123Z-2)".to_vec()]);
+        assert_eq!(names, [b"x (deleted 2026-12-06T19-30-37.123Z_2)".to_vec()]);
         // Long names are cut to fit.
         let long = vec![b'n'; 250];
         let names = deleted_names(&[(long.clone(), ms(t)), (long, ms(t))], |_| false);

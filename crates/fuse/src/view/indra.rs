@@ -22,7 +22,7 @@ use indras_artifacts::{AttentionKind, NodeKind, Vault};
 use serde::Serialize;
 
 use super::common::{
-    Found, NO_TTL, ReadOnlyFile, ReadOnlyView, Stamped, View, fixed_attr, fixed_listing,
+    Found, NO_TTL, ReadOnlyFile, ReadOnlyView, Stamped, TTL, View, fixed_attr, fixed_listing,
 };
 use super::heat;
 use crate::attention::Attention;
@@ -180,8 +180,10 @@ impl View for IndraView {
         Ok(fixed_listing(dir, inode::ROOT, offset, files.chain(folders)))
     }
 
-    fn ttl(&self, _ino: u64) -> Duration {
-        NO_TTL
+    fn ttl(&self, ino: u64) -> Duration {
+        // The folder itself never changes (a path walk through it, such as each `stat` of
+        // `.indra/history/...`, then stays in the kernel); its files change size at will.
+        if ino == inode::INDRA { TTL } else { NO_TTL }
     }
 }
 

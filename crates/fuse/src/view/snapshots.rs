@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use indras_artifacts::{Manifest, NodeKind, SnapEntry, Snapshot, Vault};
 
-use super::common::{Found, ReadOnlyFile, ReadOnlyView, Stamped, TTL, View, dots, fixed_attr};
+use super::common::{
+    Found, ReadOnlyFile, ReadOnlyView, Stamped, TTL, View, dots, fixed_attr, no_acls,
+};
 use super::history::FOLDER_TTL;
 use crate::error::{FsError, FsResult};
 use crate::inode;
@@ -191,6 +193,9 @@ impl View for SnapshotsView {
 
     fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let no = || FsError::errno(libc::ENODATA);
+        if let Some(e) = no_acls(name) {
+            return Err(e);
+        }
         if ino == inode::SNAPSHOTS {
             return Err(no());
         }
