@@ -653,6 +653,105 @@ impl ReadOnlyView for HistoryView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indras_artifacts::{Commit, NewNode, Options};
+
+    const CC: Commit = Commit::CrashConsistent;
+
+    fn put(v: &Vault, dir: NodeId, name: &str, content: &[u8]) -> Node {
+        let staged = v.stage(content).expect("stage");
+        match v.lookup(dir, name.as_bytes()) {
+            Ok(n) => v.set_content(n.id, &staged, Timestamp::now(), CC).expect("save"),
+            Err(_) => v
+                .create(
+                    dir,
+                    name.as_bytes(),
+                    &NewNode::file(0o644),
+                    Some(staged),
+                    Timestamp::now(),
+                    CC,
+                )
+                .expect("create"),
+        }
+    }
+
+    /// Every page of a listing, `limit` entries at a time, running `between` after each.
+    fn list_all(
+        view: &HistoryView,
+        dir: u64,
+        limit: usize,
+        mut between: impl FnMut(),
+    ) -> Vec<DirItem> {
+        let (mut out, mut offset) = (Vec::new(), 0);
+        loop {
+            let page = view.readdir(dir, offset, limit).expect("readdir");
+            let Some(last) = page.last() else { return out };
+            offset = last.offset;
+            out.extend(page.into_iter().filter(|i| i.name != b"." && i.name != b".."));
+            between();
+        }
+    }
+
+    /// A folder's listing, paged while files are saved, deleted and created in it: every
+    /// entry that stays is listed exactly once, under the name a lookup finds it by.
+    #[test]
+    fn listings_page_stably_while_the_folder_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Arc::new(Vault::open(dir.path(), "alice", &Options::default()).expect("open"));
+        let info = Arc::new(MountInfo::unmounted("alice", dir.path()));
+        let view = HistoryView::new(vault.clone(), info);
+        let now = Timestamp::now();
+        let d = vault.create(NodeId::ROOT, b"d", &NewNode::dir(0o755), None, now, CC).expect("d");
+        for i in 0..40 {
+            put(&vault, d.id, &format!("f{i:02}.md"), b"one");
+        }
+        vault.create(d.id, b"sub", &NewNode::dir(0o755), None, now, CC).expect("sub");
+        vault.create(d.id, b"empty", &NewNode::file(0o644), None, now, CC).expect("empty");
+        for i in 0..10 {
+            vault.remove(d.id, format!("f{i:02}.md").as_bytes(), false, now, CC).expect("rm");
+        }
+        put(&vault, d.id, "f00.md", b"again");
+        let folder = inode::of_history(d.id.0);
+        let mut n = 100;
+        let listed = list_all(&view, folder, 3, || {
+            n += 1;
+            put(&vault, d.id, &format!("new{n}.md"), b"x");
+            put(&vault, d.id, "f20.md", format!("save {n}").as_bytes());
+            vault.remove(d.id, format!("new{n}.md").as_bytes(), false, now, CC).expect("rm");
+        });
+        let mut names: Vec<String> =
+            listed.iter().map(|i| String::from_utf8_lossy(&i.name).into_owned()).collect();
+        names.retain(|n| !n.starts_with("new"));
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "an entry listed twice: {names:?}");
+        // 40 files (10 of them deleted, one name back as a new file), the subfolder, and
+        // the deleted f00.md under its longer name; no entry for a file with no versions.
+        assert_eq!(names.len(), 40 + 1 + 1, "{names:?}");
+        assert!(names.iter().any(|n| n.starts_with("f00.md (deleted ")), "{names:?}");
+        assert!(!names.iter().any(|n| n == "empty"));
+        for item in &listed {
+            if String::from_utf8_lossy(&item.name).starts_with("new") {
+                continue;
+            }
+            let Found::Entry(attr) = view.lookup(folder, &item.name).expect("lookup") else {
+                panic!("an entry")
+            };
+            assert_eq!(attr.ino, item.ino, "{:?}", String::from_utf8_lossy(&item.name));
+        }
+        // A file's versions page by their ids.
+        let f20 = vault.lookup(d.id, b"f20.md").expect("f20");
+        let h = vault.history_id(f20.id).expect("history");
+        let versions = list_all(&view, inode::of_history(h), 4, || {});
+        assert_eq!(versions.len(), vault.versions(h).expect("versions").len());
+        let mut names: Vec<&[u8]> = versions.iter().map(|i| i.name.as_slice()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), versions.len());
+        let last = versions.last().expect("a version");
+        assert_eq!(view.read(last.ino, 0, 100).expect("read"), format!("save {n}").as_bytes());
+        assert_eq!(view.open(folder).expect_err("a folder").errno, libc::EISDIR);
+    }
 
     fn ms(ms: i64) -> Timestamp {
         Timestamp::from_millis(ms)
