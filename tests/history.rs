@@ -255,7 +255,7 @@ fn ten_thousand_versions_list_quickly() {
     let all = names(&dir);
     let unique: std::collections::HashSet<&String> = all.iter().collect();
     assert_eq!(unique.len(), 10_000);
-    assert!(all.iter().all(|n| n.ends_with(".log")));
+    assert!(all.iter().all(|n| Path::new(n).extension().is_some_and(|e| e == "log")));
     for name in [&all[0], &all[5_000], &all[9_999]] {
         let content = std::fs::read(dir.join(name)).unwrap();
         assert!(content.starts_with(b"version "), "{name}");

@@ -75,7 +75,7 @@ impl SnapshotsView {
         Ok((manifest, number, index))
     }
 
-    fn attr_of(&self, m: &Manifest, number: u32, index: u32) -> FsResult<Attr> {
+    fn attr_of(m: &Manifest, number: u32, index: u32) -> FsResult<Attr> {
         let e = m.entry(index).ok_or_else(enoent)?;
         let ino = inode::of_snapshot(number, index).ok_or_else(enoent)?;
         let nlink = match e.kind {
@@ -107,7 +107,7 @@ impl SnapshotsView {
         })
     }
 
-    fn entry<'m>(m: &'m Manifest, index: u32) -> FsResult<&'m SnapEntry> {
+    fn entry(m: &Manifest, index: u32) -> FsResult<&SnapEntry> {
         m.entry(index).ok_or_else(enoent)
     }
 }
@@ -125,7 +125,7 @@ impl View for SnapshotsView {
             return Ok(fixed_attr(&self.info, ino, NodeKind::Dir, 0o555, n.saturating_add(2), 0));
         }
         let (m, number, index) = self.find(ino)?;
-        self.attr_of(&m, number, index)
+        Self::attr_of(&m, number, index)
     }
 
     fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Found> {
@@ -133,14 +133,14 @@ impl View for SnapshotsView {
             let list = self.snapshots()?;
             let snap = list.iter().find(|s| s.name.as_bytes() == name).ok_or_else(enoent)?;
             let m = self.vault.snapshot_manifest(snap)?;
-            return Ok(Found::Entry(self.attr_of(&m, snap.number, 0)?));
+            return Ok(Found::Entry(Self::attr_of(&m, snap.number, 0)?));
         }
         let (m, number, index) = self.find(parent)?;
         if Self::entry(&m, index)?.kind != NodeKind::Dir {
             return Err(FsError::errno(libc::ENOTDIR));
         }
         let child = m.lookup(index, name).ok_or_else(enoent)?;
-        Ok(Found::Entry(self.attr_of(&m, number, child)?))
+        Ok(Found::Entry(Self::attr_of(&m, number, child)?))
     }
 
     fn readdir(&self, dir: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
