@@ -36,8 +36,8 @@ use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
 use crate::types::BLKSIZE;
 use crate::view::{
-    Change, Found, IndraView, PeersView, ReadOnlyFile, ReadOnlyView, RealmsView, RootView,
-    VaultView, View,
+    Change, Found, HistoryView, IndraView, PeersView, ReadOnlyFile, ReadOnlyView, RealmsView,
+    RootView, SnapshotsView, VaultView, View,
 };
 
 /// Where `route` sends an inode.
@@ -69,6 +69,8 @@ pub struct VaultFs {
     indra: IndraView,
     peers: Arc<PeersView>,
     realms: RealmsView,
+    history: HistoryView,
+    snapshots: SnapshotsView,
 }
 
 impl std::fmt::Debug for VaultFs {
@@ -111,6 +113,8 @@ impl VaultFs {
             indra: IndraView::new(store.clone(), info.clone(), attention.clone(), open),
             peers,
             realms,
+            history: HistoryView::new(store.clone(), info.clone()),
+            snapshots: SnapshotsView::new(store.clone(), info.clone()),
             handles: Handles::default(),
             store,
             info,
@@ -146,6 +150,8 @@ impl VaultFs {
             Some(ViewId::Indra) => Route::ReadOnly(&self.indra),
             Some(ViewId::Peers) => Route::ReadOnly(&*self.peers),
             Some(ViewId::Realms) => Route::ReadOnly(&self.realms),
+            Some(ViewId::History) => Route::ReadOnly(&self.history),
+            Some(ViewId::Snapshots) => Route::ReadOnly(&self.snapshots),
             None => return Err(FsError::errno(libc::ENOENT)),
         })
     }
@@ -568,6 +574,8 @@ mod tests {
             (inode::PEERS, libc::EROFS, libc::EROFS, libc::EROFS, libc::EROFS),
             (inode::REALMS, libc::EROFS, libc::EROFS, libc::EROFS, libc::EROFS),
             (inode::INDRA, libc::EROFS, libc::EROFS, libc::EROFS, libc::EPERM),
+            (inode::HISTORY, libc::EROFS, libc::EROFS, libc::EROFS, libc::EPERM),
+            (inode::SNAPSHOTS, libc::EROFS, libc::EROFS, libc::EROFS, libc::EPERM),
         ] {
             assert_eq!(errno(fs.mkdir(CTX, parent, b"d", 0o755).map(drop)), add);
             assert_eq!(errno(fs.create(CTX, parent, b"f", 0o644, 0).map(drop)), add);

@@ -10,11 +10,14 @@
 //! | 3 | `peers/` | fixed |
 //! | 4 | `realms/` | fixed |
 //! | 5..=13 | `.indra/` and its files | fixed |
-//! | 14, 15 | none yet | the store never allocates them: kept for the mount's next fixed folders and files |
+//! | 14 | `.indra/history/` | fixed (the store never allocates ids below 16) |
+//! | 15 | `.indra/snapshots/` | fixed |
 //! | 16..2^56 | `vault/` | the store's node ids (`NodeId::FIRST_DYNAMIC` up) |
 //! | 2^56..2^57 | `peers/` | entries of the peers' views |
 //! | 2^57..3·2^56 | `realms/` | entries of the realm views |
-//! | 3·2^56.. | none yet | one range of 2^56 per view to come (history, snapshots) |
+//! | 3·2^56..4·2^56 | `.indra/history/` | 3·2^56 + a folder's node id, a history id or a version id |
+//! | 4·2^56..5·2^56 | `.indra/snapshots/` | 4·2^56 + (snapshot number << 32) + manifest index |
+//! | 5·2^56.. | none yet | one range of 2^56 per view to come |
 //!
 //! Vault inodes are the store's persistent node ids, so they are stable across remounts and
 //! never reused (the FUSE generation is always 0). The store's ids come from a counter that
@@ -47,6 +50,10 @@ pub const SYNC_STATUS_JSON: u64 = 11;
 pub const HEAT_HTML: u64 = 12;
 /// `.indra/realms.json`.
 pub const REALMS_JSON: u64 = 13;
+/// `.indra/history/`: holds `vault/`, the vault's folders with their files' versions.
+pub const HISTORY: u64 = 14;
+/// `.indra/snapshots/`: one folder per snapshot.
+pub const SNAPSHOTS: u64 = 15;
 
 /// Each view past the vault owns one range of this many inodes.
 const RANGE: u64 = 1 << 56;
@@ -56,6 +63,39 @@ pub const VAULT_END: u64 = RANGE;
 pub const PEERS_ENTRIES: std::ops::Range<u64> = RANGE..2 * RANGE;
 /// Inodes of entries under `realms/`.
 pub const REALMS_ENTRIES: std::ops::Range<u64> = 2 * RANGE..3 * RANGE;
+/// Inodes of entries under `.indra/history/`.
+pub const HISTORY_ENTRIES: std::ops::Range<u64> = 3 * RANGE..4 * RANGE;
+/// Inodes of entries under `.indra/snapshots/`.
+pub const SNAPSHOT_ENTRIES: std::ops::Range<u64> = 4 * RANGE..5 * RANGE;
+/// Snapshot numbers that have inodes: below 2^24, so that a number and a 32-bit manifest
+/// index fit in one range.
+const SNAPSHOT_NUMBERS: u32 = 1 << 24;
+
+/// The inode of history id `id` under `.indra/history/`: a folder's node id (a live folder's
+/// mirror, `vault/` itself for `NodeId::ROOT`, or a deleted folder), a file's history id (its
+/// versions' folder) or a version id. All come from the store's node counter, so they never
+/// collide and stay below 2^56.
+pub fn of_history(id: u64) -> u64 {
+    HISTORY_ENTRIES.start + (id & (RANGE - 1))
+}
+
+/// The id behind an inode of `.indra/history/`'s range; `None` outside it.
+pub fn history_of(ino: u64) -> Option<u64> {
+    HISTORY_ENTRIES.contains(&ino).then(|| ino - HISTORY_ENTRIES.start)
+}
+
+/// The inode of entry `index` of snapshot `number`'s manifest (0: the snapshot's folder);
+/// `None` for a number too large to have inodes.
+pub fn of_snapshot(number: u32, index: u32) -> Option<u64> {
+    (number < SNAPSHOT_NUMBERS)
+        .then(|| SNAPSHOT_ENTRIES.start + (u64::from(number) << 32) + u64::from(index))
+}
+
+/// The snapshot number and manifest index behind an inode of `.indra/snapshots/`'s range.
+pub fn snapshot_of(ino: u64) -> Option<(u32, u32)> {
+    let rel = ino.checked_sub(SNAPSHOT_ENTRIES.start).filter(|r| *r < RANGE)?;
+    Some((u32::try_from(rel >> 32).ok()?, u32::try_from(rel & 0xffff_ffff).ok()?))
+}
 
 /// The inode of mirror entry `id` (`Vault::mirror_entry`): `peers/` itself for
 /// `MirrorEntry::TOP`, else `PEERS_ENTRIES.start + id`. Mirror ids come from the store's node
@@ -103,6 +143,8 @@ pub enum ViewId {
     Peers,
     Realms,
     Indra,
+    History,
+    Snapshots,
 }
 
 /// The view that owns `ino`, or `None` for an inode no view hands out.
@@ -111,12 +153,18 @@ pub fn view_of(ino: u64) -> Option<ViewId> {
     const PEERS_END: u64 = PEERS_ENTRIES.end;
     const REALMS_FIRST: u64 = REALMS_ENTRIES.start;
     const REALMS_END: u64 = REALMS_ENTRIES.end;
+    const HISTORY_FIRST: u64 = HISTORY_ENTRIES.start;
+    const HISTORY_END: u64 = HISTORY_ENTRIES.end;
+    const SNAPSHOTS_FIRST: u64 = SNAPSHOT_ENTRIES.start;
+    const SNAPSHOTS_END: u64 = SNAPSHOT_ENTRIES.end;
     match ino {
         ROOT => Some(ViewId::Root),
         VAULT | NodeId::FIRST_DYNAMIC..VAULT_END => Some(ViewId::Vault),
         PEERS | PEERS_FIRST..PEERS_END => Some(ViewId::Peers),
         REALMS | REALMS_FIRST..REALMS_END => Some(ViewId::Realms),
         INDRA..=REALMS_JSON => Some(ViewId::Indra),
+        HISTORY | HISTORY_FIRST..HISTORY_END => Some(ViewId::History),
+        SNAPSHOTS | SNAPSHOTS_FIRST..SNAPSHOTS_END => Some(ViewId::Snapshots),
         _ => None,
     }
 }
@@ -206,15 +254,19 @@ mod tests {
             (HEAT_HTML, Some(ViewId::Indra)),
             (REALMS_JSON, Some(ViewId::Indra)),
             (0, None),
-            (14, None),
-            (15, None),
+            (HISTORY, Some(ViewId::History)),
+            (SNAPSHOTS, Some(ViewId::Snapshots)),
             (NodeId::FIRST_DYNAMIC, Some(ViewId::Vault)),
             (VAULT_END - 1, Some(ViewId::Vault)),
             (PEERS_ENTRIES.start, Some(ViewId::Peers)),
             (PEERS_ENTRIES.end - 1, Some(ViewId::Peers)),
             (REALMS_ENTRIES.start, Some(ViewId::Realms)),
             (REALMS_ENTRIES.end - 1, Some(ViewId::Realms)),
-            (REALMS_ENTRIES.end, None),
+            (HISTORY_ENTRIES.start, Some(ViewId::History)),
+            (HISTORY_ENTRIES.end - 1, Some(ViewId::History)),
+            (SNAPSHOT_ENTRIES.start, Some(ViewId::Snapshots)),
+            (SNAPSHOT_ENTRIES.end - 1, Some(ViewId::Snapshots)),
+            (SNAPSHOT_ENTRIES.end, None),
             (u64::MAX, None),
         ] {
             assert_eq!(view_of(ino), view, "inode {ino}");
@@ -228,5 +280,19 @@ mod tests {
         assert_eq!(mirror_of(40), None);
         assert_eq!(mirror_of(REALMS_ENTRIES.start), None);
         assert_eq!(REALMS_ENTRIES.start, PEERS_ENTRIES.end);
+        assert_eq!(HISTORY_ENTRIES.start, REALMS_ENTRIES.end);
+        assert_eq!(SNAPSHOT_ENTRIES.start, HISTORY_ENTRIES.end);
+        assert_eq!(history_of(of_history(40)), Some(40));
+        assert_eq!(history_of(40), None);
+        let ino = of_snapshot(3, 7).expect("inode");
+        assert_eq!(ino, SNAPSHOT_ENTRIES.start + (3 << 32) + 7);
+        assert_eq!(snapshot_of(ino), Some((3, 7)));
+        assert_eq!(
+            of_snapshot(SNAPSHOT_NUMBERS - 1, u32::MAX).map(view_of),
+            Some(Some(ViewId::Snapshots))
+        );
+        assert_eq!(of_snapshot(SNAPSHOT_NUMBERS, 0), None);
+        assert_eq!(snapshot_of(SNAPSHOT_ENTRIES.end), None);
+        assert_eq!(snapshot_of(SNAPSHOTS), None);
     }
 }

@@ -160,6 +160,13 @@ pub(crate) fn read_only(change: Change<'_>) -> FsError {
     }
 }
 
+/// What a view without ACLs answers to a `system.*` attribute (as the vault does): `ls -l`
+/// and `cp -a` then stop asking for ACLs on this filesystem, instead of asking for every file.
+pub(crate) fn no_acls(name: &[u8]) -> Option<FsError> {
+    name.starts_with(b"system.")
+        .then(|| FsError::new(libc::EOPNOTSUPP, "system.* attributes (ACLs) are not supported"))
+}
+
 /// The attributes of one of the mount's own folders or files: owned by the user who
 /// mounted, every time the mount's start.
 pub(crate) fn fixed_attr(

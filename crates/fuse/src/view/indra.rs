@@ -1,4 +1,5 @@
-//! `.indra/` (inode 5) and its read-only files (6..=12). Each file is rendered from the store
+//! `.indra/` (inode 5), its read-only files (6..=13), and its folders `history/` (14) and
+//! `snapshots/` (15), each the root of its own view (`history`, `snapshots`). Each file is rendered from the store
 //! when it is opened, and the handle keeps that rendering, so one sequence of reads sees one
 //! snapshot. Queued attention events are written first, so what a file shows includes every
 //! event before the open; opening these files is not attention itself.
@@ -21,7 +22,7 @@ use indras_artifacts::{AttentionKind, NodeKind, Vault};
 use serde::Serialize;
 
 use super::common::{
-    Found, NO_TTL, ReadOnlyFile, ReadOnlyView, Stamped, View, fixed_attr, fixed_listing,
+    Found, NO_TTL, ReadOnlyFile, ReadOnlyView, Stamped, TTL, View, fixed_attr, fixed_listing,
 };
 use super::heat;
 use crate::attention::Attention;
@@ -44,6 +45,9 @@ const FILES: [(u64, &str); 8] = [
     (inode::STATUS_JSON, "status.json"),
     (inode::SYNC_STATUS_JSON, "sync-status.json"),
 ];
+
+/// The folders of `.indra/`, each the root of its own view, listed after the files.
+const FOLDERS: [(u64, &str); 2] = [(inode::HISTORY, "history"), (inode::SNAPSHOTS, "snapshots")];
 
 /// Events `attention.log` shows at most (the newest).
 const LOG_LINES_MAX: usize = 100_000;
@@ -137,7 +141,9 @@ impl IndraView {
 impl View for IndraView {
     fn getattr(&self, ino: u64) -> FsResult<Attr> {
         match ino {
-            inode::INDRA => Ok(fixed_attr(&self.info, ino, NodeKind::Dir, 0o555, 2, 0)),
+            inode::INDRA => {
+                Ok(fixed_attr(&self.info, ino, NodeKind::Dir, 0o555, 2 + FOLDERS.len() as u32, 0))
+            }
             i if is_file(i) => Ok(fixed_attr(
                 &self.info,
                 i,
@@ -154,6 +160,9 @@ impl View for IndraView {
         if parent != inode::INDRA {
             return Err(FsError::errno(libc::ENOTDIR));
         }
+        if let Some((ino, _)) = FOLDERS.iter().find(|(_, n)| n.as_bytes() == name) {
+            return Ok(Found::ViewRoot(*ino));
+        }
         let ino = FILES
             .iter()
             .find(|(_, n)| n.as_bytes() == name)
@@ -167,11 +176,14 @@ impl View for IndraView {
             return Err(FsError::errno(libc::ENOTDIR));
         }
         let files = FILES.iter().map(|(ino, name)| (*ino, NodeKind::File, name.as_bytes()));
-        Ok(fixed_listing(dir, inode::ROOT, offset, files))
+        let folders = FOLDERS.iter().map(|(ino, name)| (*ino, NodeKind::Dir, name.as_bytes()));
+        Ok(fixed_listing(dir, inode::ROOT, offset, files.chain(folders)))
     }
 
-    fn ttl(&self, _ino: u64) -> Duration {
-        NO_TTL
+    fn ttl(&self, ino: u64) -> Duration {
+        // The folder itself never changes (a path walk through it, such as each `stat` of
+        // `.indra/history/...`, then stays in the kernel); its files change size at will.
+        if ino == inode::INDRA { TTL } else { NO_TTL }
     }
 }
 
