@@ -44,9 +44,8 @@ pub use vault::chain::{self, Delivered, Recorded, Refused, Taken};
 pub use vault::exchange::{LeafLayout, decode_chunk_list, decode_leaf_list, decode_segment_list};
 pub use vault::gc::{FsckOptions, FsckReport, GcReport, Problem, Progress};
 pub use vault::handle::{Changes, Commit, Counts, Options, Stats, Vault};
-pub use vault::history::{
-    Deleted, HistoryUsage, Keep, Pruned, Thinned, Tier, Version, parse_duration,
-};
+pub use vault::history::{Deleted, HistoryUsage, Pruned, Version};
+pub use vault::manifest::{Manifest, SnapEntry};
 pub use vault::mirror::{MirrorChanges, clean_label};
 pub use vault::namespace::{
     FILE_SIZE_MAX, LINK_MAX, NAME_MAX, Placed, XATTR_VALUE_MAX, validate_name,
@@ -54,6 +53,5 @@ pub use vault::namespace::{
 pub use vault::realms::{
     Realm, RealmChanges, RealmId, RealmItem, RealmRow, RealmTarget, validate_realm_name,
 };
-pub use vault::snapshots::{
-    AUTO_PREFIX, Manifest, SNAPSHOT_NAME_MAX, SnapEntry, Snapshot, validate_snapshot_name,
-};
+pub use vault::retention::{Keep, Thinned, Tier, parse_duration};
+pub use vault::snapshots::{AUTO_PREFIX, SNAPSHOT_NAME_MAX, Snapshot, validate_snapshot_name};

@@ -117,9 +117,9 @@ pub struct Vault {
     writes: std::sync::atomic::AtomicU64,
     recovered: bool,
     /// Retention, and what history last gave way to.
-    pub(crate) history: crate::vault::history::HistoryState,
+    pub(crate) history: crate::vault::retention::HistoryState,
     /// Snapshots' manifests in memory, and the leaves they name.
-    pub(crate) snapshots: crate::vault::snapshots::SnapshotState,
+    pub(crate) snapshots: crate::vault::manifest::SnapshotState,
     /// What changed since the last `take_changes`, once `watch_changes` was called.
     changes: Mutex<Option<Changes>>,
     /// The content bytes of the leaves in `unreferenced_v1` (`unreferenced_bytes`).
@@ -217,8 +217,8 @@ impl Vault {
             writes: std::sync::atomic::AtomicU64::new(0),
             closed: AtomicBool::new(false),
             recovered: was_open,
-            history: Default::default(),
-            snapshots: Default::default(),
+            history: crate::vault::retention::HistoryState::default(),
+            snapshots: crate::vault::manifest::SnapshotState::default(),
             changes: Mutex::new(None),
             unreferenced: std::sync::atomic::AtomicI64::new(0),
             room: Mutex::new(None),

@@ -13,7 +13,6 @@
 //! - With `Keep::none` no version is recorded, and pruning drops every version.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result, lossy};
@@ -23,149 +22,7 @@ use crate::store::schema::{DeletedRecord, VersionRecord, decode, encode};
 use crate::types::{Hash, NewNode, Node, NodeId, NodeKind, PlayerId, Timestamp};
 use crate::vault::handle::{Commit, Vault};
 use crate::vault::namespace::validate_name;
-
-const HOUR: u64 = 3600;
-const DAY: u64 = 24 * HOUR;
-
-/// One tier of retention: versions younger than `within` seconds are kept, all of them when
-/// `every` is 0, else the newest of each `every`-second period.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tier {
-    pub within: u64,
-    pub every: u64,
-}
-
-/// How long history keeps versions: staggered tiers, as Time Machine and Syncthing keep them.
-/// No tiers means history is off. The default keeps every version for 24 hours, then one per
-/// hour for 7 days, then one per day for 30 days.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Keep {
-    tiers: Vec<Tier>,
-}
-
-impl Default for Keep {
-    fn default() -> Self {
-        Keep {
-            tiers: vec![
-                Tier { within: DAY, every: 0 },
-                Tier { within: 7 * DAY, every: HOUR },
-                Tier { within: 30 * DAY, every: DAY },
-            ],
-        }
-    }
-}
-
-impl Keep {
-    /// History off: nothing recorded, nothing kept.
-    pub fn none() -> Keep {
-        Keep { tiers: Vec::new() }
-    }
-
-    pub fn is_off(&self) -> bool {
-        self.tiers.is_empty()
-    }
-
-    pub fn tiers(&self) -> &[Tier] {
-        &self.tiers
-    }
-
-    /// Parses `none`, or tiers `WITHIN:EVERY` joined by commas, where `WITHIN` is how long the
-    /// tier reaches back and `EVERY` is `all` or one version per that period: the default is
-    /// `24h:all,7d:1h,30d:1d`. Durations are a number and a unit: `s`, `m`, `h`, `d` or `w`.
-    pub fn parse(s: &str) -> std::result::Result<Keep, String> {
-        let s = s.trim();
-        if s == "none" {
-            return Ok(Keep::none());
-        }
-        let mut tiers = Vec::new();
-        for part in s.split(',') {
-            let (within, every) = part.trim().split_once(':').ok_or_else(|| {
-                format!("{part:?}: expected WITHIN:EVERY, like 24h:all or 7d:1h, or none")
-            })?;
-            let within = parse_duration(within)?;
-            let every = if every.trim() == "all" { 0 } else { parse_duration(every)? };
-            if within == 0 {
-                return Err(format!("{part:?}: a tier must reach back more than 0 s"));
-            }
-            if let Some(last) = tiers.last().map(|t: &Tier| t.within)
-                && within <= last
-            {
-                return Err(format!("{part:?}: tiers must reach further back in turn"));
-            }
-            tiers.push(Tier { within, every });
-        }
-        Ok(Keep { tiers })
-    }
-
-    /// How far back anything is kept.
-    pub fn horizon(&self) -> u64 {
-        self.tiers.last().map_or(0, |t| t.within)
-    }
-
-    /// Which of `times` (ascending) the tiers keep at `now`: per tier, every one, or the newest
-    /// of each period. The last of them is kept when `keep_last`.
-    pub fn select(&self, times: &[Timestamp], now: Timestamp, keep_last: bool) -> Vec<bool> {
-        let mut keep = vec![false; times.len()];
-        let mut seen: HashSet<(usize, i64)> = HashSet::new();
-        for (i, t) in times.iter().enumerate().rev() {
-            let age = u64::try_from(now.secs.saturating_sub(t.secs)).unwrap_or(0);
-            let Some((n, tier)) = self.tiers.iter().enumerate().find(|(_, tier)| age < tier.within)
-            else {
-                continue;
-            };
-            keep[i] = tier.every == 0
-                || seen
-                    .insert((n, t.secs.div_euclid(i64::try_from(tier.every).unwrap_or(i64::MAX))));
-        }
-        if keep_last && let Some(last) = keep.last_mut() {
-            *last = true;
-        }
-        keep
-    }
-}
-
-impl fmt::Display for Keep {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.tiers.is_empty() {
-            return f.write_str("none");
-        }
-        let parts: Vec<String> = self
-            .tiers
-            .iter()
-            .map(|t| {
-                let every = if t.every == 0 { "all".to_string() } else { duration(t.every) };
-                format!("{}:{every}", duration(t.within))
-            })
-            .collect();
-        f.write_str(&parts.join(","))
-    }
-}
-
-/// `90s`, `15m`, `24h`, `7d`, `2w`: a number of seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
-    let s = s.trim();
-    let unit_at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(unit_at);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number and a unit, like 1h"))?;
-    let per = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => HOUR,
-        "d" => DAY,
-        "w" => 7 * DAY,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h, d or w")),
-    };
-    n.checked_mul(per).ok_or_else(|| format!("{s:?}: too long"))
-}
-
-fn duration(secs: u64) -> String {
-    for (per, unit) in [(DAY, "d"), (HOUR, "h"), (60, "m")] {
-        if secs.is_multiple_of(per) {
-            return format!("{}{unit}", secs / per);
-        }
-    }
-    format!("{secs}s")
-}
+use crate::vault::retention::{Keep, Thinned};
 
 /// One version of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,7 +39,7 @@ pub struct Version {
 }
 
 impl Version {
-    fn from_record(history: u64, id: u64, r: VersionRecord) -> Version {
+    fn from_record(history: u64, id: u64, r: &VersionRecord) -> Version {
         Version {
             id,
             history,
@@ -227,21 +84,6 @@ pub struct Pruned {
     pub bytes: u64,
 }
 
-/// When history last gave way to space, for `status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Thinned {
-    pub at: Timestamp,
-    pub versions: u64,
-    pub bytes: u64,
-}
-
-/// History's in-memory state on the vault.
-#[derive(Debug, Default)]
-pub(crate) struct HistoryState {
-    keep: Mutex<Keep>,
-    thinned: Mutex<Option<Thinned>>,
-}
-
 impl W<'_> {
     /// The history id of a file node: its own id, unless it goes on with another file's.
     pub(crate) fn history_id(&mut self, node: NodeId) -> Result<u64> {
@@ -256,7 +98,7 @@ impl W<'_> {
         let mut out = Vec::new();
         for row in self.versions()?.range((history, 0)..=(history, u64::MAX))? {
             let (k, v) = row?;
-            out.push(Version::from_record(history, k.value().1, decode("version", v.value())?));
+            out.push(Version::from_record(history, k.value().1, &decode("version", v.value())?));
         }
         Ok(out)
     }
@@ -439,7 +281,7 @@ impl Vault {
             let history = r.version_nodes()?.get(id)?.map(|v| v.value());
             let Some(history) = history else { return Err(Error::NoSuchVersion(id)) };
             match r.version_row(history, id)? {
-                Some(rec) => Ok(Version::from_record(history, id, rec)),
+                Some(rec) => Ok(Version::from_record(history, id, &rec)),
                 None => Err(Error::NoSuchVersion(id)),
             }
         })
@@ -606,7 +448,7 @@ impl Vault {
                 .map(|row| {
                     let (k, v) = row?;
                     let (history, id) = k.value();
-                    Ok(Version::from_record(history, id, decode("version", v.value())?))
+                    Ok(Version::from_record(history, id, &decode("version", v.value())?))
                 })
                 .collect::<Result<_>>()?;
             let mut newest: HashMap<u64, u64> = HashMap::new();
@@ -717,51 +559,4 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn deleted(id: u64, rec: DeletedRecord) -> Deleted {
     Deleted { id, parent: rec.parent, name: rec.name, dir: rec.dir, deleted_at: rec.deleted_at }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(secs: i64) -> Timestamp {
-        Timestamp { secs, nanos: 0 }
-    }
-
-    #[test]
-    fn parses_and_prints_tiers() {
-        assert_eq!(Keep::parse("24h:all,7d:1h,30d:1d").unwrap(), Keep::default());
-        assert_eq!(Keep::default().to_string(), "1d:all,7d:1h,30d:1d");
-        assert!(Keep::parse("none").unwrap().is_off());
-        assert_eq!(Keep::parse("90m:all").unwrap().tiers(), &[Tier { within: 5400, every: 0 }]);
-        for bad in ["", "7d", "7d:1x", "1d:all,1h:all", "0s:all", "x:all", "99999999999999999w:all"]
-        {
-            assert!(Keep::parse(bad).is_err(), "{bad:?} parsed");
-        }
-    }
-
-    #[test]
-    fn staggered_selection_keeps_the_newest_of_each_period() {
-        let keep = Keep::default();
-        let now = at(100 * DAY as i64);
-        let d = DAY as i64;
-        let h = HOUR as i64;
-        // Two an hour apart a day ago and more (kept), two in one hour two days ago (one kept),
-        // two on one day ten days ago (one kept), one 40 days ago (gone).
-        let times = [
-            now.secs - 40 * d,
-            now.secs - 10 * d - 3 * h,
-            now.secs - 10 * d - 2 * h,
-            now.secs - 2 * d - 10,
-            now.secs - 2 * d - 5,
-            now.secs - 20 * h,
-            now.secs - 19 * h,
-        ];
-        let times: Vec<Timestamp> = times.iter().map(|s| at(*s)).collect();
-        let kept = keep.select(&times, now, false);
-        assert_eq!(kept, [false, false, true, false, true, true, true]);
-        // Every version older than the horizon goes, except the one kept last.
-        let old: Vec<Timestamp> = (0..3).map(|i| at(i)).collect();
-        assert_eq!(keep.select(&old, now, true), [false, false, true]);
-        assert_eq!(Keep::none().select(&old, now, false), [false, false, false]);
-    }
 }

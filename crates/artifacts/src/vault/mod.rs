@@ -10,11 +10,13 @@ pub(crate) mod gc;
 pub(crate) mod handle;
 pub mod history;
 pub(crate) mod identity;
+pub mod manifest;
 pub(crate) mod migrate;
 pub mod mirror;
 pub(crate) mod namespace;
 #[cfg(test)]
 mod open_tests;
 pub mod realms;
+pub mod retention;
 pub(crate) mod sharing;
 pub mod snapshots;

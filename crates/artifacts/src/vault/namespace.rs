@@ -758,7 +758,7 @@ impl Vault {
             if let Some(old) = node.content {
                 w.leaf_decref(&old, now)?;
             }
-            if history && node.nlink > 0 && node.content != Some(staged.hash) {
+            if history && staged.size > 0 && node.nlink > 0 && node.content != Some(staged.hash) {
                 w.record_version(id, staged.hash, staged.size, added, player, now)?;
             }
             node.content = Some(staged.hash);

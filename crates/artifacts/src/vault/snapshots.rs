@@ -12,18 +12,17 @@
 //!   snapshot_held`): GC and snapshot creation meet at `SnapshotState::gate`, taken before the
 //!   staging lock, so no collection decides between a snapshot's walk and its record.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::meta::W;
 use crate::store::schema::{SnapshotRecord, bytes_u64, decode, encode, u64_bytes};
 use crate::types::{Hash, NodeId, NodeKind, Timestamp};
 use crate::vault::handle::{Commit, Vault};
-use crate::vault::history::Keep;
+use crate::vault::manifest::{Manifest, SnapEntry};
 use crate::vault::namespace::{children, validate_name};
+use crate::vault::retention::Keep;
 
 /// The longest snapshot name, in bytes.
 pub const SNAPSHOT_NAME_MAX: usize = 128;
@@ -33,73 +32,6 @@ const META_NEXT_SNAPSHOT: &str = "next_snapshot";
 const MANIFEST_V1: u8 = 1;
 /// The prefix of the names `--snapshot-every` gives.
 pub const AUTO_PREFIX: &str = "auto-";
-
-/// One entry of a snapshot, as the vault had it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapEntry {
-    /// 0 for the vault's root, 1 for its entries, and so on.
-    pub depth: u32,
-    pub name: Vec<u8>,
-    pub node: NodeId,
-    pub kind: NodeKind,
-    pub perm: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub rdev: u32,
-    pub size: u64,
-    pub atime: Timestamp,
-    pub mtime: Timestamp,
-    pub ctime: Timestamp,
-    pub leaf: Option<Hash>,
-    pub symlink: Option<Vec<u8>>,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// A snapshot's manifest, with its folders' children found.
-#[derive(Debug)]
-pub struct Manifest {
-    pub entries: Vec<SnapEntry>,
-    /// Each folder's children (indexes into `entries`), in name order.
-    kids: HashMap<u32, Vec<u32>>,
-}
-
-impl Manifest {
-    fn new(entries: Vec<SnapEntry>) -> Result<Manifest> {
-        let mut kids: HashMap<u32, Vec<u32>> = HashMap::new();
-        let mut path: Vec<u32> = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let i = u32::try_from(i)
-                .map_err(|_| Error::CorruptRecord("snapshot", "too many entries".into()))?;
-            let depth = e.depth as usize;
-            if depth > path.len() || (depth == 0) != (i == 0) {
-                return Err(Error::CorruptRecord("snapshot", format!("entry {i} is out of place")));
-            }
-            path.truncate(depth);
-            if let Some(parent) = path.last() {
-                kids.entry(*parent).or_default().push(i);
-            }
-            path.push(i);
-        }
-        Ok(Manifest { entries, kids })
-    }
-
-    /// The children of entry `dir`, in name order.
-    pub fn children(&self, dir: u32) -> &[u32] {
-        self.kids.get(&dir).map_or(&[], Vec::as_slice)
-    }
-
-    /// The child of `dir` named `name`.
-    pub fn lookup(&self, dir: u32, name: &[u8]) -> Option<u32> {
-        let kids = self.children(dir);
-        kids.binary_search_by(|k| self.entries[*k as usize].name.as_slice().cmp(name))
-            .ok()
-            .map(|i| kids[i])
-    }
-
-    pub fn entry(&self, i: u32) -> Option<&SnapEntry> {
-        self.entries.get(i as usize)
-    }
-}
 
 /// A snapshot, as `snapshot list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,17 +43,6 @@ pub struct Snapshot {
     pub auto: bool,
     pub entries: u64,
     pub bytes: u64,
-}
-
-/// Snapshots' state in memory.
-#[derive(Debug, Default)]
-pub(crate) struct SnapshotState {
-    /// Taken by snapshot creation for its whole length, and by GC before the staging lock.
-    gate: Mutex<()>,
-    /// Manifests read, by their leaf.
-    manifests: Mutex<HashMap<Hash, Arc<Manifest>>>,
-    /// Every leaf any snapshot names; `None` after a change of the snapshots.
-    held: Mutex<Option<Arc<HashSet<Hash>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,7 +57,7 @@ pub fn validate_snapshot_name(name: &str) -> Result<()> {
     validate_name(name.as_bytes())
 }
 
-fn snapshot(name: &[u8], rec: SnapshotRecord) -> Snapshot {
+fn snapshot(name: &[u8], rec: &SnapshotRecord) -> Snapshot {
     Snapshot {
         name: String::from_utf8_lossy(name).into_owned(),
         number: rec.number,
@@ -148,8 +69,12 @@ fn snapshot(name: &[u8], rec: SnapshotRecord) -> Snapshot {
     }
 }
 
+/// The vault's namespace, depth first, names sorted: a snapshot's entries.
+fn snapshot_entries(w: &mut W) -> Result<Vec<SnapEntry>> {
+    w.snapshot_entries()
+}
+
 impl W<'_> {
-    /// The vault's namespace, depth first, names sorted: a snapshot's entries.
     fn snapshot_entries(&mut self) -> Result<Vec<SnapEntry>> {
         let mut kids = children(self)?;
         for list in kids.values_mut() {
@@ -207,7 +132,7 @@ impl Vault {
             return Err(Error::SnapshotExists(name.to_string()));
         }
         // One operation: no change lands while the walk reads, so the cut is consistent.
-        let entries = self.write_fs(Commit::CrashConsistent, |w| w.snapshot_entries())?;
+        let entries = self.write_fs(Commit::CrashConsistent, snapshot_entries)?;
         let count = entries.len() as u64;
         let bytes = entries.iter().filter(|e| e.kind == NodeKind::File).map(|e| e.size).sum();
         let mut encoded = vec![MANIFEST_V1];
@@ -239,7 +164,7 @@ impl Vault {
         })?;
         self.payloads.committed(&staged);
         *lock(&self.snapshots.held) = None;
-        Ok(snapshot(name.as_bytes(), rec))
+        Ok(snapshot(name.as_bytes(), &rec))
     }
 
     /// Every snapshot, oldest first.
@@ -249,7 +174,7 @@ impl Vault {
                 .iter()?
                 .map(|row| {
                     let (k, v) = row?;
-                    Ok(snapshot(k.value(), decode("snapshot", v.value())?))
+                    Ok(snapshot(k.value(), &decode("snapshot", v.value())?))
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
@@ -260,7 +185,7 @@ impl Vault {
     /// The snapshot `name`.
     pub fn snapshot(&self, name: &str) -> Result<Snapshot> {
         match self.read_fs(|r| r.snapshot_row(name))? {
-            Some(rec) => Ok(snapshot(name.as_bytes(), rec)),
+            Some(rec) => Ok(snapshot(name.as_bytes(), &rec)),
             None => Err(Error::NoSuchSnapshot(name.to_string())),
         }
     }
@@ -282,7 +207,7 @@ impl Vault {
         // while the snapshot held them).
         let gone = match gone {
             Some(m) => m,
-            None => Arc::new(self.read_manifest(&snapshot(name.as_bytes(), rec))?),
+            None => Arc::new(self.read_manifest(&snapshot(name.as_bytes(), &rec))?),
         };
         let held = self.snapshot_held()?;
         let freed: Vec<Hash> =
