@@ -29,8 +29,8 @@ use crate::control::addr::socket_path;
 use crate::control::client::{self, ANSWER_TIMEOUT};
 use crate::control::daemon;
 use crate::control::protocol::{Request, Response, ShareMode};
-use crate::history::{Pick, SnapshotJson, VersionJson};
 use crate::history;
+use crate::history::{Pick, SnapshotJson, VersionJson};
 use crate::locate::{Found, Target, VaultArgs, check_player_name, default_data_dir, locate};
 use crate::network::{KernelCaches, NetTransport, NetView, ShareService, StoreBook};
 
@@ -983,7 +983,8 @@ fn vault_names(path: &Path) -> Result<Vec<String>> {
             ),
             std::path::Component::CurDir => {}
             _ => bail!(
-                "{} is in no mount; with --data-dir or --player, give the file's path from the                  vault's root (like notes/ideas.md)",
+                "{} is in no mount; with --data-dir or --player, give the file's path from the \
+                 vault's root (like notes/ideas.md)",
                 path.display()
             ),
         }

@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use indras_artifacts::{
-    Commit, Deleted, Error, NewNode, Node, NodeId, NodeKind, PlayerId, Timestamp, Vault,
-    Version, hex,
+    Commit, Deleted, Error, NewNode, Node, NodeId, NodeKind, PlayerId, Timestamp, Vault, Version,
+    hex,
 };
 use serde::{Deserialize, Serialize};
 
@@ -139,17 +139,15 @@ fn find(vault: &Vault, path: &[String]) -> Result<(NodeId, Found), String> {
         at = match vault.lookup(at, name.as_bytes()) {
             Ok(n) if n.kind == NodeKind::Dir => n.id,
             Ok(_) => return Err(format!("{} is not a folder", so_far())),
-            Err(e) if is_missing(&e) => {
-                match newest(deleted_named(vault, at, name, true)?) {
-                    Some(d) => NodeId(d.id),
-                    None => {
-                        return Err(format!(
-                            "{}: no such folder, and history keeps no deleted one there",
-                            so_far()
-                        ));
-                    }
+            Err(e) if is_missing(&e) => match newest(deleted_named(vault, at, name, true)?) {
+                Some(d) => NodeId(d.id),
+                None => {
+                    return Err(format!(
+                        "{}: no such folder, and history keeps no deleted one there",
+                        so_far()
+                    ));
                 }
-            }
+            },
             Err(e) => return Err(format!("{}: {e}", so_far())),
         };
     }
@@ -172,7 +170,12 @@ fn find(vault: &Vault, path: &[String]) -> Result<(NodeId, Found), String> {
 
 /// The deleted files (or folders, with `dir`) named `name` that were in `dir`, newest
 /// deletion first.
-fn deleted_named(vault: &Vault, dir: NodeId, name: &str, folders: bool) -> Result<Vec<Deleted>, String> {
+fn deleted_named(
+    vault: &Vault,
+    dir: NodeId,
+    name: &str,
+    folders: bool,
+) -> Result<Vec<Deleted>, String> {
     let mut out: Vec<Deleted> = vault
         .deleted_in(dir)
         .map_err(|e| e.to_string())?
@@ -243,15 +246,36 @@ pub fn history(vault: &Vault, path: &[String]) -> Result<Vec<VersionJson>, Strin
     Ok(out)
 }
 
-/// The version `pick` names among `versions`: the one with its id, or the latest committed
-/// at or before its time (to the millisecond, as times are shown).
-fn pick_in(versions: &[Version], pick: Pick) -> Option<&Version> {
+/// The version `pick` names among `versions` of `path`: the one with its id, or the one
+/// committed at its time (to the millisecond, as times are shown), else the latest before it.
+/// A time several versions were committed at names none of them: `--id` must choose.
+fn pick_in<'a>(
+    versions: &'a [Version],
+    pick: Pick,
+    path: &[String],
+) -> Result<Option<&'a Version>, String> {
     match pick {
-        Pick::Id { id } => versions.iter().find(|v| v.id == id),
-        Pick::At { millis } => versions
-            .iter()
-            .filter(|v| v.committed_at.as_millis() <= millis)
-            .max_by_key(|v| (v.committed_at.as_millis(), v.id)),
+        Pick::Id { id } => Ok(versions.iter().find(|v| v.id == id)),
+        Pick::At { millis } => {
+            let at: Vec<String> = versions
+                .iter()
+                .filter(|v| v.committed_at.as_millis() == millis)
+                .map(|v| version_hex(v.id))
+                .collect();
+            if at.len() > 1 {
+                return Err(format!(
+                    "{} versions of {} were committed at {}: choose one with --id ({})",
+                    at.len(),
+                    shown(path),
+                    rfc3339(Timestamp::from_millis(millis)),
+                    at.join(", ")
+                ));
+            }
+            Ok(versions
+                .iter()
+                .filter(|v| v.committed_at.as_millis() <= millis)
+                .max_by_key(|v| (v.committed_at.as_millis(), v.id)))
+        }
     }
 }
 
@@ -290,12 +314,15 @@ pub fn restore(
         Found::Live(node) => {
             let history = vault.history_id(node.id).map_err(|e| format!("{p}: {e}"))?;
             let versions = versions_of(vault, history, path)?;
-            let own = pick_in(&versions, pick).cloned();
+            let own = pick_in(&versions, pick, path)?.cloned();
             // A version id of a deleted file once at this path: it comes back elsewhere.
             let other = match (pick, &own) {
-                (Pick::Id { .. }, None) => {
-                    deleted_with(vault, deleted_named(vault, folder, &path[path.len() - 1], false)?, pick, path)?
-                }
+                (Pick::Id { .. }, None) => deleted_with(
+                    vault,
+                    deleted_named(vault, folder, &path[path.len() - 1], false)?,
+                    pick,
+                    path,
+                )?,
                 _ => None,
             };
             match (own, other, to) {
@@ -345,9 +372,8 @@ pub fn restore(
             match to {
                 Some(to) => undelete(vault, path, &d, &v, to, now),
                 None => {
-                    let alive = vault
-                        .node(d.parent)
-                        .is_ok_and(|n| n.kind == NodeKind::Dir && n.nlink > 0);
+                    let alive =
+                        vault.node(d.parent).is_ok_and(|n| n.kind == NodeKind::Dir && n.nlink > 0);
                     if !alive {
                         return Err(format!(
                             "the folder {p} was in is gone: bring it back elsewhere with --to PATH"
@@ -371,7 +397,7 @@ fn deleted_with(
     let mut best: Option<(Deleted, Version)> = None;
     for d in list {
         let versions = versions_of(vault, d.id, path)?;
-        if let Some(v) = pick_in(&versions, pick) {
+        if let Some(v) = pick_in(&versions, pick, path)? {
             let better = best.as_ref().is_none_or(|(_, b)| {
                 (v.committed_at.as_millis(), v.id) > (b.committed_at.as_millis(), b.id)
             });
@@ -494,7 +520,14 @@ mod tests {
                 v.node(n.id).expect("node")
             }
             Err(_) => v
-                .create(parent, name.as_bytes(), &NewNode::file(0o644), Some(staged), Timestamp::now(), CC)
+                .create(
+                    parent,
+                    name.as_bytes(),
+                    &NewNode::file(0o644),
+                    Some(staged),
+                    Timestamp::now(),
+                    CC,
+                )
                 .expect("create"),
         }
     }
@@ -539,7 +572,8 @@ mod tests {
 
         // By id, then by time: each a new version.
         let id = parse_version_id(&h[0].version).expect("id");
-        restore(&v, &names("notes/a.md"), Pick::Id { id }, None, Timestamp::now()).expect("restore");
+        restore(&v, &names("notes/a.md"), Pick::Id { id }, None, Timestamp::now())
+            .expect("restore");
         assert_eq!(content(&v, notes.id, "a.md"), b"v0");
         let at = parse_time(&h[1].time).expect("time");
         restore(&v, &names("notes/a.md"), Pick::At { millis: at }, None, Timestamp::now())
@@ -552,6 +586,19 @@ mod tests {
         let e = restore(&v, &names("notes/a.md"), Pick::At { millis: 0 }, None, Timestamp::now())
             .unwrap_err();
         assert!(e.contains("at or before"), "{e}");
+        // Two versions in one millisecond: the time names neither.
+        let a = v.lookup(notes.id, b"a.md").expect("lookup");
+        let base = v.versions(v.history_id(a.id).expect("id")).expect("versions")[0].clone();
+        let tied: Vec<Version> = [1, 2]
+            .iter()
+            .map(|id| Version { id: *id, committed_at: Timestamp::from_millis(5), ..base.clone() })
+            .collect();
+        let e = pick_in(&tied, Pick::At { millis: 5 }, &names("t")).unwrap_err();
+        assert!(e.contains("choose one with --id"), "{e}");
+        assert_eq!(
+            pick_in(&tied, Pick::At { millis: 6 }, &names("t")).expect("pick").map(|x| x.id),
+            Some(2)
+        );
 
         // Deleted: listed with its deletion time, brought back where it was, or elsewhere.
         let node = v.lookup(notes.id, b"a.md").expect("lookup");
@@ -572,11 +619,13 @@ mod tests {
         v.reap(back.id, CC).expect("reap");
         save(&v, NodeId::ROOT, "taken.md", b"x");
         let latest = Pick::At { millis: i64::MAX };
-        let e = restore(&v, &names("notes/a.md"), latest, Some(&names("taken.md")), Timestamp::now())
-            .unwrap_err();
+        let e =
+            restore(&v, &names("notes/a.md"), latest, Some(&names("taken.md")), Timestamp::now())
+                .unwrap_err();
         assert!(e.contains("taken.md exists"), "{e}");
-        let e = restore(&v, &names("notes/a.md"), latest, Some(&names("nope/a.md")), Timestamp::now())
-            .unwrap_err();
+        let e =
+            restore(&v, &names("notes/a.md"), latest, Some(&names("nope/a.md")), Timestamp::now())
+                .unwrap_err();
         assert!(e.contains("no folder nope"), "{e}");
         restore(&v, &names("notes/a.md"), latest, Some(&names("moved.md")), Timestamp::now())
             .expect("undelete elsewhere");

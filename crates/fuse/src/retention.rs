@@ -87,8 +87,7 @@ pub fn tend(
             return Ok(Tended { pruned, thinned: Pruned::default() });
         }
     };
-    let thinned =
-        if held > budget { vault.thin_history(budget, now)? } else { Pruned::default() };
+    let thinned = if held > budget { vault.thin_history(budget, now)? } else { Pruned::default() };
     Ok(Tended { pruned, thinned })
 }
 

@@ -27,8 +27,8 @@ use indras_artifacts::{
 use indras_share::Share;
 
 use super::protocol::{GrantJson, Request, Response, ShareMode};
-use crate::history::{self, Pick};
 use super::server::{Config, ControlServer, Handler, Reply, StartError};
+use crate::history::{self, Pick};
 
 /// How long `peer add` may take to reach the inviter and hear back.
 const ADD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,7 +49,12 @@ impl MountHandler {
     /// Restores a file (or brings a deleted one back), then has the kernel drop what it cached
     /// of it: the file's pages and attributes, or, for a new entry, the name in its folder
     /// (a cached "no such file") and the folder's attributes.
-    fn restore(&self, path: &[String], pick: Pick, to: Option<&[String]>) -> Result<String, String> {
+    fn restore(
+        &self,
+        path: &[String],
+        pick: Pick,
+        to: Option<&[String]>,
+    ) -> Result<String, String> {
         // Writes still buffered in open files are committed first (as versions of their own),
         // so that the restore lands on top of them and nothing buffered overwrites it.
         self.fs.commit_all().map_err(|e| format!("committing open files first: {e}"))?;
@@ -465,18 +470,18 @@ impl Handler for MountHandler {
                 Reply::new(done(self.realm_member(&name, &peer, false)))
             }
             Request::RealmLeave { name } => Reply::new(done(self.realm_leave(&name))),
-            Request::History { path } => Reply::new(match history::history(self.fs.vault(), &path) {
-                Ok(v) => Response::History(v),
-                Err(e) => Response::error(e),
-            }),
+            Request::History { path } => {
+                Reply::new(match history::history(self.fs.vault(), &path) {
+                    Ok(v) => Response::History(v),
+                    Err(e) => Response::error(e),
+                })
+            }
             Request::Restore { path, pick, to } => {
                 Reply::new(done(self.restore(&path, pick, to.as_deref())))
             }
-            Request::SnapshotCreate { name } => Reply::new(done(history::snapshot_create(
-                self.fs.vault(),
-                &name,
-                Timestamp::now(),
-            ))),
+            Request::SnapshotCreate { name } => {
+                Reply::new(done(history::snapshot_create(self.fs.vault(), &name, Timestamp::now())))
+            }
             Request::SnapshotList => Reply::new(match history::snapshot_list(self.fs.vault()) {
                 Ok(s) => Response::Snapshots(s),
                 Err(e) => Response::error(e),
