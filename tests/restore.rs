@@ -4,6 +4,7 @@
 //! `--keep none` keeps nothing; a small disk's history stays within its share; bad input is a
 //! one-line refusal.
 
+use std::io::{Read as _, Seek as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
@@ -63,11 +64,21 @@ fn history_restore_undelete_and_snapshots_on_a_mount_then_on_the_store() {
         assert!(text.contains(x["version"].as_str().expect("version")), "{text}");
     }
 
-    // The file's pages are in the kernel's cache; a restore shows at once all the same.
-    assert_eq!(std::fs::read_to_string(&file).expect("read"), saves[4]);
+    // The file's pages are in the kernel's cache (a reader holds it open); a restore shows at
+    // once all the same, to that reader and to a new one.
+    let mut reader = std::fs::File::open(&file).expect("open");
+    let read_again = |f: &mut std::fs::File| {
+        let mut text = String::new();
+        f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        f.read_to_string(&mut text).expect("read");
+        text
+    };
+    assert_eq!(read_again(&mut reader), saves[4]);
     let second = list[1]["version"].as_str().expect("version").to_owned();
     let out = cli(&["restore", s(&file), "--id", &second]);
     assert!(out.starts_with("restored notes/ideas.md"), "{out}");
+    assert_eq!(read_again(&mut reader), saves[1]);
+    drop(reader);
     assert_eq!(std::fs::read_to_string(&file).expect("read"), saves[1]);
     assert_eq!(std::fs::metadata(&file).expect("stat").len(), saves[1].len() as u64);
     let after = versions(&file);

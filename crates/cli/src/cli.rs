@@ -409,7 +409,7 @@ pub fn run() -> Result<()> {
         Cmd::Grants { path, mountpoint, json } => grants(path, mountpoint, json),
         Cmd::History { path, vault, json } => history(&path, &vault, json),
         Cmd::Restore { path, at, id, to, vault } => restore(&path, at, id, to.as_deref(), &vault),
-        Cmd::Snapshot { command } => snapshot(command),
+        Cmd::Snapshot { command } => snapshot(&command),
         Cmd::Gc { vault } => gc(&vault),
         Cmd::Fsck { vault, repair, deep } => fsck(&vault, repair, deep),
         Cmd::Scenario { file, timeout, keep, binary } => scenario(&file, timeout, keep, binary),
@@ -1134,8 +1134,8 @@ fn restore(
     Ok(())
 }
 
-fn snapshot(command: SnapshotCmd) -> Result<()> {
-    let (vault, request) = match &command {
+fn snapshot(command: &SnapshotCmd) -> Result<()> {
+    let (vault, request) = match command {
         SnapshotCmd::Create { name, vault } => {
             (vault, Request::SnapshotCreate { name: name.clone() })
         }
@@ -1148,7 +1148,7 @@ fn snapshot(command: SnapshotCmd) -> Result<()> {
         (_, Some(r)) => r,
         (target, None) => {
             let v = open_stored(&target)?;
-            let r = match &command {
+            let r = match command {
                 SnapshotCmd::Create { name, .. } => {
                     history::snapshot_create(&v, name, Timestamp::now())
                         .map(|message| Response::Done { message })
@@ -1161,7 +1161,7 @@ fn snapshot(command: SnapshotCmd) -> Result<()> {
             r.map_err(|e| anyhow!(e))?
         }
     };
-    match (answer, &command) {
+    match (answer, command) {
         (Response::Done { message }, SnapshotCmd::Create { .. } | SnapshotCmd::Delete { .. }) => {
             println!("{message}");
         }

@@ -572,7 +572,7 @@ impl Vault {
                     refs_fixes.push((leaf, actual));
                 }
                 let held = actual > 0 || history_refs.contains_key(&leaf);
-                if !held != unref_t.get(&leaf)?.is_some() {
+                if held == unref_t.get(&leaf)?.is_some() {
                     report.problems.push(Problem::UnreferencedIndex(leaf));
                     refs_fixes.push((leaf, actual));
                 }

@@ -212,8 +212,8 @@ impl Vault {
             writes: std::sync::atomic::AtomicU64::new(0),
             closed: AtomicBool::new(false),
             recovered: was_open,
-            history: Default::default(),
-            snapshots: Default::default(),
+            history: crate::vault::history::HistoryState::default(),
+            snapshots: crate::vault::snapshots::SnapshotState::default(),
             changes: Mutex::new(None),
             _lock: lock,
         };

@@ -182,7 +182,7 @@ pub struct Version {
 }
 
 impl Version {
-    fn from_record(history: u64, id: u64, r: VersionRecord) -> Version {
+    fn from_record(history: u64, id: u64, r: &VersionRecord) -> Version {
         Version {
             id,
             history,
@@ -256,7 +256,7 @@ impl W<'_> {
         let mut out = Vec::new();
         for row in self.versions()?.range((history, 0)..=(history, u64::MAX))? {
             let (k, v) = row?;
-            out.push(Version::from_record(history, k.value().1, decode("version", v.value())?));
+            out.push(Version::from_record(history, k.value().1, &decode("version", v.value())?));
         }
         Ok(out)
     }
@@ -439,7 +439,7 @@ impl Vault {
             let history = r.version_nodes()?.get(id)?.map(|v| v.value());
             let Some(history) = history else { return Err(Error::NoSuchVersion(id)) };
             match r.version_row(history, id)? {
-                Some(rec) => Ok(Version::from_record(history, id, rec)),
+                Some(rec) => Ok(Version::from_record(history, id, &rec)),
                 None => Err(Error::NoSuchVersion(id)),
             }
         })
@@ -606,7 +606,7 @@ impl Vault {
                 .map(|row| {
                     let (k, v) = row?;
                     let (history, id) = k.value();
-                    Ok(Version::from_record(history, id, decode("version", v.value())?))
+                    Ok(Version::from_record(history, id, &decode("version", v.value())?))
                 })
                 .collect::<Result<_>>()?;
             let mut newest: HashMap<u64, u64> = HashMap::new();
@@ -742,9 +742,9 @@ mod tests {
     #[test]
     fn staggered_selection_keeps_the_newest_of_each_period() {
         let keep = Keep::default();
-        let now = at(100 * DAY as i64);
-        let d = DAY as i64;
-        let h = HOUR as i64;
+        let now = at(100 * DAY.cast_signed());
+        let d = DAY.cast_signed();
+        let h = HOUR.cast_signed();
         // Two an hour apart a day ago and more (kept), two in one hour two days ago (one kept),
         // two on one day ten days ago (one kept), one 40 days ago (gone).
         let times = [
@@ -760,7 +760,7 @@ mod tests {
         let kept = keep.select(&times, now, false);
         assert_eq!(kept, [false, false, true, false, true, true, true]);
         // Every version older than the horizon goes, except the one kept last.
-        let old: Vec<Timestamp> = (0..3).map(|i| at(i)).collect();
+        let old: Vec<Timestamp> = (0..3).map(at).collect();
         assert_eq!(keep.select(&old, now, true), [false, false, true]);
         assert_eq!(Keep::none().select(&old, now, false), [false, false, false]);
     }
