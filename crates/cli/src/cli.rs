@@ -1419,7 +1419,7 @@ fn status_text(s: &Status) -> Result<String> {
     Ok(out)
 }
 
-pub(crate) fn bytes(n: u64) -> String {
+fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

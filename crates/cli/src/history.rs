@@ -471,12 +471,7 @@ fn snapshot_error(e: &Error) -> String {
 /// Takes the snapshot `name` of the whole vault.
 pub fn snapshot_create(vault: &Vault, name: &str, now: Timestamp) -> Result<String, String> {
     let s = vault.snapshot_create(name, false, now).map_err(|e| snapshot_error(&e))?;
-    Ok(format!(
-        "took snapshot {} ({} entries, {} of files)",
-        s.name,
-        s.entries,
-        crate::cli::bytes(s.bytes)
-    ))
+    Ok(format!("took snapshot {} ({} entries, {} bytes of files)", s.name, s.entries, s.bytes))
 }
 
 /// Every snapshot, oldest first.
@@ -512,22 +507,15 @@ mod tests {
         p.split('/').map(str::to_owned).collect()
     }
 
-    fn save(v: &Vault, parent: NodeId, name: &str, content: &[u8]) -> Node {
+    fn save(v: &Vault, parent: NodeId, name: &str, content: &[u8], at: Timestamp) -> Node {
         let staged = v.stage(content).expect("stage");
         match v.lookup(parent, name.as_bytes()) {
             Ok(n) => {
-                v.set_content(n.id, &staged, Timestamp::now(), CC).expect("save");
+                v.set_content(n.id, &staged, at, CC).expect("save");
                 v.node(n.id).expect("node")
             }
             Err(_) => v
-                .create(
-                    parent,
-                    name.as_bytes(),
-                    &NewNode::file(0o644),
-                    Some(staged),
-                    Timestamp::now(),
-                    CC,
-                )
+                .create(parent, name.as_bytes(), &NewNode::file(0o644), Some(staged), at, CC)
                 .expect("create"),
         }
     }
@@ -561,7 +549,13 @@ mod tests {
             .create(NodeId::ROOT, b"notes", &NewNode::dir(0o755), None, Timestamp::now(), CC)
             .expect("mkdir");
         for i in 0..3 {
-            save(&v, notes.id, "a.md", format!("v{i}").as_bytes());
+            save(
+                &v,
+                notes.id,
+                "a.md",
+                format!("v{i}").as_bytes(),
+                Timestamp::from_millis(1_000 + i * 10),
+            );
         }
         let h = history(&v, &names("notes/a.md")).expect("history");
         assert_eq!(h.len(), 3);
@@ -617,7 +611,7 @@ mod tests {
         let back = v.lookup(notes.id, b"a.md").expect("lookup");
         v.remove(notes.id, b"a.md", false, Timestamp::now(), CC).expect("rm");
         v.reap(back.id, CC).expect("reap");
-        save(&v, NodeId::ROOT, "taken.md", b"x");
+        save(&v, NodeId::ROOT, "taken.md", b"x", Timestamp::now());
         let latest = Pick::At { millis: i64::MAX };
         let e =
             restore(&v, &names("notes/a.md"), latest, Some(&names("taken.md")), Timestamp::now())
