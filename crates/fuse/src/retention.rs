@@ -58,7 +58,8 @@ pub fn space_budget(data_dir: &Path, cfg: &HistoryConfig, held: u64) -> io::Resu
 fn budget_of(size: u64, free: u64, cfg: &HistoryConfig, held: u64) -> u64 {
     let percent = |p: u8| u64::try_from(u128::from(size) * u128::from(p) / 100).unwrap_or(u64::MAX);
     let short = percent(cfg.min_free_percent).saturating_sub(free);
-    percent(cfg.max_percent).min(held.saturating_sub(short))
+    let share = percent(cfg.max_percent);
+    if short == 0 { share } else { share.min(held.saturating_sub(short)) }
 }
 
 /// What one `tend` did.
@@ -106,7 +107,7 @@ mod tests {
         assert_eq!(budget_of(1000, 0, &cfg, 10), 0);
         let none = HistoryConfig { max_percent: 0, min_free_percent: 0, ..cfg };
         assert_eq!(budget_of(1000, 0, &none, 10), 0);
-        assert_eq!(budget_of(u64::MAX, u64::MAX, &HistoryConfig::default(), 1), 1);
+        assert_eq!(budget_of(u64::MAX, u64::MAX, &HistoryConfig::default(), 1), u64::MAX / 5);
     }
 
     #[test]
