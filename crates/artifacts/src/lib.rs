@@ -53,5 +53,7 @@ pub use vault::namespace::{
 pub use vault::realms::{
     Realm, RealmChanges, RealmId, RealmItem, RealmRow, RealmTarget, validate_realm_name,
 };
-pub use vault::retention::{Keep, Thinned, Tier, parse_duration};
+pub use vault::retention::{
+    DEFAULT_MAX_PERCENT, DEFAULT_MIN_FREE_PERCENT, Keep, SpaceLimits, Thinned, Tier, parse_duration,
+};
 pub use vault::snapshots::{AUTO_PREFIX, SNAPSHOT_NAME_MAX, Snapshot, validate_snapshot_name};

@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use indras_artifacts::{Commit, FsckOptions, Options, Progress, Timestamp, Vault};
+use indras_artifacts::{
+    Commit, FsckOptions, Keep, Options, Progress, SpaceLimits, Timestamp, Vault,
+};
 use indras_fuse::network::{
     NetworkState, NoNetwork, PeerJson, PeerStatus, RealmJson, peers_json, realms_json,
 };
+use indras_fuse::retention::HistoryConfig;
 use indras_fuse::{Invalidator, MountConfig, MountError, MountSession, Status, is_mounted};
 use indras_net::{Config as NetConfig, Net, Relay};
 use indras_share::Share;
@@ -28,6 +31,8 @@ use crate::control::addr::socket_path;
 use crate::control::client::{self, ANSWER_TIMEOUT};
 use crate::control::daemon;
 use crate::control::protocol::{Request, Response, ShareMode};
+use crate::history;
+use crate::history::{Pick, SnapshotJson, VersionJson};
 use crate::locate::{Found, Target, VaultArgs, check_player_name, default_data_dir, locate};
 use crate::network::{KernelCaches, NetTransport, NetView, ShareService, StoreBook};
 
@@ -117,6 +122,40 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List a file's versions: when each was committed, its size, content id and committer.
+    /// For a path with no file, the versions of the deleted files history keeps by that name.
+    History {
+        /// The file: a path in a mount's `vault/`, or, with --data-dir or --player, a path from
+        /// the vault's root (notes/ideas.md).
+        path: PathBuf,
+        #[command(flatten)]
+        vault: StoreArgs,
+        /// Machine-readable output: a JSON array of the versions.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an old version of a file its content again (as a new version), or bring back a
+    /// deleted file where it was or at --to.
+    Restore {
+        /// The file, as for `history`.
+        path: PathBuf,
+        /// The version committed at this time (as `history` prints it), or the latest before.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// The version with this id (as `history` prints it).
+        #[arg(long, value_name = "HEX")]
+        id: Option<String>,
+        /// Bring a deleted file back here instead of where it was.
+        #[arg(long, value_name = "PATH")]
+        to: Option<PathBuf>,
+        #[command(flatten)]
+        vault: StoreArgs,
+    },
+    /// Snapshots: frozen copies of the whole vault, by name.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCmd,
+    },
     /// Reclaim payloads and chunks that nothing references (the vault must not be mounted).
     Gc {
         #[command(flatten)]
@@ -179,6 +218,41 @@ enum PeerCmd {
     },
     /// Forget the peer NAME, closing its connection.
     Remove {
+        name: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+}
+
+/// A stored vault, for a command whose PATH names a file rather than the vault.
+#[derive(Args, Clone, Debug, Default)]
+struct StoreArgs {
+    /// The vault's data dir (PATH is then from the vault's root, unless it is in a mount).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The player, whose vault is in its default data dir (as for `mount`).
+    #[arg(long, value_name = "NAME")]
+    player: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCmd {
+    /// Take the snapshot NAME of the whole vault as it is now.
+    Create {
+        name: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Every snapshot, oldest first.
+    List {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the snapshot NAME (what only it held goes with the next collection).
+    Delete {
         name: String,
         #[command(flatten)]
         vault: VaultArgs,
@@ -292,6 +366,22 @@ struct MountArgs {
     /// Seconds content must have been unreferenced before a background collection takes it.
     #[arg(long, default_value_t = 600)]
     gc_grace: u64,
+    /// How long file history keeps versions: tiers WITHIN:EVERY, where EVERY is `all` or one
+    /// version per that period (units s, m, h, d, w), or `none` to keep no history.
+    /// Automatic snapshots are kept by the same tiers.
+    #[arg(long, value_name = "SPEC", default_value = "24h:all,7d:1h,30d:1d")]
+    keep: String,
+    /// Take an automatic snapshot this often (e.g. 1h, 1d) [default: never].
+    #[arg(long, value_name = "DURATION")]
+    snapshot_every: Option<String>,
+    /// History may hold at most this percent of the data dir's filesystem; past it, the
+    /// oldest versions go first.
+    #[arg(long, value_name = "N", default_value = "20")]
+    history_max_percent: String,
+    /// History gives way, oldest versions first, while the filesystem has less than this
+    /// percent free.
+    #[arg(long, value_name = "N", default_value = "5")]
+    min_free_percent: String,
     /// Where to listen for peers, ADDR:PORT (repeatable) [default: 0.0.0.0:0, and [::]:0
     /// where IPv6 exists].
     #[arg(long, value_name = "ADDR:PORT")]
@@ -320,6 +410,9 @@ pub fn run() -> Result<()> {
         Cmd::Share { path, with, mode, for_, until } => share(&path, with, &mode, for_, until),
         Cmd::Recall { path, from } => recall(&path, from),
         Cmd::Grants { path, mountpoint, json } => grants(path, mountpoint, json),
+        Cmd::History { path, vault, json } => history(&path, &vault, json),
+        Cmd::Restore { path, at, id, to, vault } => restore(&path, at, id, to.as_deref(), &vault),
+        Cmd::Snapshot { command } => snapshot(&command),
         Cmd::Gc { vault } => gc(&vault),
         Cmd::Fsck { vault, repair, deep } => fsck(&vault, repair, deep),
         Cmd::Scenario { file, timeout, keep, binary } => scenario(&file, timeout, keep, binary),
@@ -355,8 +448,33 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// The history flags of `mount`, checked: each bad value is a one-line refusal.
+fn history_config(args: &MountArgs) -> Result<HistoryConfig> {
+    let keep = Keep::parse(&args.keep).map_err(|e| anyhow!("--keep {}: {e}", args.keep))?;
+    let snapshot_every = match &args.snapshot_every {
+        None => None,
+        Some(s) if s == "off" || s == "never" => None,
+        Some(s) => Some(parse_duration(s).map_err(|e| anyhow!("--snapshot-every {s}: {e}"))?),
+    };
+    let percent = |flag: &str, s: &str, max: u8| -> Result<u8> {
+        match s.trim().parse::<u8>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => bail!("{flag} {s}: expected a whole number from 0 to {max}"),
+        }
+    };
+    Ok(HistoryConfig {
+        keep,
+        snapshot_every,
+        space: SpaceLimits {
+            max_percent: percent("--history-max-percent", &args.history_max_percent, 100)?,
+            min_free_percent: percent("--min-free-percent", &args.min_free_percent, 99)?,
+        },
+    })
+}
+
 fn mount(args: &MountArgs) -> Result<()> {
     check_player_name(&args.player)?;
+    let history = history_config(args)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => default_data_dir(&args.player)?,
@@ -374,6 +492,7 @@ fn mount(args: &MountArgs) -> Result<()> {
     cfg.threads = usize::from(args.threads);
     cfg.gc_interval = Duration::from_secs(args.gc_interval);
     cfg.gc_grace = Duration::from_secs(args.gc_grace);
+    cfg.history = history;
     cfg.attention = indras_fuse::attention::AttentionConfig {
         enabled: args.attention == "on",
         retention: indras_artifacts::Retention {
@@ -428,7 +547,13 @@ fn mount(args: &MountArgs) -> Result<()> {
     // Commands reach the mount through this socket from the moment it is reported ready.
     let (net, share) =
         net_slot.get().cloned().ok_or_else(|| anyhow!("the network was not started"))?;
-    let control = match daemon::serve(session.fs(), session.stop_handle(), net, share.clone()) {
+    let control = match daemon::serve(
+        session.fs(),
+        session.stop_handle(),
+        session.invalidator(),
+        net,
+        share.clone(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("the control socket: {e}");
@@ -504,6 +629,12 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
     cmd.arg("--attention-max-age-days").arg(args.attention_max_age_days.to_string());
     cmd.arg("--gc-interval").arg(args.gc_interval.to_string());
     cmd.arg("--gc-grace").arg(args.gc_grace.to_string());
+    cmd.arg("--keep").arg(&args.keep);
+    if let Some(every) = &args.snapshot_every {
+        cmd.arg("--snapshot-every").arg(every);
+    }
+    cmd.arg("--history-max-percent").arg(&args.history_max_percent);
+    cmd.arg("--min-free-percent").arg(&args.min_free_percent);
     for l in &args.listen {
         cmd.arg("--listen").arg(l.to_string());
     }
@@ -823,6 +954,255 @@ fn grants(path: Option<PathBuf>, mountpoint: Option<PathBuf>, json: bool) -> Res
     Ok(())
 }
 
+/// `path` made absolute with every part that exists resolved (symlinks, `..`), the rest (a
+/// deleted file's name, say) appended as given.
+fn resolve_partly(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path)
+        .with_context(|| format!("{}: cannot resolve the path", path.display()))?;
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut out) = base.canonicalize() {
+            out.extend(rest.iter().rev());
+            return Ok(out);
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                base = parent;
+            }
+            _ => return Ok(abs),
+        }
+    }
+}
+
+/// A path from the vault's root (`notes/ideas.md`), as names.
+fn vault_names(path: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => names.push(
+                n.to_str()
+                    .ok_or_else(|| anyhow!("{}: a name is not UTF-8", path.display()))?
+                    .to_owned(),
+            ),
+            std::path::Component::CurDir => {}
+            _ => bail!(
+                "{} is in no mount; with --data-dir or --player, give the file's path from the \
+                 vault's root (like notes/ideas.md)",
+                path.display()
+            ),
+        }
+    }
+    if names.is_empty() {
+        bail!("name a file in the vault");
+    }
+    Ok(names)
+}
+
+/// The vault a history command's PATH is in, and the file's names from the vault's root.
+/// PATH is a file in a mount's `vault/` (it need not exist: a deleted file's path), or, with
+/// --data-dir or --player and no mount around it, a path from the vault's root.
+fn file_in_vault(path: &Path, store: &StoreArgs) -> Result<(VaultArgs, Vec<String>)> {
+    let full = resolve_partly(path)?;
+    let stored = store.data_dir.is_some() || store.player.is_some();
+    if stored && crate::locate::enclosing_mount(&full)?.is_none() {
+        let args = VaultArgs {
+            data_dir: store.data_dir.clone(),
+            player: store.player.clone(),
+            ..VaultArgs::default()
+        };
+        return Ok((args, vault_names(path)?));
+    }
+    let args = VaultArgs {
+        path: Some(full.clone()),
+        data_dir: store.data_dir.clone(),
+        player: store.player.clone(),
+        ..VaultArgs::default()
+    };
+    let target = locate(&args)?.vault()?;
+    let Some(m) = &target.mount else {
+        bail!("{} is not inside a mounted vault", path.display());
+    };
+    let rel = full.strip_prefix(&m.mountpoint).unwrap_or(&full);
+    let names: Option<Vec<String>> =
+        rel.components().map(|c| c.as_os_str().to_str().map(str::to_owned)).collect();
+    let names = names.ok_or_else(|| anyhow!("{}: a name is not UTF-8", path.display()))?;
+    match names.split_first() {
+        Some((top, rest)) if top == "vault" && !rest.is_empty() => Ok((
+            VaultArgs { mountpoint: Some(m.mountpoint.clone()), ..VaultArgs::default() },
+            rest.to_vec(),
+        )),
+        _ => bail!("{} is not a file in the mount's vault/", path.display()),
+    }
+}
+
+/// `restore --to`: a path in the same mount as PATH, or (relative, in no mount) a path from
+/// the vault's root.
+fn to_names(to: &Path, of: &VaultArgs, store: &StoreArgs) -> Result<Vec<String>> {
+    let full = resolve_partly(to)?;
+    if to.is_relative() && crate::locate::enclosing_mount(&full)?.is_none() {
+        return vault_names(to);
+    }
+    let (args, names) = file_in_vault(to, store)?;
+    if args.mountpoint != of.mountpoint {
+        bail!("--to {}: not in the same vault as the file restored", to.display());
+    }
+    Ok(names)
+}
+
+/// A stored vault the command opens itself (no daemon answers for it).
+fn open_stored(target: &Target) -> Result<Vault> {
+    let vault = open_store(&target.data_dir)?;
+    target.check_player(vault.player_name())?;
+    Ok(vault)
+}
+
+fn history(path: &Path, store: &StoreArgs, json: bool) -> Result<()> {
+    let (args, names) = file_in_vault(path, store)?;
+    let versions = match ask(&args, &Request::History { path: names.clone() })? {
+        (_, Some(Response::History(v))) => v,
+        (_, Some(other)) => return Err(unexpected(&other)),
+        (target, None) => {
+            let vault = open_stored(&target)?;
+            history::history(&vault, &names).map_err(|e| anyhow!(e))?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&versions)?);
+    } else {
+        print!("{}", history_text(&names.join("/"), &versions));
+    }
+    Ok(())
+}
+
+/// `history`: one line per version, oldest first; a deleted file's under a line that says
+/// when it was deleted.
+fn history_text(path: &str, versions: &[VersionJson]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if versions.is_empty() {
+        let _ = writeln!(out, "no versions of {path} are kept");
+    }
+    let mut group: Option<&Option<String>> = None;
+    for v in versions {
+        if group != Some(&v.deleted_at) {
+            group = Some(&v.deleted_at);
+            if let Some(at) = &v.deleted_at {
+                let _ = writeln!(out, "{path}, deleted {at}:");
+            }
+        }
+        let indent = if v.deleted_at.is_some() { "  " } else { "" };
+        let _ = writeln!(
+            out,
+            "{indent}{}  {:>10}  {}  {}  {}",
+            v.time,
+            bytes(v.size),
+            v.indra_id,
+            v.committer,
+            v.version
+        );
+    }
+    out
+}
+
+fn restore(
+    path: &Path,
+    at: Option<String>,
+    id: Option<String>,
+    to: Option<&Path>,
+    store: &StoreArgs,
+) -> Result<()> {
+    let pick = match (at, id) {
+        (Some(at), None) => Pick::At { millis: history::parse_time(&at).map_err(|e| anyhow!(e))? },
+        (None, Some(id)) => {
+            Pick::Id { id: history::parse_version_id(&id).map_err(|e| anyhow!(e))? }
+        }
+        (Some(_), Some(_)) => bail!("give --at or --id, not both"),
+        (None, None) => {
+            bail!("which version? give --at TIME or --id HEX (`indras-fuse history` lists them)")
+        }
+    };
+    let (args, names) = file_in_vault(path, store)?;
+    let to = to.map(|t| to_names(t, &args, store)).transpose()?;
+    let request = Request::Restore { path: names.clone(), pick, to: to.clone() };
+    match ask(&args, &request)? {
+        (_, Some(Response::Done { message })) => println!("{message}"),
+        (_, Some(other)) => return Err(unexpected(&other)),
+        (target, None) => {
+            let vault = open_stored(&target)?;
+            let r = history::restore(&vault, &names, pick, to.as_deref(), Timestamp::now())
+                .map_err(|e| anyhow!(e))?;
+            println!("{}", r.message);
+        }
+    }
+    Ok(())
+}
+
+fn snapshot(command: &SnapshotCmd) -> Result<()> {
+    let (vault, request) = match command {
+        SnapshotCmd::Create { name, vault } => {
+            (vault, Request::SnapshotCreate { name: name.clone() })
+        }
+        SnapshotCmd::List { vault, .. } => (vault, Request::SnapshotList),
+        SnapshotCmd::Delete { name, vault } => {
+            (vault, Request::SnapshotDelete { name: name.clone() })
+        }
+    };
+    let answer = match ask(vault, &request)? {
+        (_, Some(r)) => r,
+        (target, None) => {
+            let v = open_stored(&target)?;
+            let r = match command {
+                SnapshotCmd::Create { name, .. } => {
+                    history::snapshot_create(&v, name, Timestamp::now())
+                        .map(|message| Response::Done { message })
+                }
+                SnapshotCmd::List { .. } => history::snapshot_list(&v).map(Response::Snapshots),
+                SnapshotCmd::Delete { name, .. } => {
+                    history::snapshot_delete(&v, name).map(|message| Response::Done { message })
+                }
+            };
+            r.map_err(|e| anyhow!(e))?
+        }
+    };
+    match (answer, command) {
+        (Response::Done { message }, SnapshotCmd::Create { .. } | SnapshotCmd::Delete { .. }) => {
+            println!("{message}");
+        }
+        (Response::Snapshots(list), SnapshotCmd::List { json, .. }) => {
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", snapshots_text(&list));
+            }
+        }
+        (other, _) => return Err(unexpected(&other)),
+    }
+    Ok(())
+}
+
+/// `snapshot list`: one line per snapshot, oldest first.
+fn snapshots_text(list: &[SnapshotJson]) -> String {
+    use std::fmt::Write as _;
+    if list.is_empty() {
+        return "no snapshots\n".to_owned();
+    }
+    let mut out = String::new();
+    for s in list {
+        let _ = writeln!(
+            out,
+            "{}  {}  {} entries, {} of files{}",
+            s.name,
+            s.created_at,
+            s.entries,
+            bytes(s.bytes),
+            if s.auto { "  (automatic)" } else { "" }
+        );
+    }
+    out
+}
+
 /// `peer list`: one line per peer.
 fn peers_text(peers: &[PeerJson]) -> String {
     use std::fmt::Write as _;
@@ -1013,6 +1393,34 @@ fn status_text(s: &Status) -> Result<String> {
         bytes(s.store.pack_bytes),
         bytes(s.store.inline_bytes)
     )?;
+    let h = &s.history;
+    writeln!(
+        out,
+        "History: {} versions of {} files ({} deleted), {} held only by history",
+        h.versions,
+        h.files,
+        h.deleted,
+        bytes(h.bytes)
+    )?;
+    if let Some(keep) = &h.keep {
+        writeln!(out, "History kept: {keep}")?;
+    }
+    writeln!(
+        out,
+        "Snapshots: {} ({} held only by snapshots)",
+        s.snapshots.count,
+        bytes(s.snapshots.bytes)
+    )?;
+    if let Some(t) = &h.thinned {
+        writeln!(
+            out,
+            "Warning: history was thinned for space at {}: its {} oldest versions ({}) were \
+             dropped",
+            t.at,
+            t.versions,
+            bytes(t.bytes)
+        )?;
+    }
     Ok(out)
 }
 
@@ -1118,6 +1526,8 @@ mod tests {
         assert_eq!(stored[0], "Mounted: no (not mounted)");
         assert_eq!(mounted.remove(4), "Open files: 2");
         assert_eq!(mounted.remove(5), "Network: off (no network: not mounted by a daemon)");
+        let kept = mounted.iter().position(|l| l.starts_with("History kept: ")).expect("keep");
+        assert_eq!(mounted.remove(kept), "History kept: 1d:all,7d:1h,30d:1d");
         assert_eq!(mounted[1..], stored[1..]);
         assert!(stored.contains(&"Peers: 0 connected (0 known)"), "{stored:?}");
     }

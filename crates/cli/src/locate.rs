@@ -189,7 +189,7 @@ fn resolved(path: &Path) -> PathBuf {
 }
 
 /// The indras-fuse mount `path` lies in, if the nearest mount at or above it is one.
-fn enclosing_mount(path: &Path) -> Result<Option<PathBuf>> {
+pub fn enclosing_mount(path: &Path) -> Result<Option<PathBuf>> {
     let path = path
         .canonicalize()
         .or_else(|_| std::path::absolute(path))

@@ -2,6 +2,7 @@
 
 mod cli;
 mod control;
+mod history;
 mod locate;
 mod network;
 

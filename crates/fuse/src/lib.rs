@@ -8,6 +8,8 @@
 //!   with every buffer committed durably.
 //! - `network` is what the mount shows of the network layer, which the daemon provides
 //!   (`NetworkState`); this crate never imports it.
+//! - `retention` keeps file history within `--keep` and its share of the disk, and is where
+//!   the space budget for history is computed.
 //! - `status` is the one model of a vault's status, for `.indra/status.json` and the
 //!   `status` command alike.
 //!
@@ -25,6 +27,7 @@ pub mod mount;
 pub mod network;
 mod open_files;
 mod reap;
+pub mod retention;
 pub mod status;
 pub mod time;
 mod types;

@@ -43,6 +43,8 @@ pub struct MountConfig {
     /// filesystem, at most 32 MiB (`gc_backlog`). Off with `gc_interval` zero.
     pub gc_backlog: Option<u64>,
     pub attention: crate::attention::AttentionConfig,
+    /// File history's retention and space limits, and automatic snapshots.
+    pub history: crate::retention::HistoryConfig,
 }
 
 impl MountConfig {
@@ -60,6 +62,7 @@ impl MountConfig {
             gc_grace: Duration::from_secs(600),
             gc_backlog: None,
             attention: crate::attention::AttentionConfig::default(),
+            history: crate::retention::HistoryConfig::default(),
         }
     }
 }
@@ -265,6 +268,8 @@ impl StopHandle {
 
 /// How often queued attention events are written.
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
+/// Retention runs at least this often, however long the collection interval.
+const PRUNE_EVERY: Duration = Duration::from_secs(180);
 
 /// The most unreferenced content the mount leaves for its timer (`gc_backlog`): a writer
 /// that outruns the background thread collects itself at twice this, so old versions never
@@ -284,12 +289,17 @@ fn gc_backlog(data_dir: &std::path::Path) -> u64 {
 /// The background thread: writes attention batches, deletes unlinked nodes nothing holds,
 /// flushes pending metadata once much is pending (so that requests rarely have to), makes
 /// commits durable on a timer, deletes the chunks of payloads that were staged and
-/// then dropped, collects payloads unreferenced for longer than the grace period, and
-/// collects every unreferenced payload at once when they hold more than the backlog.
+/// then dropped, keeps history within its retention and space limits (`retention::tend`, on
+/// each collection and at least every `PRUNE_EVERY`), takes automatic snapshots, collects
+/// payloads unreferenced for longer than the grace period (all of them once history was
+/// thinned for space), and collects every unreferenced payload at once when they hold more
+/// than the backlog.
 fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let sync_interval = cfg.sync_interval;
     let mut last_sync = std::time::Instant::now();
     let mut last_gc = std::time::Instant::now();
+    let mut last_prune = std::time::Instant::now();
+    let mut last_snapshot = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         if let Err(e) = fs.attention().flush() {
             tracing::error!(error = %e, "writing attention events failed; they stay queued");
@@ -311,11 +321,35 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
                 tracing::warn!(error = %e, "reclaiming abandoned chunks failed; gc will");
             }
         }
-        if !cfg.gc_interval.is_zero() && last_gc.elapsed() >= cfg.gc_interval {
+        if let Some(every) = cfg.history.snapshot_every
+            && last_snapshot.elapsed() >= every
+        {
+            last_snapshot = std::time::Instant::now();
+            match fs.vault().snapshot_auto(&cfg.history.keep, Timestamp::now()) {
+                Ok(s) => tracing::info!(name = %s.name, "automatic snapshot taken"),
+                Err(e) => tracing::warn!(error = %e, "taking an automatic snapshot failed"),
+            }
+        }
+        let gc_due = !cfg.gc_interval.is_zero() && last_gc.elapsed() >= cfg.gc_interval;
+        let mut thinned = false;
+        if gc_due || last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            match crate::retention::tend(fs.vault(), Timestamp::now()) {
+                Ok(t) => {
+                    if t.pruned.versions > 0 {
+                        tracing::info!(versions = t.pruned.versions, "pruned history");
+                    }
+                    thinned = t.thinned.versions > 0;
+                }
+                Err(e) => tracing::warn!(error = %e, "pruning history failed"),
+            }
+        }
+        if !cfg.gc_interval.is_zero() && (gc_due || thinned) {
             last_gc = std::time::Instant::now();
             let grace = i64::try_from(cfg.gc_grace.as_secs()).unwrap_or(i64::MAX);
             let before = Timestamp { secs: Timestamp::now().secs.saturating_sub(grace), nanos: 0 };
-            match fs.vault().collect(Some(before)) {
+            // What history gave up for space goes now, not after the grace period.
+            match fs.vault().collect(if thinned { None } else { Some(before) }) {
                 Ok(r) if r.leaves_removed > 0 => tracing::info!(
                     leaves = r.leaves_removed,
                     chunks = r.chunks_removed,
@@ -352,6 +386,10 @@ struct Notify {
     queue: Mutex<Option<mpsc::Sender<Inval>>>,
     /// An `Inval::Realms` is queued and not yet taken: more changes ride along with it.
     realms_queued: std::sync::atomic::AtomicBool,
+    /// The last `Inval::Mark` handed out, and the last one the thread reached.
+    marks: std::sync::atomic::AtomicU64,
+    reached: Mutex<u64>,
+    reached_changed: Condvar,
 }
 
 /// One invalidation for the kernel.
@@ -363,6 +401,8 @@ enum Inval {
     Inode { ino: u64, pages: bool },
     /// Whatever `realms/` shows that changed (`RealmsView::stale`).
     Realms,
+    /// Everything queued before it has been sent: the thread records `n` as reached.
+    Mark(u64),
 }
 
 impl Inval {
@@ -375,7 +415,7 @@ impl Inval {
             Inval::Inode { ino, pages } => {
                 n.inval_inode(fuser::INodeNo(*ino), if *pages { 0 } else { -1 }, 0)
             }
-            Inval::Realms => return,
+            Inval::Realms | Inval::Mark(_) => return,
         };
         if let Err(e) = result {
             tracing::debug!(inval = ?self, error = %e, "invalidating failed");
@@ -445,6 +485,46 @@ impl Invalidator {
         }
     }
 
+    /// Drops what the kernel caches of vault files changed outside a FUSE request (a
+    /// restore, an undelete): the names `entries` (folder inode, name), then the attributes
+    /// and cached content of `inodes`, then the attributes of `folders`. The invalidation
+    /// thread sends them (a FUSE request may be reading those pages); this waits until it has,
+    /// at most `limit`, and returns whether it did. Never call it on a FUSE request's thread.
+    pub fn vault_changed(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        inodes: &[u64],
+        folders: &[u64],
+        limit: Duration,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        let mark = {
+            let queue = self.0.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Not live (or gone): the kernel caches nothing of this mount.
+            let Some(queue) = queue.as_ref() else { return true };
+            let invals = entries
+                .iter()
+                .map(|(parent, name)| Inval::Entry { parent: *parent, name: name.clone() })
+                .chain(inodes.iter().map(|ino| Inval::Inode { ino: *ino, pages: true }))
+                .chain(folders.iter().map(|ino| Inval::Inode { ino: *ino, pages: false }));
+            for inval in invals {
+                let _ = queue.send(inval);
+            }
+            let mark = self.0.marks.fetch_add(1, Ordering::SeqCst) + 1;
+            if queue.send(Inval::Mark(mark)).is_err() {
+                return true;
+            }
+            mark
+        };
+        let reached = self.0.reached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (reached, _) = self
+            .0
+            .reached_changed
+            .wait_timeout_while(reached, limit, |r| *r < mark)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *reached >= mark
+    }
+
     /// The mount is live: keeps its notifier and starts the thread that sends queued
     /// invalidations (and looks at `realms/` in `fs` when asked).
     fn start(&self, notifier: fuser::Notifier, fs: std::sync::Weak<VaultFs>) -> io::Result<()> {
@@ -453,6 +533,13 @@ impl Invalidator {
         let notify = self.0.clone();
         std::thread::Builder::new().name("indras-invalidate".to_owned()).spawn(move || {
             for inval in rx {
+                if let Inval::Mark(n) = inval {
+                    let mut reached =
+                        notify.reached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *reached = (*reached).max(n);
+                    notify.reached_changed.notify_all();
+                    continue;
+                }
                 if inval == Inval::Realms {
                     notify.realms_queued.store(false, std::sync::atomic::Ordering::SeqCst);
                     let Some(fs) = fs.upgrade() else { continue };
@@ -531,6 +618,8 @@ impl MountSession {
             Err(e) => return Err(MountError::Store(e)),
         };
         vault.retry_appends_when_full();
+        vault.set_keep(cfg.history.keep.clone());
+        vault.set_space_limits(cfg.history.space);
         let invalidator = Invalidator::default();
         let info = MountInfo {
             player: cfg.player.clone(),
@@ -595,6 +684,11 @@ impl MountSession {
 
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
+    }
+
+    /// What drops the kernel's caches of this mount.
+    pub fn invalidator(&self) -> Invalidator {
+        self.invalidator.clone()
     }
 
     /// Blocks until a stop is requested or the filesystem is unmounted from outside, then

@@ -84,6 +84,40 @@ pub struct Status {
     pub attention: AttentionStatus,
     /// The hottest artifacts, hottest first, at most `HOT_TOP`.
     pub hot: Vec<Hot>,
+    pub history: HistoryStatus,
+    pub snapshots: SnapshotStatus,
+}
+
+/// What file history holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryStatus {
+    /// The mount's retention (`--keep`, `none` when history is off); `None` when not mounted.
+    pub keep: Option<String>,
+    pub versions: u64,
+    /// Files with versions, deleted ones included.
+    pub files: u64,
+    /// Deleted files and folders history still keeps.
+    pub deleted: u64,
+    /// What only history holds (an upper bound: see `HistoryUsage::bytes`).
+    pub bytes: u64,
+    /// When history last gave way to space since the mount started, if it did.
+    pub thinned: Option<ThinnedStatus>,
+}
+
+/// History gave way to space: its oldest versions went first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThinnedStatus {
+    pub at: String,
+    pub versions: u64,
+    pub bytes: u64,
+}
+
+/// What the snapshots hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStatus {
+    pub count: usize,
+    /// What only snapshots hold (no file, no version).
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +175,12 @@ impl Status {
         let s = vault.stats()?;
         let snap = live.map(|l| l.info.network.snapshot());
         let peers = vault.peers()?;
+        let usage = vault.history_usage()?;
+        let thinned = vault.thinned().map(|t| ThinnedStatus {
+            at: rfc3339(t.at),
+            versions: t.versions,
+            bytes: t.bytes,
+        });
         Ok(Status {
             mounted: live.is_some(),
             mountpoint: live.map(|l| l.info.mountpoint.display().to_string()),
@@ -176,6 +216,18 @@ impl Status {
                 events_stored: c.events,
             },
             hot: hot(vault, now, HOT_TOP)?,
+            history: HistoryStatus {
+                keep: live.map(|_| vault.keep().to_string()),
+                versions: usage.versions,
+                files: usage.files,
+                deleted: usage.deleted,
+                bytes: usage.bytes,
+                thinned,
+            },
+            snapshots: SnapshotStatus {
+                count: vault.snapshot_list()?.len(),
+                bytes: vault.snapshot_usage()?,
+            },
         })
     }
 }

@@ -1,5 +1,6 @@
-//! The mount's background thread on a real FUSE mount: old versions of an edited file are
-//! collected once their grace period is over, and a remount finds a clean store.
+//! The mount's background thread on a real FUSE mount: old versions of an edited file that
+//! history does not keep (`--keep none`) are collected once their grace period is over, and a
+//! remount finds a clean store.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ fn old_versions_are_collected_after_the_grace_period() {
     let mut cfg = MountConfig::new(&mp, &data, "alice");
     cfg.gc_interval = Duration::from_millis(200);
     cfg.gc_grace = Duration::ZERO;
+    cfg.history.keep = indras_artifacts::Keep::none();
     // Dropping the session unmounts, even when an assertion fails.
     let session = MountSession::start(&cfg).expect("mount");
     let file = mp.join("vault/big.bin");

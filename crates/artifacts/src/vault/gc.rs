@@ -319,7 +319,16 @@ impl Vault {
     /// by their length).
     pub fn make_room(&self) -> Result<u64> {
         let abandoned = self.reclaim_abandoned_bytes()?;
-        let report = self.collect(None)?;
+        let mut report = self.collect(None)?;
+        // History gives way next, oldest versions first, down to what the free-space floor
+        // allows; then what it gave up goes too.
+        if self.give_way(Timestamp::now())?.versions > 0 {
+            let more = self.collect(None)?;
+            report.leaves_removed += more.leaves_removed;
+            report.chunks_removed += more.chunks_removed;
+            report.chunk_bytes_freed += more.chunk_bytes_freed;
+            report.inline_bytes_freed += more.inline_bytes_freed;
+        }
         let freed = abandoned + report.chunk_bytes_freed + report.inline_bytes_freed;
         if freed > 0 {
             tracing::info!(

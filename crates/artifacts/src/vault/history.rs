@@ -22,7 +22,7 @@ use crate::store::schema::{DeletedRecord, VersionRecord, decode, encode};
 use crate::types::{Hash, NewNode, Node, NodeId, NodeKind, PlayerId, Timestamp};
 use crate::vault::handle::{Commit, Vault};
 use crate::vault::namespace::validate_name;
-use crate::vault::retention::{Keep, Thinned};
+use crate::vault::retention::{Keep, SpaceLimits, Thinned};
 
 /// One version of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,6 +257,35 @@ impl Vault {
 
     pub(crate) fn history_on(&self) -> bool {
         !lock(&self.history.keep).is_off()
+    }
+
+    /// How much of the data dir's filesystem history may take (the mount's
+    /// `--history-max-percent` and `--min-free-percent`).
+    pub fn set_space_limits(&self, limits: SpaceLimits) {
+        *lock(&self.history.limits) = limits;
+    }
+
+    /// The bytes history may hold now (`HistoryUsage::bytes`), when it holds `held`: the one
+    /// place the limits meet the data dir's filesystem.
+    pub fn history_budget(&self, held: u64) -> Result<u64> {
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| Error::io(&self.dir, std::io::Error::from(e)))?;
+        let size = st.f_blocks.saturating_mul(st.f_frsize);
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        Ok(lock(&self.history.limits).budget(size, free, held))
+    }
+
+    /// Thins history (`thin_history`) if it holds more than `history_budget` allows.
+    pub fn give_way(&self, now: Timestamp) -> Result<Pruned> {
+        let held = self.history_usage()?.bytes;
+        if held == 0 {
+            return Ok(Pruned::default());
+        }
+        let budget = self.history_budget(held)?;
+        if held <= budget {
+            return Ok(Pruned::default());
+        }
+        self.thin_history(budget, now)
     }
 
     /// When history last gave way to space (`thin_history`), if it did since the vault opened.

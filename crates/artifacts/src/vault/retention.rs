@@ -150,6 +150,40 @@ fn duration(secs: u64) -> String {
     format!("{secs}s")
 }
 
+/// How much of the data dir's filesystem history may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceLimits {
+    /// History may hold at most this percent of the filesystem.
+    pub max_percent: u8,
+    /// History gives way, oldest versions first, while the filesystem has less than this
+    /// percent free.
+    pub min_free_percent: u8,
+}
+
+/// `--history-max-percent`'s default.
+pub const DEFAULT_MAX_PERCENT: u8 = 20;
+/// `--min-free-percent`'s default.
+pub const DEFAULT_MIN_FREE_PERCENT: u8 = 5;
+
+impl Default for SpaceLimits {
+    fn default() -> Self {
+        SpaceLimits { max_percent: DEFAULT_MAX_PERCENT, min_free_percent: DEFAULT_MIN_FREE_PERCENT }
+    }
+}
+
+impl SpaceLimits {
+    /// The bytes history may hold on a filesystem of `size` bytes with `free` free, when it
+    /// holds `held`: the `max_percent` share, less whatever free space lacks to reach the
+    /// `min_free_percent` floor.
+    pub fn budget(&self, size: u64, free: u64, held: u64) -> u64 {
+        let percent =
+            |p: u8| u64::try_from(u128::from(size) * u128::from(p) / 100).unwrap_or(u64::MAX);
+        let short = percent(self.min_free_percent).saturating_sub(free);
+        let share = percent(self.max_percent);
+        if short == 0 { share } else { share.min(held.saturating_sub(short)) }
+    }
+}
+
 /// When history last gave way to space, for `status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Thinned {
@@ -162,6 +196,7 @@ pub struct Thinned {
 #[derive(Debug, Default)]
 pub(crate) struct HistoryState {
     pub(crate) keep: Mutex<Keep>,
+    pub(crate) limits: Mutex<SpaceLimits>,
     pub(crate) thinned: Mutex<Option<Thinned>>,
 }
 
@@ -171,6 +206,20 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp { secs, nanos: 0 }
+    }
+
+    #[test]
+    fn the_budget_is_the_share_less_what_the_floor_lacks() {
+        let limits = SpaceLimits::default();
+        // 1000 bytes, 20%: 200 may be history; plenty free.
+        assert_eq!(limits.budget(1000, 500, 150), 200);
+        // 30 free where the floor is 50: history must give back 20 of its 150.
+        assert_eq!(limits.budget(1000, 30, 150), 130);
+        // More lacking than history holds: all of it may go.
+        assert_eq!(limits.budget(1000, 0, 10), 0);
+        let none = SpaceLimits { max_percent: 0, min_free_percent: 0 };
+        assert_eq!(none.budget(1000, 0, 10), 0);
+        assert_eq!(limits.budget(u64::MAX, u64::MAX, 1), u64::MAX / 5);
     }
 
     #[test]

@@ -5,14 +5,17 @@
 //! the two never disagree on what they show; `unmount` only asks the mount to stop (the same
 //! stop a SIGTERM asks for), after its answer is written, and never waits for it here. The
 //! peer requests go to the network layer, each bounded by its own timeout; a mount without
-//! one (`--no-network`, or it could not start) answers them with why.
+//! one (`--no-network`, or it could not start) answers them with why. History, restores and
+//! snapshots run `crate::history` on the mount's vault, as the command line does on a store;
+//! a restore answers only once the kernel has dropped what it cached of the file (or a
+//! bounded wait has passed), so the next read sees the restored content.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use indras_fuse::network::{peers_json, realms_json};
 use indras_fuse::status::Live;
-use indras_fuse::{FsResult, Status, StopHandle, VaultFs};
+use indras_fuse::{FsResult, Invalidator, Status, StopHandle, VaultFs};
 use indras_net::{Net, NetError};
 
 use std::collections::HashMap;
@@ -25,9 +28,12 @@ use indras_share::Share;
 
 use super::protocol::{GrantJson, Request, Response, ShareMode};
 use super::server::{Config, ControlServer, Handler, Reply, StartError};
+use crate::history::{self, Pick};
 
 /// How long `peer add` may take to reach the inviter and hear back.
 const ADD_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a restore waits for the kernel to drop what it cached of the file.
+const INVALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers for one live mount.
 #[derive(Debug)]
@@ -36,9 +42,42 @@ pub struct MountHandler {
     stop: StopHandle,
     net: Arc<Net>,
     share: Arc<Share>,
+    invalidator: Invalidator,
 }
 
 impl MountHandler {
+    /// Restores a file (or brings a deleted one back), then has the kernel drop what it cached
+    /// of it: the file's pages and attributes, or, for a new entry, the name in its folder
+    /// (a cached "no such file") and the folder's attributes.
+    fn restore(
+        &self,
+        path: &[String],
+        pick: Pick,
+        to: Option<&[String]>,
+    ) -> Result<String, String> {
+        // Writes still buffered in open files are committed first (as versions of their own),
+        // so that the restore lands on top of them and nothing buffered overwrites it.
+        self.fs.commit_all().map_err(|e| format!("committing open files first: {e}"))?;
+        let r = history::restore(self.fs.vault(), path, pick, to, Timestamp::now())?;
+        let sent = if r.new_entry {
+            self.invalidator.vault_changed(
+                &[(r.parent.0, r.name.clone())],
+                &[],
+                &[r.parent.0],
+                INVALIDATE_TIMEOUT,
+            )
+        } else {
+            self.invalidator.vault_changed(&[], &[r.node.0], &[], INVALIDATE_TIMEOUT)
+        };
+        if !sent {
+            tracing::warn!(
+                node = r.node.0,
+                "the kernel's caches of a restored file were not dropped in time"
+            );
+        }
+        Ok(r.message)
+    }
+
     fn peers(&self) -> Response {
         let snap = self.fs.info().network.snapshot();
         match peers_json(self.fs.vault(), &snap) {
@@ -431,6 +470,25 @@ impl Handler for MountHandler {
                 Reply::new(done(self.realm_member(&name, &peer, false)))
             }
             Request::RealmLeave { name } => Reply::new(done(self.realm_leave(&name))),
+            Request::History { path } => {
+                Reply::new(match history::history(self.fs.vault(), &path) {
+                    Ok(v) => Response::History(v),
+                    Err(e) => Response::error(e),
+                })
+            }
+            Request::Restore { path, pick, to } => {
+                Reply::new(done(self.restore(&path, pick, to.as_deref())))
+            }
+            Request::SnapshotCreate { name } => {
+                Reply::new(done(history::snapshot_create(self.fs.vault(), &name, Timestamp::now())))
+            }
+            Request::SnapshotList => Reply::new(match history::snapshot_list(self.fs.vault()) {
+                Ok(s) => Response::Snapshots(s),
+                Err(e) => Response::error(e),
+            }),
+            Request::SnapshotDelete { name } => {
+                Reply::new(done(history::snapshot_delete(self.fs.vault(), &name)))
+            }
         }
     }
 }
@@ -439,11 +497,12 @@ impl Handler for MountHandler {
 pub fn serve(
     fs: &Arc<VaultFs>,
     stop: StopHandle,
+    invalidator: Invalidator,
     net: Arc<Net>,
     share: Arc<Share>,
 ) -> Result<ControlServer, StartError> {
     let info = fs.info();
-    let handler = Arc::new(MountHandler { fs: fs.clone(), stop, net, share });
+    let handler = Arc::new(MountHandler { fs: fs.clone(), stop, net, share, invalidator });
     ControlServer::start(&info.data_dir, Config::new(info.uid), handler)
 }
 

@@ -21,6 +21,8 @@ use indras_fuse::Status;
 use indras_fuse::network::{PeerJson, RealmJson};
 use serde::{Deserialize, Serialize};
 
+use crate::history::{Pick, SnapshotJson, VersionJson};
+
 /// The version this build speaks. A frame of any other version is refused.
 pub const VERSION: u32 = 1;
 
@@ -77,6 +79,18 @@ pub enum Request {
     RealmRemove { name: String, peer: String },
     /// Leave realm `name` (its creator dissolves it).
     RealmLeave { name: String },
+    /// The versions of the file at `path` (its names from the vault's root), or of the deleted
+    /// files history keeps by that name.
+    History { path: Vec<String> },
+    /// Restore the file at `path` to a version, or bring a deleted one back (at `to`, names
+    /// from the vault's root, or where it was).
+    Restore { path: Vec<String>, pick: Pick, to: Option<Vec<String>> },
+    /// Take the snapshot `name`.
+    SnapshotCreate { name: String },
+    /// Every snapshot.
+    SnapshotList,
+    /// Delete the snapshot `name`.
+    SnapshotDelete { name: String },
 }
 
 /// How a `share` grants access.
@@ -127,6 +141,10 @@ pub enum Response {
     Grants(Vec<GrantJson>),
     /// The realms we belong to.
     Realms(Vec<RealmJson>),
+    /// A file's versions.
+    History(Vec<VersionJson>),
+    /// The snapshots.
+    Snapshots(Vec<SnapshotJson>),
     /// What was done, in one line for the user.
     Done {
         message: String,
@@ -151,6 +169,8 @@ impl Response {
             Response::Peers(_) => "peers",
             Response::Grants(_) => "grants",
             Response::Realms(_) => "realms",
+            Response::History(_) => "history",
+            Response::Snapshots(_) => "snapshots",
             Response::Done { .. } => "done",
             Response::Error { .. } => "error",
         }
