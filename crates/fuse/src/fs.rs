@@ -230,8 +230,8 @@ impl VaultFs {
 
     /// Collects every unreferenced leaf if they hold more content than the backlog
     /// (`set_gc_backlog`); returns the bytes freed.
-    pub fn collect_backlog(&self) -> FsResult<u64> {
-        self.vault.collect_backlog()
+    pub fn collect_backlog(&self, below_floor: bool) -> FsResult<u64> {
+        self.vault.collect_backlog(below_floor)
     }
 
     /// Deletes the queued unlinked nodes, all in one transaction (the mount's background

@@ -300,6 +300,7 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let mut last_gc = std::time::Instant::now();
     let mut last_prune = std::time::Instant::now();
     let mut last_snapshot = std::time::Instant::now();
+    let mut last_floor_check = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         if let Err(e) = fs.attention().flush() {
             tracing::error!(error = %e, "writing attention events failed; they stay queued");
@@ -360,7 +361,12 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
                 Err(e) => tracing::warn!(error = %e, "collecting unreferenced payloads failed"),
             }
         }
-        if let Err(e) = fs.collect_backlog() {
+        // Free space under the floor makes history give way (statvfs, once a sync interval).
+        let below_floor = last_floor_check.elapsed() >= sync_interval && {
+            last_floor_check = std::time::Instant::now();
+            fs.vault().below_floor().unwrap_or(false)
+        };
+        if let Err(e) = fs.collect_backlog(below_floor) {
             tracing::warn!(error = %e, "collecting the unreferenced backlog failed");
         }
     }

@@ -77,6 +77,8 @@ pub(crate) struct OpenFiles {
     backlog: AtomicU64,
     /// Held while a collection for the backlog runs: one at a time.
     collecting: Mutex<()>,
+    /// `Vault::history_added` when history was last held to its budget.
+    history_mark: AtomicU64,
 }
 
 impl OpenFiles {
@@ -87,6 +89,7 @@ impl OpenFiles {
             commits: AtomicU64::new(0),
             backlog: AtomicU64::new(u64::MAX),
             collecting: Mutex::new(()),
+            history_mark: AtomicU64::new(0),
         }
     }
 
@@ -97,8 +100,24 @@ impl OpenFiles {
     /// Collects every unreferenced leaf (`Vault::make_room`) if they hold more content than
     /// the backlog times `factor`; waits for a collection already running. Returns the
     /// bytes freed.
-    pub(crate) fn collect_backlog(&self, factor: u64) -> FsResult<u64> {
+    ///
+    /// History is held to its budget the same way: once the versions committed since it was
+    /// last (`Vault::history_added`) hold more than the backlog, or free space is under the
+    /// floor (`below_floor`, asked by the background thread), it gives way (`Vault::give_way`),
+    /// and what it gave up is collected at once.
+    pub(crate) fn collect_backlog(&self, factor: u64, below_floor: bool) -> FsResult<u64> {
         let limit = self.backlog.load(Ordering::Acquire).saturating_mul(factor);
+        let grown =
+            self.vault.history_added().saturating_sub(self.history_mark.load(Ordering::Acquire))
+                > limit;
+        if below_floor || grown {
+            let _one = lock(&self.collecting);
+            let thinned = self.vault.give_way(Timestamp::now())?;
+            self.history_mark.store(self.vault.history_added(), Ordering::Release);
+            if thinned.versions > 0 {
+                return Ok(self.vault.make_room()?);
+            }
+        }
         if self.vault.unreferenced_bytes() <= limit {
             return Ok(0);
         }
@@ -216,7 +235,7 @@ impl OpenFiles {
         // The old content is unreferenced now. The mount's background thread collects once
         // the backlog is passed; a writer that outruns it by twice the backlog collects
         // itself, so the unreferenced content never grows without bound.
-        if let Err(e) = self.collect_backlog(2) {
+        if let Err(e) = self.collect_backlog(2, false) {
             tracing::warn!(error = %e, "collecting the unreferenced backlog failed");
         }
         if commit == Commit::Durable {

@@ -475,6 +475,8 @@ macro_rules! tables {
             /// How this operation changed the content bytes of the leaves in
             /// `unreferenced_v1`: the vault counts them once the operation takes effect.
             pub(crate) unref_bytes: i64,
+            /// The change this operation made to the `added` bytes of all version rows.
+            pub(crate) history_bytes: i64,
             $($name: Option<Table<'t, $k, $v>>,)*
         }
 
@@ -486,6 +488,7 @@ macro_rules! tables {
                     ids: None,
                     only: None,
                     unref_bytes: 0,
+                    history_bytes: 0,
                     $($name: None,)*
                 }
             }
@@ -496,6 +499,7 @@ macro_rules! tables {
                     ids: None,
                     only: None,
                     unref_bytes: 0,
+                    history_bytes: 0,
                     $($name: None,)*
                 }
             }

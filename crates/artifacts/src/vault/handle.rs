@@ -230,6 +230,7 @@ impl Vault {
         }
         vault.reap_orphans()?;
         vault.count_unreferenced()?;
+        vault.count_history()?;
         Ok(vault)
     }
 
@@ -381,12 +382,12 @@ impl Vault {
         commit: Commit,
         f: impl FnOnce(&mut W) -> Result<R>,
     ) -> Result<R> {
-        let ((out, unref_bytes), full) = self.meta.op(
+        let ((out, unref_bytes, history_bytes), full) = self.meta.op(
             Some(&self.ids),
             |w| {
                 let out = f(w)?;
                 self.commit_fault()?;
-                Ok((out, w.unref_bytes))
+                Ok((out, w.unref_bytes, w.history_bytes))
             },
             // Operations are serialised, so this settles exactly this one's reservation.
             |ok| self.ids.lock().unwrap_or_else(PoisonError::into_inner).settle(ok),
@@ -394,6 +395,9 @@ impl Vault {
         self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if unref_bytes != 0 {
             self.unreferenced.fetch_add(unref_bytes, std::sync::atomic::Ordering::AcqRel);
+        }
+        if history_bytes != 0 {
+            self.history.added.fetch_add(history_bytes, std::sync::atomic::Ordering::AcqRel);
         }
         if commit == Commit::Durable {
             self.flush(Commit::Durable)?;

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result, lossy};
+use crate::payload::rows::size_i64;
 use crate::payload::writer::StagedLeaf;
 use crate::store::meta::W;
 use crate::store::schema::{DeletedRecord, VersionRecord, decode, encode};
@@ -135,6 +136,7 @@ impl W<'_> {
         self.versions()?.insert((history, id), encode(&rec).as_slice())?;
         self.version_nodes()?.insert(id, history)?;
         self.history_incref(&leaf)?;
+        self.history_bytes += size_i64(added);
         Ok(id)
     }
 
@@ -143,6 +145,7 @@ impl W<'_> {
             self.versions()?.remove((history, id))?;
             self.version_nodes()?.remove(id)?;
             self.history_decref(&rec.leaf, now)?;
+            self.history_bytes -= size_i64(rec.added);
         }
         Ok(())
     }
@@ -273,6 +276,36 @@ impl Vault {
         let size = st.f_blocks.saturating_mul(st.f_frsize);
         let free = st.f_bavail.saturating_mul(st.f_frsize);
         Ok(lock(&self.history.limits).budget(size, free, held))
+    }
+
+    /// The bytes every kept version's commit stored new: a cheap upper bound on what history
+    /// holds (`HistoryUsage::bytes` is exact about which versions only history holds, and
+    /// costs a pass over them), kept as operations go.
+    pub fn history_added(&self) -> u64 {
+        u64::try_from(self.history.added.load(std::sync::atomic::Ordering::Acquire)).unwrap_or(0)
+    }
+
+    /// Counts `history_added` from the tables (at open).
+    pub(crate) fn count_history(&self) -> Result<()> {
+        let bytes = self.scan(&["versions"], |r| {
+            let mut bytes = 0i64;
+            for row in r.versions()?.iter()? {
+                let rec: VersionRecord = decode("version", row?.1.value())?;
+                bytes = bytes.saturating_add(size_i64(rec.added));
+            }
+            Ok(bytes)
+        })?;
+        self.history.added.store(bytes, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the data dir's filesystem has less free space than the floor.
+    pub fn below_floor(&self) -> Result<bool> {
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| Error::io(&self.dir, std::io::Error::from(e)))?;
+        let size = st.f_blocks.saturating_mul(st.f_frsize);
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        Ok(lock(&self.history.limits).short(size, free) > 0)
     }
 
     /// Thins history (`thin_history`) if it holds more than `history_budget` allows.

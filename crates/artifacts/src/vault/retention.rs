@@ -176,12 +176,19 @@ impl SpaceLimits {
     /// holds `held`: the `max_percent` share, less whatever free space lacks to reach the
     /// `min_free_percent` floor.
     pub fn budget(&self, size: u64, free: u64, held: u64) -> u64 {
-        let percent =
-            |p: u8| u64::try_from(u128::from(size) * u128::from(p) / 100).unwrap_or(u64::MAX);
-        let short = percent(self.min_free_percent).saturating_sub(free);
-        let share = percent(self.max_percent);
+        let short = self.short(size, free);
+        let share = percent(size, self.max_percent);
         if short == 0 { share } else { share.min(held.saturating_sub(short)) }
     }
+
+    /// What free space lacks to reach the floor.
+    pub fn short(&self, size: u64, free: u64) -> u64 {
+        percent(size, self.min_free_percent).saturating_sub(free)
+    }
+}
+
+fn percent(size: u64, p: u8) -> u64 {
+    u64::try_from(u128::from(size) * u128::from(p) / 100).unwrap_or(u64::MAX)
 }
 
 /// When history last gave way to space, for `status`.
@@ -198,6 +205,8 @@ pub(crate) struct HistoryState {
     pub(crate) keep: Mutex<Keep>,
     pub(crate) limits: Mutex<SpaceLimits>,
     pub(crate) thinned: Mutex<Option<Thinned>>,
+    /// The `added` bytes of every version row (`Vault::history_added`).
+    pub(crate) added: std::sync::atomic::AtomicI64,
 }
 
 #[cfg(test)]

@@ -182,8 +182,8 @@ impl VaultView {
     }
 
     /// See `VaultFs::collect_backlog`.
-    pub(crate) fn collect_backlog(&self) -> FsResult<u64> {
-        self.open.collect_backlog(1)
+    pub(crate) fn collect_backlog(&self, below_floor: bool) -> FsResult<u64> {
+        self.open.collect_backlog(1, below_floor)
     }
 
     pub(crate) fn reap_queued(&self) -> FsResult<usize> {
