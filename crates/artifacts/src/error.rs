@@ -105,9 +105,7 @@ impl Error {
     /// Whether the error is (or wraps) a full disk, or a full quota.
     pub fn is_no_space(&self) -> bool {
         match self {
-            Error::Io { source, .. } | Error::Db(redb::Error::Io(source)) => {
-                crate::payload::chunks::is_full(source)
-            }
+            Error::Io { source, .. } | Error::Db(redb::Error::Io(source)) => is_full(source),
             _ => false,
         }
     }
@@ -149,4 +147,10 @@ from_redb!(
 
 pub(crate) fn lossy(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
+}
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+pub(crate) fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
 }

@@ -177,12 +177,6 @@ pub(crate) struct ChunkStore {
 /// Frees what it can after an append found the disk full; says whether to try again.
 pub(crate) type OnFull = Box<dyn Fn() -> bool + Send + Sync>;
 
-/// Whether an I/O error says the disk (or the user's quota) is full.
-pub(crate) fn is_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull
-        || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
-}
-
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkStore").field("dir", &self.pack_dir).finish_non_exhaustive()
@@ -315,7 +309,7 @@ impl ChunkStore {
     /// take it) and, if it says so, tries once more.
     pub(crate) fn write(&self, hash: &Hash, data: &[u8]) -> io::Result<()> {
         match self.write_once(hash, data) {
-            Err(e) if is_full(&e) && self.on_full.get().is_some_and(|f| f()) => {
+            Err(e) if crate::error::is_full(&e) && self.on_full.get().is_some_and(|f| f()) => {
                 self.write_once(hash, data)
             }
             result => result,
