@@ -7,34 +7,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use indras_e2e::{Dirs, Mount, binary, bytes, detach};
+use indras_e2e::{Dirs, Mount, Tmpfs, binary, bytes, disk_usage};
 
 const MIB: usize = 1 << 20;
-
-/// A tmpfs of `size` mounted at `path` for the guard's life.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).expect("mkdir");
-        let options = std::ffi::CString::new(format!("size={size},mode=0700")).expect("options");
-        rustix::mount::mount(
-            "indras-e2e-full",
-            path,
-            "tmpfs",
-            rustix::mount::MountFlags::empty(),
-            options.as_c_str(),
-        )
-        .expect("mount tmpfs (needs root)");
-        Tmpfs(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        detach(&self.0);
-    }
-}
 
 /// Writes `data` to a new file and fsyncs it: the first error, from `write` or `fsync` (the
 /// commit happens at `fsync`, so the `close` after it has nothing left to report).
@@ -252,22 +227,6 @@ fn writes_refused_for_space_give_enospc_to_the_end_and_recover() {
 fn free_bytes(path: &Path) -> u64 {
     let st = rustix::fs::statvfs(path).expect("statvfs");
     st.f_bavail * st.f_frsize
-}
-
-/// Bytes of disk the files under `dir` occupy, as `du` counts them (holes punched in packs
-/// are not counted).
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let meta = entry.metadata().expect("metadata");
-        total += meta.blocks() * 512;
-        if meta.is_dir() {
-            total += disk_usage(&entry.path());
-        }
-    }
-    total
 }
 
 /// With the default GC settings (a timer of 10 minutes), deleting a large file on a full

@@ -116,6 +116,11 @@ fn daemon_mode_status_unmount_and_admin_commands() {
     assert!(ok && out.contains("0 problem"), "{out}");
     let (ok, out) = run(&["gc", "--data-dir", data]);
     assert!(ok, "{out}");
+    // GC keeps what retention keeps: with `--keep none`, the one save of a.txt goes too.
+    let (ok, out) = run(&["gc", "--data-dir", data, "--keep", "bogus"]);
+    assert!(!ok && out.contains("--keep bogus"), "{out}");
+    let (ok, out) = run(&["gc", "--data-dir", data, "--keep", "none"]);
+    assert!(ok && out.contains("dropped 1 version(s)"), "{out}");
     // Refusals: missing mount point, not a directory, bad flag, unwritable data dir.
     let (ok, out) = run(&["mount", "/nonexistent/mnt", "--player", "alice", "--data-dir", data]);
     assert!(!ok && out.contains("does not exist"), "{out}");

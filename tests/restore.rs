@@ -5,10 +5,11 @@
 //! one-line refusal.
 
 use std::io::{Read as _, Seek as _};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use indras_e2e::{Dirs, Mount, bytes, cli, cli_err, detach, s, settle, wait_until, xattr};
+use indras_e2e::{
+    Dirs, Mount, Tmpfs, bytes, cli, cli_err, disk_usage, s, settle, wait_until, xattr,
+};
 use serde_json::Value;
 
 const MIB: usize = 1 << 20;
@@ -207,48 +208,6 @@ fn keep_none_keeps_no_versions() {
         (Some("none"), Some(0))
     );
     m.stop();
-}
-
-/// A tmpfs of `size` mounted at `path` for the guard's life.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).expect("mkdir");
-        let options = std::ffi::CString::new(format!("size={size},mode=0700")).expect("options");
-        rustix::mount::mount(
-            "indras-e2e-history",
-            path,
-            "tmpfs",
-            rustix::mount::MountFlags::empty(),
-            options.as_c_str(),
-        )
-        .expect("mount tmpfs (needs root)");
-        Tmpfs(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        detach(&self.0);
-    }
-}
-
-/// What the files under `dir` take on disk (holes punched out of packs excluded).
-fn disk_usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("list").flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += meta.blocks() * 512;
-            }
-        }
-    }
-    total
 }
 
 #[test]

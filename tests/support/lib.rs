@@ -465,3 +465,47 @@ pub fn xattr(p: &Path, name: &str) -> Option<String> {
     let out = Command::new("getfattr").args(["--only-values", "-n", name]).arg(p).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A tmpfs of `size` mounted at `path` for the guard's life (needs root): a small disk to fill.
+#[derive(Debug)]
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mkdir");
+        let options = std::ffi::CString::new(format!("size={size},mode=0700")).expect("options");
+        rustix::mount::mount(
+            "indras-e2e-tmpfs",
+            path,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            options.as_c_str(),
+        )
+        .expect("mount tmpfs (needs root)");
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        detach(&self.0);
+    }
+}
+
+/// Bytes of disk the files under `dir` occupy, as `du` counts them (holes punched in packs
+/// are not counted).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("list").flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}

@@ -160,6 +160,10 @@ enum Cmd {
     Gc {
         #[command(flatten)]
         vault: VaultArgs,
+        /// Retention, as `mount --keep`: versions it no longer keeps are dropped first, so
+        /// that GC keeps exactly what retention and snapshots name.
+        #[arg(long, value_name = "SPEC", default_value = "24h:all,7d:1h,30d:1d")]
+        keep: String,
     },
     /// Verify every chunk and reference in the store (the vault must not be mounted).
     Fsck {
@@ -413,7 +417,7 @@ pub fn run() -> Result<()> {
         Cmd::History { path, vault, json } => history(&path, &vault, json),
         Cmd::Restore { path, at, id, to, vault } => restore(&path, at, id, to.as_deref(), &vault),
         Cmd::Snapshot { command } => snapshot(&command),
-        Cmd::Gc { vault } => gc(&vault),
+        Cmd::Gc { vault, keep } => gc(&vault, &keep),
         Cmd::Fsck { vault, repair, deep } => fsck(&vault, repair, deep),
         Cmd::Scenario { file, timeout, keep, binary } => scenario(&file, timeout, keep, binary),
     }
@@ -1457,10 +1461,16 @@ fn progress_bar() -> impl FnMut(Progress) {
     }
 }
 
-fn gc(args: &VaultArgs) -> Result<()> {
+fn gc(args: &VaultArgs, keep: &str) -> Result<()> {
+    let keep = Keep::parse(keep).map_err(|e| anyhow!("--keep {keep}: {e}"))?;
     let target = locate(args)?.vault()?;
     let v = open_store(&target.data_dir)?;
     target.check_player(v.player_name())?;
+    v.set_keep(keep);
+    let pruned = v.prune_history(Timestamp::now())?;
+    if pruned.versions > 0 {
+        println!("dropped {} version(s) retention no longer keeps", pruned.versions);
+    }
     let r = v.gc(None, &mut progress_bar())?;
     println!(
         "removed {} leaves ({} inline), {} chunks ({}), {} empty packs, {} stray files",

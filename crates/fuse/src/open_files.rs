@@ -79,7 +79,12 @@ pub(crate) struct OpenFiles {
     collecting: Mutex<()>,
     /// `Vault::history_added` when history was last held to its budget.
     history_mark: AtomicU64,
+    /// When a backlog collection last freed less than an eighth of the content it took.
+    sparse_since: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long after a sparse collection (`OpenFiles::sparse_since`) the next waits.
+const SPARSE_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl OpenFiles {
     pub(crate) fn new(vault: Arc<Vault>) -> Self {
@@ -90,6 +95,7 @@ impl OpenFiles {
             backlog: AtomicU64::new(u64::MAX),
             collecting: Mutex::new(()),
             history_mark: AtomicU64::new(0),
+            sparse_since: Mutex::new(None),
         }
     }
 
@@ -121,12 +127,23 @@ impl OpenFiles {
         if self.vault.unreferenced_bytes() <= limit {
             return Ok(0);
         }
+        // The count is of content, not of disk: old versions of a large file share most of
+        // their chunks, and collecting them frees a little of what they count. After such a
+        // collection, commits leave the next to the background thread, which runs one at
+        // most every `SPARSE_PAUSE` (a full disk still makes room at once, on its own path).
+        let sparse_since = *lock(&self.sparse_since);
+        if sparse_since.is_some_and(|t| factor > 1 || t.elapsed() < SPARSE_PAUSE) {
+            return Ok(0);
+        }
         let _one = lock(&self.collecting);
-        if self.vault.unreferenced_bytes() <= limit {
+        let unreferenced = self.vault.unreferenced_bytes();
+        if unreferenced <= limit {
             // The collection this one waited for took them.
             return Ok(0);
         }
-        Ok(self.vault.make_room()?)
+        let freed = self.vault.make_room()?;
+        *lock(&self.sparse_since) = (freed < unreferenced / 8).then(std::time::Instant::now);
+        Ok(freed)
     }
 
     /// Files with open handles or uncommitted writes.
