@@ -718,10 +718,12 @@ def main():
     failures = []
     for rnd in range(rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
-        if rnd % 2 and BASE in order and "indras-fuse" in order:
-            # every other round the baseline goes first, so neither build always follows the other
+        if BASE in order and "indras-fuse" in order:
+            # every other round the baseline goes first, so neither build always follows the
+            # other (the rotation alone may already have put them either way round)
             i, j = order.index("indras-fuse"), order.index(BASE)
-            order[i], order[j] = order[j], order[i]
+            if (j < i) != bool(rnd % 2):
+                order[i], order[j] = order[j], order[i]
         for name in order:
             t = makers[name]()
             print(f"round {rnd + 1}/{rounds}: {name}", file=sys.stderr, flush=True)
@@ -746,7 +748,9 @@ def main():
         "mode": "quick" if quick else "full",
         "command": "bench/run.sh" + (" --quick" if quick else "") +
                    (f" --baseline {args.baseline}" if args.baseline else "") +
-                   (f" --baseline-args '{args.baseline_args}'" if args.baseline_args else ""),
+                   (f" --baseline-args '{args.baseline_args}'" if args.baseline_args else "") +
+                   (f" --targets {args.targets}" if args.targets != ap.get_default("targets")
+                    else ""),
         "baseline": args.baseline,
         "config": cfg,
         "failures": failures,
