@@ -76,7 +76,7 @@ fn renames_keep_history_and_deletes_are_kept_apart() {
         .create(
             d.id,
             b".b.md.tmp",
-            &NewNode::file(0o644),
+            &NewNode::file(0o600),
             Some(v.stage(b"three").unwrap()),
             now(),
             CC,
@@ -112,14 +112,14 @@ fn renames_keep_history_and_deletes_are_kept_apart() {
     assert!(top[0].dir && top[0].id == d.id.0);
     assert_eq!(v.deleted_in(d.id).unwrap().len(), 2);
     let first = v.versions(h).unwrap()[0].id;
-    let back =
-        v.undelete(h, first, NodeId::ROOT, b"back.md", &NewNode::file(0o600), now(), CC).unwrap();
+    let back = v.undelete(h, first, NodeId::ROOT, b"back.md", now(), CC).unwrap();
+    assert_eq!(back.perm, 0o600, "the mode b.md had");
     assert_eq!(v.read_all(&back.content.unwrap()).unwrap(), b"one");
     assert_eq!(v.history_id(back.id).unwrap(), h);
     assert_eq!(contents(&v, h).len(), 4);
     assert_eq!(v.deleted_in(d.id).unwrap().len(), 1);
     assert!(matches!(
-        v.undelete(h, first, NodeId::ROOT, b"again.md", &NewNode::file(0o600), now(), CC),
+        v.undelete(h, first, NodeId::ROOT, b"again.md", now(), CC),
         Err(Error::NotPermitted(..))
     ));
     assert_clean(&v);

@@ -12,8 +12,7 @@
 use std::collections::HashMap;
 
 use indras_artifacts::{
-    Commit, Deleted, Error, NewNode, Node, NodeId, NodeKind, PlayerId, Timestamp, Vault, Version,
-    hex,
+    Commit, Deleted, Error, Node, NodeId, NodeKind, PlayerId, Timestamp, Vault, Version, hex,
 };
 use serde::{Deserialize, Serialize};
 
@@ -438,9 +437,8 @@ fn undelete(
             "{dest} exists: restore to another path with --to, or move {dest} away first"
         ));
     }
-    let spec = NewNode { uid: parent.uid, gid: parent.gid, ..NewNode::file(0o644) };
     let node = vault
-        .undelete(d.id, v.id, parent.id, name.as_bytes(), &spec, now, Commit::Durable)
+        .undelete(d.id, v.id, parent.id, name.as_bytes(), now, Commit::Durable)
         .map_err(|e| match e {
             Error::Exists { .. } => format!("{dest} exists: restore to another path with --to"),
             Error::InvalidName { .. } | Error::NameTooLong(_) => format!("--to {dest}: {e}"),
@@ -499,6 +497,7 @@ pub fn snapshot_delete(vault: &Vault, name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indras_artifacts::NewNode;
     use indras_artifacts::Options;
 
     const CC: Commit = Commit::CrashConsistent;

@@ -180,6 +180,10 @@ pub struct DeletedRecord {
     pub name: Vec<u8>,
     pub dir: bool,
     pub deleted_at: Timestamp,
+    /// The mode bits and owner it had: an undelete gives them back.
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// A named snapshot (`SNAPSHOTS`): its manifest is a leaf (see `vault::snapshots`).

@@ -62,6 +62,10 @@ pub struct Deleted {
     pub name: Vec<u8>,
     pub dir: bool,
     pub deleted_at: Timestamp,
+    /// The mode bits and owner it had.
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// What history holds, for `status`.
@@ -220,7 +224,15 @@ impl W<'_> {
         if !keep {
             return Ok(());
         }
-        let rec = DeletedRecord { parent, name: name.to_vec(), dir, deleted_at: now };
+        let rec = DeletedRecord {
+            parent,
+            name: name.to_vec(),
+            dir,
+            deleted_at: now,
+            perm: node.perm,
+            uid: node.uid,
+            gid: node.gid,
+        };
         self.deleted()?.insert(id, encode(&rec).as_slice())?;
         self.deleted_names()?.insert((parent.0, name, id), ())?;
         Ok(())
@@ -417,16 +429,14 @@ impl Vault {
     }
 
     /// Brings back the deleted file of history `history` as a new file `name` in `parent`,
-    /// with its version `id` as content. The new file goes on with that history, and the
-    /// restore is one more version of it.
-    #[allow(clippy::too_many_arguments)]
+    /// with its version `id` as content and the mode and owner it had. The new file goes on
+    /// with that history, and the restore is one more version of it.
     pub fn undelete(
         &self,
         history: u64,
         id: u64,
         parent: NodeId,
         name: &[u8],
-        spec: &NewNode,
         now: Timestamp,
         commit: Commit,
     ) -> Result<Node> {
@@ -437,10 +447,10 @@ impl Vault {
             let Some(v) = w.version_row(history, id)? else {
                 return Err(Error::NoSuchVersion(id));
             };
-            match w.deleted_row(history)? {
-                Some(rec) if !rec.dir => {}
+            let gone = match w.deleted_row(history)? {
+                Some(rec) if !rec.dir => rec,
                 _ => return Err(Error::NotPermitted(NodeId(history), "the file is not deleted")),
-            }
+            };
             let (mut dir, _) = w.dir(parent)?;
             if dir.nlink == 0 {
                 return Err(Error::NotFound { parent, name: lossy(name) });
@@ -449,7 +459,9 @@ impl Vault {
                 return Err(Error::Exists { parent, name: lossy(name) });
             }
             let new = w.alloc_node()?;
-            let mut n = Node::new(new, &NewNode { kind: NodeKind::File, ..spec.clone() }, now);
+            let mut spec = NewNode::file(gone.perm);
+            (spec.uid, spec.gid) = (gone.uid, gone.gid);
+            let mut n = Node::new(new, &spec, now);
             w.leaf_incref(&v.leaf)?;
             n.content = Some(v.leaf);
             n.size = v.size;
@@ -620,5 +632,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn deleted(id: u64, rec: DeletedRecord) -> Deleted {
-    Deleted { id, parent: rec.parent, name: rec.name, dir: rec.dir, deleted_at: rec.deleted_at }
+    Deleted {
+        id,
+        parent: rec.parent,
+        name: rec.name,
+        dir: rec.dir,
+        deleted_at: rec.deleted_at,
+        perm: rec.perm,
+        uid: rec.uid,
+        gid: rec.gid,
+    }
 }
