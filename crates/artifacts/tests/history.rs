@@ -196,6 +196,10 @@ fn thinning_for_space_drops_the_oldest_first() {
     assert_eq!(left.first().unwrap(), &bytes(10 - left.len() as u64, 100_000), "oldest went");
     assert!(v.history_usage().unwrap().bytes <= 350_000);
     assert_clean(&v);
+    // `status` of a stored vault still tells.
+    let thinned = v.thinned();
+    v.close().unwrap();
+    assert_eq!(open(dir.path()).thinned(), thinned);
 }
 
 #[test]

@@ -25,6 +25,9 @@ use crate::vault::handle::{Commit, Vault};
 use crate::vault::namespace::validate_name;
 use crate::vault::retention::{Keep, SpaceLimits, Thinned};
 
+/// `meta_v1`: when history last gave way to space (`Thinned`).
+const META_THINNED: &str = "history_thinned";
+
 /// One version of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -333,9 +336,21 @@ impl Vault {
         self.thin_history(budget, now)
     }
 
-    /// When history last gave way to space (`thin_history`), if it did since the vault opened.
+    /// When history last gave way to space (`thin_history`), if it ever did (kept in the store).
     pub fn thinned(&self) -> Option<Thinned> {
-        *lock(&self.history.thinned)
+        if let Some(t) = *lock(&self.history.thinned) {
+            return Some(t);
+        }
+        let stored = self.read_fs(|r| {
+            r.meta()?.get(META_THINNED)?.map(|v| decode("thinned", v.value())).transpose()
+        });
+        match stored {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading when history was last thinned failed");
+                None
+            }
+        }
     }
 
     /// The history id of a file: the id its versions are kept under.
@@ -572,8 +587,12 @@ impl Vault {
                 bytes = pruned.bytes,
                 "history thinned for space: the oldest versions went first"
             );
-            *lock(&self.history.thinned) =
-                Some(Thinned { at: now, versions: pruned.versions, bytes: pruned.bytes });
+            let thinned = Thinned { at: now, versions: pruned.versions, bytes: pruned.bytes };
+            *lock(&self.history.thinned) = Some(thinned);
+            self.write_fs(Commit::CrashConsistent, |w| {
+                w.meta()?.insert(META_THINNED, encode(&thinned).as_slice())?;
+                Ok(())
+            })?;
         }
         Ok(pruned)
     }

@@ -191,8 +191,8 @@ fn percent(size: u64, p: u8) -> u64 {
     u64::try_from(u128::from(size) * u128::from(p) / 100).unwrap_or(u64::MAX)
 }
 
-/// When history last gave way to space, for `status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When history last gave way to space, for `status` (kept in `meta_v1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Thinned {
     pub at: Timestamp,
     pub versions: u64,
