@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in cc:gcc fusermount3:fuse3 sqlite3:sqlite3 rsync:rsync git:git vim:vim python3:python3 getfattr:attr \
             sha256sum:coreutils unshare:util-linux nsenter:util-linux ip:iproute2 prove:perl openssl:openssl \
-            chromium:chromium; do
+            chromium:chromium diff:diffutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

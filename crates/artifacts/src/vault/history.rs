@@ -13,9 +13,8 @@
 //! - With `Keep::none` no version is recorded, and pruning drops every version.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::error::{Error, Result, lossy};
+use crate::error::{Error, Result};
 use crate::payload::rows::size_i64;
 use crate::payload::writer::StagedLeaf;
 use crate::store::meta::W;
@@ -266,31 +265,28 @@ impl W<'_> {
 impl Vault {
     /// How long history keeps versions from now on (the mount's `--keep`).
     pub fn set_keep(&self, keep: Keep) {
-        *lock(&self.history.keep) = keep;
+        *self.history.keep.lock() = keep;
     }
 
     pub fn keep(&self) -> Keep {
-        lock(&self.history.keep).clone()
+        self.history.keep.lock().clone()
     }
 
     pub(crate) fn history_on(&self) -> bool {
-        !lock(&self.history.keep).is_off()
+        !self.history.keep.lock().is_off()
     }
 
     /// How much of the data dir's filesystem history may take (the mount's
     /// `--history-max-percent` and `--min-free-percent`).
     pub fn set_space_limits(&self, limits: SpaceLimits) {
-        *lock(&self.history.limits) = limits;
+        *self.history.limits.lock() = limits;
     }
 
     /// The bytes history may hold now (`HistoryUsage::bytes`), when it holds `held`: the one
     /// place the limits meet the data dir's filesystem.
     pub fn history_budget(&self, held: u64) -> Result<u64> {
-        let st = rustix::fs::statvfs(&self.dir)
-            .map_err(|e| Error::io(&self.dir, std::io::Error::from(e)))?;
-        let size = st.f_blocks.saturating_mul(st.f_frsize);
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        Ok(lock(&self.history.limits).budget(size, free, held))
+        let (size, free) = self.disk_space()?;
+        Ok(self.history.limits.lock().budget(size, free, held))
     }
 
     /// The bytes every kept version's commit stored new: a cheap upper bound on what history
@@ -316,11 +312,15 @@ impl Vault {
 
     /// Whether the data dir's filesystem has less free space than the floor.
     pub fn below_floor(&self) -> Result<bool> {
+        let (size, free) = self.disk_space()?;
+        Ok(self.history.limits.lock().short(size, free) > 0)
+    }
+
+    /// The size and the free space of the data dir's filesystem.
+    fn disk_space(&self) -> Result<(u64, u64)> {
         let st = rustix::fs::statvfs(&self.dir)
             .map_err(|e| Error::io(&self.dir, std::io::Error::from(e)))?;
-        let size = st.f_blocks.saturating_mul(st.f_frsize);
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        Ok(lock(&self.history.limits).short(size, free) > 0)
+        Ok((st.f_blocks.saturating_mul(st.f_frsize), st.f_bavail.saturating_mul(st.f_frsize)))
     }
 
     /// Thins history (`thin_history`) if it holds more than `history_budget` allows.
@@ -338,7 +338,7 @@ impl Vault {
 
     /// When history last gave way to space (`thin_history`), if it ever did (kept in the store).
     pub fn thinned(&self) -> Option<Thinned> {
-        if let Some(t) = *lock(&self.history.thinned) {
+        if let Some(t) = *self.history.thinned.lock() {
             return Some(t);
         }
         let stored = self.read_fs(|r| {
@@ -466,13 +466,7 @@ impl Vault {
                 Some(rec) if !rec.dir => rec,
                 _ => return Err(Error::NotPermitted(NodeId(history), "the file is not deleted")),
             };
-            let (mut dir, _) = w.dir(parent)?;
-            if dir.nlink == 0 {
-                return Err(Error::NotFound { parent, name: lossy(name) });
-            }
-            if w.entry(parent, name)?.is_some() {
-                return Err(Error::Exists { parent, name: lossy(name) });
-            }
+            let (mut dir, _) = w.free_slot(parent, name)?;
             let new = w.alloc_node()?;
             let mut spec = NewNode::file(gone.perm);
             (spec.uid, spec.gid) = (gone.uid, gone.gid);
@@ -588,7 +582,7 @@ impl Vault {
                 "history thinned for space: the oldest versions went first"
             );
             let thinned = Thinned { at: now, versions: pruned.versions, bytes: pruned.bytes };
-            *lock(&self.history.thinned) = Some(thinned);
+            *self.history.thinned.lock() = Some(thinned);
             self.write_fs(Commit::CrashConsistent, |w| {
                 w.meta()?.insert(META_THINNED, encode(&thinned).as_slice())?;
                 Ok(())
@@ -644,10 +638,6 @@ impl Vault {
             Ok(out)
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn deleted(id: u64, rec: DeletedRecord) -> Deleted {

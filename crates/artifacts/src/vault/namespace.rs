@@ -66,6 +66,18 @@ impl W<'_> {
         Ok(pos)
     }
 
+    /// The live folder `parent`, where `name` is free for a new entry.
+    pub(crate) fn free_slot(&mut self, parent: NodeId, name: &[u8]) -> Result<(Node, TreeRecord)> {
+        let (dir, tree) = self.dir(parent)?;
+        if dir.nlink == 0 {
+            return Err(Error::NotFound { parent, name: lossy(name) });
+        }
+        if self.entry(parent, name)?.is_some() {
+            return Err(Error::Exists { parent, name: lossy(name) });
+        }
+        Ok((dir, tree))
+    }
+
     fn is_empty_dir(&mut self, dir: NodeId) -> Result<bool> {
         Ok(self.order()?.range((dir.0, 0)..=(dir.0, u64::MAX))?.next().is_none())
     }
@@ -424,13 +436,7 @@ impl Vault {
         };
         let (history, player) = (self.history_on(), self.player());
         self.write_fs(commit, |w| {
-            let (mut dir, dir_tree) = w.dir(parent)?;
-            if dir.nlink == 0 {
-                return Err(Error::NotFound { parent, name: lossy(name) });
-            }
-            if w.entry(parent, name)?.is_some() {
-                return Err(Error::Exists { parent, name: lossy(name) });
-            }
+            let (mut dir, dir_tree) = w.free_slot(parent, name)?;
             let id = w.alloc_node()?;
             let mut node = Node::new(id, spec, now);
             match spec.kind {
@@ -506,13 +512,7 @@ impl Vault {
             if target.nlink >= LINK_MAX {
                 return Err(Error::TooManyLinks(node));
             }
-            let (mut dir, _) = w.dir(parent)?;
-            if dir.nlink == 0 {
-                return Err(Error::NotFound { parent, name: lossy(name) });
-            }
-            if w.entry(parent, name)?.is_some() {
-                return Err(Error::Exists { parent, name: lossy(name) });
-            }
+            let (mut dir, _) = w.free_slot(parent, name)?;
             target.nlink += 1;
             target.ctime = now;
             w.put_node(&target)?;

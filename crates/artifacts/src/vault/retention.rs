@@ -1,9 +1,9 @@
 //! Retention: how long history keeps versions (and automatic snapshots), as staggered tiers.
 //! Depends on nothing else in the vault, so that the `Vault` can hold its state.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Mutex;
 
 use crate::types::Timestamp;
 

@@ -13,7 +13,9 @@
 //!   staging lock, so no collection decides between a snapshot's walk and its record.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::MutexGuard;
 
 use crate::error::{Error, Result};
 use crate::store::meta::W;
@@ -45,10 +47,6 @@ pub struct Snapshot {
     pub bytes: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Checks a snapshot name: a valid folder name of at most 128 bytes.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
     if name.len() > SNAPSHOT_NAME_MAX {
@@ -71,53 +69,48 @@ fn snapshot(name: &[u8], rec: &SnapshotRecord) -> Snapshot {
 
 /// The vault's namespace, depth first, names sorted: a snapshot's entries.
 fn snapshot_entries(w: &mut W) -> Result<Vec<SnapEntry>> {
-    w.snapshot_entries()
+    // Each folder's entries come in name order (`children` reads the entries table in key
+    // order).
+    let kids = children(w)?;
+    let mut out = Vec::new();
+    let mut stack = vec![(NodeId::ROOT, 0u32, Vec::new())];
+    while let Some((id, depth, name)) = stack.pop() {
+        let node = w.node(id)?;
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> = w
+            .xattrs()?
+            .range((id.0, &[][..])..)?
+            .map_while(|r| r.ok().filter(|(k, _)| k.value().0 == id.0))
+            .map(|(k, v)| (k.value().1.to_vec(), v.value().to_vec()))
+            .collect();
+        out.push(SnapEntry {
+            depth,
+            name,
+            node: id,
+            kind: node.kind,
+            perm: node.perm,
+            uid: node.uid,
+            gid: node.gid,
+            rdev: node.rdev,
+            size: node.size,
+            atime: node.atime,
+            mtime: node.mtime,
+            ctime: node.ctime,
+            leaf: node.content,
+            symlink: node.symlink,
+            xattrs,
+        });
+        if node.kind == NodeKind::Dir
+            && let Some(list) = kids.get(&id.0)
+        {
+            for (child_name, child) in list.iter().rev() {
+                stack.push((NodeId(*child), depth + 1, child_name.clone()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl W<'_> {
-    fn snapshot_entries(&mut self) -> Result<Vec<SnapEntry>> {
-        let mut kids = children(self)?;
-        for list in kids.values_mut() {
-            list.sort_unstable();
-        }
-        let mut out = Vec::new();
-        let mut stack = vec![(NodeId::ROOT, 0u32, Vec::new())];
-        while let Some((id, depth, name)) = stack.pop() {
-            let node = self.node(id)?;
-            let xattrs: Vec<(Vec<u8>, Vec<u8>)> = self
-                .xattrs()?
-                .range((id.0, &[][..])..)?
-                .map_while(|r| r.ok().filter(|(k, _)| k.value().0 == id.0))
-                .map(|(k, v)| (k.value().1.to_vec(), v.value().to_vec()))
-                .collect();
-            out.push(SnapEntry {
-                depth,
-                name,
-                node: id,
-                kind: node.kind,
-                perm: node.perm,
-                uid: node.uid,
-                gid: node.gid,
-                rdev: node.rdev,
-                size: node.size,
-                atime: node.atime,
-                mtime: node.mtime,
-                ctime: node.ctime,
-                leaf: node.content,
-                symlink: node.symlink,
-                xattrs,
-            });
-            if node.kind == NodeKind::Dir
-                && let Some(list) = kids.get(&id.0)
-            {
-                for (child_name, child) in list.iter().rev() {
-                    stack.push((NodeId(*child), depth + 1, child_name.clone()));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     fn snapshot_row(&mut self, name: &str) -> Result<Option<SnapshotRecord>> {
         self.snapshots()?.get(name.as_bytes())?.map(|v| decode("snapshot", v.value())).transpose()
     }
@@ -127,7 +120,7 @@ impl Vault {
     /// Takes a snapshot named `name` of the whole vault as it is now.
     pub fn snapshot_create(&self, name: &str, auto: bool, now: Timestamp) -> Result<Snapshot> {
         validate_snapshot_name(name)?;
-        let _gate = lock(&self.snapshots.gate);
+        let _gate = self.snapshots.gate.lock();
         if self.read_fs(|r| r.snapshot_row(name))?.is_some() {
             return Err(Error::SnapshotExists(name.to_string()));
         }
@@ -163,7 +156,7 @@ impl Vault {
             Ok(rec)
         })?;
         self.payloads.committed(&staged);
-        *lock(&self.snapshots.held) = None;
+        *self.snapshots.held.lock() = None;
         Ok(snapshot(name.as_bytes(), &rec))
     }
 
@@ -201,8 +194,8 @@ impl Vault {
             w.history_decref(&rec.manifest, now)?;
             Ok(rec)
         })?;
-        let gone = lock(&self.snapshots.manifests).remove(&rec.manifest);
-        *lock(&self.snapshots.held) = None;
+        let gone = self.snapshots.manifests.lock().remove(&rec.manifest);
+        *self.snapshots.held.lock() = None;
         // What only it held is garbage now: back to GC's candidates (GC took such leaves out
         // while the snapshot held them).
         let gone = match gone {
@@ -230,11 +223,11 @@ impl Vault {
 
     /// A snapshot's manifest (read once, then kept in memory).
     pub fn snapshot_manifest(&self, snap: &Snapshot) -> Result<Arc<Manifest>> {
-        if let Some(m) = lock(&self.snapshots.manifests).get(&snap.manifest) {
+        if let Some(m) = self.snapshots.manifests.lock().get(&snap.manifest) {
             return Ok(m.clone());
         }
         let m = Arc::new(self.read_manifest(snap)?);
-        lock(&self.snapshots.manifests).insert(snap.manifest, m.clone());
+        self.snapshots.manifests.lock().insert(snap.manifest, m.clone());
         Ok(m)
     }
 
@@ -254,7 +247,7 @@ impl Vault {
 
     /// Every leaf a snapshot names: GC keeps them.
     pub fn snapshot_held(&self) -> Result<Arc<HashSet<Hash>>> {
-        if let Some(h) = &*lock(&self.snapshots.held) {
+        if let Some(h) = &*self.snapshots.held.lock() {
             return Ok(h.clone());
         }
         let mut held = HashSet::new();
@@ -263,14 +256,14 @@ impl Vault {
             held.extend(m.entries.iter().filter_map(|e| e.leaf));
         }
         let held = Arc::new(held);
-        *lock(&self.snapshots.held) = Some(held.clone());
+        *self.snapshots.held.lock() = Some(held.clone());
         Ok(held)
     }
 
     /// The lock GC takes before the staging lock, so that no snapshot is being taken while
     /// it decides.
     pub(crate) fn snapshot_gate(&self) -> MutexGuard<'_, ()> {
-        lock(&self.snapshots.gate)
+        self.snapshots.gate.lock()
     }
 
     /// The bytes of leaves that only snapshots hold (no file, no version): what deleting
