@@ -378,3 +378,77 @@ cmp sparse.bin {copy}",
     assert!(meta.blocks() * 512 < 4 << 20, "the copy is sparse: {} blocks", meta.blocks());
     m.stop();
 }
+
+/// Set-user-id and set-group-id go when the content or the owner changes, as on a local
+/// filesystem: a write, a truncation or an `open(O_TRUNC)` by a caller without `CAP_FSETID`
+/// drops them, root's write keeps them, and a change of owner drops them for anyone.
+/// (The kernel leaves this to the daemon: `FUSE_HANDLE_KILLPRIV_V2`.)
+#[test]
+fn writes_truncations_and_chown_drop_set_id_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let dirs = Dirs::new();
+    // Another user reaches the mount through the test's folder and `allow_other`.
+    let top = dirs.mnt.parent().unwrap();
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Mount::start_with(&dirs, &["-o", "allow_other"]);
+    let v = m.vault();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    let as_nobody = |code: &str, path: &std::path::Path| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", code, path.to_str().unwrap()])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{code}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let fresh = |name: &str, perm: u32| {
+        let p = v.join(name);
+        std::fs::write(&p, b"content").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(perm)).unwrap();
+        assert_eq!(mode(&p), perm);
+        p
+    };
+    let cases = [
+        ("write", "import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY)\nos.write(fd,b'x')"),
+        ("truncate", "import os,sys\nos.truncate(sys.argv[1],2)"),
+        ("ftruncate", "import os,sys\nfd=os.open(sys.argv[1],os.O_WRONLY)\nos.ftruncate(fd,3)"),
+        ("o_trunc", "import os,sys\nos.close(os.open(sys.argv[1],os.O_WRONLY|os.O_TRUNC))"),
+    ];
+    for (name, code) in cases {
+        let both = fresh(&format!("{name}-6777"), 0o6777);
+        as_nobody(code, &both);
+        assert_eq!(mode(&both), 0o777, "{name} by nobody");
+        // Without group execute, set-group-id marks mandatory locking and stays.
+        let sgid = fresh(&format!("{name}-2767"), 0o2767);
+        as_nobody(code, &sgid);
+        assert_eq!(mode(&sgid), 0o2767, "{name} by nobody, no group execute");
+    }
+    // Root has CAP_FSETID: its write keeps the bits.
+    let root = fresh("root-write", 0o6777);
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new().append(true).open(&root).unwrap(),
+        b"more",
+    )
+    .unwrap();
+    assert_eq!(mode(&root), 0o6777);
+    // A change of owner drops them, even by root; a folder keeps its own.
+    let owned = fresh("chown", 0o6755);
+    std::os::unix::fs::chown(&owned, Some(65534), Some(65534)).unwrap();
+    assert_eq!(mode(&owned), 0o755);
+    let dir = v.join("setgid-dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    assert_eq!(mode(&dir), 0o2775);
+    // All of it is stored, not only cached by the kernel.
+    m.stop();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    assert_eq!(mode(&v.join("write-6777")), 0o777);
+    assert_eq!(mode(&v.join("root-write")), 0o6777);
+    assert_eq!(mode(&v.join("chown")), 0o755);
+    m.stop();
+}

@@ -152,13 +152,18 @@ impl Filesystem for Adapter {
         // ATOMIC_O_TRUNC: `open(O_TRUNC)` arrives as one open with the flag, so the truncation
         // joins the write buffer (committed at close) instead of a setattr that carries no file
         // handle and would have to commit at once.
+        // HANDLE_KILLPRIV_V2: the daemon drops set-user-id and set-group-id on write,
+        // truncation and chown (`VaultView::setattr`, `write`, `open`), so the kernel stops
+        // asking for `security.capability` before every write (it still asks once per fresh
+        // inode, then marks it as having none).
         let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_BIG_WRITES
-            | InitFlags::FUSE_ASYNC_READ;
+            | InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if let Err(unsupported) = config.add_capabilities(wanted) {
             tracing::info!(?unsupported, "kernel lacks some optional FUSE capabilities");
         }
@@ -347,12 +352,13 @@ impl Filesystem for Adapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.fs.write_dropping(fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", &e)),
         }

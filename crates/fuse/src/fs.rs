@@ -243,8 +243,8 @@ impl VaultFs {
 
     /// Changes attributes. The caller's identity is not needed: the kernel has checked the
     /// permission (`default_permissions`).
-    pub fn setattr(&self, _ctx: Ctx, ino: u64, req: &SetAttrReq) -> FsResult<Attr> {
-        self.writable(ino, Change::Modify)?.setattr(ino, req)
+    pub fn setattr(&self, ctx: Ctx, ino: u64, req: &SetAttrReq) -> FsResult<Attr> {
+        self.writable(ino, Change::Modify)?.setattr(ctx, ino, req)
     }
 
     // ----- namespace -----
@@ -299,12 +299,12 @@ impl VaultFs {
 
     // ----- files -----
 
-    pub fn open(&self, _ctx: Ctx, ino: u64, flags: i32) -> FsResult<Opened> {
+    pub fn open(&self, ctx: Ctx, ino: u64, flags: i32) -> FsResult<Opened> {
         // Linux truncates on `O_TRUNC` whatever the access mode, so it changes the file too.
         let changes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         match self.route(ino)? {
             Route::Vault(v) => {
-                let fh = self.handles.insert(Handle::File(v.open(ino, flags)?));
+                let fh = self.handles.insert(Handle::File(v.open(ctx, ino, flags)?));
                 Ok(Opened { fh, keep_cache: true, direct_io: false, no_flush: !changes })
             }
             Route::ReadOnly(v) => {
@@ -366,8 +366,20 @@ impl VaultFs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.write_dropping(fh, offset, data, false)
+    }
+
+    /// `write`; with `kill_privileges`, the kernel asks that set-user-id and set-group-id be
+    /// dropped too (`FUSE_WRITE_KILL_SUIDGID`).
+    pub fn write_dropping(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_privileges: bool,
+    ) -> FsResult<u32> {
         let (ino, open, append) = self.handles.file(fh)?;
-        self.vault.write(ino, &open, append, offset, data)
+        self.vault.write(ino, &open, append, offset, data, kill_privileges)
     }
 
     /// `close(2)` of one descriptor: commits pending writes crash-consistently.
@@ -667,7 +679,10 @@ mod tests {
         let o = fs.open(CTX, file, libc::O_RDONLY).expect("open");
         assert!(o.keep_cache && !o.direct_io && o.no_flush);
         assert_eq!(fs.read(file, o.fh, 1, 3).expect("read"), b"ell");
-        assert_eq!(fs.write(o.fh, 0, b"x").expect_err("not a vault file").errno, libc::EISDIR);
+        assert_eq!(
+            fs.write(o.fh, 0, b"x").expect_err("not a vault file").errno,
+            libc::EISDIR
+        );
         fs.release(o.fh).expect("release");
         assert_eq!(fs.read(file, o.fh, 0, 3).expect_err("released").errno, libc::EBADF);
         assert_eq!(fs.getattr(file).expect("getattr").perm, 0o444);

@@ -208,9 +208,10 @@ impl VaultView {
 
     /// Changes attributes. The caller's identity is not needed: the kernel has checked the
     /// permission (`default_permissions`).
-    pub(crate) fn setattr(&self, ino: u64, req: &SetAttrReq) -> FsResult<Attr> {
+    pub(crate) fn setattr(&self, ctx: Ctx, ino: u64, req: &SetAttrReq) -> FsResult<Attr> {
         let id = NodeId(ino);
         let now = Timestamp::now();
+        let mut mode = req.mode;
         if let Some(size) = req.size {
             let node = self.vault.node(id)?;
             match node.kind {
@@ -219,24 +220,33 @@ impl VaultView {
                 _ => return Err(FsError::errno(libc::EINVAL)),
             }
             self.truncate(&node, size, req.fh.is_none(), now)?;
+            // A truncation by a caller without CAP_FSETID drops set-user-id and set-group-id
+            // (the kernel leaves it to us: FUSE_HANDLE_KILLPRIV_V2).
+            if mode.is_none() && privileged_bits(node.perm) && !may_keep_privileges(ctx) {
+                mode = Some(without_privileges(node.perm));
+            }
+        }
+        // A change of owner or group drops set-user-id, and set-group-id on a group-executable
+        // file, whoever makes it (as the kernel does for local filesystems).
+        if mode.is_none() && (req.uid.is_some() || req.gid.is_some()) {
+            let node = self.vault.node(id)?;
+            if node.kind != NodeKind::Dir && privileged_bits(node.perm) {
+                mode = Some(without_privileges(node.perm));
+            }
         }
         let times = req.atime.is_some() || req.mtime.is_some();
         if times {
             // Explicit times must not be overwritten by a later commit of pending writes.
             self.open.commit(ino, Commit::CrashConsistent)?;
         }
-        if req.mode.is_some()
-            || req.uid.is_some()
-            || req.gid.is_some()
-            || times
-            || req.ctime.is_some()
+        if mode.is_some() || req.uid.is_some() || req.gid.is_some() || times || req.ctime.is_some()
         {
             let to_ts = |t: TimeSet| match t {
                 TimeSet::Now => now,
                 TimeSet::At(t) => Timestamp::from_system(t),
             };
             let attr = SetAttr {
-                perm: req.mode.map(|m| m & 0o7777),
+                perm: mode.map(|m| m & 0o7777),
                 uid: req.uid,
                 gid: req.gid,
                 atime: req.atime.map(to_ts),
@@ -415,7 +425,7 @@ impl VaultView {
     // ----- files -----
 
     /// Opens the file `ino`; `O_TRUNC` truncates it in its write buffer.
-    pub(crate) fn open(&self, ino: u64, flags: i32) -> FsResult<FileHandle> {
+    pub(crate) fn open(&self, ctx: Ctx, ino: u64, flags: i32) -> FsResult<FileHandle> {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         // Linux truncates on `O_TRUNC` whatever the access mode (the kernel has checked write
         // permission), so `O_RDONLY | O_TRUNC` truncates too.
@@ -445,6 +455,13 @@ impl VaultView {
                 on.written_at = Timestamp::now();
                 Ok(())
             })();
+            // As for a truncation by setattr (see `setattr`).
+            let result = result.and_then(|()| {
+                if privileged_bits(node.perm) && !may_keep_privileges(ctx) {
+                    self.drop_privileges(ino)?;
+                }
+                Ok(())
+            });
             if let Err(e) = result {
                 self.close_open_node(ino, &open, true);
                 return Err(e);
@@ -507,19 +524,39 @@ impl VaultView {
         append: bool,
         offset: u64,
         data: &[u8],
+        kill_privileges: bool,
     ) -> FsResult<u32> {
         if data.is_empty() {
             // POSIX: a zero-length write changes nothing.
             return Ok(0);
         }
-        let mut on = lock(&open.state);
-        let tmp = self.vault.tmp_dir().to_path_buf();
-        let buffer = self.open.buffer_for(&mut on, ino)?;
-        let offset = if append { buffer.size() } else { offset };
-        // A refused write leaves the buffer as it was, so it can be tried again.
-        let written = with_room(&self.vault, || buffer.write(&tmp, offset, data))?;
-        on.written_at = Timestamp::now();
+        let written = {
+            let mut on = lock(&open.state);
+            let tmp = self.vault.tmp_dir().to_path_buf();
+            let buffer = self.open.buffer_for(&mut on, ino)?;
+            let offset = if append { buffer.size() } else { offset };
+            // A refused write leaves the buffer as it was, so it can be tried again.
+            let written = with_room(&self.vault, || buffer.write(&tmp, offset, data))?;
+            on.written_at = Timestamp::now();
+            written
+        };
+        // The kernel asks this of a write to a set-user-id or set-group-id file by a caller
+        // without CAP_FSETID (FUSE_WRITE_KILL_SUIDGID).
+        if kill_privileges {
+            self.drop_privileges(ino)?;
+        }
         u32::try_from(written).map_err(|_| FsError::errno(libc::EINVAL))
+    }
+
+    /// Drops set-user-id, and set-group-id if the file is group-executable.
+    fn drop_privileges(&self, ino: u64) -> FsResult<()> {
+        let node = self.vault.node(NodeId(ino))?;
+        if !privileged_bits(node.perm) {
+            return Ok(());
+        }
+        let attr = SetAttr { perm: Some(without_privileges(node.perm)), ..SetAttr::default() };
+        self.vault.set_attr(NodeId(ino), &attr, Timestamp::now(), Commit::CrashConsistent)?;
+        Ok(())
     }
 
     /// Commits the open file's pending writes with `commit`'s strength.
@@ -661,5 +698,35 @@ impl View for VaultView {
 
     fn negative_ttl(&self) -> Option<Duration> {
         Some(TTL)
+    }
+}
+
+/// Whether `perm` has bits a change of content or owner drops: set-user-id, or set-group-id
+/// with group execute (without it, set-group-id marks mandatory locking and stays).
+fn privileged_bits(perm: u32) -> bool {
+    perm & 0o4000 != 0 || perm & 0o2010 == 0o2010
+}
+
+fn without_privileges(perm: u32) -> u32 {
+    let mut perm = perm & !0o4000;
+    if perm & 0o010 != 0 {
+        perm &= !0o2000;
+    }
+    perm
+}
+
+/// Whether the caller may change a set-user-id file and keep the bit: it has `CAP_FSETID` in
+/// its effective set (`/proc/PID/status`; if that cannot be read, whether it is root). Asked
+/// only of files with such bits, so reading it costs nothing on the common path.
+fn may_keep_privileges(ctx: Ctx) -> bool {
+    const CAP_FSETID: u32 = 4;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", ctx.pid)).ok();
+    let effective = status.as_deref().and_then(|s| {
+        let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+        u64::from_str_radix(hex, 16).ok()
+    });
+    match effective {
+        Some(caps) => caps & (1 << CAP_FSETID) != 0,
+        None => ctx.uid == 0,
     }
 }
