@@ -230,6 +230,12 @@ impl VaultFs {
 
     /// Collects every unreferenced leaf if they hold more content than the backlog
     /// (`set_gc_backlog`); returns the bytes freed.
+    /// Looks at the free space, which decides whether `close` commits before it returns
+    /// (the mount's background thread calls this on every tick).
+    pub fn check_space(&self) {
+        self.vault.check_space();
+    }
+
     pub fn collect_backlog(&self, below_floor: bool) -> FsResult<u64> {
         self.vault.collect_backlog(below_floor)
     }
@@ -305,7 +311,8 @@ impl VaultFs {
         match self.route(ino)? {
             Route::Vault(v) => {
                 let fh = self.handles.insert(Handle::File(v.open(ctx, ino, flags)?));
-                Ok(Opened { fh, keep_cache: true, direct_io: false, no_flush: !changes })
+                let no_flush = !changes || !v.closes_wait();
+                Ok(Opened { fh, keep_cache: true, direct_io: false, no_flush })
             }
             Route::ReadOnly(v) => {
                 if changes {
@@ -341,7 +348,8 @@ impl VaultFs {
         let vault = self.writable(parent, Change::AddEntry)?;
         let (attr, handle) = vault.create(ctx, parent, name, mode, flags)?;
         let fh = self.handles.insert(Handle::File(handle));
-        Ok((attr, Opened { fh, keep_cache: true, direct_io: false, no_flush: false }))
+        let no_flush = !vault.closes_wait();
+        Ok((attr, Opened { fh, keep_cache: true, direct_io: false, no_flush }))
     }
 
     pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -540,6 +548,34 @@ mod tests {
         VaultFs::new(vault, MountInfo::unmounted("p", dir)).expect("VaultFs::new")
     }
 
+    /// With room on the disk, a file opened for writing needs no FLUSH at `close`: its commit
+    /// waits for the RELEASE, and the content is there for every reader before it (from the
+    /// write buffer), `user.indra.id` included. Until the space is looked at, and when it is
+    /// short, `close` commits before it returns, so that it can report a failure.
+    #[test]
+    fn close_commits_at_release_unless_space_is_short() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = fs(dir.path());
+        let (a, o) = fs.create(CTX, inode::VAULT, b"f", 0o644, libc::O_WRONLY).expect("create");
+        assert!(!o.no_flush, "before the space is looked at");
+        fs.release(o.fh).expect("release");
+        fs.check_space();
+        let (b, o) = fs.create(CTX, inode::VAULT, b"g", 0o644, libc::O_WRONLY).expect("create");
+        assert!(o.no_flush);
+        fs.write(o.fh, 0, b"new content").expect("write");
+        // A reader before the RELEASE sees the content, and the id names it.
+        let r = fs.open(CTX, b.ino, libc::O_RDONLY).expect("open");
+        assert_eq!(fs.read(b.ino, r.fh, 0, 100).expect("read"), b"new content");
+        let id = fs.getxattr(b.ino, b"user.indra.id").expect("id");
+        assert_eq!(id, indras_artifacts::hex(blake3::hash(b"new content").as_bytes()).as_bytes());
+        fs.release(o.fh).expect("release");
+        fs.release(r.fh).expect("release");
+        assert_eq!(fs.getattr(b.ino).expect("getattr").size, 11);
+        let w = fs.open(CTX, a.ino, libc::O_RDWR).expect("open");
+        assert!(w.no_flush);
+        fs.release(w.fh).expect("release");
+    }
+
     /// A file truncated by one handle, its empty version committed, then written again: an
     /// attribute read that read the node before the last commit must still report the
     /// written size, whether the handle is still open or already released. (The kernel keeps
@@ -679,10 +715,7 @@ mod tests {
         let o = fs.open(CTX, file, libc::O_RDONLY).expect("open");
         assert!(o.keep_cache && !o.direct_io && o.no_flush);
         assert_eq!(fs.read(file, o.fh, 1, 3).expect("read"), b"ell");
-        assert_eq!(
-            fs.write(o.fh, 0, b"x").expect_err("not a vault file").errno,
-            libc::EISDIR
-        );
+        assert_eq!(fs.write(o.fh, 0, b"x").expect_err("not a vault file").errno, libc::EISDIR);
         fs.release(o.fh).expect("release");
         assert_eq!(fs.read(file, o.fh, 0, 3).expect_err("released").errno, libc::EBADF);
         assert_eq!(fs.getattr(file).expect("getattr").perm, 0o444);

@@ -302,6 +302,7 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let mut last_snapshot = std::time::Instant::now();
     let mut last_floor_check = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
+        fs.check_space();
         if let Err(e) = fs.attention().flush() {
             tracing::error!(error = %e, "writing attention events failed; they stay queued");
         }
@@ -662,6 +663,7 @@ impl MountSession {
 
         if !cfg.gc_interval.is_zero() {
             fs.set_gc_backlog(cfg.gc_backlog.unwrap_or_else(|| gc_backlog(&cfg.data_dir)));
+            fs.check_space();
         }
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {

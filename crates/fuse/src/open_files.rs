@@ -12,7 +12,7 @@
 //!   (and maybe a release that dropped the file's buffer) slipped in after it read the node.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use indras_artifacts::{Commit, NodeId, Timestamp, Vault};
@@ -81,7 +81,17 @@ pub(crate) struct OpenFiles {
     history_mark: AtomicU64,
     /// When a backlog collection last freed less than an eighth of the content it took.
     sparse_since: Mutex<Option<std::time::Instant>>,
+    /// Whether a `close` commits before it returns, so that it can report a failure: while
+    /// space is short (`check_space`). Otherwise files are opened with `FOPEN_NOFLUSH`: the
+    /// kernel sends no FLUSH at `close`, and the commit happens at the RELEASE it sends
+    /// after the last close without waiting for the answer.
+    closes_wait: AtomicBool,
 }
+
+/// Free space on the data dir's filesystem under which `close` commits before it returns.
+const CLOSE_ROOM: u64 = 64 << 20;
+/// How long after an operation found the disk full `close` keeps committing before it returns.
+const FULL_MEMORY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long after a sparse collection (`OpenFiles::sparse_since`) the next waits.
 const SPARSE_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -96,7 +106,21 @@ impl OpenFiles {
             collecting: Mutex::new(()),
             history_mark: AtomicU64::new(0),
             sparse_since: Mutex::new(None),
+            closes_wait: AtomicBool::new(true),
         }
+    }
+
+    /// Whether a `close` should commit before it returns (see `closes_wait`).
+    pub(crate) fn closes_wait(&self) -> bool {
+        self.closes_wait.load(Ordering::Acquire)
+    }
+
+    /// Looks at the free space (the mount's background thread, on every tick): short under
+    /// `CLOSE_ROOM`, or within `FULL_MEMORY` of an operation that found the disk full.
+    pub(crate) fn check_space(&self) {
+        let short = self.vault.found_full_within(FULL_MEMORY)
+            || self.vault.free_space().map_or(true, |free| free < CLOSE_ROOM);
+        self.closes_wait.store(short, Ordering::Release);
     }
 
     pub(crate) fn set_backlog(&self, limit: u64) {

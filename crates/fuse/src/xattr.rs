@@ -14,6 +14,11 @@ use indras_artifacts::{Commit, NodeId, NodeKind, Timestamp, Vault, XattrMode};
 use crate::attention::{Attention, display_heat};
 use crate::error::{FsError, FsResult};
 
+/// Whether `name` is the computed attribute that names a file's content (`user.indra.id`).
+pub(crate) fn names_content(name: &[u8]) -> bool {
+    IndraXattr::parse(name) == Some(IndraXattr::Id)
+}
+
 /// The computed extended attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum IndraXattr {

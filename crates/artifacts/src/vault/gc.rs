@@ -341,6 +341,12 @@ impl Vault {
         Ok(freed)
     }
 
+    /// Whether an operation found the disk full (and `retry_when_full` ran) within `within`.
+    pub fn found_full_within(&self, within: std::time::Duration) -> bool {
+        let last = self.room.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.is_some_and(|(ended, _)| ended.elapsed() < within)
+    }
+
     /// For an operation that failed for want of space: runs `make_room` and says whether the
     /// operation is worth trying once more. One runs at a time: a caller that finds one
     /// running waits for it and retries after it. Within `ROOM_QUIET` of one that freed

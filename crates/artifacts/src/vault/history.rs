@@ -310,6 +310,11 @@ impl Vault {
         Ok(())
     }
 
+    /// The free space of the data dir's filesystem, in bytes.
+    pub fn free_space(&self) -> Result<u64> {
+        Ok(self.disk_space()?.1)
+    }
+
     /// Whether the data dir's filesystem has less free space than the floor.
     pub fn below_floor(&self) -> Result<bool> {
         let (size, free) = self.disk_space()?;

@@ -181,6 +181,16 @@ impl VaultView {
         self.open.set_backlog(limit);
     }
 
+    /// See `OpenFiles::closes_wait`.
+    pub(crate) fn closes_wait(&self) -> bool {
+        self.open.closes_wait()
+    }
+
+    /// See `VaultFs::check_space`.
+    pub(crate) fn check_space(&self) {
+        self.open.check_space();
+    }
+
     /// See `VaultFs::collect_backlog`.
     pub(crate) fn collect_backlog(&self, below_floor: bool) -> FsResult<u64> {
         self.open.collect_backlog(1, below_floor)
@@ -675,6 +685,11 @@ impl View for VaultView {
     }
 
     fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        // The id names the content: what was written is committed first, so that it is
+        // right straight after a `close` whose commit waits for the kernel's RELEASE.
+        if crate::xattr::names_content(name) {
+            self.open.commit(ino, Commit::CrashConsistent)?;
+        }
         self.xattrs().get(NodeId(ino), name)
     }
 
