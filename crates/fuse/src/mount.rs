@@ -663,8 +663,8 @@ impl MountSession {
 
         if !cfg.gc_interval.is_zero() {
             fs.set_gc_backlog(cfg.gc_backlog.unwrap_or_else(|| gc_backlog(&cfg.data_dir)));
-            fs.check_space();
         }
+        fs.check_space();
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
             let stop = stop.clone();
