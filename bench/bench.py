@@ -10,6 +10,10 @@ indras-fuse@base, in the same rounds and the same way as indras-fuse (its own mo
 directory); it is not one of the "other FUSE filesystems". The report then gives indras-fuse
 relative to it for every workload and flags each one below 0.95x.
 
+With --trace-requests, indras-fuse runs each small-file phase once more in the first round
+with the kernel's fuse tracepoints on (bench/trace.py), and the report gives the FUSE requests
+per file of each phase, per opcode, with their median latency.
+
 Run it through bench/run.sh, which installs what it needs.
 """
 
@@ -27,7 +31,11 @@ import tarfile
 import time
 from pathlib import Path
 
-import smallfiles  # bench/, beside this file
+# bench/, beside this file (its trace.py comes before the standard library's module of that name)
+import bigdir
+import fsyncs
+import smallfiles
+import trace as fusetrace
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -38,7 +46,7 @@ BASE = "indras-fuse@base"
 BASE_FLOOR = 0.95
 
 # metric -> (label, unit, higher is better, kind: "meta" small-file/metadata or "data").
-# {seq} and {dedup} in a label are the run's sizes (smaller in --quick mode).
+# {seq}, {dedup} and {bigdir} in a label are the run's sizes (smaller in --quick mode).
 METRICS = {
     "seq_write": ("sequential write {seq} (1 MiB blocks) + fsync", "MB/s", True, "data"),
     "seq_read_cold": ("sequential read, cold cache", "MB/s", True, "data"),
@@ -58,6 +66,14 @@ METRICS = {
                     "x (10 MiB + 100 x 256 KiB)", False, "data"),
     "cpu_per_gib": ("daemon CPU seconds per GiB written, deferred work included", "s/GiB", False,
                     "data"),
+    "sqlite_wal": ("sqlite WAL, synchronous=FULL: transactions of 1 small INSERT", "tx/s", True,
+                   "data"),
+    "sqlite_rollback": ("sqlite rollback journal (DELETE), synchronous=FULL: the same",
+                        "tx/s", True, "data"),
+    "append_fdatasync": ("append 4 KiB + fdatasync to one file", "ops/s", True, "data"),
+    "bigdir_create": ("create {bigdir} empty files in one folder", "s", False, "meta"),
+    "bigdir_unlink_listing": ("unlink every other one while another process lists the folder",
+                              "s", False, "meta"),
 }
 
 
@@ -491,7 +507,49 @@ def run_workloads(t, cfg, tree_tar, git_src, res):
     time.sleep(1.5)
     res["edit_growth"] = (dir_bytes(t.backing()) - before) / (10 * MIB + 100 * 256 * 1024)
     os.unlink(edited)
+
+    # durable small writes: sqlite transactions (WAL, then rollback journal), 4 KiB appends
+    # with fdatasync; each removes its database or file
+    durable = base / "durable"
+    durable.mkdir()
+    for w in fsyncs.WORKLOADS:
+        res[w] = cfg["fsync_ops"] / fsyncs.run(durable, w, cfg["fsync_ops"])
+    remove_tree(durable)
+
+    # a big folder: create its files, then unlink every other one while a second process
+    # lists the folder (a wrong listing raises); how many listings it made is extra
+    # information, not a metric
+    folder = base / "bigdir"
+    folder.mkdir()
+    res["bigdir_create"] = bigdir.create(folder, cfg["bigdir_files"])
+    res["bigdir_unlink_listing"], res["bigdir_listings"] = bigdir.unlink_listing(
+        folder, cfg["bigdir_files"])
+    remove_tree(folder)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def trace_small_files(t, n):
+    """Runs each small-file phase once more on n files in target t, with the kernel's fuse
+    tracepoints on and only t's requests kept: per phase and opcode, the requests per file
+    and their median latency."""
+    folder = t.work / "traced"
+    folder.mkdir()
+    files = smallfiles.files_in(folder, n)
+    conn = fusetrace.connection(t.mnt)
+    phases = {}
+    for phase in smallfiles.PHASES:
+        tracing = fusetrace.start()
+        try:
+            smallfiles.run_phase(files, phase)
+            time.sleep(0.2)  # the kernel sends RELEASE after close() has returned
+        finally:
+            latencies = fusetrace.stop(tracing, conn)
+        phases[phase] = {
+            op.removeprefix("FUSE_"): {"count": len(lat), "per_file": len(lat) / n,
+                                       "p50_us": round(statistics.median(lat) * 1e6, 1)}
+            for op, lat in sorted(latencies.items(), key=lambda kv: (-len(kv[1]), kv[0]))}
+    remove_tree(folder)
+    return {"target": t.name, "files": n, "phases": phases}
 
 
 # ----- reporting ------------------------------------------------------------------------------
@@ -518,6 +576,10 @@ def fmt(v):
     return f"{v:.3f}"
 
 
+def count(v):
+    return "n/a" if v is None else f"{v:g}"
+
+
 def ratio(m, ours, theirs):
     """How many times better indras-fuse is (>1 is better)."""
     if ours is None or theirs is None or ours == 0 or theirs == 0:
@@ -530,11 +592,14 @@ def size_label(n):
     return f"{n // GIB} GiB" if n >= GIB and n % GIB == 0 else f"{n // MIB} MiB"
 
 
-def report(summary, targets, meta, out_dir):
+def report(summary, targets, meta, out_dir, listings, traced):
+    """listings: per target, the lister's full listings in each round of
+    bigdir_unlink_listing; traced: trace_small_files()'s result, or None."""
     others = [t for t in targets if t not in ("tmpfs", "disk", "indras-fuse", BASE)]
     has_base = BASE in targets
     sizes = {"seq": size_label(meta["config"]["seq_size"]),
-             "dedup": size_label(meta["config"]["dedup_size"])}
+             "dedup": size_label(meta["config"]["dedup_size"]),
+             "bigdir": f"{meta['config']['bigdir_files']:,}"}
     rows = []
     for m, (label, unit, higher, kind) in METRICS.items():
         label = label.format(**sizes)
@@ -557,7 +622,10 @@ def report(summary, targets, meta, out_dir):
             rbase = ratio(m, ours, med.get(BASE))
             rows[-1]["ratio_vs_baseline"] = rbase
             rows[-1]["below_baseline_floor"] = rbase is not None and rbase < BASE_FLOOR
-    data = {"meta": meta, "targets": targets, "rows": rows}
+    data = {"meta": meta, "targets": targets, "rows": rows,
+            "bigdir_listings": {t: {"rounds": v, "median": statistics.median(v) if v else None}
+                                for t, v in listings.items()},
+            "requests_per_file": traced}
     if has_base:
         data["baseline"] = {
             "target": BASE, "binary": meta["baseline"], "floor": BASE_FLOOR,
@@ -602,6 +670,11 @@ def report(summary, targets, meta, out_dir):
                    else f"no workload below {BASE_FLOOR}x.") +
                   (" Not compared (a figure is missing): " + ", ".join(b["not_compared"]) + "."
                    if b["not_compared"] else "")]
+    lines += ["", "Full listings the second process completed during bigdir_unlink_listing "
+                  "(median): " + ", ".join(f"{t} {count(data['bigdir_listings'][t]['median'])}"
+                                           for t in targets) + "."]
+    if traced:
+        lines += requests_table(traced)
     if meta["failures"]:
         lines += ["", "Failed workloads (the rest of that target's round is missing from the "
                       "medians):", ""] + [f"- round {f['round']}, {f['target']}: {f['error']}"
@@ -609,6 +682,22 @@ def report(summary, targets, meta, out_dir):
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     chart(rows, out_dir / "ratios.png")
     print("\n".join(lines))
+
+
+def requests_table(traced):
+    """The Markdown section for trace_small_files()'s result."""
+    lines = ["", f"## FUSE requests per file, small-file phases ({traced['target']})", "",
+             f"Each phase run once more on {traced['files']:,} files in the first round, with "
+             "the kernel's fuse tracepoints on (bench/trace.py). p50 is a request's median "
+             "latency, from the kernel queuing it to the daemon's reply.", "",
+             "| phase | opcode | requests | per file | p50 µs |", "|---|---|---|---|---|"]
+    for phase, ops in traced["phases"].items():
+        for op, v in ops.items():
+            lines.append(f"| {phase} | {op} | {v['count']:,} | {v['per_file']:.2f} | "
+                         f"{v['p50_us']:.0f} |")
+        total = sum(v["count"] for v in ops.values())
+        lines.append(f"| {phase} | all | {total:,} | {total / traced['files']:.2f} | |")
+    return lines
 
 
 def base_cell(r):
@@ -664,6 +753,10 @@ def main():
                     help=f"an older indras-fuse build, run as one more target ({BASE}) in the "
                          f"same rounds; the report compares indras-fuse with it and flags "
                          f"workloads below {BASE_FLOOR}x")
+    ap.add_argument("--trace-requests", action="store_true",
+                    help="run each small-file phase once more on indras-fuse (first round) "
+                         "under the kernel's fuse tracepoints and report the FUSE requests "
+                         "per file, per opcode, with their median latency")
     ap.add_argument("--baseline-args", default="",
                     help="extra mount options for the baseline target, e.g. \"--keep none\" "
                          "with --baseline the same binary, to measure what history costs")
@@ -682,6 +775,8 @@ def main():
         "overwrite_budget": 3.0 if quick else 5.0,
         "small_files": 500 if quick else 10000,
         "dedup_size": 16 * MIB if quick else 256 * MIB,
+        "fsync_ops": 200 if quick else 5000,
+        "bigdir_files": 2000 if quick else 50000,
     }
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -714,6 +809,16 @@ def main():
         # right after indras-fuse, so that the two run back to back in each round
         names.insert(names.index("indras-fuse") + 1 if "indras-fuse" in names else len(names),
                      BASE)
+    trace_requests = args.trace_requests
+    if trace_requests:
+        try:
+            if "indras-fuse" not in names:
+                raise fusetrace.Unavailable("indras-fuse is not among the targets")
+            fusetrace.tracing_dir()
+        except fusetrace.Unavailable as e:
+            print(f"--trace-requests: skipped: {e}", file=sys.stderr, flush=True)
+            trace_requests = False
+    traced = None
     samples = {n: [] for n in names}
     failures = []
     for rnd in range(rounds):
@@ -731,6 +836,8 @@ def main():
             try:
                 t.start()
                 run_workloads(t, dict(cfg, round=rnd), tree_tar, git_src, res)
+                if trace_requests and name == "indras-fuse" and traced is None:
+                    traced = trace_small_files(t, cfg["small_files"])
             except Exception as e:  # noqa: BLE001 - a failing target must not end the run
                 # The round keeps what it measured before the failure, and the report says so.
                 failures.append({"round": rnd + 1, "target": name,
@@ -749,13 +856,16 @@ def main():
         "command": "bench/run.sh" + (" --quick" if quick else "") +
                    (f" --baseline {args.baseline}" if args.baseline else "") +
                    (f" --baseline-args '{args.baseline_args}'" if args.baseline_args else "") +
+                   (" --trace-requests" if args.trace_requests else "") +
                    (f" --targets {args.targets}" if args.targets != ap.get_default("targets")
                     else ""),
         "baseline": args.baseline,
         "config": cfg,
         "failures": failures,
     }
-    report(summarize(samples), names, meta, out_dir)
+    listings = {n: [r["bigdir_listings"] for r in runs if "bigdir_listings" in r]
+                for n, runs in samples.items()}
+    report(summarize(samples), names, meta, out_dir, listings, traced)
     shutil.rmtree(work, ignore_errors=True)
     # Other filesystems' failures are reported and tolerated; ours fail the run.
     if any(f["target"] == "indras-fuse" for f in failures):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command: indras-fuse against tmpfs, the bare disk, bindfs, gocryptfs and rclone, then
 # sharing between two indras-fuse mounts on 127.0.0.1 (bench/sharing.py).
-# Usage: bench/run.sh [--quick] [--rounds N] [--baseline BINARY] [--only fs|sharing]  (as root)
+# Usage: bench/run.sh [--quick] [--rounds N] [--baseline BINARY] [--only fs|sharing]
+#                     [--trace-requests]  (as root)
 # Full runs write bench/results/{results.md,results.json,ratios.png} and
 # bench/results/sharing-<git short hash>.{md,json}; --quick is a smoke test with small sizes
 # and one round, written to a temp dir.
@@ -11,6 +12,8 @@
 # --baseline-args "--keep none" and a copy of the same build as the baseline, the report gives
 # what history costs: indras-fuse with history (the default) against the same build without.
 # --only fs runs the filesystem section alone, --only sharing the sharing section alone.
+# --trace-requests adds the FUSE requests per file of each small-file phase on indras-fuse,
+# per opcode, from the kernel's fuse tracepoints (skipped, with a note, without tracefs).
 # The sharing section's reference, raw iroh-blobs between two processes (bench/blobs-ref, a
 # crate outside the workspace), is built and measured in full runs only, so the smoke run
 # (which the test command runs) builds nothing more than the workspace.
