@@ -530,6 +530,11 @@ impl VaultFs {
         self.vault.commit_all()
     }
 
+    /// Commits every file's pending writes (see `OpenFiles::commit_pending`).
+    pub fn commit_pending(&self) -> FsResult<()> {
+        self.vault.commit_pending()
+    }
+
     /// Files with open handles or uncommitted writes.
     pub fn open_files(&self) -> usize {
         self.vault.open_files()

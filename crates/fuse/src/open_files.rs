@@ -294,6 +294,19 @@ impl OpenFiles {
         with_room(&self.vault, || Ok(self.vault.sync()?))
     }
 
+    /// Commits every file's pending writes, open or not: what reads the store rather than a
+    /// file (`.indra/`, the control socket) asks first, since a `close` commits only at the
+    /// kernel's RELEASE, which can still be on its way.
+    pub(crate) fn commit_pending(&self) -> FsResult<()> {
+        for (ino, open) in self.all() {
+            let mut on = lock(&open.state);
+            if on.buffer.is_some() {
+                self.commit_locked(ino, &mut on, Commit::CrashConsistent)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Commits the pending writes of `ino`, if it has any.
     pub(crate) fn commit(&self, ino: u64, commit: Commit) -> FsResult<()> {
         let Some(open) = self.get(ino) else {

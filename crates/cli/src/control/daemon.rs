@@ -381,6 +381,13 @@ fn net_error(e: &NetError) -> Response {
 
 impl Handler for MountHandler {
     fn handle(&self, request: Request) -> Reply {
+        // What was written before the command is part of what it sees or shares, even when
+        // the kernel's RELEASE, which commits it, is still on its way.
+        if !matches!(request, Request::Unmount)
+            && let Err(e) = self.fs.commit_pending()
+        {
+            tracing::warn!(error = %e, "committing pending writes before a command failed");
+        }
         match request {
             Request::Status => Reply::new(match live_status(&self.fs) {
                 Ok(s) => Response::Status(Box::new(s)),

@@ -84,7 +84,9 @@ impl IndraView {
     /// The file as it is now: the kept rendering while the store is unchanged and it is
     /// fresh, else a new one (kept in turn).
     fn render(&self, ino: u64) -> FsResult<Arc<[u8]>> {
-        // Queued attention is part of the store's state: written first, so it counts.
+        // Every write so far, and queued attention, are part of the store's state: committed
+        // and written first, so they count.
+        self.open.commit_pending()?;
         self.attention.flush()?;
         let writes = self.vault.write_count();
         if let Some(data) = lock(&self.rendered).get(&ino).and_then(|r| r.get(writes, SIZE_FRESH)) {

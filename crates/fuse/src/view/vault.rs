@@ -101,14 +101,19 @@ impl VaultView {
         let seen = self.open.commits();
         let ids: Vec<NodeId> = inos.iter().map(|i| NodeId(*i)).collect();
         let nodes = self.vault.nodes(&ids)?;
+        // Which files are open is asked before whether a commit landed: a file whose commit
+        // lands after the read, and whose entry then leaves the table, must be seen either
+        // as open or as committed meanwhile, never as read (its old size).
+        let open: Vec<bool> = inos.iter().map(|ino| self.open.contains(*ino)).collect();
         let settled = self.open.commits() == seen;
         Ok(nodes
             .into_iter()
-            .zip(inos)
-            .map(|(node, ino)| match node {
-                // Open files, and any file if a commit landed meanwhile, the careful way.
-                Some(n) if n.kind == NodeKind::File && (!settled || self.open.contains(*ino)) => {
-                    self.attr_from(|| Ok(n)).ok()
+            .zip(open)
+            .map(|(node, open)| match node {
+                // Open files, and any file if a commit landed meanwhile, the careful way (read
+                // again: what was read may predate the commit).
+                Some(n) if n.kind == NodeKind::File && (!settled || open) => {
+                    self.attr_from(|| Ok(self.vault.node(n.id)?)).ok()
                 }
                 Some(n) => Some(Self::attr_of(&n, None)),
                 None => None,
@@ -641,6 +646,10 @@ impl VaultView {
     }
 
     /// Commits every file's pending writes (unmount, SIGTERM), then makes them durable.
+    pub(crate) fn commit_pending(&self) -> FsResult<()> {
+        self.open.commit_pending()
+    }
+
     pub(crate) fn commit_all(&self) -> FsResult<()> {
         let mut first_err = self.reap_queued().err();
         for (ino, open) in self.open.all() {
