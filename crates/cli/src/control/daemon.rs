@@ -530,7 +530,8 @@ mod tests {
 
     const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
 
-    /// The status over the socket and `.indra/status.json` are the same, open files included.
+    /// The status over the socket and `.indra/status.json` are the same, open files included,
+    /// and both count what was written and not yet committed.
     #[test]
     fn the_status_is_built_as_status_json_is() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -549,7 +550,8 @@ mod tests {
         let shown: Status = serde_json::from_slice(&text).expect("parse");
         let built = live_status(&fs).expect("status");
         assert_eq!(built, shown);
-        assert_eq!((built.open_files, built.artifacts.leaves), (Some(1), 1));
+        // Both committed what was written first: the empty file's leaf, then "hello"'s.
+        assert_eq!((built.open_files, built.artifacts.leaves), (Some(1), 2));
         fs.release(h.fh).expect("release");
         fs.release(opened.fh).expect("release");
         assert_eq!(live_status(&fs).expect("status").open_files, Some(0));
