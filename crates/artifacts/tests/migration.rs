@@ -5,7 +5,8 @@
 //! - format 1 also kept one chunk-list row per chunk of every leaf: the lists become segments
 //!   and chunk reference counts are recounted, then the chunks move as for format 2;
 //! - format 3 differs only in having no segment runs: its flat lists stay as they are;
-//! - format 7 has no history tables: it opens with no history.
+//! - format 7 has no history tables: it opens with no history;
+//! - format 8's listing slots held names only: they are rebuilt with each entry's node and kind.
 
 mod common;
 
@@ -218,5 +219,74 @@ fn format_7_opens_with_no_history() {
     let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
     let txn = db.begin_read().unwrap();
     let format = txn.open_table(META).unwrap().get("format").unwrap().unwrap().value().to_vec();
-    assert_eq!(format, 8u64.to_le_bytes());
+    assert_eq!(format, 9u64.to_le_bytes());
+}
+
+const ORDER_V1: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("order_v1");
+const ORDER_V2: TableDefinition<(u64, u64), (u64, u8, &[u8])> = TableDefinition::new("order_v2");
+
+/// A format 8 store's listing slots held names only (`order_v1`): it opens as format 9 with
+/// every folder listed as before (same entries, nodes, kinds and positions, gaps left by
+/// removals included), `order_v1` gone and fsck clean.
+#[test]
+fn format_8_listings_open_unchanged() {
+    use indras_artifacts::{NewNode, NodeId};
+    let dir = tempfile::tempdir().unwrap();
+    let t = common::now();
+    let listings = |v: &indras_artifacts::Vault, dirs: &[NodeId]| {
+        dirs.iter().map(|d| v.list(*d, 0, usize::MAX).unwrap()).collect::<Vec<_>>()
+    };
+    let (dirs, before) = {
+        let v = open(dir.path());
+        let sub = v.create(NodeId::ROOT, b"sub", &NewNode::dir(0o755), None, t, Commit::Durable);
+        let sub = sub.unwrap().id;
+        for i in 0..40 {
+            put(&v, &format!("f{i}"), &bytes(i, 10), Commit::CrashConsistent);
+        }
+        for i in (0..40).step_by(3) {
+            v.remove(NodeId::ROOT, format!("f{i}").as_bytes(), false, t, Commit::CrashConsistent)
+                .unwrap();
+        }
+        let cc = Commit::CrashConsistent;
+        v.create(sub, b"link", &NewNode::symlink(b"../f1"), None, t, cc).unwrap();
+        v.create(sub, b"inner", &NewNode::dir(0o700), None, t, cc).unwrap();
+        let f1 = v.lookup(NodeId::ROOT, b"f1").unwrap();
+        v.link(f1.id, sub, b"hard", t, cc).unwrap();
+        let dirs = vec![NodeId::ROOT, sub];
+        let before = listings(&v, &dirs);
+        v.close().unwrap();
+        (dirs, before)
+    };
+    {
+        // Back to format 8: the slots hold names only.
+        let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let slots: Vec<((u64, u64), Vec<u8>)> = txn
+                .open_table(ORDER_V2)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value(), v.value().2.to_vec())
+                })
+                .collect();
+            let mut old = txn.open_table(ORDER_V1).unwrap();
+            for (k, name) in &slots {
+                old.insert(k, name.as_slice()).unwrap();
+            }
+        }
+        assert!(txn.delete_table(ORDER_V2).unwrap());
+        txn.open_table(META).unwrap().insert("format", 8u64.to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let v = open(dir.path());
+    assert_eq!(listings(&v, &dirs), before);
+    assert!(before[1].iter().any(|e| e.kind == indras_artifacts::NodeKind::Symlink));
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+    v.close().unwrap();
+    let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(txn.open_table(ORDER_V1).is_err(), "order_v1 is dropped");
 }

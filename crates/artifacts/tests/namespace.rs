@@ -124,6 +124,58 @@ fn rename_replaces_atomically_and_keeps_listing_place() {
     assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
 }
 
+/// A listing paged by position cookies, as readdir pages it, while entries are removed,
+/// added and renamed between its pages: no entry is listed twice, and every entry that stayed
+/// the whole time is listed.
+#[test]
+fn a_listing_resumed_after_its_last_position_survives_changes_between_pages() {
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    let names: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();
+    for n in &names {
+        put(&v, n, b"", CC);
+    }
+    let (mut listed, mut touched) = (Vec::new(), BTreeSet::new());
+    let mut after = 0;
+    for round in 0.. {
+        let page = v.list(NodeId::ROOT, after, 7).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        listed.extend(page.into_iter().map(|e| e.name));
+        if round >= 30 {
+            // (Past the first pages, the listing runs to its end: each new entry would be
+            // the next page.)
+            continue;
+        }
+        // Between pages: a name already listed and one not yet go, a new one comes, and one
+        // is renamed in place.
+        for i in [round * 11 % 300, (round * 13 + 5) % 300] {
+            touched.insert(names[i].clone());
+            let _ = v.remove(NodeId::ROOT, names[i].as_bytes(), false, now(), CC);
+        }
+        put(&v, &format!("new{round}"), b"", CC);
+        let renamed = &names[(round * 17 + 1) % 300];
+        touched.insert(renamed.clone());
+        let to = format!("renamed{round}");
+        let _ = v.rename(
+            NodeId::ROOT,
+            renamed.as_bytes(),
+            NodeId::ROOT,
+            to.as_bytes(),
+            RenameMode::NoReplace,
+            now(),
+            CC,
+        );
+    }
+    let unique: BTreeSet<&Vec<u8>> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "an entry listed twice");
+    for n in names.iter().filter(|n| !touched.contains(*n)) {
+        assert!(unique.contains(&n.as_bytes().to_vec()), "{n} stayed but was not listed");
+    }
+    assert!(v.fsck(FsckOptions::default(), &mut |_| {}).unwrap().is_clean());
+}
+
 #[test]
 fn directory_link_counts_follow_subdirectories() {
     let dir = tempfile::tempdir().unwrap();

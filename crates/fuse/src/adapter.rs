@@ -19,8 +19,24 @@ use crate::error::FsError;
 use crate::fs::{Attr, Ctx, Opened, SetAttrReq, TimeSet, VaultFs};
 
 const MAX_WRITE: u32 = 1 << 20;
-/// Entries fetched from the store per readdir call.
-const READDIR_BATCH: usize = 256;
+/// The most entries one `READDIR` reply carries, and one `READDIRPLUS` reply.
+///
+/// The kernel holds a folder's lock (shared) while a listing request of it is out, and every
+/// change to the folder (create, unlink, rename) takes that lock exclusively: against a
+/// program that lists the folder in a loop, each change waits for the listing request in
+/// flight. So a reply is kept short rather than as full as the kernel's buffer allows (one
+/// page on older kernels; recent ones offer as much as the program reads at once, 32 KiB for
+/// glibc's `readdir`: about 1,000 plain entries, or 200 with attributes). A plain entry is one
+/// row of a range read (`Vault::list`), so 256 of them take about 100 µs; an entry with
+/// attributes also costs a node read and the kernel's caching of it, so those replies carry
+/// 64. A listing takes a few more requests for it, each a round trip of some 20 µs.
+const READDIR_MAX: usize = 256;
+const READDIRPLUS_MAX: usize = 64;
+/// Entries read from the store at a time while a reply is filled, so that little is read
+/// that the reply has no room for (a 4 KiB buffer takes about 120 plain entries, or 25 with
+/// attributes).
+const READDIR_CHUNK: usize = 64;
+const READDIRPLUS_CHUNK: usize = 32;
 
 pub struct Adapter {
     fs: Arc<VaultFs>,
@@ -414,22 +430,29 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0, offset, READDIR_BATCH) {
-            Ok(items) => {
-                for it in items {
-                    if reply.add(
-                        INodeNo(it.ino),
-                        it.offset,
-                        kind(it.kind),
-                        OsStr::from_bytes(&it.name),
-                    ) {
-                        break;
-                    }
+        // Read in chunks until the reply is full or long enough: no entry is read that the
+        // reply has no room for. An error after some entries sends those; the kernel asks
+        // again from the last of them and gets the error then.
+        let (mut cookie, mut sent) = (offset, 0);
+        loop {
+            let items = match self.fs.readdir(ino.0, cookie, READDIR_CHUNK) {
+                Ok(items) => items,
+                Err(e) if sent == 0 => return reply.error(errno("readdir", &e)),
+                Err(_) => break,
+            };
+            let end = items.len() < READDIR_CHUNK;
+            for it in items {
+                if reply.add(INodeNo(it.ino), it.offset, kind(it.kind), OsStr::from_bytes(&it.name))
+                {
+                    return reply.ok();
                 }
-                reply.ok();
+                (cookie, sent) = (it.offset, sent + 1);
             }
-            Err(e) => reply.error(errno("readdir", &e)),
+            if end || sent >= READDIR_MAX {
+                break;
+            }
         }
+        reply.ok();
     }
 
     fn readdirplus(
@@ -440,31 +463,44 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let items = match self.fs.readdir(ino.0, offset, READDIR_BATCH) {
-            Ok(items) => items,
-            Err(e) => return reply.error(errno("readdirplus", &e)),
-        };
-        let inos: Vec<u64> = items.iter().map(|it| it.ino).collect();
-        let attrs = match self.fs.attrs(&inos) {
-            Ok(a) => a,
-            Err(e) => return reply.error(errno("readdirplus", &e)),
-        };
-        for (it, a) in items.into_iter().zip(attrs) {
-            let dot = it.name == b"." || it.name == b"..";
-            // An entry removed since the listing was read is skipped.
-            let Some(a) = a else { continue };
-            if reply.add(
-                INodeNo(it.ino),
-                it.offset,
-                OsStr::from_bytes(&it.name),
-                &self.fs.ttl(it.ino),
-                &attr(&a),
-                Generation(0),
-            ) {
-                break;
+        // As `readdir`, in chunks; each chunk's attributes are read together.
+        let (mut cookie, mut sent) = (offset, 0);
+        loop {
+            let items = match self.fs.readdir(ino.0, cookie, READDIRPLUS_CHUNK) {
+                Ok(items) => items,
+                Err(e) if sent == 0 => return reply.error(errno("readdirplus", &e)),
+                Err(_) => break,
+            };
+            let inos: Vec<u64> = items.iter().map(|it| it.ino).collect();
+            let attrs = match self.fs.attrs(&inos) {
+                Ok(a) => a,
+                Err(e) if sent == 0 => return reply.error(errno("readdirplus", &e)),
+                Err(_) => break,
+            };
+            let end = items.len() < READDIRPLUS_CHUNK;
+            for (it, a) in items.into_iter().zip(attrs) {
+                let dot = it.name == b"." || it.name == b"..";
+                // An entry removed since the listing was read is skipped.
+                if let Some(a) = a {
+                    if reply.add(
+                        INodeNo(it.ino),
+                        it.offset,
+                        OsStr::from_bytes(&it.name),
+                        &self.fs.ttl(it.ino),
+                        &attr(&a),
+                        Generation(0),
+                    ) {
+                        return reply.ok();
+                    }
+                    if !dot {
+                        self.fs.remember(it.ino);
+                    }
+                    sent += 1;
+                }
+                cookie = it.offset;
             }
-            if !dot {
-                self.fs.remember(it.ino);
+            if end || sent >= READDIRPLUS_MAX {
+                break;
             }
         }
         reply.ok();

@@ -61,9 +61,9 @@ use crate::error::{Error, Result};
 use crate::store::schema::{
     ATTENTION, ATTENTION_CHAINS, ATTENTION_OUTBOX, CHUNKS, ChunkValue, DEAD_CHUNKS, DELETED,
     DELETED_NAMES, ENTRIES, EVENTS, GRANTS, HISTORY_REFS, INLINE, INVITES, LEAF_SEGMENTS, LEAVES,
-    LINEAGE, META, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER, ORPHANS, PEERS,
-    REALM_ITEMS, REALM_LEFT, REALMS, SEGMENT_RUNS, SEGMENTS, SNAPSHOTS, TRANSFERS, TREES,
-    UNREFERENCED, VERSION_NODES, VERSIONS, XATTRS,
+    LINEAGE, META, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER, ORPHANS,
+    OrderRow, PEERS, REALM_ITEMS, REALM_LEFT, REALMS, SEGMENT_RUNS, SEGMENTS, SNAPSHOTS, TRANSFERS,
+    TREES, UNREFERENCED, VERSION_NODES, VERSIONS, XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -265,7 +265,7 @@ impl<K: Key + 'static, V: Value + 'static> View<'_, '_, K, V> {
                         .map(|l| Some(l.range((lo.clone(), hi.clone())).peekable()))
                 };
                 let base = base.range(range)?.fuse();
-                Ok(Box::new(Merge { layers, base, head: None }))
+                Ok(Box::new(Merge { layers, base, head: None, head_key: None }))
             }
         }
     }
@@ -328,8 +328,11 @@ type LayerIter<'a, K> = Peekable<btree_map::Range<'a, OrdKey<K>, Option<Vec<u8>>
 struct Merge<'a, K: Key + 'static, V: Value + 'static> {
     layers: [Option<LayerIter<'a, K>>; 3],
     base: std::iter::Fuse<redb::Range<'static, K, V>>,
-    /// The database's next row, with its key's bytes.
-    head: Option<(Vec<u8>, Row<K>, Row<V>)>,
+    /// The database's next row.
+    head: Option<(Row<K>, Row<V>)>,
+    /// The bytes of `head`'s key, worked out only once a layer's row is compared with it (a
+    /// range no layer has rows in, the common case, copies no key).
+    head_key: Option<Vec<u8>>,
 }
 
 impl<K: Key + 'static, V: Value + 'static> Iterator for Merge<'_, K, V> {
@@ -338,11 +341,9 @@ impl<K: Key + 'static, V: Value + 'static> Iterator for Merge<'_, K, V> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if self.head.is_none() {
+                self.head_key = None;
                 match self.base.next() {
-                    Some(Ok((k, v))) => {
-                        let k = Row::Db(k);
-                        self.head = Some((k.bytes(), k, Row::Db(v)));
-                    }
+                    Some(Ok((k, v))) => self.head = Some((Row::Db(k), Row::Db(v))),
                     Some(Err(e)) => return Some(Err(e)),
                     None => {}
                 }
@@ -360,11 +361,13 @@ impl<K: Key + 'static, V: Value + 'static> Iterator for Merge<'_, K, V> {
                 (None, None) => return None,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some((hk, _, _)), Some((_, lk))) => K::compare(hk, lk.bytes()) == Ordering::Less,
+                (Some((k, _)), Some((_, lk))) => {
+                    let hk = self.head_key.get_or_insert_with(|| k.bytes());
+                    K::compare(hk, lk.bytes()) == Ordering::Less
+                }
             };
             if base_first {
-                let (_, k, v) = self.head.take()?;
-                return Some(Ok((k, v)));
+                return self.head.take().map(Ok);
             }
             let (i, key) = best?;
             // Skip the hidden rows with the same key below.
@@ -373,7 +376,8 @@ impl<K: Key + 'static, V: Value + 'static> Iterator for Merge<'_, K, V> {
                     layer.next();
                 }
             }
-            if self.head.as_ref().is_some_and(|(hk, _, _)| K::compare(hk, key.bytes()).is_eq()) {
+            // (With a head, its key's bytes were worked out above.)
+            if self.head_key.as_ref().is_some_and(|hk| K::compare(hk, key.bytes()).is_eq()) {
                 self.head = None;
             }
             let (_, value) = self.layers[i].as_mut()?.next()?;
@@ -555,7 +559,7 @@ tables! {
     meta: META => &'static str, &'static [u8];
     nodes: NODES => u64, &'static [u8];
     entries: ENTRIES => (u64, &'static [u8]), (u64, u64);
-    order: ORDER => (u64, u64), &'static [u8];
+    order: ORDER => (u64, u64), OrderRow;
     trees: TREES => &'static [u8; 32], &'static [u8];
     xattrs: XATTRS => (u64, &'static [u8]), &'static [u8];
     leaves: LEAVES => &'static [u8; 32], &'static [u8];

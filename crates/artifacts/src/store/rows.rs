@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use crate::error::{Error, Result};
 use crate::store::ids::NODE_ID_BLOCK;
 use crate::store::meta::W;
-use crate::store::schema::{META_NEXT_NODE, TreeRecord, decode, encode, u64_bytes};
+use crate::store::schema::{META_NEXT_NODE, TreeRecord, decode, encode, kind_code, u64_bytes};
 use crate::types::{ArtifactId, Hash, Node, NodeId, NodeKind};
 
 impl W<'_> {
@@ -52,6 +52,20 @@ impl W<'_> {
             let (child, pos) = v.value();
             (NodeId(child), pos)
         }))
+    }
+
+    /// Writes the listing slot `position` of folder `dir`: the entry `name`, naming `child`
+    /// of kind `kind` (see `ORDER`).
+    pub(crate) fn put_slot(
+        &mut self,
+        dir: NodeId,
+        position: u64,
+        child: NodeId,
+        kind: NodeKind,
+        name: &[u8],
+    ) -> Result<()> {
+        self.order()?.insert((dir.0, position), (child.0, kind_code(kind), name))?;
+        Ok(())
     }
 
     /// A new node id. Ids come from a block reserved in `meta_v1` (`next_node` is the end of

@@ -8,10 +8,10 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, Result};
-use crate::types::{AccessMode, ArtifactId, NodeId, PlayerId, Timestamp, TreeType};
+use crate::types::{AccessMode, ArtifactId, NodeId, NodeKind, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 
@@ -21,8 +21,15 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 pub const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes_v1");
 /// (directory node, name) -> (child node, position)
 pub const ENTRIES: TableDefinition<(u64, &[u8]), (u64, u64)> = TableDefinition::new("entries_v1");
-/// (directory node, position) -> name: the listing order
-pub const ORDER: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("order_v1");
+/// (directory node, position) -> (child node, `kind_code` of its kind, name): the listing
+/// order, holding all a listing shows, so that listing a folder is one range read (a node's
+/// kind never changes; the child changes only where the entry's row changes too)
+pub const ORDER: TableDefinition<(u64, u64), OrderRow> = TableDefinition::new("order_v2");
+/// A listing slot as stored: (child node, `kind_code` of its kind, name).
+pub type OrderRow = (u64, u8, &'static [u8]);
+/// Formats 8 and older: (directory node, position) -> name. Dropped when a store is opened as
+/// format 9, which rebuilds the listing order from `ENTRIES`.
+pub const ORDER_V1: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("order_v1");
 /// tree id -> `TreeRecord`
 pub const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees_v1");
 /// (node, name) -> value
@@ -232,6 +239,33 @@ pub struct PeerRecordV1 {
 pub struct PlayerRecord {
     pub id: PlayerId,
     pub name: String,
+}
+
+/// A node kind's code in `ORDER` rows (fixed: stored).
+pub fn kind_code(kind: NodeKind) -> u8 {
+    match kind {
+        NodeKind::File => 0,
+        NodeKind::Dir => 1,
+        NodeKind::Symlink => 2,
+        NodeKind::Fifo => 3,
+        NodeKind::Socket => 4,
+        NodeKind::CharDevice => 5,
+        NodeKind::BlockDevice => 6,
+    }
+}
+
+/// The node kind of a `kind_code`.
+pub fn kind_of_code(code: u8) -> Result<NodeKind> {
+    Ok(match code {
+        0 => NodeKind::File,
+        1 => NodeKind::Dir,
+        2 => NodeKind::Symlink,
+        3 => NodeKind::Fifo,
+        4 => NodeKind::Socket,
+        5 => NodeKind::CharDevice,
+        6 => NodeKind::BlockDevice,
+        c => return Err(Error::CorruptRecord("order", format!("node kind {c}"))),
+    })
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {

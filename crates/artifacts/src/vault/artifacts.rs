@@ -120,7 +120,7 @@ impl Vault {
             node.size = w.leaf_size(&leaf)?;
             w.put_node(&node)?;
             w.entries()?.insert((dir.0, label), (id.0, pos))?;
-            w.order()?.insert((dir.0, pos), label)?;
+            w.put_slot(dir, pos, id, NodeKind::File, label)?;
             dnode.mtime = now;
             dnode.ctime = now;
             w.put_node(&dnode)?;
@@ -227,12 +227,12 @@ impl Vault {
             let tid = node.tree.ok_or(Error::NotADirectory(dir))?;
             let mut labels = Vec::new();
             for row in r.order()?.range((dir.0, 0)..=(dir.0, u64::MAX))? {
-                let (k, name) = row?;
-                labels.push((k.value().1, name.value().to_vec()));
+                let (k, v) = row?;
+                let (child, _, name) = v.value();
+                labels.push((k.value().1, NodeId(child), name.to_vec()));
             }
             let mut references = Vec::new();
-            for (position, label) in labels {
-                let Some((child, _)) = r.entry(dir, &label)? else { continue };
+            for (position, child, label) in labels {
                 let n = match r.node(child) {
                     Ok(n) => n,
                     Err(Error::NoSuchNode(_)) => continue,

@@ -29,7 +29,7 @@ use crate::store::meta::W;
 use crate::store::schema::{
     CHUNKS, ENTRIES, HISTORY_REFS, INLINE, LEAF_SEGMENTS, LEAVES, LeafRecord, MIRROR, NODES, ORDER,
     ORPHANS, SEGMENT_RUNS, SEGMENTS, SNAPSHOTS, SnapshotRecord, TREES, UNREFERENCED, VERSIONS,
-    VersionRecord, decode, encode,
+    VersionRecord, decode, encode, kind_code,
 };
 use crate::types::{Hash, MirrorEntry, Node, NodeId, NodeKind, Timestamp, hex};
 use crate::vault::handle::{Commit, Vault};
@@ -539,9 +539,17 @@ impl Vault {
                 }
             }
             *links.entry(child).or_default() += 1;
+            let kind = nodes.get(&child).map(|n| kind_code(n.kind));
             match order_t.get((parent, pos))? {
-                Some(n) if n.value() == name => {}
-                _ => report.problems.push(Problem::OrderMismatch {
+                Some(slot) if kind.map(|k| (child, k, name)) == Some(slot.value()) => {}
+                Some(_) => report.problems.push(Problem::OrderMismatch {
+                    dir: NodeId(parent),
+                    detail: format!(
+                        "listing slot {pos} does not show entry {:?} as it is",
+                        lossy(name)
+                    ),
+                }),
+                None => report.problems.push(Problem::OrderMismatch {
                     dir: NodeId(parent),
                     detail: format!("entry {:?} has no listing slot {pos}", lossy(name)),
                 }),

@@ -480,7 +480,7 @@ impl Vault {
             n.content = Some(v.leaf);
             n.size = v.size;
             w.put_node(&n)?;
-            w.add_entry(&dir, name, new, None)?;
+            w.add_entry(&dir, name, new, NodeKind::File, None)?;
             w.touch_dir(&mut dir, now)?;
             w.lineage()?.insert(new.0, history)?;
             w.forget_deleted(history)?;

@@ -18,12 +18,12 @@ use crate::store::meta::{View, W};
 use crate::store::rows::new_tree_id;
 use crate::store::schema::{
     CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, GRANTS_V1, GrantV1, LEAF_CHUNKS_V1, LeafRecord,
-    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, PEERS_V1, PeerRecordV1,
-    PlayerRecord, TreeRecord, bytes_u64, decode, encode, u64_bytes,
+    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, ORDER_V1, PEERS_V1,
+    PeerRecordV1, PlayerRecord, TreeRecord, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
-    AccessGrant, Aggregate, ArtifactId, AttentionSwitchEvent, Hash, NewNode, Node, NodeId, Peer,
-    PeerState, PlayerId, SecretKey, Timestamp, TreeType, hex,
+    AccessGrant, Aggregate, ArtifactId, AttentionSwitchEvent, Hash, NewNode, Node, NodeId,
+    NodeKind, Peer, PeerState, PlayerId, SecretKey, Timestamp, TreeType, hex,
 };
 use crate::vault::identity;
 
@@ -96,6 +96,10 @@ pub(crate) fn init_meta(
                 // and chain tables (`open_all` above made them). No row of format 6 changes;
                 // the version keeps a format 6 binary from reading mirror ids as nodes.
                 tracing::info!(dir = %dir.display(), found, "the store is now format 7");
+            }
+            if found <= 8 {
+                tracing::info!(dir = %dir.display(), found, "migrating the store to format 9: listing slots name each entry's node and kind");
+                w.migrate_order_v1()?;
             }
             if found < FORMAT_VERSION {
                 w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
@@ -249,6 +253,33 @@ impl W<'_> {
                 self.attention()?.insert(node, encode(&agg).as_slice())?;
             }
         }
+        Ok(())
+    }
+
+    /// Format 9: each listing slot names the entry's node and kind beside its name
+    /// (`order_v2`), so that listing a folder reads nothing else. The slots are rebuilt from
+    /// `entries_v1`, which holds every entry's position, and the nodes' kinds; `order_v1`
+    /// (names only) is dropped. An entry whose node is missing (fsck reports it, and its
+    /// repair removes the entry and its slot) is given a file's kind.
+    pub(crate) fn migrate_order_v1(&mut self) -> Result<()> {
+        let entries: Vec<(u64, Vec<u8>, u64, u64)> = self
+            .entries()?
+            .iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                let ((parent, name), (child, pos)) = (k.value(), v.value());
+                Ok((parent, name.to_vec(), child, pos))
+            })
+            .collect::<Result<_>>()?;
+        for (parent, name, child, pos) in entries {
+            let kind = match self.node(NodeId(child)) {
+                Ok(n) => n.kind,
+                Err(Error::NoSuchNode(_)) => NodeKind::File,
+                Err(e) => return Err(e),
+            };
+            self.put_slot(NodeId(parent), pos, NodeId(child), kind, &name)?;
+        }
+        self.txn()?.delete_table(ORDER_V1)?;
         Ok(())
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - Every entry `(parent, name) -> (child, position)` in `entries_v1` has its mirror
-//!   `(parent, position) -> name` in `order_v1`; positions in a directory only grow, so they
-//!   serve as readdir cookies.
+//!   `(parent, position) -> (child, kind, name)` in `order_v2`; positions in a directory only
+//!   grow, so they serve as readdir cookies. The mirror holds all a listing shows, so a
+//!   listing reads one range of it and nothing else.
 //! - A node's `nlink` counts its entries (a directory: 2 plus its subdirectories); a node
 //!   at zero links is in `orphans_v1` until it is reaped, which happens once nothing (no
 //!   entry, no open handle) holds it.
@@ -16,7 +17,7 @@ use crate::error::{Error, Result, lossy};
 use crate::payload::writer::StagedLeaf;
 use crate::store::meta::W;
 use crate::store::rows::new_tree_id;
-use crate::store::schema::{TreeRecord, decode};
+use crate::store::schema::{TreeRecord, decode, kind_of_code};
 use crate::types::{
     DirEntry, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, TreeType, XattrMode,
 };
@@ -34,11 +35,14 @@ pub const LINK_MAX: u32 = 65_000;
 pub const FILE_SIZE_MAX: u64 = 1 << 40;
 
 impl W<'_> {
+    /// Adds the entry `name` naming `child` (of kind `kind`) to `parent`, at `position` or,
+    /// without one, at the folder's next position.
     pub(crate) fn add_entry(
         &mut self,
         parent: &Node,
         name: &[u8],
         child: NodeId,
+        kind: NodeKind,
         position: Option<u64>,
     ) -> Result<u64> {
         let position = match position {
@@ -53,7 +57,7 @@ impl W<'_> {
             }
         };
         self.entries()?.insert((parent.id.0, name), (child.0, position))?;
-        self.order()?.insert((parent.id.0, position), name)?;
+        self.put_slot(parent.id, position, child, kind, name)?;
         Ok(position)
     }
 
@@ -364,28 +368,29 @@ impl Vault {
     }
 
     /// Up to `limit` entries of `dir` in position order, starting after position `after`
-    /// (0 for the start). Positions are stable, so they serve as readdir cookies.
+    /// (0 for the start). Positions are stable, so they serve as readdir cookies: a listing
+    /// that goes on after the last position it was given sees every entry that stayed, once,
+    /// however the folder changed meanwhile.
+    ///
+    /// One range read of the folder's listing order, which holds each entry's node and kind:
+    /// no other row is read per entry, so a page of a large folder costs little (the kernel
+    /// holds the folder's lock across each page, and a change to the folder waits for it).
     pub fn list(&self, dir: NodeId, after: u64, limit: usize) -> Result<Vec<DirEntry>> {
         self.read_fs(|r| {
             if r.node(dir)?.kind != NodeKind::Dir {
                 return Err(Error::NotADirectory(dir));
             }
             let start = after.saturating_add(1);
-            let mut names = Vec::new();
+            let mut out = Vec::with_capacity(limit.min(1024));
             for row in r.order()?.range((dir.0, start)..=(dir.0, u64::MAX))?.take(limit) {
-                let (k, name) = row?;
-                names.push((k.value().1, name.value().to_vec()));
-            }
-            let mut out = Vec::with_capacity(names.len());
-            for (position, name) in names {
-                let Some((child, _)) = r.entry(dir, &name)? else {
-                    return Err(Error::CorruptRecord(
-                        "order",
-                        format!("{dir} lists a missing entry"),
-                    ));
-                };
-                let kind = r.node(child)?.kind;
-                out.push(DirEntry { name, node: child, kind, position });
+                let (k, v) = row?;
+                let (child, kind, name) = v.value();
+                out.push(DirEntry {
+                    name: name.to_vec(),
+                    node: NodeId(child),
+                    kind: kind_of_code(kind)?,
+                    position: k.value().1,
+                });
             }
             Ok(out)
         })
@@ -479,7 +484,7 @@ impl Vault {
                 | NodeKind::BlockDevice => {}
             }
             w.put_node(&node)?;
-            w.add_entry(&dir, name, id, None)?;
+            w.add_entry(&dir, name, id, spec.kind, None)?;
             w.touch_dir(&mut dir, now)?;
             Ok(node)
         })
@@ -516,7 +521,7 @@ impl Vault {
             target.nlink += 1;
             target.ctime = now;
             w.put_node(&target)?;
-            w.add_entry(&dir, name, node, None)?;
+            w.add_entry(&dir, name, node, target.kind, None)?;
             w.touch_dir(&mut dir, now)?;
             Ok(target)
         })
@@ -614,6 +619,8 @@ impl Vault {
                 }
                 w.entries()?.insert((src_parent.0, src_name), (dst.0, src_pos))?;
                 w.entries()?.insert((dst_parent.0, dst_name), (src.0, dst_pos))?;
+                w.put_slot(src_parent, src_pos, dst, dst_node.kind, src_name)?;
+                w.put_slot(dst_parent, dst_pos, src, src_node.kind, dst_name)?;
                 if !same_parent {
                     if src_is_dir {
                         src_node.parent = Some(dst_parent);
@@ -677,7 +684,7 @@ impl Vault {
             }
             w.remove_entry(src_parent, src_name)?;
             let dst_dir = w.node(dst_parent)?;
-            w.add_entry(&dst_dir, dst_name, src, position)?;
+            w.add_entry(&dst_dir, dst_name, src, src_node.kind, position)?;
             if src_is_dir && !same_parent {
                 src_node.parent = Some(dst_parent);
                 let mut sp = w.node(src_parent)?;

@@ -674,11 +674,15 @@ impl View for VaultView {
     }
 
     fn readdir(&self, dir: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
-        let parent = match dir {
-            inode::VAULT => inode::ROOT,
-            d => self.vault.parent_of(NodeId(d))?.0,
+        let mut out = if offset < 2 {
+            let parent = match dir {
+                inode::VAULT => inode::ROOT,
+                d => self.vault.parent_of(NodeId(d))?.0,
+            };
+            dots(dir, parent, offset)
+        } else {
+            Vec::new()
         };
-        let mut out = dots(dir, parent, offset);
         if offset == 0 && self.attention.enabled() {
             self.attention.scanned(&self.vault.node(NodeId(dir))?);
         }
