@@ -299,10 +299,7 @@ impl OpenFiles {
     /// kernel's RELEASE, which can still be on its way.
     pub(crate) fn commit_pending(&self) -> FsResult<()> {
         for (ino, open) in self.all() {
-            let mut on = lock(&open.state);
-            if on.buffer.is_some() {
-                self.commit_locked(ino, &mut on, Commit::CrashConsistent)?;
-            }
+            self.commit_locked(ino, &mut lock(&open.state), Commit::CrashConsistent)?;
         }
         Ok(())
     }

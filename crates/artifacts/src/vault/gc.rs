@@ -341,9 +341,14 @@ impl Vault {
         Ok(freed)
     }
 
-    /// Whether an operation found the disk full (and `retry_when_full` ran) within `within`.
+    /// Whether an operation found the disk full (and `retry_when_full` ran) within `within`,
+    /// or is making room now. Never waits for one making room.
     pub fn found_full_within(&self, within: std::time::Duration) -> bool {
-        let last = self.room.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = match self.room.try_lock() {
+            Ok(last) => last,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return true,
+        };
         last.is_some_and(|(ended, _)| ended.elapsed() < within)
     }
 
