@@ -409,10 +409,10 @@ impl Filesystem for Adapter {
         _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.fsync(fh.0), "fsync");
+        reply_empty(reply, self.fs.fsync(fh.0, datasync), "fsync");
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

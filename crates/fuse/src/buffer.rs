@@ -65,6 +65,22 @@ pub struct WriteBuffer {
     size: u64,
     /// Written bytes a memory shadow holds at most (`MEM_SHADOW_MAX`; tests lower it).
     spill_at: u64,
+    /// The committed content this buffer started from (`None`: empty): an intent-log
+    /// record's base.
+    committed: Option<Hash>,
+    /// What the intent log has not seen: ranges written since the last `take_unlogged`, and
+    /// the smallest size the file was cut to since then.
+    unlogged: BTreeMap<u64, u64>,
+    cut: Option<u64>,
+}
+
+/// A buffer's changes since its last intent-log record (`WriteBuffer::take_unlogged`).
+#[derive(Debug)]
+pub struct Unlogged {
+    pub base: Option<Hash>,
+    pub cut: Option<u64>,
+    pub size: u64,
+    pub ranges: Vec<(u64, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for WriteBuffer {
@@ -84,23 +100,44 @@ impl std::fmt::Debug for WriteBuffer {
 impl WriteBuffer {
     /// A buffer over committed content `base` of `size` bytes (`None` or size 0: empty).
     pub fn new(vault: &Vault, base: Option<Hash>, size: u64) -> Self {
-        match base {
-            Some(h) if size > 0 => WriteBuffer {
-                mode: Mode::Overlay {
+        let (mode, size, committed) = match base {
+            Some(h) if size > 0 => (
+                Mode::Overlay {
                     base: Base::Leaf(h),
                     base_len: size,
                     shadow: Shadow::new(),
                     extents: BTreeMap::new(),
                 },
                 size,
-                spill_at: MEM_SHADOW_MAX,
-            },
-            _ => WriteBuffer {
-                mode: Mode::Stream(Box::new(vault.payload_writer())),
-                size: 0,
-                spill_at: MEM_SHADOW_MAX,
-            },
+                Some(h),
+            ),
+            _ => (Mode::Stream(Box::new(vault.payload_writer())), 0, None),
+        };
+        WriteBuffer {
+            mode,
+            size,
+            spill_at: MEM_SHADOW_MAX,
+            committed,
+            unlogged: BTreeMap::new(),
+            cut: None,
         }
+    }
+
+    /// Bytes written since the last `take_unlogged`.
+    pub fn unlogged_bytes(&self) -> u64 {
+        self.unlogged.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// The changes since the last call, with their bytes, for an intent-log record; from
+    /// then on only later changes count.
+    pub fn take_unlogged(&mut self, vault: &Vault) -> FsResult<Unlogged> {
+        let mut ranges = Vec::with_capacity(self.unlogged.len());
+        for (&start, &end) in &self.unlogged {
+            let len = usize::try_from(end - start).map_err(|_| FsError::errno(libc::EFBIG))?;
+            ranges.push((start, self.read(vault, start, len)?));
+        }
+        self.unlogged.clear();
+        Ok(Unlogged { base: self.committed, cut: self.cut.take(), size: self.size, ranges })
     }
 
     pub fn size(&self) -> u64 {
@@ -150,6 +187,7 @@ impl WriteBuffer {
         {
             w.write_all(data)?;
             self.size = end;
+            insert_extent(&mut self.unlogged, offset, end);
             return Ok(data.len());
         }
         self.make_overlay()?;
@@ -200,6 +238,7 @@ impl WriteBuffer {
             Shadow::File(_) => {}
         }
         self.size = self.size.max(end);
+        insert_extent(&mut self.unlogged, offset, end);
         Ok(data.len())
     }
 
@@ -210,6 +249,10 @@ impl WriteBuffer {
         }
         if size > FILE_SIZE_MAX {
             return Err(FsError::errno(libc::EFBIG));
+        }
+        if size < self.size {
+            self.cut = Some(self.cut.map_or(size, |c| c.min(size)));
+            cut_extents(&mut self.unlogged, size);
         }
         if size == 0 {
             self.mode = Mode::Stream(Box::new(vault.payload_writer()));

@@ -106,7 +106,7 @@ impl VaultFs {
             Arc::new(PeersView::new(store.clone(), info.clone(), clock.clone(), attention.clone()));
         let realms =
             RealmsView::new(store.clone(), info.clone(), clock, attention.clone(), peers.clone());
-        let open = Arc::new(OpenFiles::new(store.clone()));
+        let open = Arc::new(OpenFiles::open(store.clone(), None)?);
         Ok(VaultFs {
             root: RootView::new(info.clone()),
             vault: VaultView::new(store.clone(), attention.clone(), open.clone()),
@@ -399,10 +399,11 @@ impl VaultFs {
         }
     }
 
-    /// Commits pending writes durably: when this returns, the content survives a crash.
-    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+    /// Makes pending writes durable: when this returns, the content survives a crash (with
+    /// `datasync`, as `fdatasync(2)`: the content and size, not every attribute).
+    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         match self.handles.file(fh) {
-            Ok((ino, open, _)) => self.vault.commit(ino, &open, Commit::Durable),
+            Ok((ino, open, _)) => self.vault.fsync(ino, &open, datasync),
             Err(e) if e.errno == libc::EISDIR => self.vault.sync(),
             Err(e) => Err(e),
         }
@@ -528,6 +529,12 @@ impl VaultFs {
             tracing::error!(error = %e, "writing attention events at shutdown failed");
         }
         self.vault.commit_all()
+    }
+
+    /// Commits what the intent log holds once it is due (`OpenFiles::drain_log`): the
+    /// mount's background thread, on every tick.
+    pub fn drain_log(&self) -> FsResult<()> {
+        self.vault.drain_log()
     }
 
     /// Commits every file's pending writes (see `OpenFiles::commit_pending`).

@@ -22,6 +22,7 @@ pub mod buffer;
 pub mod error;
 pub mod fs;
 mod handles;
+mod intent_log;
 pub mod inode;
 pub mod mount;
 pub mod network;

@@ -15,10 +15,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use indras_artifacts::{Commit, NodeId, Timestamp, Vault};
+use indras_artifacts::{Commit, FaultInjector, NodeId, NodeKind, Timestamp, Vault};
 
 use crate::buffer::WriteBuffer;
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult};
+use crate::intent_log::{IntentLog, Record};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -53,6 +54,12 @@ pub(crate) struct FileState {
     pub(crate) buffer: Option<WriteBuffer>,
     /// Time of the last write, which becomes the committed mtime.
     pub(crate) written_at: Timestamp,
+    /// The last intent-log record of the buffer's writes, if any: its commit records it as
+    /// the node's floor.
+    pub(crate) logged: Option<u64>,
+    /// Whether the content the buffer started from is durable, so that a record over it can
+    /// be replayed after a crash.
+    pub(crate) base_durable: bool,
 }
 
 /// A handle on an open vault file.
@@ -86,6 +93,8 @@ pub(crate) struct OpenFiles {
     /// kernel sends no FLUSH at `close`, and the commit happens at the RELEASE it sends
     /// after the last close without waiting for the answer.
     closes_wait: AtomicBool,
+    /// Where `fsync` makes a buffer's writes durable without committing them.
+    log: IntentLog,
 }
 
 /// Free space on the data dir's filesystem under which `close` commits before it returns.
@@ -97,8 +106,21 @@ const FULL_MEMORY: std::time::Duration = std::time::Duration::from_secs(10);
 const SPARSE_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl OpenFiles {
-    pub(crate) fn new(vault: Arc<Vault>) -> Self {
-        OpenFiles {
+    /// The table of `vault`, with its intent log opened and replayed: whatever a `fsync`
+    /// logged before a crash is committed, durably, before this returns.
+    pub(crate) fn open(
+        vault: Arc<Vault>,
+        faults: Option<Arc<dyn FaultInjector>>,
+    ) -> FsResult<Self> {
+        let (log, records) = IntentLog::open(vault.dir(), faults)?;
+        log.raise_next_seq(vault.log_next()?);
+        if !records.is_empty() {
+            replay(&vault, records)?;
+            vault.set_log_next(log.next_seq(), Commit::CrashConsistent)?;
+            with_room(&vault, || Ok(vault.sync()?))?;
+        }
+        log.trim_all()?;
+        Ok(OpenFiles {
             vault,
             map: Mutex::new(HashMap::new()),
             commits: AtomicU64::new(0),
@@ -107,7 +129,8 @@ impl OpenFiles {
             history_mark: AtomicU64::new(0),
             sparse_since: Mutex::new(None),
             closes_wait: AtomicBool::new(true),
-        }
+            log,
+        })
     }
 
     /// Whether a `close` should commit before it returns (see `closes_wait`).
@@ -205,7 +228,12 @@ impl OpenFiles {
                 Arc::new(OpenNode {
                     handles: AtomicU32::new(0),
                     executing: AtomicU32::new(0),
-                    state: Mutex::new(FileState { buffer: None, written_at: Timestamp::EPOCH }),
+                    state: Mutex::new(FileState {
+                        buffer: None,
+                        written_at: Timestamp::EPOCH,
+                        logged: None,
+                        base_durable: false,
+                    }),
                 })
             })
             .clone();
@@ -243,6 +271,8 @@ impl OpenFiles {
         if on.buffer.is_none() {
             let node = self.vault.node(NodeId(ino))?;
             on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
+            // Read after the node: nothing unsynced means the content read is durable.
+            on.base_durable = !self.vault.has_unsynced();
         }
         Ok(on.buffer.as_mut().expect("just set"))
     }
@@ -271,9 +301,15 @@ impl OpenFiles {
         // The operation first (it takes effect whole or not at all, so it can be retried),
         // then, for `Durable`, the flush: what `set_content` with `Durable` does, in two
         // steps that can each make room and try again.
-        let at = on.written_at;
+        let (at, floor) = (on.written_at, on.logged.take());
         with_room(&self.vault, || {
-            Ok(self.vault.set_content(NodeId(ino), &staged, at, Commit::CrashConsistent)?)
+            Ok(self.vault.set_content_logged(
+                NodeId(ino),
+                &staged,
+                at,
+                Commit::CrashConsistent,
+                floor,
+            )?)
         })?;
         self.commits.fetch_add(1, Ordering::Release);
         // The old content is unreferenced now. The mount's background thread collects once
@@ -285,6 +321,80 @@ impl OpenFiles {
         if commit == Commit::Durable {
             self.sync()?;
         }
+        Ok(())
+    }
+
+    /// `fsync` of `ino` (`fdatasync` with `datasync`): when this returns, its writes survive
+    /// a crash. A buffer over durable content logs what changed since its last record
+    /// (`IntentLog`), with one `fdatasync` shared by every `fsync` waiting at the time. That
+    /// holds the content, size and mtime; a `fsync` that is not `datasync` also wants the
+    /// file's other attributes durable, so it logs only when nothing else is pending.
+    /// Anything else, or a log that refuses, commits durably.
+    pub(crate) fn fsync(&self, ino: u64, open: &OpenNode, datasync: bool) -> FsResult<()> {
+        let mut on = lock(&open.state);
+        if let Some(buffer) = &on.buffer
+            && self.log.has_room(buffer.unlogged_bytes())
+        {
+            let clean = !self.vault.has_unsynced();
+            on.base_durable |= clean;
+            if on.base_durable && (datasync || clean) {
+                match self.log_locked(ino, &mut on) {
+                    Ok(ticket) => {
+                        drop(on);
+                        match self.log.sync(ticket) {
+                            Ok(()) => return Ok(()),
+                            Err(e) => {
+                                tracing::warn!(ino, error = %e, "intent log flush failed; committing");
+                                on = lock(&open.state);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(ino, error = %e, "intent log append failed; committing");
+                        on = lock(&open.state);
+                    }
+                }
+            }
+        }
+        self.commit_locked(ino, &mut on, Commit::Durable)
+    }
+
+    /// Appends the buffer's changes since its last record to the log (not yet durable).
+    fn log_locked(&self, ino: u64, on: &mut FileState) -> FsResult<crate::intent_log::Ticket> {
+        let buffer = on.buffer.as_mut().ok_or_else(|| FsError::errno(libc::EIO))?;
+        let changes = buffer.take_unlogged(&self.vault)?;
+        let mut record = Record {
+            seq: 0,
+            node: ino,
+            base: changes.base,
+            written_at: on.written_at,
+            cut: changes.cut,
+            size: changes.size,
+            ranges: changes.ranges,
+        };
+        let ticket = self.log.append(&mut record)?;
+        on.logged = Some(record.seq);
+        Ok(ticket)
+    }
+
+    /// Commits, in one batch made durable once, every file the intent log names, then trims
+    /// the log: when the log is due (`IntentLog::due`), or always with `force`.
+    pub(crate) fn drain_log(&self, force: bool) -> FsResult<()> {
+        if !force && !self.log.due() {
+            return Ok(());
+        }
+        let Some(rotation) = self.log.rotate() else { return Ok(()) };
+        for ino in rotation.nodes {
+            if let Some(open) = self.get(ino) {
+                let mut on = lock(&open.state);
+                if on.logged.is_some() {
+                    self.commit_locked(ino, &mut on, Commit::CrashConsistent)?;
+                }
+            }
+        }
+        self.vault.set_log_next(self.log.next_seq(), Commit::CrashConsistent)?;
+        self.sync()?;
+        self.log.trim(rotation.file)?;
         Ok(())
     }
 
@@ -315,4 +425,62 @@ impl OpenFiles {
         let mut on = lock(&open.state);
         self.commit_locked(ino, &mut on, commit)
     }
+}
+
+/// Commits, durably, what the records hold beyond each node's durable floor
+/// (`intent_log`'s module doc). A record that does not apply is skipped with a warning.
+fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
+    let mut by_node: std::collections::BTreeMap<u64, Vec<Record>> = Default::default();
+    for r in records {
+        by_node.entry(r.node).or_default().push(r);
+    }
+    let mut applied = 0usize;
+    for (ino, records) in by_node {
+        let floor = vault.log_floor(NodeId(ino))?;
+        let records: Vec<Record> = records.into_iter().filter(|r| r.seq > floor).collect();
+        let Some(last) = records.last() else { continue };
+        let node = match vault.node(NodeId(ino)) {
+            Ok(n) if n.kind == NodeKind::File => n,
+            Ok(_) | Err(indras_artifacts::Error::NoSuchNode(_)) => {
+                tracing::warn!(ino, "intent log: the node is gone or no file; skipped");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let durable = node.content.filter(|_| node.size > 0);
+        let (seq, written_at) = (last.seq, last.written_at);
+        let mut buffer = WriteBuffer::new(vault, node.content, node.size);
+        let mut any = false;
+        for r in &records {
+            if r.base != durable {
+                tracing::warn!(ino, seq = r.seq, "intent log: a record over other content; skipped");
+                continue;
+            }
+            if let Some(cut) = r.cut {
+                buffer.truncate(vault, cut)?;
+            }
+            for (at, bytes) in &r.ranges {
+                buffer.write(vault.tmp_dir(), *at, bytes)?;
+            }
+            buffer.truncate(vault, r.size)?;
+            any = true;
+        }
+        if !any {
+            continue;
+        }
+        if let Some(staged) = buffer.stage(vault)? {
+            with_room(vault, || {
+                Ok(vault.set_content_logged(
+                    NodeId(ino),
+                    &staged,
+                    written_at,
+                    Commit::CrashConsistent,
+                    Some(seq),
+                )?)
+            })?;
+            applied += 1;
+        }
+    }
+    tracing::info!(files = applied, "intent log replayed");
+    Ok(())
 }

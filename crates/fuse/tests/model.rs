@@ -1156,7 +1156,7 @@ impl Harness {
                 self.check_committed(ino, id, "after flush");
             }
             Sync::Fsync => {
-                self.fs().fsync(fh).unwrap_or_else(|e| panic!("{}: fsync: {e}", self.at));
+                self.fs().fsync(fh, false).unwrap_or_else(|e| panic!("{}: fsync: {e}", self.at));
                 let unsynced = self.fs().vault().has_unsynced();
                 assert!(!unsynced, "{}: fsync left commits not durable", self.at);
                 self.check_committed(ino, id, "after fsync");
@@ -2053,7 +2053,7 @@ fn run_shared(base: Content, ops: &[SharedOp]) {
                 stored.clone_from(&model);
             }
             SharedOp::Fsync { h } => {
-                fs.fsync(fhs[h]).expect("fsync");
+                fs.fsync(fhs[h], h % 2 == 0).expect("fsync");
                 assert!(!fs.vault().has_unsynced(), "step {i}: fsync left commits not durable");
                 stored.clone_from(&model);
             }

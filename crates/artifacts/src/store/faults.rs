@@ -23,6 +23,10 @@ pub enum IoStep {
     DbSync,
     /// Just before a metadata transaction commits.
     Commit,
+    /// Appending a record to the mount's intent log.
+    LogWrite,
+    /// `fdatasync` of the intent log.
+    LogSync,
 }
 
 /// A seam for fault injection: called before each step; an error fails that step.

@@ -17,7 +17,7 @@ use crate::error::{Error, Result, lossy};
 use crate::payload::writer::StagedLeaf;
 use crate::store::meta::W;
 use crate::store::rows::new_tree_id;
-use crate::store::schema::{TreeRecord, decode, kind_of_code};
+use crate::store::schema::{TreeRecord, bytes_u64, decode, kind_of_code, u64_bytes};
 use crate::types::{
     DirEntry, NewNode, Node, NodeId, NodeKind, RenameMode, SetAttr, Timestamp, TreeType, XattrMode,
 };
@@ -752,8 +752,25 @@ impl Vault {
         now: Timestamp,
         commit: Commit,
     ) -> Result<Node> {
+        self.set_content_logged(id, staged, now, commit, None)
+    }
+
+    /// `set_content` of a buffer whose writes the mount's intent log holds up to record
+    /// `floor`: the same operation records the floor (`log_floor`), so that a replay after a
+    /// crash skips exactly the records this content already holds.
+    pub fn set_content_logged(
+        &self,
+        id: NodeId,
+        staged: &StagedLeaf,
+        now: Timestamp,
+        commit: Commit,
+        floor: Option<u64>,
+    ) -> Result<Node> {
         let (history, player) = (self.history_on(), self.player());
         self.write_fs(commit, |w| {
+            if let Some(seq) = floor {
+                w.meta()?.insert(log_floor_key(id).as_str(), u64_bytes(seq).as_slice())?;
+            }
             let mut node = w.node(id)?;
             match node.kind {
                 NodeKind::File => {}
@@ -885,6 +902,42 @@ impl Vault {
             }
             node.ctime = now;
             w.put_node(&node)
+        })
+    }
+}
+
+/// The `meta` key of a node's intent-log floor.
+fn log_floor_key(id: NodeId) -> String {
+    format!("intent_floor/{}", id.0)
+}
+
+/// The `meta` key of the first intent-log sequence number not yet used.
+const LOG_NEXT: &str = "intent_next";
+
+impl Vault {
+    /// The last intent-log record (by sequence number) whose writes node `id`'s committed
+    /// content holds; 0 if none.
+    pub fn log_floor(&self, id: NodeId) -> Result<u64> {
+        self.read_fs(|r| match r.meta()?.get(log_floor_key(id).as_str())? {
+            Some(v) => bytes_u64("intent floor", v.value()),
+            None => Ok(0),
+        })
+    }
+
+    /// The first intent-log sequence number not yet used, as last recorded (0 if never).
+    pub fn log_next(&self) -> Result<u64> {
+        self.read_fs(|r| match r.meta()?.get(LOG_NEXT)? {
+            Some(v) => bytes_u64("intent next", v.value()),
+            None => Ok(0),
+        })
+    }
+
+    /// Records `next` as the first intent-log sequence number not yet used, before a log
+    /// whose records are all below it is trimmed.
+    pub fn set_log_next(&self, next: u64, commit: Commit) -> Result<()> {
+        self.write_fs(commit, |w| {
+            w.meta()?.insert(LOG_NEXT, u64_bytes(next).as_slice())?;
+            Ok(())
         })
     }
 }

@@ -580,6 +580,16 @@ impl VaultView {
         self.open.commit_locked(ino, &mut on, commit)
     }
 
+    /// `fsync` of a file (`OpenFiles::fsync`).
+    pub(crate) fn fsync(&self, ino: u64, open: &OpenNode, datasync: bool) -> FsResult<()> {
+        self.open.fsync(ino, open, datasync)
+    }
+
+    /// Commits what the intent log holds, if due (`OpenFiles::drain_log`).
+    pub(crate) fn drain_log(&self) -> FsResult<()> {
+        self.open.drain_log(false)
+    }
+
     /// Makes every commit so far durable.
     pub(crate) fn sync(&self) -> FsResult<()> {
         self.open.sync()
@@ -660,6 +670,12 @@ impl VaultView {
             }
         }
         self.vault.sync()?;
+        // Every buffer is committed and durable: the log holds nothing a replay would apply.
+        for _ in 0..2 {
+            if let Err(e) = self.open.drain_log(true) {
+                first_err.get_or_insert(e);
+            }
+        }
         first_err.map_or(Ok(()), Err)
     }
 }
