@@ -106,7 +106,7 @@ impl VaultFs {
             Arc::new(PeersView::new(store.clone(), info.clone(), clock.clone(), attention.clone()));
         let realms =
             RealmsView::new(store.clone(), info.clone(), clock, attention.clone(), peers.clone());
-        let open = Arc::new(OpenFiles::open(store.clone(), None)?);
+        let open = Arc::new(OpenFiles::open(store.clone())?);
         Ok(VaultFs {
             root: RootView::new(info.clone()),
             vault: VaultView::new(store.clone(), attention.clone(), open.clone()),
@@ -531,10 +531,10 @@ impl VaultFs {
         self.vault.commit_all()
     }
 
-    /// Commits what the intent log holds once it is due (`OpenFiles::drain_log`): the
-    /// mount's background thread, on every tick.
-    pub fn drain_log(&self) -> FsResult<()> {
-        self.vault.drain_log()
+    /// Commits what the intent log holds once it is due, or at once with `force`
+    /// (`OpenFiles::drain_log`): the mount's background thread, on every tick.
+    pub fn drain_log(&self, force: bool) -> FsResult<()> {
+        self.vault.drain_log(force)
     }
 
     /// Commits every file's pending writes (see `OpenFiles::commit_pending`).

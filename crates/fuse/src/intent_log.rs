@@ -102,11 +102,7 @@ impl Record {
         if flags & !3 != 0 {
             return None;
         }
-        let base = if flags & 1 != 0 {
-            Some(Hash::try_from(r.take(32)?).ok()?)
-        } else {
-            None
-        };
+        let base = if flags & 1 != 0 { Some(Hash::try_from(r.take(32)?).ok()?) } else { None };
         let secs = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
         let nanos = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
         if nanos >= 1_000_000_000 {
@@ -232,7 +228,12 @@ impl IntentLog {
         let mut open = |name: &str| -> io::Result<(File, Vec<Record>, u64)> {
             let path = dir.join(name);
             created |= !path.exists();
-            let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
             let len = f.metadata()?.len();
             let mut bytes = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
             f.read_exact_at(&mut bytes, 0)?;

@@ -303,7 +303,7 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let mut last_floor_check = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         fs.check_space();
-        if let Err(e) = fs.drain_log() {
+        if let Err(e) = fs.drain_log(false) {
             tracing::error!(error = %e, "committing what the intent log holds failed; will retry");
         }
         if let Err(e) = fs.attention().flush() {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use indras_artifacts::{Commit, FaultInjector, NodeId, NodeKind, Timestamp, Vault};
+use indras_artifacts::{Commit, NodeId, NodeKind, Timestamp, Vault};
 
 use crate::buffer::WriteBuffer;
 use crate::error::{FsError, FsResult};
@@ -108,11 +108,8 @@ const SPARSE_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 impl OpenFiles {
     /// The table of `vault`, with its intent log opened and replayed: whatever a `fsync`
     /// logged before a crash is committed, durably, before this returns.
-    pub(crate) fn open(
-        vault: Arc<Vault>,
-        faults: Option<Arc<dyn FaultInjector>>,
-    ) -> FsResult<Self> {
-        let (log, records) = IntentLog::open(vault.dir(), faults)?;
+    pub(crate) fn open(vault: Arc<Vault>) -> FsResult<Self> {
+        let (log, records) = IntentLog::open(vault.dir(), vault.faults())?;
         log.raise_next_seq(vault.log_next()?);
         if !records.is_empty() {
             replay(&vault, records)?;
@@ -350,8 +347,8 @@ impl OpenFiles {
                         }
                     }
                     Err(e) => {
+                        // Still locked: the commit below takes the whole buffer.
                         tracing::warn!(ino, error = %e, "intent log append failed; committing");
-                        on = lock(&open.state);
                     }
                 }
             }
@@ -453,7 +450,11 @@ fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
         let mut any = false;
         for r in &records {
             if r.base != durable {
-                tracing::warn!(ino, seq = r.seq, "intent log: a record over other content; skipped");
+                tracing::warn!(
+                    ino,
+                    seq = r.seq,
+                    "intent log: a record over other content; skipped"
+                );
                 continue;
             }
             if let Some(cut) = r.cut {

@@ -266,6 +266,12 @@ impl Vault {
         &self.dir
     }
 
+    /// The fault injector the store was opened with, for files kept beside it (the mount's
+    /// intent log) to consult too.
+    pub fn faults(&self) -> Option<Arc<dyn FaultInjector>> {
+        self.faults.clone()
+    }
+
     pub fn player(&self) -> PlayerId {
         self.player.id
     }

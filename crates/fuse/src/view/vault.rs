@@ -586,8 +586,8 @@ impl VaultView {
     }
 
     /// Commits what the intent log holds, if due (`OpenFiles::drain_log`).
-    pub(crate) fn drain_log(&self) -> FsResult<()> {
-        self.open.drain_log(false)
+    pub(crate) fn drain_log(&self, force: bool) -> FsResult<()> {
+        self.open.drain_log(force)
     }
 
     /// Makes every commit so far durable.

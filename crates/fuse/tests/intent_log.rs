@@ -1,0 +1,375 @@
+//! Crash tests of the intent log: what a `fsync` returned for survives a crash at any I/O
+//! step (of the log, the packs or the database), a log cut short at any byte, and a crash
+//! during the replay itself.
+//!
+//! A crash is modelled as in the store's own crash tests: from some step on every I/O fails
+//! (`StopAt`), the filesystem and vault are dropped without a clean close of the buffers, and
+//! the vault is opened again, which replays the log. The content found must be the file as
+//! it was at the last acknowledged `fsync`, or at some later operation.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use indras_artifacts::{FaultInjector, FsckOptions, IoStep, NodeId, Options, Vault};
+use indras_fuse::{Ctx, MountInfo, SetAttrReq, VaultFs, inode};
+
+const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
+const PLAYER: &str = "alice";
+
+#[derive(Debug)]
+struct StopAt {
+    seen: AtomicU64,
+    fail_at: u64,
+}
+
+impl StopAt {
+    fn new(fail_at: u64) -> Arc<Self> {
+        Arc::new(StopAt { seen: AtomicU64::new(0), fail_at })
+    }
+}
+
+impl FaultInjector for StopAt {
+    fn check(&self, step: IoStep) -> io::Result<()> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) >= self.fail_at {
+            Err(io::Error::other(format!("injected failure at {step:?}")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
+fn open_fs(dir: &Path, faults: Option<Arc<StopAt>>) -> Result<VaultFs, String> {
+    let opts =
+        Options { faults: faults.map(|f| f as Arc<dyn FaultInjector>), ..Options::default() };
+    let vault = Arc::new(Vault::open(dir, PLAYER, &opts).map_err(|e| e.to_string())?);
+    VaultFs::new(vault, MountInfo::unmounted(PLAYER, dir)).map_err(|e| e.to_string())
+}
+
+/// The file's committed content, straight from the store.
+fn committed(fs: &VaultFs, ino: u64) -> Vec<u8> {
+    let node = fs.vault().node(NodeId(ino)).expect("node");
+    let data =
+        node.content.map(|h| fs.vault().read_all(&h).expect("read leaf")).unwrap_or_default();
+    assert_eq!(data.len() as u64, node.size, "committed size and leaf disagree");
+    data
+}
+
+fn fsck_clean(fs: &VaultFs, at: &str) {
+    let report = fs.vault().fsck(FsckOptions::default(), &mut |_| {}).expect("fsck");
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert!(report.is_clean(), "{at}: fsck: {problems:#?}");
+}
+
+/// A small deterministic generator, so every crash step replays the same operations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(u64, Vec<u8>),
+    Truncate(u64),
+    Fsync { datasync: bool },
+    Flush,
+    Drain,
+}
+
+fn ops(seed: u64, n: usize) -> Vec<Op> {
+    let mut rng = Rng(seed);
+    let mut size = BASE_LEN as u64;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let op = match rng.below(10) {
+            0..=3 => {
+                let most = if rng.below(4) == 0 { 300_000 } else { 5_000 };
+                let len = 1 + rng.below(most);
+                let at = match rng.below(3) {
+                    0 => size,
+                    _ => rng.below(size + 1),
+                };
+                let byte = (i % 251) as u8 + 1;
+                size = size.max(at + len);
+                Op::Write(at, vec![byte; len as usize])
+            }
+            4 => {
+                size = rng.below(size + 50_000);
+                Op::Truncate(size)
+            }
+            5..=7 => Op::Fsync { datasync: rng.below(3) != 0 },
+            8 => Op::Flush,
+            _ => Op::Drain,
+        };
+        out.push(op);
+    }
+    out
+}
+
+const BASE_LEN: usize = 200_000;
+
+fn apply(model: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Write(at, data) => {
+            let end = *at as usize + data.len();
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[*at as usize..end].copy_from_slice(data);
+        }
+        Op::Truncate(size) => model.resize(*size as usize, 0),
+        _ => {}
+    }
+}
+
+/// A vault with one file of `BASE_LEN` bytes, committed and durable; returns its inode.
+fn prepare(dir: &Path) -> u64 {
+    let fs = open_fs(dir, None).expect("open");
+    let (attr, opened) =
+        fs.create(CTX, inode::VAULT, b"db", 0o644, libc::O_RDWR | libc::O_CREAT).expect("create");
+    let base: Vec<u8> = (0..BASE_LEN).map(|i| (i * 7 % 256) as u8).collect();
+    fs.write(opened.fh, 0, &base).expect("write");
+    fs.release(opened.fh).expect("release");
+    fs.commit_all().expect("commit");
+    attr.ino
+}
+
+/// Runs `ops` on the file until one fails; returns the model's state after each operation
+/// that ran (the first is the base) and the index of the state the last acknowledged `fsync`
+/// made durable.
+fn run(fs: &VaultFs, ino: u64, ops: &[Op]) -> (Vec<Vec<u8>>, usize) {
+    let mut model: Vec<u8> = (0..BASE_LEN).map(|i| (i * 7 % 256) as u8).collect();
+    let mut states = vec![model.clone()];
+    let mut durable = 0;
+    let Ok(opened) = fs.open(CTX, ino, libc::O_RDWR) else { return (states, durable) };
+    let fh = opened.fh;
+    for op in ops {
+        let ok = match op {
+            Op::Write(at, data) => fs.write(fh, *at, data).is_ok_and(|n| n as usize == data.len()),
+            Op::Truncate(size) => {
+                let req = SetAttrReq { size: Some(*size), fh: Some(fh), ..SetAttrReq::default() };
+                fs.setattr(CTX, ino, &req).is_ok()
+            }
+            Op::Fsync { datasync } => fs.fsync(fh, *datasync).is_ok(),
+            Op::Flush => fs.flush(fh).is_ok(),
+            Op::Drain => fs.drain_log(true).is_ok(),
+        };
+        if !ok {
+            // The operation may have taken effect in part: the states after it are unknown,
+            // but it is the last one, and the content must be one of those before it or what
+            // it left (checked as "at least the last fsync").
+            break;
+        }
+        apply(&mut model, op);
+        states.push(model.clone());
+        if matches!(op, Op::Fsync { .. }) {
+            durable = states.len() - 1;
+        }
+    }
+    (states, durable)
+}
+
+fn check_recovered(dir: &Path, ino: u64, states: &[Vec<u8>], durable: usize, at: &str) {
+    let fs = open_fs(dir, None).unwrap_or_else(|e| panic!("{at}: reopen: {e}"));
+    let got = committed(&fs, ino);
+    let found = states[durable..].iter().position(|s| *s == got);
+    assert!(
+        found.is_some(),
+        "{at}: the content ({} bytes) is none of the {} states since the last acknowledged \
+         fsync (state {durable}, {} bytes)",
+        got.len(),
+        states.len() - durable,
+        states[durable].len()
+    );
+    fsck_clean(&fs, at);
+}
+
+/// A crash at every I/O step of a run of writes, truncations, fsyncs, flushes and drains
+/// keeps what each acknowledged fsync made durable, and leaves a clean store.
+#[test]
+fn every_fsync_survives_a_crash_at_any_io_step() {
+    let ops = ops(0x9e37_79b9_7f4a_7c15, 40);
+    // Learn how many steps a whole run takes.
+    let steps = {
+        let dir = scratch();
+        let ino = prepare(dir.path());
+        let probe = StopAt::new(u64::MAX);
+        let fs = open_fs(dir.path(), Some(probe.clone())).expect("open");
+        let (states, durable) = run(&fs, ino, &ops);
+        assert_eq!(states.len(), ops.len() + 1, "the run without faults did not finish");
+        assert!(durable > 0);
+        drop(fs);
+        check_recovered(dir.path(), ino, &states, durable, "no fault");
+        probe.seen.load(Ordering::SeqCst)
+    };
+    assert!(steps > 20, "only {steps} I/O steps");
+    let stride = (steps / 150).max(1);
+    let mut k = 0;
+    while k <= steps {
+        let dir = scratch();
+        let ino = prepare(dir.path());
+        let (states, durable) = match open_fs(dir.path(), Some(StopAt::new(k))) {
+            Ok(fs) => run(&fs, ino, &ops),
+            Err(_) => (vec![committed_base()], 0),
+        };
+        check_recovered(dir.path(), ino, &states, durable, &format!("crash at step {k}"));
+        k += stride;
+    }
+}
+
+fn committed_base() -> Vec<u8> {
+    (0..BASE_LEN).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+/// A crash during the replay itself (at any of its I/O steps) loses nothing: the next open
+/// replays again.
+#[test]
+fn a_crash_during_replay_replays_again() {
+    let ops: Vec<Op> = ops(7, 30)
+        .into_iter()
+        .filter(|op| !matches!(op, Op::Flush | Op::Drain))
+        .chain([Op::Fsync { datasync: true }])
+        .collect();
+    let dir = scratch();
+    let ino = prepare(dir.path());
+    let fs = open_fs(dir.path(), None).expect("open");
+    let (states, durable) = run(&fs, ino, &ops);
+    assert_eq!(durable, states.len() - 1);
+    assert!(
+        std::fs::metadata(dir.path().join("intent.0")).expect("log").len() > 0,
+        "the fsyncs were not logged"
+    );
+    // A crash: the buffer is never committed.
+    drop(fs);
+    let want = states.last().expect("states");
+    let mut j = 0;
+    loop {
+        let copy = scratch();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", dir.path().display()))
+            .arg(copy.path())
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        let probe = StopAt::new(j);
+        let finished = open_fs(copy.path(), Some(probe.clone())).is_ok();
+        let fs = open_fs(copy.path(), None).unwrap_or_else(|e| panic!("reopen after {j}: {e}"));
+        let got = committed(&fs, ino);
+        assert!(
+            got == *want,
+            "replay stopped at step {j}: {} bytes, want {}",
+            got.len(),
+            want.len()
+        );
+        fsck_clean(&fs, &format!("replay stopped at step {j}"));
+        if finished {
+            break;
+        }
+        j += 1;
+    }
+    assert!(j > 0, "the replay did no I/O");
+}
+
+/// A log cut anywhere (a power loss keeps any prefix of what was not flushed) gives the file
+/// as it was at the last fsync whose record is whole.
+#[test]
+fn a_log_cut_anywhere_gives_the_last_whole_record() {
+    let dir = scratch();
+    let ino = prepare(dir.path());
+    let fs = open_fs(dir.path(), None).expect("open");
+    let fh = fs.open(CTX, ino, libc::O_RDWR).expect("open").fh;
+    let mut model = committed_base();
+    let mut marks = vec![(0u64, model.clone())];
+    let log = dir.path().join("intent.0");
+    for (i, op) in ops(99, 40).iter().enumerate() {
+        match op {
+            Op::Write(at, data) => {
+                fs.write(fh, *at, data).expect("write");
+            }
+            Op::Truncate(size) => {
+                let req = SetAttrReq { size: Some(*size), fh: Some(fh), ..SetAttrReq::default() };
+                fs.setattr(CTX, ino, &req).expect("truncate");
+            }
+            _ if i % 2 == 0 => {
+                fs.fsync(fh, true).expect("fdatasync");
+                let len = std::fs::metadata(&log).expect("log").len();
+                apply(&mut model, op);
+                if len > marks.last().expect("marks").0 {
+                    marks.push((len, model.clone()));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        apply(&mut model, op);
+    }
+    drop(fs);
+    assert!(marks.len() > 5, "only {} records", marks.len() - 1);
+    let full = std::fs::read(&log).expect("log");
+    for w in marks.windows(2) {
+        let (end, ref want) = w[0];
+        // At the record's end, one byte into the next, and halfway through it.
+        for cut in [end, end + 1, (end + w[1].0) / 2, w[1].0 - 1] {
+            let copy = scratch();
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", dir.path().display()))
+                .arg(copy.path())
+                .status()
+                .expect("cp");
+            assert!(status.success());
+            std::fs::write(copy.path().join("intent.0"), &full[..cut as usize]).expect("cut");
+            let fs = open_fs(copy.path(), None).expect("reopen");
+            let got = committed(&fs, ino);
+            assert!(got == *want, "log cut at {cut}: {} bytes, want {}", got.len(), want.len());
+        }
+    }
+}
+
+/// A record whose writes a later commit holds is never applied again, even when the file has
+/// come back to the content the record was logged over (a save undone, then saved).
+#[test]
+fn a_committed_record_is_not_replayed_over_the_same_content_again() {
+    let dir = scratch();
+    let ino = prepare(dir.path());
+    let fs = open_fs(dir.path(), None).expect("open");
+    let base = committed_base();
+    let fh = fs.open(CTX, ino, libc::O_RDWR).expect("open").fh;
+    fs.write(fh, 10, b"an edit").expect("write");
+    fs.fsync(fh, true).expect("fdatasync");
+    assert_eq!(committed(&fs, ino), base, "the fsync was logged, not committed");
+    fs.flush(fh).expect("flush");
+    // The edit undone: the base's bytes written back, and made durable.
+    fs.write(fh, 10, &base[10..17]).expect("write");
+    fs.fsync(fh, false).expect("fsync");
+    fs.flush(fh).expect("flush");
+    assert_eq!(committed(&fs, ino), base);
+    fs.vault().sync().expect("sync");
+    // A crash: the log still holds the edit's record, over the same content as now.
+    drop(fs);
+    assert!(std::fs::metadata(dir.path().join("intent.0")).expect("log").len() > 0);
+    let fs = open_fs(dir.path(), None).expect("reopen");
+    assert!(committed(&fs, ino) == base, "the undone edit came back");
+}
