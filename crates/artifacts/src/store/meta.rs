@@ -709,9 +709,15 @@ impl Meta {
         }
     }
 
-    /// Whether some change is not yet durable.
+    /// Whether some change is not yet durable: one made since the last durable flush began,
+    /// or one that flush (still running, or failed) was to make durable. A reader that saw a
+    /// row and then finds this false knows the row durable.
     pub(crate) fn dirty(&self) -> bool {
-        self.dirty.load(AtomicOrdering::Acquire)
+        if self.dirty.load(AtomicOrdering::Acquire) {
+            return true;
+        }
+        let st = self.state.read_recursive();
+        st.frozen.is_some() || st.unsynced.is_some()
     }
 
     /// The database. Fails while it is closed after a failed commit that could not reopen it
