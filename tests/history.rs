@@ -34,6 +34,9 @@ fn save(path: &Path, content: &[u8]) {
         std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).unwrap();
     f.write_all(content).unwrap();
     drop(f);
+    // Asking for its id commits it: otherwise a save within the mount's commit delay of the
+    // one before extends the same version.
+    assert!(xattr(path, "user.indra.id").is_some());
     // Apart in time, so each version has a name of its own millisecond.
     std::thread::sleep(Duration::from_millis(3));
 }

@@ -60,6 +60,8 @@ pub(crate) struct FileState {
     /// Whether the content the buffer started from is durable, so that a record over it can
     /// be replayed after a crash.
     pub(crate) base_durable: bool,
+    /// When the buffer was made: a closed file's commit waits at most `commit_delay` from it.
+    pub(crate) since: std::time::Instant,
 }
 
 /// A handle on an open vault file.
@@ -95,7 +97,13 @@ pub(crate) struct OpenFiles {
     closes_wait: AtomicBool,
     /// Where `fsync` makes a buffer's writes durable without committing them.
     log: IntentLog,
+    /// How long a closed file's writes may wait for their commit (`defers`); `None`: a close
+    /// commits at once. The mount sets it, and its background thread commits what is due.
+    commit_delay: Mutex<Option<std::time::Duration>>,
 }
+
+/// Closed files whose commit may wait at once, at most: past it, a close commits.
+const DEFERRED_MAX: usize = 64;
 
 /// Free space on the data dir's filesystem under which `close` commits before it returns.
 const CLOSE_ROOM: u64 = 64 << 20;
@@ -127,7 +135,42 @@ impl OpenFiles {
             sparse_since: Mutex::new(None),
             closes_wait: AtomicBool::new(true),
             log,
+            commit_delay: Mutex::new(None),
         })
+    }
+
+    /// Lets a closed file's commit wait up to `delay` (see `defers`); `None` turns that off.
+    pub(crate) fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
+        *lock(&self.commit_delay) = delay;
+    }
+
+    /// Whether the release of a handle on `node` may leave its writes uncommitted for now:
+    /// with a commit delay set, room on the disk, few files waiting so, and a buffer small
+    /// enough to hold in memory. A reopen before the commit writes on into the same buffer,
+    /// so the edits of both make one version; `commit_due` commits the rest.
+    pub(crate) fn defers(&self, node: &OpenNode) -> bool {
+        lock(&self.commit_delay).is_some()
+            && !self.closes_wait()
+            && self.len() <= DEFERRED_MAX
+            && lock(&node.state)
+                .buffer
+                .as_ref()
+                .is_some_and(|b| b.unlogged_bytes() <= crate::buffer::MEM_SHADOW_MAX)
+    }
+
+    /// Files with no handle left whose commit is due: a buffer made `commit_delay` ago, or
+    /// no buffer (a commit already took it, and the entry waits to be dropped).
+    pub(crate) fn due(&self) -> Vec<(u64, Arc<OpenNode>)> {
+        let delay = lock(&self.commit_delay).unwrap_or_default();
+        self.all()
+            .into_iter()
+            .filter(|(_, n)| {
+                n.handles.load(Ordering::Acquire) == 0 && {
+                    let on = lock(&n.state);
+                    on.buffer.is_none() || on.since.elapsed() >= delay
+                }
+            })
+            .collect()
     }
 
     /// Whether a `close` should commit before it returns (see `closes_wait`).
@@ -230,6 +273,7 @@ impl OpenFiles {
                         written_at: Timestamp::EPOCH,
                         logged: None,
                         base_durable: false,
+                        since: std::time::Instant::now(),
                     }),
                 })
             })
@@ -270,6 +314,7 @@ impl OpenFiles {
             on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
             // Read after the node: nothing unsynced means the content read is durable.
             on.base_durable = !self.vault.has_unsynced();
+            on.since = std::time::Instant::now();
         }
         Ok(on.buffer.as_mut().expect("just set"))
     }
