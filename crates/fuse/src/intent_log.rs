@@ -262,6 +262,19 @@ impl IntentLog {
         Ok((log, records))
     }
 
+    /// The records of `node` the files hold now, in sequence order.
+    pub(crate) fn records_of(&self, node: u64) -> io::Result<Vec<Record>> {
+        let st = lock(&self.state);
+        let mut out = Vec::new();
+        for (file, &end) in self.files.iter().zip(&st.end) {
+            let mut bytes = vec![0u8; usize::try_from(end).map_err(io::Error::other)?];
+            file.read_exact_at(&mut bytes, 0)?;
+            out.extend(parse(&bytes).into_iter().filter(|r| r.node == node));
+        }
+        out.sort_by_key(|r| r.seq);
+        Ok(out)
+    }
+
     /// Raises the next sequence number to at least `next` (what the store recorded).
     pub(crate) fn raise_next_seq(&self, next: u64) {
         let mut st = lock(&self.state);

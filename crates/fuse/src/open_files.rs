@@ -319,13 +319,46 @@ impl OpenFiles {
         Ok(on.buffer.as_mut().expect("just set"))
     }
 
-    /// Commits a file's pending writes as a new leaf.
+    /// Commits a file's pending writes as a new leaf. A commit that fails drops the buffer,
+    /// and the file keeps its committed content, except for what `fsync`s put in the intent
+    /// log: that is read back from the log into a new buffer (`rebuild`).
     pub(crate) fn commit_locked(
         &self,
         ino: u64,
         on: &mut FileState,
         commit: Commit,
     ) -> FsResult<()> {
+        let logged = on.logged;
+        let result = self.commit_buffer(ino, on, commit);
+        if result.is_err()
+            && let Some(seq) = logged
+            && on.buffer.is_none()
+        {
+            match self.rebuild(ino) {
+                Ok(Some(buffer)) => {
+                    on.buffer = Some(buffer);
+                    on.logged = Some(seq);
+                    on.base_durable = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(ino, error = %e, "reading fsync'd writes back from the intent log failed; the next mount replays them")
+                }
+            }
+        }
+        result
+    }
+
+    /// The buffer `fsync`s logged for `ino` since its last commit, over its committed content.
+    fn rebuild(&self, ino: u64) -> FsResult<Option<WriteBuffer>> {
+        let records = self.log.records_of(ino)?;
+        let floor = self.vault.log_floor(NodeId(ino))?;
+        let records: Vec<Record> = records.into_iter().filter(|r| r.seq > floor).collect();
+        let node = self.vault.node(NodeId(ino))?;
+        Ok(apply_records(&self.vault, &node, &records)?.map(|(buffer, _)| buffer))
+    }
+
+    fn commit_buffer(&self, ino: u64, on: &mut FileState, commit: Commit) -> FsResult<()> {
         let Some(buffer) = on.buffer.take() else {
             if commit == Commit::Durable {
                 self.sync()?;
@@ -375,6 +408,7 @@ impl OpenFiles {
     pub(crate) fn fsync(&self, ino: u64, open: &OpenNode, datasync: bool) -> FsResult<()> {
         let mut on = lock(&open.state);
         if let Some(buffer) = &on.buffer
+            && !self.closes_wait()
             && self.log.has_room(buffer.unlogged_bytes())
         {
             let clean = !self.vault.has_unsynced();
@@ -470,7 +504,7 @@ impl OpenFiles {
 }
 
 /// Commits, durably, what the records hold beyond each node's durable floor
-/// (`intent_log`'s module doc). A record that does not apply is skipped with a warning.
+/// (`intent_log`'s module doc).
 fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
     let mut by_node: std::collections::BTreeMap<u64, Vec<Record>> = Default::default();
     for r in records {
@@ -480,48 +514,23 @@ fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
     for (ino, records) in by_node {
         let floor = vault.log_floor(NodeId(ino))?;
         let records: Vec<Record> = records.into_iter().filter(|r| r.seq > floor).collect();
-        let Some(last) = records.last() else { continue };
         let node = match vault.node(NodeId(ino)) {
-            Ok(n) if n.kind == NodeKind::File => n,
-            Ok(_) | Err(indras_artifacts::Error::NoSuchNode(_)) => {
-                tracing::warn!(ino, "intent log: the node is gone or no file; skipped");
+            Ok(n) => n,
+            Err(indras_artifacts::Error::NoSuchNode(_)) => {
+                tracing::warn!(ino, "intent log: the node is gone; its records are skipped");
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
-        let durable = node.content.filter(|_| node.size > 0);
-        let (seq, written_at) = (last.seq, last.written_at);
-        let mut buffer = WriteBuffer::new(vault, node.content, node.size);
-        let mut any = false;
-        for r in &records {
-            if r.base != durable {
-                tracing::warn!(
-                    ino,
-                    seq = r.seq,
-                    "intent log: a record over other content; skipped"
-                );
-                continue;
-            }
-            if let Some(cut) = r.cut {
-                buffer.truncate(vault, cut)?;
-            }
-            for (at, bytes) in &r.ranges {
-                buffer.write(vault.tmp_dir(), *at, bytes)?;
-            }
-            buffer.truncate(vault, r.size)?;
-            any = true;
-        }
-        if !any {
-            continue;
-        }
+        let Some((buffer, last)) = apply_records(vault, &node, &records)? else { continue };
         if let Some(staged) = buffer.stage(vault)? {
             with_room(vault, || {
                 Ok(vault.set_content_logged(
                     NodeId(ino),
                     &staged,
-                    written_at,
+                    last.written_at,
                     Commit::CrashConsistent,
-                    Some(seq),
+                    Some(last.seq),
                 )?)
             })?;
             applied += 1;
@@ -529,4 +538,39 @@ fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
     }
     tracing::info!(files = applied, "intent log replayed");
     Ok(())
+}
+
+/// A buffer over `node`'s committed content with `records` applied in order, and the last
+/// record applied; `None` if none applies. A record applies only over the content it was
+/// logged over, of a file; any other is skipped with a warning.
+fn apply_records<'r>(
+    vault: &Vault,
+    node: &indras_artifacts::Node,
+    records: &'r [Record],
+) -> FsResult<Option<(WriteBuffer, &'r Record)>> {
+    let ino = node.id.0;
+    if node.kind != NodeKind::File {
+        if !records.is_empty() {
+            tracing::warn!(ino, "intent log: the node is no file; its records are skipped");
+        }
+        return Ok(None);
+    }
+    let committed = node.content.filter(|_| node.size > 0);
+    let mut buffer = WriteBuffer::new(vault, node.content, node.size);
+    let mut last = None;
+    for r in records {
+        if r.base != committed {
+            tracing::warn!(ino, seq = r.seq, "intent log: a record over other content; skipped");
+            continue;
+        }
+        if let Some(cut) = r.cut {
+            buffer.truncate(vault, cut)?;
+        }
+        for (at, bytes) in &r.ranges {
+            buffer.write(vault.tmp_dir(), *at, bytes)?;
+        }
+        buffer.truncate(vault, r.size)?;
+        last = Some(r);
+    }
+    Ok(last.map(|r| (buffer, r)))
 }

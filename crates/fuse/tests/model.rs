@@ -909,7 +909,10 @@ fn scratch() -> tempfile::TempDir {
 fn open_fs(dir: &Path) -> VaultFs {
     let vault = Arc::new(Vault::open(dir, PLAYER, &Options::default()).expect("open the vault"));
     assert!(!vault.recovered(), "the vault was not closed cleanly");
-    VaultFs::new(vault, MountInfo::unmounted(PLAYER, dir)).expect("VaultFs::new")
+    let fs = VaultFs::new(vault, MountInfo::unmounted(PLAYER, dir)).expect("VaultFs::new");
+    // Room on the disk, as a mount finds at start: fsyncs may use the intent log.
+    fs.check_space();
+    fs
 }
 
 /// Drops a filesystem and closes its vault cleanly.

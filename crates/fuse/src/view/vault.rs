@@ -157,6 +157,10 @@ impl VaultView {
         if offset >= attr.size {
             return Ok(None);
         }
+        // Pending writes are committed first: the answer comes from the file's chunks.
+        if let Some(open) = self.open.get(ino) {
+            self.commit(ino, &open, Commit::CrashConsistent)?;
+        }
         let pending = self.open.get(ino).is_some_and(|o| lock(&o.state).buffer.is_some());
         match self.vault.node(NodeId(ino))?.content {
             Some(leaf) if !pending => Ok(self.vault.seek_data_or_hole(&leaf, offset, data)?),
@@ -395,8 +399,27 @@ impl VaultView {
         Ok(attr)
     }
 
+    /// Commits the pending writes of the file named `name` in `parent`, if it has any: before
+    /// a rename or an unlink, so that a save by rename, or a file deleted right after it was
+    /// written, keeps its version (as ext4's `auto_da_alloc` writes out a file renamed over
+    /// another). A commit that fails is logged and left: the rename or unlink goes on.
+    fn commit_named(&self, parent: u64, name: &[u8]) {
+        if self.open.len() == 0 {
+            return;
+        }
+        let Ok(node) = self.vault.lookup(NodeId(parent), name) else { return };
+        if let Some(open) = self.open.get(node.id.0)
+            && let Err(e) = self.commit(node.id.0, &open, Commit::CrashConsistent)
+        {
+            tracing::warn!(ino = node.id.0, error = %e, "committing a file before its rename or unlink failed");
+        }
+    }
+
     /// `unlink` (`dir` false) or `rmdir` (`dir` true).
     pub(crate) fn remove(&self, parent: u64, name: &[u8], dir: bool) -> FsResult<()> {
+        if !dir {
+            self.commit_named(parent, name);
+        }
         let node = self.vault.remove(
             NodeId(parent),
             name,
@@ -422,6 +445,8 @@ impl VaultView {
             f if f == libc::RENAME_EXCHANGE => RenameMode::Exchange,
             _ => return Err(FsError::errno(libc::EINVAL)),
         };
+        self.commit_named(parent, name);
+        self.commit_named(new_parent, new_name);
         let replaced = self.vault.rename(
             NodeId(parent),
             name,
