@@ -93,6 +93,9 @@ impl std::fmt::Debug for WriteBuffer {
             .field("mode", &mode)
             .field("size", &self.size)
             .field("spill_at", &self.spill_at)
+            .field("committed", &self.committed.map(|h| indras_artifacts::hex(&h)))
+            .field("unlogged", &self.unlogged)
+            .field("cut", &self.cut)
             .finish()
     }
 }

@@ -118,7 +118,7 @@ impl Record {
         let mut last_end = 0;
         for _ in 0..n {
             let at = r.u64()?;
-            let len = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as u64;
+            let len = u64::from(u32::from_le_bytes(r.take(4)?.try_into().ok()?));
             let end = at.checked_add(len)?;
             if at < last_end || end > size || len == 0 {
                 return None;
@@ -213,8 +213,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn check(faults: &Option<Arc<dyn FaultInjector>>, step: IoStep) -> io::Result<()> {
-    faults.as_ref().map_or(Ok(()), |f| f.check(step))
+fn check(faults: Option<&Arc<dyn FaultInjector>>, step: IoStep) -> io::Result<()> {
+    faults.map_or(Ok(()), |f| f.check(step))
 }
 
 impl IntentLog {
@@ -297,7 +297,7 @@ impl IntentLog {
         record.seq = st.next_seq;
         let frame = record.encode();
         let file = st.active;
-        check(&self.faults, IoStep::LogWrite)?;
+        check(self.faults.as_ref(), IoStep::LogWrite)?;
         self.files[file].write_all_at(&frame, st.end[file])?;
         st.end[file] += frame.len() as u64;
         st.next_seq += 1;
@@ -314,7 +314,7 @@ impl IntentLog {
             return Ok(());
         }
         let target = lock(&self.state).end[ticket.file];
-        check(&self.faults, IoStep::LogSync)?;
+        check(self.faults.as_ref(), IoStep::LogSync)?;
         self.files[ticket.file].sync_data()?;
         synced[ticket.file] = target;
         Ok(())
@@ -353,7 +353,7 @@ impl IntentLog {
         if file == st.active && st.end[file] > 0 {
             return Err(io::Error::other("the intent log's active file is not trimmed"));
         }
-        check(&self.faults, IoStep::LogSync)?;
+        check(self.faults.as_ref(), IoStep::LogSync)?;
         self.files[file].set_len(0)?;
         self.files[file].sync_data()?;
         st.end[file] = 0;
@@ -384,9 +384,9 @@ mod tests {
         Record {
             seq,
             node: 40 + seq,
-            base: (seq % 2 == 0).then(|| [seq as u8; 32]),
-            written_at: Timestamp { secs: 1_700_000_000 + seq as i64, nanos: 5 },
-            cut: (seq % 3 == 0).then_some(seq),
+            base: seq.is_multiple_of(2).then_some([seq as u8; 32]),
+            written_at: Timestamp { secs: 1_700_000_000 + seq.cast_signed(), nanos: 5 },
+            cut: seq.is_multiple_of(3).then_some(seq),
             size,
             ranges,
         }

@@ -342,7 +342,7 @@ impl OpenFiles {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(ino, error = %e, "reading fsync'd writes back from the intent log failed; the next mount replays them")
+                    tracing::error!(ino, error = %e, "reading fsync'd writes back from the intent log failed; the next mount replays them");
                 }
             }
         }
@@ -506,7 +506,7 @@ impl OpenFiles {
 /// Commits, durably, what the records hold beyond each node's durable floor
 /// (`intent_log`'s module doc).
 fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
-    let mut by_node: std::collections::BTreeMap<u64, Vec<Record>> = Default::default();
+    let mut by_node = std::collections::BTreeMap::<u64, Vec<Record>>::new();
     for r in records {
         by_node.entry(r.node).or_default().push(r);
     }

@@ -343,7 +343,7 @@ fn a_log_cut_anywhere_gives_the_last_whole_record() {
     for w in marks.windows(2) {
         let (end, ref want) = w[0];
         // At the record's end, one byte into the next, and halfway through it.
-        for cut in [end, end + 1, (end + w[1].0) / 2, w[1].0 - 1] {
+        for cut in [end, end + 1, u64::midpoint(end, w[1].0), w[1].0 - 1] {
             let copy = scratch();
             copy_dir(dir.path(), copy.path());
             std::fs::write(copy.path().join("intent.0"), &full[..cut as usize]).expect("cut");
