@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indras_artifacts::{Commit, NewNode, NodeId, Options, Timestamp, Vault};
-use indras_e2e::{Dirs, Mount, have, settle, sh, sh_output, xattr};
+use indras_e2e::{Dirs, Mount, cli, have, settle, sh, sh_output, xattr};
 
 /// Past the kernel's cache of history folders' names (1 s).
 const FOLDER_TTL: Duration = Duration::from_millis(1200);
@@ -34,9 +34,6 @@ fn save(path: &Path, content: &[u8]) {
         std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).unwrap();
     f.write_all(content).unwrap();
     drop(f);
-    // Asking for its id commits it: otherwise a save within the mount's commit delay of the
-    // one before extends the same version.
-    assert!(xattr(path, "user.indra.id").is_some());
     // Apart in time, so each version has a name of its own millisecond.
     std::thread::sleep(Duration::from_millis(3));
 }
@@ -47,6 +44,37 @@ fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// A version is what a save committed. Readers that need the content in the store (the
+/// content's id, a status) commit what is written so far, but that is no version of its own:
+/// the save that follows is, even when it writes nothing more.
+#[test]
+fn readers_never_make_a_write_buffer_a_version() {
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    let (first, rest) =
+        (b"written before the readers, ".as_slice(), b"and after them\n".as_slice());
+    let path = v.join("half.md");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(first).unwrap();
+    cli(&["status", v.to_str().unwrap()]);
+    std::fs::read_to_string(dirs.mnt.join(".indra/status.json")).unwrap();
+    assert!(xattr(&path, "user.indra.id").is_some());
+    f.write_all(rest).unwrap();
+    drop(f);
+    // Read, then saved with nothing more written: that save is the version.
+    let whole = v.join("whole.md");
+    let mut g = std::fs::File::create(&whole).unwrap();
+    g.write_all(b"all of it").unwrap();
+    assert!(xattr(&whole, "user.indra.id").is_some());
+    drop(g);
+    settle(&dirs.mnt);
+    let hist = dirs.mnt.join(".indra/history/vault");
+    assert_eq!(contents(&hist.join("half.md")), [[first, rest].concat()]);
+    assert_eq!(contents(&hist.join("whole.md")), [b"all of it".to_vec()]);
+    m.stop();
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub use vault::history::{Deleted, HistoryUsage, Pruned, Version};
 pub use vault::manifest::{Manifest, SnapEntry};
 pub use vault::mirror::{MirrorChanges, clean_label};
 pub use vault::namespace::{
-    FILE_SIZE_MAX, LINK_MAX, NAME_MAX, Placed, XATTR_VALUE_MAX, validate_name,
+    FILE_SIZE_MAX, LINK_MAX, NAME_MAX, Placed, SetContent, XATTR_VALUE_MAX, validate_name,
 };
 pub use vault::realms::{
     Realm, RealmChanges, RealmId, RealmItem, RealmRow, RealmTarget, validate_realm_name,

@@ -126,9 +126,10 @@ impl WriteBuffer {
         }
     }
 
-    /// Bytes written since the last `take_unlogged`.
-    pub fn unlogged_bytes(&self) -> u64 {
-        self.unlogged.iter().map(|(s, e)| e - s).sum()
+    /// What an intent-log record of the changes since the last `take_unlogged` would hold:
+    /// the bytes written, and 12 bytes to frame each range.
+    pub fn unlogged_cost(&self) -> u64 {
+        self.unlogged.iter().map(|(s, e)| e - s + 12).sum()
     }
 
     /// The changes since the last call, with their bytes, for an intent-log record; from
@@ -137,7 +138,10 @@ impl WriteBuffer {
         let mut ranges = Vec::with_capacity(self.unlogged.len());
         for (&start, &end) in &self.unlogged {
             let len = usize::try_from(end - start).map_err(|_| FsError::errno(libc::EFBIG))?;
-            ranges.push((start, self.read(vault, start, len)?));
+            let bytes = self.read(vault, start, len)?;
+            if !bytes.is_empty() {
+                ranges.push((start, bytes));
+            }
         }
         self.unlogged.clear();
         Ok(Unlogged { base: self.committed, cut: self.cut.take(), size: self.size, ranges })

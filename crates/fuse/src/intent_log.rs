@@ -35,10 +35,11 @@ use indras_artifacts::{FILE_SIZE_MAX, FaultInjector, Hash, IoStep, Timestamp};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"INTL");
 const HEADER: usize = 4 + 4 + 16;
-/// Written bytes one record holds at most: a `fsync` with more commits instead.
+/// Written bytes one record holds at most, with 12 bytes to frame each range: a `fsync` with
+/// more commits instead.
 pub(crate) const RECORD_MAX: u64 = 8 << 20;
-/// A record body's length at most (its written bytes and their framing).
-const BODY_MAX: usize = RECORD_MAX as usize + (1 << 20);
+/// A record body's length at most: `RECORD_MAX` and the fixed fields.
+const BODY_MAX: usize = RECORD_MAX as usize + 4096;
 /// The active file's length past which a `fsync` commits instead of logging.
 pub(crate) const LOG_MAX: u64 = 256 << 20;
 /// A drain is due once the active file holds this much...
@@ -285,7 +286,7 @@ impl IntentLog {
         lock(&self.state).next_seq
     }
 
-    /// Whether a record of `bytes` written bytes fits.
+    /// Whether a record of `bytes` (written bytes and their framing) fits.
     pub(crate) fn has_room(&self, bytes: u64) -> bool {
         let st = lock(&self.state);
         bytes <= RECORD_MAX && st.end[st.active] + bytes < LOG_MAX

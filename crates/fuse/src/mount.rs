@@ -268,9 +268,6 @@ impl StopHandle {
 
 /// How often queued attention events are written.
 const ATTENTION_TICK: Duration = Duration::from_millis(200);
-/// How long a closed file's writes may wait for their commit, so that a save that reopens
-/// the file makes one version with the one before (`VaultFs::set_commit_delay`).
-const COMMIT_DELAY: Duration = Duration::from_secs(1);
 /// Retention runs at least this often, however long the collection interval.
 const PRUNE_EVERY: Duration = Duration::from_secs(180);
 
@@ -306,9 +303,6 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let mut last_floor_check = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         fs.check_space();
-        if let Err(e) = fs.commit_due() {
-            tracing::error!(error = %e, "committing closed files failed; will retry");
-        }
         if let Err(e) = fs.drain_log(false) {
             tracing::error!(error = %e, "committing what the intent log holds failed; will retry");
         }
@@ -674,7 +668,6 @@ impl MountSession {
             fs.set_gc_backlog(cfg.gc_backlog.unwrap_or_else(|| gc_backlog(&cfg.data_dir)));
         }
         fs.check_space();
-        fs.set_commit_delay(Some(COMMIT_DELAY));
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
             let stop = stop.clone();

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use indras_artifacts::{Commit, NodeId, NodeKind, Timestamp, Vault};
+use indras_artifacts::{Commit, NodeId, NodeKind, SetContent, Timestamp, Vault};
 
 use crate::buffer::WriteBuffer;
 use crate::error::{FsError, FsResult};
@@ -60,8 +60,9 @@ pub(crate) struct FileState {
     /// Whether the content the buffer started from is durable, so that a record over it can
     /// be replayed after a crash.
     pub(crate) base_durable: bool,
-    /// When the buffer was made: a closed file's commit waits at most `commit_delay` from it.
-    pub(crate) since: std::time::Instant,
+    /// A reader forced a commit that was no version (`OpenFiles::peek`): the bytes it added,
+    /// owed to the next commit that is one.
+    pub(crate) owed: Option<u64>,
 }
 
 /// A handle on an open vault file.
@@ -97,13 +98,9 @@ pub(crate) struct OpenFiles {
     closes_wait: AtomicBool,
     /// Where `fsync` makes a buffer's writes durable without committing them.
     log: IntentLog,
-    /// How long a closed file's writes may wait for their commit (`defers`); `None`: a close
-    /// commits at once. The mount sets it, and its background thread commits what is due.
-    commit_delay: Mutex<Option<std::time::Duration>>,
+    /// Held while the log drains.
+    draining: Mutex<()>,
 }
-
-/// Closed files whose commit may wait at once, at most: past it, a close commits.
-const DEFERRED_MAX: usize = 64;
 
 /// Free space on the data dir's filesystem under which `close` commits before it returns.
 const CLOSE_ROOM: u64 = 64 << 20;
@@ -135,42 +132,8 @@ impl OpenFiles {
             sparse_since: Mutex::new(None),
             closes_wait: AtomicBool::new(true),
             log,
-            commit_delay: Mutex::new(None),
+            draining: Mutex::new(()),
         })
-    }
-
-    /// Lets a closed file's commit wait up to `delay` (see `defers`); `None` turns that off.
-    pub(crate) fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
-        *lock(&self.commit_delay) = delay;
-    }
-
-    /// Whether the release of a handle on `node` may leave its writes uncommitted for now:
-    /// with a commit delay set, room on the disk, few files waiting so, and a buffer small
-    /// enough to hold in memory. A reopen before the commit writes on into the same buffer,
-    /// so the edits of both make one version; `commit_due` commits the rest.
-    pub(crate) fn defers(&self, node: &OpenNode) -> bool {
-        lock(&self.commit_delay).is_some()
-            && !self.closes_wait()
-            && self.len() <= DEFERRED_MAX
-            && lock(&node.state)
-                .buffer
-                .as_ref()
-                .is_some_and(|b| b.unlogged_bytes() <= crate::buffer::MEM_SHADOW_MAX)
-    }
-
-    /// Files with no handle left whose commit is due: a buffer made `commit_delay` ago, or
-    /// no buffer (a commit already took it, and the entry waits to be dropped).
-    pub(crate) fn due(&self) -> Vec<(u64, Arc<OpenNode>)> {
-        let delay = lock(&self.commit_delay).unwrap_or_default();
-        self.all()
-            .into_iter()
-            .filter(|(_, n)| {
-                n.handles.load(Ordering::Acquire) == 0 && {
-                    let on = lock(&n.state);
-                    on.buffer.is_none() || on.since.elapsed() >= delay
-                }
-            })
-            .collect()
     }
 
     /// Whether a `close` should commit before it returns (see `closes_wait`).
@@ -273,7 +236,7 @@ impl OpenFiles {
                         written_at: Timestamp::EPOCH,
                         logged: None,
                         base_durable: false,
-                        since: std::time::Instant::now(),
+                        owed: None,
                     }),
                 })
             })
@@ -314,7 +277,6 @@ impl OpenFiles {
             on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
             // Read after the node: nothing unsynced means the content read is durable.
             on.base_durable = !self.vault.has_unsynced();
-            on.since = std::time::Instant::now();
         }
         Ok(on.buffer.as_mut().expect("just set"))
     }
@@ -328,8 +290,24 @@ impl OpenFiles {
         on: &mut FileState,
         commit: Commit,
     ) -> FsResult<()> {
+        self.commit_saving(ino, on, commit, true)
+    }
+
+    /// Commits a file's pending writes because a reader needs them in the store (the id of
+    /// the content, a status, holes): no version of its own (see `commit_buffer`).
+    pub(crate) fn peek_locked(&self, ino: u64, on: &mut FileState) -> FsResult<()> {
+        self.commit_saving(ino, on, Commit::CrashConsistent, false)
+    }
+
+    fn commit_saving(
+        &self,
+        ino: u64,
+        on: &mut FileState,
+        commit: Commit,
+        version: bool,
+    ) -> FsResult<()> {
         let logged = on.logged;
-        let result = self.commit_buffer(ino, on, commit);
+        let result = self.commit_buffer(ino, on, commit, version);
         if result.is_err()
             && let Some(seq) = logged
             && on.buffer.is_none()
@@ -358,16 +336,30 @@ impl OpenFiles {
         Ok(apply_records(&self.vault, &node, &records)?.map(|(buffer, _)| buffer))
     }
 
-    fn commit_buffer(&self, ino: u64, on: &mut FileState, commit: Commit) -> FsResult<()> {
-        let Some(buffer) = on.buffer.take() else {
-            if commit == Commit::Durable {
-                self.sync()?;
-            }
-            return Ok(());
-        };
+    /// Commits the buffer, if any; a `version` for history unless a reader forced the
+    /// commit (`peek`), in which case the next commit that is one owes it (`FileState::owed`).
+    fn commit_buffer(
+        &self,
+        ino: u64,
+        on: &mut FileState,
+        commit: Commit,
+        version: bool,
+    ) -> FsResult<()> {
         // Appends that find the disk full make room and try again inside the store; a
         // failure here drops the buffer, and the file keeps its committed content.
-        let Some(staged) = buffer.stage(&self.vault)? else {
+        let staged = match on.buffer.take() {
+            Some(buffer) => buffer.stage(&self.vault)?,
+            None => None,
+        };
+        let Some(staged) = staged else {
+            // Nothing new: a save after a reader's commit still makes that content a version.
+            if version && let Some(added) = on.owed.take() {
+                let (id, at) = (NodeId(ino), on.written_at);
+                let cc = Commit::CrashConsistent;
+                with_room(&self.vault, || {
+                    Ok(self.vault.record_owed_version(id, added, at, cc)?)
+                })?;
+            }
             if commit == Commit::Durable {
                 self.sync()?;
             }
@@ -376,16 +368,24 @@ impl OpenFiles {
         // The operation first (it takes effect whole or not at all, so it can be retried),
         // then, for `Durable`, the flush: what `set_content` with `Durable` does, in two
         // steps that can each make room and try again.
-        let (at, floor) = (on.written_at, on.logged.take());
-        with_room(&self.vault, || {
-            Ok(self.vault.set_content_logged(
+        let at = on.written_at;
+        let how = SetContent {
+            log_floor: on.logged.take(),
+            version,
+            owed: if version { on.owed.take() } else { None },
+        };
+        let (_, added) = with_room(&self.vault, || {
+            Ok(self.vault.set_content_with(
                 NodeId(ino),
                 &staged,
                 at,
                 Commit::CrashConsistent,
-                floor,
+                how,
             )?)
         })?;
+        if !version {
+            on.owed = Some(on.owed.unwrap_or(0) + added);
+        }
         self.commits.fetch_add(1, Ordering::Release);
         // The old content is unreferenced now. The mount's background thread collects once
         // the backlog is passed; a writer that outruns it by twice the backlog collects
@@ -409,7 +409,7 @@ impl OpenFiles {
         let mut on = lock(&open.state);
         if let Some(buffer) = &on.buffer
             && !self.closes_wait()
-            && self.log.has_room(buffer.unlogged_bytes())
+            && self.log.has_room(buffer.unlogged_cost())
         {
             let clean = !self.vault.has_unsynced();
             on.base_durable |= clean;
@@ -459,6 +459,8 @@ impl OpenFiles {
         if !force && !self.log.due() {
             return Ok(());
         }
+        // One at a time: a drain must not empty a file another has made active again since.
+        let _one = lock(&self.draining);
         let Some(rotation) = self.log.rotate() else { return Ok(()) };
         for ino in rotation.nodes {
             if let Some(open) = self.get(ino) {
@@ -485,21 +487,17 @@ impl OpenFiles {
     /// kernel's RELEASE, which can still be on its way.
     pub(crate) fn commit_pending(&self) -> FsResult<()> {
         for (ino, open) in self.all() {
-            self.commit_locked(ino, &mut lock(&open.state), Commit::CrashConsistent)?;
+            self.peek_locked(ino, &mut lock(&open.state))?;
         }
         Ok(())
     }
 
-    /// Commits the pending writes of `ino`, if it has any.
-    pub(crate) fn commit(&self, ino: u64, commit: Commit) -> FsResult<()> {
-        let Some(open) = self.get(ino) else {
-            if commit == Commit::Durable {
-                self.sync()?;
-            }
-            return Ok(());
-        };
-        let mut on = lock(&open.state);
-        self.commit_locked(ino, &mut on, commit)
+    /// Commits the pending writes of `ino`, if it has any, for a reader (`peek_locked`).
+    pub(crate) fn peek(&self, ino: u64) -> FsResult<()> {
+        match self.get(ino) {
+            Some(open) => self.peek_locked(ino, &mut lock(&open.state)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -525,12 +523,13 @@ fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
         let Some((buffer, last)) = apply_records(vault, &node, &records)? else { continue };
         if let Some(staged) = buffer.stage(vault)? {
             with_room(vault, || {
-                Ok(vault.set_content_logged(
+                let how = SetContent { log_floor: Some(last.seq), ..SetContent::default() };
+                Ok(vault.set_content_with(
                     NodeId(ino),
                     &staged,
                     last.written_at,
                     Commit::CrashConsistent,
-                    Some(last.seq),
+                    how,
                 )?)
             })?;
             applied += 1;

@@ -752,23 +752,22 @@ impl Vault {
         now: Timestamp,
         commit: Commit,
     ) -> Result<Node> {
-        self.set_content_logged(id, staged, now, commit, None)
+        self.set_content_with(id, staged, now, commit, SetContent::default()).map(|(n, _)| n)
     }
 
-    /// `set_content` of a buffer whose writes the mount's intent log holds up to record
-    /// `floor`: the same operation records the floor (`log_floor`), so that a replay after a
-    /// crash skips exactly the records this content already holds.
-    pub fn set_content_logged(
+    /// `set_content`, as `how` says (`SetContent`). Returns the node and the bytes the content
+    /// adds to the store (what a version of it adds to history).
+    pub fn set_content_with(
         &self,
         id: NodeId,
         staged: &StagedLeaf,
         now: Timestamp,
         commit: Commit,
-        floor: Option<u64>,
-    ) -> Result<Node> {
+        how: SetContent,
+    ) -> Result<(Node, u64)> {
         let (history, player) = (self.history_on(), self.player());
         self.write_fs(commit, |w| {
-            if let Some(seq) = floor {
+            if let Some(seq) = how.log_floor {
                 w.meta()?.insert(log_floor_key(id).as_str(), u64_bytes(seq).as_slice())?;
             }
             let mut node = w.node(id)?;
@@ -782,7 +781,9 @@ impl Vault {
             if let Some(old) = node.content {
                 w.leaf_decref(&old, now)?;
             }
-            if history && staged.size > 0 && node.nlink > 0 && node.content != Some(staged.hash) {
+            let changed = node.content != Some(staged.hash) || how.owed.is_some();
+            if history && how.version && staged.size > 0 && node.nlink > 0 && changed {
+                let added = added + how.owed.unwrap_or(0);
                 w.record_version(id, staged.hash, staged.size, added, player, now)?;
             }
             node.content = Some(staged.hash);
@@ -790,11 +791,38 @@ impl Vault {
             node.mtime = now;
             node.ctime = now;
             w.put_node(&node)?;
-            Ok(node)
+            Ok((node, added))
         })
-        .inspect(|n| {
+        .inspect(|(n, _)| {
             self.payloads.committed(staged);
             self.changed(&[], &[n.id]);
+        })
+    }
+
+    /// Records the current content of file `id` as a version: the one a commit without a
+    /// version (`SetContent::version` false) left owed, with the bytes that commit added.
+    /// Nothing when history is off, or the file is empty or has no name.
+    pub fn record_owed_version(
+        &self,
+        id: NodeId,
+        added: u64,
+        now: Timestamp,
+        commit: Commit,
+    ) -> Result<()> {
+        if !self.history_on() {
+            return Ok(());
+        }
+        let player = self.player();
+        self.write_fs(commit, |w| {
+            let node = w.node(id)?;
+            if let Some(leaf) = node.content
+                && node.kind == NodeKind::File
+                && node.size > 0
+                && node.nlink > 0
+            {
+                w.record_version(id, leaf, node.size, added, player, now)?;
+            }
+            Ok(())
         })
     }
 
@@ -903,6 +931,27 @@ impl Vault {
             node.ctime = now;
             w.put_node(&node)
         })
+    }
+}
+
+/// How a content commit stands to the mount's intent log and to history.
+#[derive(Clone, Copy, Debug)]
+pub struct SetContent {
+    /// The last intent-log record whose writes the content holds: recorded as the node's
+    /// floor in the same operation (`Vault::log_floor`), so that a replay after a crash skips
+    /// exactly those records.
+    pub log_floor: Option<u64>,
+    /// Whether the content is a version in history. A commit that a reader forced (the
+    /// content's id asked for, a status read) is none: a version is what a save committed.
+    pub version: bool,
+    /// The bytes added by an earlier commit that was no version, owed to this one: it is a
+    /// version even when its content is the same.
+    pub owed: Option<u64>,
+}
+
+impl Default for SetContent {
+    fn default() -> Self {
+        SetContent { log_floor: None, version: true, owed: None }
     }
 }
 

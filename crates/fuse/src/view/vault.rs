@@ -158,9 +158,7 @@ impl VaultView {
             return Ok(None);
         }
         // Pending writes are committed first: the answer comes from the file's chunks.
-        if let Some(open) = self.open.get(ino) {
-            self.commit(ino, &open, Commit::CrashConsistent)?;
-        }
+        self.open.peek(ino)?;
         let pending = self.open.get(ino).is_some_and(|o| lock(&o.state).buffer.is_some());
         match self.vault.node(NodeId(ino))?.content {
             Some(leaf) if !pending => Ok(self.vault.seek_data_or_hole(&leaf, offset, data)?),
@@ -256,7 +254,7 @@ impl VaultView {
         let times = req.atime.is_some() || req.mtime.is_some();
         if times {
             // Explicit times must not be overwritten by a later commit of pending writes.
-            self.open.commit(ino, Commit::CrashConsistent)?;
+            self.open.peek(ino)?;
         }
         if mode.is_some() || req.uid.is_some() || req.gid.is_some() || times || req.ctime.is_some()
         {
@@ -610,25 +608,6 @@ impl VaultView {
         self.open.fsync(ino, open, datasync)
     }
 
-    /// Commits the writes of closed files whose commit waited long enough, and drops their
-    /// entries (`OpenFiles::due`): the mount's background thread, on every tick.
-    pub(crate) fn commit_due(&self) -> FsResult<()> {
-        let mut first_err = None;
-        for (ino, node) in self.open.due() {
-            if let Err(e) = self.commit(ino, &node, Commit::CrashConsistent) {
-                tracing::warn!(ino, error = %e, "committing a closed file's writes failed");
-                first_err.get_or_insert(e);
-            }
-            self.close_open_node(ino, &node, false);
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    /// See `OpenFiles::set_commit_delay`.
-    pub(crate) fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
-        self.open.set_commit_delay(delay);
-    }
-
     /// Commits what the intent log holds, if due (`OpenFiles::drain_log`).
     pub(crate) fn drain_log(&self, force: bool) -> FsResult<()> {
         self.open.drain_log(force)
@@ -645,13 +624,8 @@ impl VaultView {
         if exec {
             node.executing.fetch_sub(1, Ordering::AcqRel);
         }
-        // Writes through a shared mapping can arrive after the last flush. The commit may
-        // wait (`OpenFiles::defers`), unless the file has lost its last name.
-        let result = if !self.reaper.is_orphan(ino) && self.open.defers(&node) {
-            Ok(())
-        } else {
-            self.commit(ino, &node, Commit::CrashConsistent)
-        };
+        // Writes through a shared mapping can arrive after the last flush.
+        let result = self.commit(ino, &node, Commit::CrashConsistent);
         self.close_open_node(ino, &node, true);
         if let Some(t) = opened_at {
             let artifact = self.vault.node(NodeId(ino)).ok().and_then(|n| n.artifact_id());
@@ -766,7 +740,7 @@ impl View for VaultView {
         // The id names the content: what was written is committed first, so that it is
         // right straight after a `close` whose commit waits for the kernel's RELEASE.
         if crate::xattr::names_content(name) {
-            self.open.commit(ino, Commit::CrashConsistent)?;
+            self.open.peek(ino)?;
         }
         self.xattrs().get(NodeId(ino), name)
     }
