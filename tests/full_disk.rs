@@ -255,6 +255,47 @@ fn deleting_on_a_full_vault_makes_room_at_once_with_default_gc() {
     m.stop();
 }
 
+/// Snapshots give way last: on a full disk where only history and a named snapshot hold what
+/// was deleted, history goes first, then the snapshot, and a write then fits.
+#[test]
+fn snapshots_give_way_last_on_a_full_disk() {
+    let dirs = Dirs::new();
+    let _tmpfs = Tmpfs::mount(&dirs.data, "40m");
+    let m = Mount::start(&dirs);
+    let v = m.vault();
+    write_synced(&v.join("kept.bin"), &bytes(21, 6 * MIB)).expect("write kept.bin");
+    write_synced(&v.join("held.bin"), &bytes(22, 8 * MIB)).expect("write held.bin");
+    let snapshot = |name: &str| {
+        let out = Command::new(binary())
+            .args(["snapshot", "create", name])
+            .arg(&m.mnt)
+            .output()
+            .expect("snapshot");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    snapshot("named");
+    std::fs::remove_file(v.join("kept.bin")).unwrap();
+    std::fs::remove_file(v.join("held.bin")).unwrap();
+    let filled = fill(&v, "fill");
+    assert!(!filled.is_empty(), "not one 1 MiB file fitted");
+    // Only the snapshot holds the 14 MiB: a 6 MiB file fits once it gives way.
+    let next = bytes(23, 6 * MIB);
+    retry_while_full("a 6 MiB file with only a snapshot to give way", &m, || {
+        write_synced(&v.join("next.bin"), &next)
+    });
+    assert!(std::fs::read(v.join("next.bin")).unwrap() == next);
+    let listed = Command::new(binary()).args(["snapshot", "list"]).arg(&m.mnt).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("named"),
+        "the snapshot is still listed: {}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    for path in &filled {
+        assert!(std::fs::read(path).unwrap().len() == MIB, "{} changed", path.display());
+    }
+    m.stop();
+}
+
 /// `df` on the mount shows the data dir's filesystem: after a large file is deleted on a full
 /// vault, its free space comes back without any write asking for it.
 #[test]

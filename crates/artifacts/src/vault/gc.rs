@@ -329,6 +329,26 @@ impl Vault {
             report.chunk_bytes_freed += more.chunk_bytes_freed;
             report.inline_bytes_freed += more.inline_bytes_freed;
         }
+        // Snapshots go last, when nothing else freed anything: the oldest automatic one, then
+        // the oldest named one, one at a time until a collection frees some room.
+        while abandoned + report.chunk_bytes_freed + report.inline_bytes_freed == 0 {
+            let Some(oldest) =
+                self.snapshot_list()?.into_iter().min_by_key(|s| (!s.auto, s.created_at, s.number))
+            else {
+                break;
+            };
+            tracing::warn!(
+                snapshot = %oldest.name,
+                automatic = oldest.auto,
+                "the disk is full and nothing else can go: a snapshot gives way"
+            );
+            self.snapshot_delete(&oldest.name)?;
+            let more = self.collect(None)?;
+            report.leaves_removed += more.leaves_removed;
+            report.chunks_removed += more.chunks_removed;
+            report.chunk_bytes_freed += more.chunk_bytes_freed;
+            report.inline_bytes_freed += more.inline_bytes_freed;
+        }
         let freed = abandoned + report.chunk_bytes_freed + report.inline_bytes_freed;
         if freed > 0 {
             tracing::info!(
