@@ -9,7 +9,8 @@
 //! # Files and records
 //! Two files in the data dir, `intent.0` and `intent.1`. Records are appended to the active
 //! one; a drain makes the other active, commits every file the old one names, syncs the
-//! store, and only then truncates the old one. A record is
+//! store, and only then marks the old one empty, to be overwritten from the start
+//! (`IntentLog::trim`). A record is
 //! `magic u32 | body length u32 | first 16 bytes of BLAKE3(body) | body`, little-endian.
 //! Reading stops at the first record that is short, has the wrong magic or length, or fails
 //! its checksum: a record is acknowledged only once a flush covering it and every record
@@ -42,6 +43,9 @@ pub(crate) const RECORD_MAX: u64 = 8 << 20;
 const BODY_MAX: usize = RECORD_MAX as usize + 4096;
 /// The active file's length past which a `fsync` commits instead of logging.
 pub(crate) const LOG_MAX: u64 = 256 << 20;
+/// Zeros each file is filled with at every mount, so that records overwrite blocks already on
+/// disk (see `IntentLog::trim`).
+const PREFILL: u64 = 8 << 20;
 /// A drain is due once the active file holds this much...
 const DRAIN_BYTES: u64 = 64 << 20;
 /// ... or its first record is this old: what the log holds is committed within about this.
@@ -158,6 +162,11 @@ impl<'a> Reader<'a> {
 
 /// The records of one file's bytes, up to the first that is not whole and sound.
 pub(crate) fn parse(bytes: &[u8]) -> Vec<Record> {
+    parse_to_end(bytes).0
+}
+
+/// `parse`, and where the records it returns end.
+fn parse_to_end(bytes: &[u8]) -> (Vec<Record>, u64) {
     let mut out = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= HEADER {
@@ -175,7 +184,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Vec<Record> {
         out.push(record);
         at += HEADER + len;
     }
-    out
+    (out, at as u64)
 }
 
 /// Where an appended record ends, for `IntentLog::sync`.
@@ -238,7 +247,8 @@ impl IntentLog {
             let len = f.metadata()?.len();
             let mut bytes = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
             f.read_exact_at(&mut bytes, 0)?;
-            Ok((f, parse(&bytes), len))
+            let (records, end) = parse_to_end(&bytes);
+            Ok((f, records, end))
         };
         let (f0, r0, len0) = open("intent.0")?;
         let (f1, r1, len1) = open("intent.1")?;
@@ -347,16 +357,17 @@ impl IntentLog {
         Some(Rotation { file, nodes: st.nodes[file].clone() })
     }
 
-    /// Empties file `file`, durably: only once the store holds everything its records hold.
+    /// Empties file `file` once the store holds, durably, everything its records hold: the
+    /// next records overwrite them from the start. Nothing is written: a record left behind
+    /// is below its node's durable floor, so no replay applies it, and a file overwritten in
+    /// place is flushed without its size or extents changing, which costs a `fdatasync` far
+    /// less than a growing file.
     pub(crate) fn trim(&self, file: usize) -> io::Result<()> {
         let mut synced = lock(&self.synced);
         let mut st = lock(&self.state);
         if file == st.active && st.end[file] > 0 {
             return Err(io::Error::other("the intent log's active file is not trimmed"));
         }
-        check(self.faults.as_ref(), IoStep::LogSync)?;
-        self.files[file].set_len(0)?;
-        self.files[file].sync_data()?;
         st.end[file] = 0;
         st.nodes[file].clear();
         st.first_at[file] = None;
@@ -364,9 +375,19 @@ impl IntentLog {
         Ok(())
     }
 
-    /// Empties both files (after a replay): nothing may be appended meanwhile.
+    /// Empties both files for good (after a replay), and fills each with `PREFILL` zeros,
+    /// so that records are written over blocks already on disk: nothing may be appended
+    /// meanwhile.
     pub(crate) fn trim_all(&self) -> io::Result<()> {
+        let zeros = vec![0u8; 1 << 20];
         for file in [0, 1] {
+            check(self.faults.as_ref(), IoStep::LogSync)?;
+            let f = &self.files[file];
+            f.set_len(0)?;
+            for at in (0..PREFILL).step_by(zeros.len()) {
+                f.write_all_at(&zeros, at)?;
+            }
+            f.sync_data()?;
             lock(&self.state).active = 1 - file;
             self.trim(file)?;
         }
