@@ -43,9 +43,9 @@ pub(crate) const RECORD_MAX: u64 = 8 << 20;
 const BODY_MAX: usize = RECORD_MAX as usize + 4096;
 /// The active file's length past which a `fsync` commits instead of logging.
 pub(crate) const LOG_MAX: u64 = 256 << 20;
-/// Zeros each file is filled with at every mount, so that records overwrite blocks already on
-/// disk (see `IntentLog::trim`).
-const PREFILL: u64 = 8 << 20;
+/// Zeros each file is filled with at every mount at most, so that records overwrite blocks
+/// already on disk (see `IntentLog::trim`); at most a 64th of the free space.
+pub(crate) const PREFILL_MAX: u64 = 8 << 20;
 /// A drain is due once the active file holds this much...
 const DRAIN_BYTES: u64 = 64 << 20;
 /// ... or its first record is this old: what the log holds is committed within about this.
@@ -375,17 +375,20 @@ impl IntentLog {
         Ok(())
     }
 
-    /// Empties both files for good (after a replay), and fills each with `PREFILL` zeros,
+    /// Empties both files for good (after a replay), and fills each with `prefill` zeros,
     /// so that records are written over blocks already on disk: nothing may be appended
     /// meanwhile.
-    pub(crate) fn trim_all(&self) -> io::Result<()> {
+    pub(crate) fn trim_all(&self, prefill: u64) -> io::Result<()> {
         let zeros = vec![0u8; 1 << 20];
         for file in [0, 1] {
             check(self.faults.as_ref(), IoStep::LogSync)?;
             let f = &self.files[file];
             f.set_len(0)?;
-            for at in (0..PREFILL).step_by(zeros.len()) {
-                f.write_all_at(&zeros, at)?;
+            let mut at = 0;
+            while at < prefill {
+                let n = (prefill - at).min(zeros.len() as u64);
+                f.write_all_at(&zeros[..n as usize], at)?;
+                at += n;
             }
             f.sync_data()?;
             lock(&self.state).active = 1 - file;
@@ -517,7 +520,7 @@ mod tests {
         assert_eq!(read.len(), 6);
         assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(log.next_seq(), 7);
-        log.trim_all().unwrap();
+        log.trim_all(PREFILL_MAX).unwrap();
         drop(log);
         let (log, read) = IntentLog::open(dir.path(), None).unwrap();
         assert!(read.is_empty());

@@ -19,7 +19,7 @@ use indras_artifacts::{Commit, NodeId, NodeKind, SetContent, Timestamp, Vault};
 
 use crate::buffer::WriteBuffer;
 use crate::error::{FsError, FsResult};
-use crate::intent_log::{IntentLog, Record};
+use crate::intent_log::{IntentLog, PREFILL_MAX, Record};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -121,7 +121,9 @@ impl OpenFiles {
             vault.set_log_next(log.next_seq(), Commit::CrashConsistent)?;
             with_room(&vault, || Ok(vault.sync()?))?;
         }
-        log.trim_all()?;
+        // Zeros for records to overwrite, but never much of a small disk.
+        let prefill = vault.free_space().map_or(0, |free| (free / 64).min(PREFILL_MAX));
+        log.trim_all(prefill)?;
         Ok(OpenFiles {
             vault,
             map: Mutex::new(HashMap::new()),
