@@ -217,6 +217,8 @@ pub(crate) struct IntentLog {
     /// How far each file is known durable; held across the `fdatasync` that moves it.
     synced: Mutex<[u64; 2]>,
     faults: Option<Arc<dyn FaultInjector>>,
+    /// Each file's length when it opened as nothing but zeros (0 otherwise), for `trim_all`.
+    zeroed: [u64; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -235,7 +237,7 @@ impl IntentLog {
         faults: Option<Arc<dyn FaultInjector>>,
     ) -> io::Result<(IntentLog, Vec<Record>)> {
         let mut created = false;
-        let mut open = |name: &str| -> io::Result<(File, Vec<Record>, u64)> {
+        let mut open = |name: &str| -> io::Result<(File, Vec<Record>, u64, u64)> {
             let path = dir.join(name);
             created |= !path.exists();
             let f = OpenOptions::new()
@@ -248,10 +250,11 @@ impl IntentLog {
             let mut bytes = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
             f.read_exact_at(&mut bytes, 0)?;
             let (records, end) = parse_to_end(&bytes);
-            Ok((f, records, end))
+            let zeroed = if bytes.iter().all(|&b| b == 0) { len } else { 0 };
+            Ok((f, records, end, zeroed))
         };
-        let (f0, r0, len0) = open("intent.0")?;
-        let (f1, r1, len1) = open("intent.1")?;
+        let (f0, r0, len0, zeroed0) = open("intent.0")?;
+        let (f1, r1, len1, zeroed1) = open("intent.1")?;
         if created {
             File::open(dir)?.sync_all()?;
         }
@@ -269,6 +272,7 @@ impl IntentLog {
             }),
             synced: Mutex::new([len0, len1]),
             faults,
+            zeroed: [zeroed0, zeroed1],
         };
         Ok((log, records))
     }
@@ -377,20 +381,23 @@ impl IntentLog {
 
     /// Empties both files for good (after a replay), and fills each with `prefill` zeros,
     /// so that records are written over blocks already on disk: nothing may be appended
-    /// meanwhile.
+    /// meanwhile. A file that opened as nothing but zeros, and enough of them, is left as it
+    /// is: a mount after one that logged nothing writes nothing.
     pub(crate) fn trim_all(&self, prefill: u64) -> io::Result<()> {
         let zeros = vec![0u8; 1 << 20];
         for file in [0, 1] {
-            check(self.faults.as_ref(), IoStep::LogSync)?;
-            let f = &self.files[file];
-            f.set_len(0)?;
-            let mut at = 0;
-            while at < prefill {
-                let n = (prefill - at).min(zeros.len() as u64);
-                f.write_all_at(&zeros[..n as usize], at)?;
-                at += n;
+            if self.zeroed[file] < prefill {
+                let f = &self.files[file];
+                check(self.faults.as_ref(), IoStep::LogSync)?;
+                f.set_len(0)?;
+                let mut at = 0;
+                while at < prefill {
+                    let n = (prefill - at).min(zeros.len() as u64);
+                    f.write_all_at(&zeros[..n as usize], at)?;
+                    at += n;
+                }
+                f.sync_data()?;
             }
-            f.sync_data()?;
             lock(&self.state).active = 1 - file;
             self.trim(file)?;
         }

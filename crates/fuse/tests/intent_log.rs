@@ -12,8 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use indras_artifacts::{FaultInjector, FsckOptions, IoStep, NodeId, Options, Vault};
+use indras_artifacts::{FaultInjector, FsckOptions, IoStep, Options, Vault};
 use indras_fuse::{Ctx, MountInfo, SetAttrReq, VaultFs, inode};
+
+mod common;
+use common::{committed, scratch};
 
 const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
 const PLAYER: &str = "alice";
@@ -38,16 +41,6 @@ impl FaultInjector for StopAt {
             Ok(())
         }
     }
-}
-
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
 }
 
 fn open_fs(dir: &Path, faults: Option<Arc<StopAt>>) -> Result<VaultFs, String> {
@@ -90,15 +83,6 @@ fn log_end(path: &Path) -> u64 {
 /// Whether the log's first file starts with a record.
 fn logged(dir: &Path) -> bool {
     std::fs::read(dir.join("intent.0")).expect("log").starts_with(b"INTL")
-}
-
-/// The file's committed content, straight from the store.
-fn committed(fs: &VaultFs, ino: u64) -> Vec<u8> {
-    let node = fs.vault().node(NodeId(ino)).expect("node");
-    let data =
-        node.content.map(|h| fs.vault().read_all(&h).expect("read leaf")).unwrap_or_default();
-    assert_eq!(data.len() as u64, node.size, "committed size and leaf disagree");
-    data
 }
 
 fn fsck_clean(fs: &VaultFs, at: &str) {

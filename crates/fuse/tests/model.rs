@@ -51,6 +51,9 @@ use indras_fuse::buffer::MEM_SHADOW_MAX;
 use indras_fuse::{Attr, Ctx, MountInfo, SetAttrReq, VaultFs, inode};
 use proptest::prelude::*;
 
+mod common;
+use common::{committed, scratch};
+
 const CTX: Ctx = Ctx { uid: 0, gid: 0, pid: 1 };
 const NAMES: [u8; 3] = *b"abc";
 /// The model id of the vault root.
@@ -892,18 +895,6 @@ fn show(r: Outcome) -> String {
 fn diff(got: &[u8], want: &[u8]) -> String {
     let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
     format!("got {} bytes, want {} bytes, first difference at offset {at}", got.len(), want.len())
-}
-
-/// A scratch directory for a vault: in `/dev/shm` when there is one. The test checks logic,
-/// not durability, and on a disk the vault's fsyncs take nearly all the time.
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
 }
 
 fn open_fs(dir: &Path) -> VaultFs {
@@ -1994,15 +1985,6 @@ enum SharedOp {
     Fsync {
         h: usize,
     },
-}
-
-/// The committed content of a file, straight from the store.
-fn committed(fs: &VaultFs, ino: u64) -> Vec<u8> {
-    let node = fs.vault().node(NodeId(ino)).expect("node");
-    let data =
-        node.content.map(|h| fs.vault().read_all(&h).expect("read leaf")).unwrap_or_default();
-    assert_eq!(data.len() as u64, node.size, "committed size and leaf disagree");
-    data
 }
 
 fn read_via(fs: &VaultFs, ino: u64, fh: u64) -> Vec<u8> {
