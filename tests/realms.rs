@@ -99,7 +99,9 @@ fn a_realm_shows_what_every_member_shares_with_all() {
     let listed = cli(&["realm", "list", s(&carol.mnt)]);
     assert!(listed.starts_with("aurora  (created by alice, 3 shared"), "{listed}");
 
-    // An edit through vault/ shows through realms/ on every side.
+    // An edit through vault/ shows through realms/ on every side, also where the kernel
+    // holds the old content and attributes.
+    assert_eq!(std::fs::read(at(&alice, "notes.md")).unwrap(), b"bob's notes\n");
     std::fs::write(bob.mnt.join("vault/notes.md"), "bob's notes, edited\n").unwrap();
     wait_until(&alice, "the edit reaches alice's realm view", || {
         std::fs::read(at(&alice, "notes.md")).ok().as_deref() == Some(b"bob's notes, edited\n")

@@ -434,15 +434,17 @@ impl Inval {
 }
 
 /// What the kernel must drop after `changes`: for each entry touched, its name in its folder
-/// and the entry itself (attributes and pages); then each folder's attributes (its link count
+/// and the entry itself (attributes and pages), under `peers/` and under `realms/` (where
+/// the same entry has an inode of its own); then each folder's attributes (its link count
 /// may have changed).
 fn mirror_invalidations(changes: &indras_artifacts::MirrorChanges) -> Vec<Inval> {
-    let mut out = Vec::with_capacity(changes.touched.len() * 2 + 1);
+    let mut out = Vec::with_capacity(changes.touched.len() * 3 + 1);
     let mut folders = Vec::new();
     for (id, parent, label) in &changes.touched {
         let parent = crate::inode::of_mirror(*parent);
         out.push(Inval::Entry { parent, name: label.clone() });
         out.push(Inval::Inode { ino: crate::inode::of_mirror(*id), pages: true });
+        out.push(Inval::Inode { ino: crate::inode::of_realm(*id), pages: true });
         if !folders.contains(&parent) {
             folders.push(parent);
         }
@@ -789,10 +791,11 @@ mod tests {
     }
 
     /// Each touched entry drops its name in its folder (`peers/` for a peer's folder) and its
-    /// own attributes and pages; each folder then drops its attributes, once.
+    /// own attributes and pages, under `peers/` and `realms/`; each folder then drops its
+    /// attributes, once.
     #[test]
     fn mirror_changes_invalidate_names_entries_and_folders() {
-        use crate::inode::{PEERS, PEERS_ENTRIES};
+        use crate::inode::{PEERS, PEERS_ENTRIES, REALMS_ENTRIES};
         use indras_artifacts::{MirrorChanges, MirrorEntry, NodeId};
         let changes = MirrorChanges {
             touched: vec![
@@ -810,10 +813,13 @@ mod tests {
             [
                 e(PEERS, b"bob"),
                 i(bob, true),
+                i(REALMS_ENTRIES.start + 20, true),
                 e(bob, b"a.txt"),
                 i(PEERS_ENTRIES.start + 21, true),
+                i(REALMS_ENTRIES.start + 21, true),
                 e(bob, b"b.txt"),
                 i(PEERS_ENTRIES.start + 22, true),
+                i(REALMS_ENTRIES.start + 22, true),
                 i(PEERS, false),
                 i(bob, false),
             ]
