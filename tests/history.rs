@@ -77,6 +77,38 @@ fn readers_never_make_a_write_buffer_a_version() {
     m.stop();
 }
 
+/// A save that reopens a file before the last save's commit ran (the commit delay) extends
+/// that version: a burst of saves is one version, of the last content. Meanwhile, every
+/// reader sees what was closed (close-to-open), its id names it, and the next save after the
+/// commit is a version of its own.
+#[test]
+fn saves_within_the_commit_delay_make_one_version() {
+    let dirs = Dirs::new();
+    // Longer than the default (1 s), so that the saves surely fall within it.
+    let m = Mount::start_with(&dirs, &["--commit-delay", "5000"]);
+    let v = m.vault();
+    let path = v.join("draft.md");
+    let drafts: [&[u8]; 3] = [b"first draft\n", b"second draft, longer\n", b"third\n"];
+    for d in drafts {
+        std::fs::write(&path, d).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), d, "close-to-open");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), d.len() as u64);
+        let id = blake3::hash(d).to_hex().to_string();
+        assert_eq!(xattr(&path, "user.indra.id"), Some(id), "the id names the closed content");
+        let seen = sh(&v, "cat draft.md");
+        assert_eq!(seen.as_bytes(), d, "another process reads it");
+    }
+    let hist = dirs.mnt.join(".indra/history/vault/draft.md");
+    settle(&dirs.mnt);
+    assert_eq!(contents(&hist), [drafts[2].to_vec()], "one version, of the last save");
+
+    std::fs::write(&path, b"after the commit\n").unwrap();
+    settle(&dirs.mnt);
+    std::thread::sleep(FOLDER_TTL);
+    assert_eq!(contents(&hist), [drafts[2].to_vec(), b"after the commit\n".to_vec()]);
+    m.stop();
+}
+
 #[test]
 fn history_through_real_tools() {
     let dirs = Dirs::new();
@@ -88,6 +120,9 @@ fn history_through_real_tools() {
         (1..=5).map(|i| format!("save {i}\n").repeat(i * 100).into_bytes()).collect();
     for s in &saves {
         save(&v.join("notes/ideas.md"), s);
+        // Each save's commit runs before the next save: a save within the commit delay of
+        // the one before would extend its version (see the test below).
+        settle(&mnt);
     }
     settle(&mnt);
     let hist = mnt.join(".indra/history/vault/notes/ideas.md");

@@ -362,6 +362,12 @@ struct MountArgs {
     /// Days attention events are kept.
     #[arg(long, default_value_t = 30)]
     attention_max_age_days: u64,
+    /// Milliseconds a closed file's commit may wait, so that saves that reopen it within that
+    /// time make one version; 0 commits at every close. What a crash without `fsync` can
+    /// lose grows by as much.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    commit_delay: u64,
     /// Seconds between background collections of content no file references any more (old
     /// versions of edited files, deleted files' content); 0 turns them off. Besides, all of
     /// it is collected at once past 1% of the disk (at most 32 MiB), and on a full disk.
@@ -494,6 +500,7 @@ fn mount(args: &MountArgs) -> Result<()> {
     cfg.auto_unmount = args.auto_unmount;
     cfg.options.clone_from(&args.options);
     cfg.threads = usize::from(args.threads);
+    cfg.commit_delay = Duration::from_millis(args.commit_delay);
     cfg.gc_interval = Duration::from_secs(args.gc_interval);
     cfg.gc_grace = Duration::from_secs(args.gc_grace);
     cfg.history = history;
@@ -631,6 +638,7 @@ fn spawn_daemon(args: &MountArgs, mountpoint: &Path, data_dir: &Path) -> Result<
     cmd.arg("--attention").arg(&args.attention);
     cmd.arg("--attention-max-events").arg(args.attention_max_events.to_string());
     cmd.arg("--attention-max-age-days").arg(args.attention_max_age_days.to_string());
+    cmd.arg("--commit-delay").arg(args.commit_delay.to_string());
     cmd.arg("--gc-interval").arg(args.gc_interval.to_string());
     cmd.arg("--gc-grace").arg(args.gc_grace.to_string());
     cmd.arg("--keep").arg(&args.keep);

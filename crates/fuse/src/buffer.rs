@@ -126,6 +126,15 @@ impl WriteBuffer {
         }
     }
 
+    /// Written bytes this buffer holds in memory: a memory shadow's (a stream holds at most
+    /// the chunk it is cutting; a spilled shadow's bytes are on disk).
+    pub fn bytes_in_memory(&self) -> u64 {
+        match &self.mode {
+            Mode::Overlay { shadow: Shadow::Mem { bytes, .. }, .. } => *bytes,
+            _ => 0,
+        }
+    }
+
     /// What an intent-log record of the changes since the last `take_unlogged` would hold:
     /// the bytes written, and 12 bytes to frame each range.
     pub fn unlogged_cost(&self) -> u64 {

@@ -531,6 +531,18 @@ impl VaultFs {
         self.vault.commit_all()
     }
 
+    /// Lets the commit of a closed file's writes wait up to `delay`, so that a reopen and close
+    /// within it make one version (the mount sets it; `None`, the default, commits at close).
+    pub fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
+        self.vault.set_commit_delay(delay);
+    }
+
+    /// Commits the writes of closed files whose delay is over (the mount's background thread,
+    /// on every tick).
+    pub fn commit_due(&self) -> FsResult<()> {
+        self.vault.commit_due()
+    }
+
     /// Commits what the intent log holds once it is due, or at once with `force`
     /// (`OpenFiles::drain_log`): the mount's background thread, on every tick.
     pub fn drain_log(&self, force: bool) -> FsResult<()> {
@@ -586,6 +598,41 @@ mod tests {
         let w = fs.open(CTX, a.ino, libc::O_RDWR).expect("open");
         assert!(w.no_flush);
         fs.release(w.fh).expect("release");
+    }
+
+    /// With a commit delay, a close leaves the writes uncommitted (readers see them all the
+    /// same); a reopen and close before the delay is over extend them, and the commit, once
+    /// due, makes one version of both edits. Without one, every close commits.
+    #[test]
+    fn closes_within_the_commit_delay_make_one_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = fs(dir.path());
+        fs.check_space();
+        let (a, o) = fs.create(CTX, inode::VAULT, b"f", 0o644, libc::O_WRONLY).expect("create");
+        fs.write(o.fh, 0, b"first").expect("write");
+        fs.release(o.fh).expect("release");
+        let versions = |fs: &VaultFs| fs.store.versions(a.ino).expect("versions").len();
+        assert_eq!(versions(&fs), 1, "without a delay, the close commits");
+
+        fs.set_commit_delay(Some(std::time::Duration::from_secs(3600)));
+        for edit in [&b"second"[..], b"third!"] {
+            let o = fs.open(CTX, a.ino, libc::O_WRONLY).expect("open");
+            fs.write(o.fh, 0, edit).expect("write");
+            fs.release(o.fh).expect("release");
+            let r = fs.open(CTX, a.ino, libc::O_RDONLY).expect("open");
+            assert_eq!(fs.read(a.ino, r.fh, 0, 100).expect("read"), edit);
+            fs.release(r.fh).expect("release");
+        }
+        fs.commit_due().expect("commit what is due");
+        assert_eq!(versions(&fs), 1, "nothing is due within the delay");
+        assert_eq!(fs.open_files(), 1, "the waiting file");
+
+        fs.set_commit_delay(Some(std::time::Duration::ZERO));
+        fs.commit_due().expect("commit what is due");
+        assert_eq!(versions(&fs), 2, "both edits in one version");
+        assert_eq!(fs.open_files(), 0, "its entry is dropped");
+        let node = fs.store.node(NodeId(a.ino)).expect("node");
+        assert_eq!(fs.store.read_all(&node.content.expect("content")).expect("read"), b"third!");
     }
 
     /// A file truncated by one handle, its empty version committed, then written again: an

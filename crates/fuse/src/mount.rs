@@ -32,6 +32,10 @@ pub struct MountConfig {
     pub threads: usize,
     /// How often crash-consistent commits are made durable.
     pub sync_interval: Duration,
+    /// How long a closed file's writes may wait for their commit, so that a save that
+    /// reopens the file within it makes one version with the one before
+    /// (`VaultFs::set_commit_delay`). Zero commits at every close.
+    pub commit_delay: Duration,
     /// How often the mount collects leaves no file references any more (old versions of
     /// edited files, deleted files' content), with the segments and chunks only they used.
     /// Zero turns background collection off.
@@ -58,6 +62,7 @@ impl MountConfig {
             options: Vec::new(),
             threads: 16,
             sync_interval: Duration::from_secs(1),
+            commit_delay: Duration::from_secs(1),
             gc_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(600),
             gc_backlog: None,
@@ -303,6 +308,9 @@ fn background(fs: &VaultFs, stop: &StopHandle, cfg: &MountConfig) {
     let mut last_floor_check = std::time::Instant::now();
     while !stop.wait(ATTENTION_TICK.min(sync_interval)) {
         fs.check_space();
+        if let Err(e) = fs.commit_due() {
+            tracing::error!(error = %e, "committing closed files failed; will retry");
+        }
         if let Err(e) = fs.drain_log(false) {
             tracing::error!(error = %e, "committing what the intent log holds failed; will retry");
         }
@@ -670,6 +678,7 @@ impl MountSession {
             fs.set_gc_backlog(cfg.gc_backlog.unwrap_or_else(|| gc_backlog(&cfg.data_dir)));
         }
         fs.check_space();
+        fs.set_commit_delay((!cfg.commit_delay.is_zero()).then_some(cfg.commit_delay));
         let stop = StopHandle(Arc::new(Stop::default()));
         let flusher = {
             let stop = stop.clone();

@@ -63,6 +63,9 @@ pub(crate) struct FileState {
     /// A reader forced a commit that was no version (`OpenFiles::peek`): the bytes it added,
     /// owed to the next commit that is one.
     pub(crate) owed: Option<u64>,
+    /// When the writes of the version to come began (the first buffer since the last
+    /// version): a closed file's commit waits at most `commit_delay` from it.
+    pub(crate) since: Option<std::time::Instant>,
 }
 
 /// A handle on an open vault file.
@@ -100,7 +103,16 @@ pub(crate) struct OpenFiles {
     log: IntentLog,
     /// Held while the log drains.
     draining: Mutex<()>,
+    /// How long a closed file's writes may wait for their commit (`defers`); `None`: a close
+    /// commits at once. The mount sets it, and its background thread commits what is due.
+    commit_delay: Mutex<Option<std::time::Duration>>,
 }
+
+/// Closed files whose commit may wait at once, at most: past it, a close commits.
+const DEFERRED_MAX: usize = 64;
+/// Written bytes a closed file may hold in memory while its commit waits: with
+/// `DEFERRED_MAX`, waiting commits hold at most 64 MiB.
+const DEFERRED_MEMORY: u64 = 1 << 20;
 
 /// Free space on the data dir's filesystem under which `close` commits before it returns.
 const CLOSE_ROOM: u64 = 64 << 20;
@@ -135,7 +147,43 @@ impl OpenFiles {
             closes_wait: AtomicBool::new(true),
             log,
             draining: Mutex::new(()),
+            commit_delay: Mutex::new(None),
         })
+    }
+
+    /// Lets a closed file's commit wait up to `delay` (see `defers`); `None` turns that off.
+    pub(crate) fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
+        *lock(&self.commit_delay) = delay;
+    }
+
+    /// Whether the release of a handle on `node` may leave its writes uncommitted for now:
+    /// with a commit delay set, room on the disk, few files waiting so, and a buffer small
+    /// enough to hold in memory. A reopen before the commit writes on into the same buffer,
+    /// so the edits of both make one version; `commit_due` commits the rest.
+    pub(crate) fn defers(&self, node: &OpenNode) -> bool {
+        lock(&self.commit_delay).is_some() && !self.closes_wait() && self.len() <= DEFERRED_MAX && {
+            let on = lock(&node.state);
+            match &on.buffer {
+                Some(b) => b.bytes_in_memory() <= DEFERRED_MEMORY,
+                // A reader committed the writes: the version they owe can wait too.
+                None => on.owed.is_some(),
+            }
+        }
+    }
+
+    /// Files with no handle left whose commit is due: writes that began `commit_delay` ago,
+    /// or none (a version took them, and the entry waits to be dropped).
+    pub(crate) fn due(&self) -> Vec<(u64, Arc<OpenNode>)> {
+        let delay = lock(&self.commit_delay).unwrap_or_default();
+        self.all()
+            .into_iter()
+            .filter(|(_, n)| {
+                n.handles.load(Ordering::Acquire) == 0 && {
+                    let on = lock(&n.state);
+                    on.since.is_none_or(|t| t.elapsed() >= delay)
+                }
+            })
+            .collect()
     }
 
     /// Whether a `close` should commit before it returns (see `closes_wait`).
@@ -239,6 +287,7 @@ impl OpenFiles {
                         logged: None,
                         base_durable: false,
                         owed: None,
+                        since: None,
                     }),
                 })
             })
@@ -249,14 +298,17 @@ impl OpenFiles {
         node
     }
 
-    /// Undoes `acquire`: drops the entry once no handle and no buffer remain, and returns
-    /// whether it did. The file's lock is taken without the map lock; the handle count is
-    /// checked again under the map lock, where `acquire` changes it.
+    /// Undoes `acquire`: drops the entry once no handle, no buffer and no owed version remain,
+    /// and returns whether it did. The file's lock is taken without the map lock; the handle
+    /// count is checked again under the map lock, where `acquire` changes it.
     pub(crate) fn release(&self, ino: u64, node: &Arc<OpenNode>, handle: bool) -> bool {
         if handle {
             node.handles.fetch_sub(1, Ordering::AcqRel);
         }
-        if node.handles.load(Ordering::Acquire) != 0 || lock(&node.state).buffer.is_some() {
+        if node.handles.load(Ordering::Acquire) != 0 || {
+            let on = lock(&node.state);
+            on.buffer.is_some() || on.owed.is_some()
+        } {
             return false;
         }
         let mut map = lock(&self.map);
@@ -279,6 +331,7 @@ impl OpenFiles {
             on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
             // Read after the node: nothing unsynced means the content read is durable.
             on.base_durable = !self.vault.has_unsynced();
+            on.since.get_or_insert_with(std::time::Instant::now);
         }
         Ok(on.buffer.as_mut().expect("just set"))
     }
@@ -310,6 +363,9 @@ impl OpenFiles {
     ) -> FsResult<()> {
         let logged = on.logged;
         let result = self.commit_buffer(ino, on, commit, version);
+        if version && result.is_ok() {
+            on.since = None;
+        }
         if result.is_err()
             && let Some(seq) = logged
             && on.buffer.is_none()

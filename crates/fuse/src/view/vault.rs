@@ -608,6 +608,25 @@ impl VaultView {
         self.open.fsync(ino, open, datasync)
     }
 
+    /// Commits the writes of closed files whose commit waited long enough, and drops their
+    /// entries (`OpenFiles::due`): the mount's background thread, on every tick.
+    pub(crate) fn commit_due(&self) -> FsResult<()> {
+        let mut first_err = None;
+        for (ino, node) in self.open.due() {
+            if let Err(e) = self.commit(ino, &node, Commit::CrashConsistent) {
+                tracing::warn!(ino, error = %e, "committing a closed file's writes failed");
+                first_err.get_or_insert(e);
+            }
+            self.close_open_node(ino, &node, false);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// See `OpenFiles::set_commit_delay`.
+    pub(crate) fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
+        self.open.set_commit_delay(delay);
+    }
+
     /// Commits what the intent log holds, if due (`OpenFiles::drain_log`).
     pub(crate) fn drain_log(&self, force: bool) -> FsResult<()> {
         self.open.drain_log(force)
@@ -624,8 +643,13 @@ impl VaultView {
         if exec {
             node.executing.fetch_sub(1, Ordering::AcqRel);
         }
-        // Writes through a shared mapping can arrive after the last flush.
-        let result = self.commit(ino, &node, Commit::CrashConsistent);
+        // Writes through a shared mapping can arrive after the last flush. The commit may
+        // wait (`OpenFiles::defers`), unless the file has lost its last name.
+        let result = if !self.reaper.is_orphan(ino) && self.open.defers(&node) {
+            Ok(())
+        } else {
+            self.commit(ino, &node, Commit::CrashConsistent)
+        };
         self.close_open_node(ino, &node, true);
         if let Some(t) = opened_at {
             let artifact = self.vault.node(NodeId(ino)).ok().and_then(|n| n.artifact_id());
