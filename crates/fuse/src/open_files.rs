@@ -43,7 +43,7 @@ fn is_full(errno: i32) -> bool {
 #[derive(Debug)]
 pub(crate) struct OpenNode {
     /// Open handles; changes only while the table's map is locked.
-    handles: AtomicU32,
+    pub(crate) handles: AtomicU32,
     /// Handles that `execve(2)` opened: the file is a program being run.
     pub(crate) executing: AtomicU32,
     pub(crate) state: Mutex<FileState>,

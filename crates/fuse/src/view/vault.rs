@@ -613,9 +613,16 @@ impl VaultView {
     pub(crate) fn commit_due(&self) -> FsResult<()> {
         let mut first_err = None;
         for (ino, node) in self.open.due() {
-            if let Err(e) = self.commit(ino, &node, Commit::CrashConsistent) {
-                tracing::warn!(ino, error = %e, "committing a closed file's writes failed");
-                first_err.get_or_insert(e);
+            {
+                let mut on = lock(&node.state);
+                // Opened again since: its writes may be under way, and its close commits.
+                if node.handles.load(Ordering::Acquire) != 0 {
+                    continue;
+                }
+                if let Err(e) = self.open.commit_locked(ino, &mut on, Commit::CrashConsistent) {
+                    tracing::warn!(ino, error = %e, "committing a closed file's writes failed");
+                    first_err.get_or_insert(e);
+                }
             }
             self.close_open_node(ino, &node, false);
         }
