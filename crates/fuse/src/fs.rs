@@ -199,6 +199,14 @@ impl VaultFs {
             .collect())
     }
 
+    /// For each of `inos`, whether the kernel already holds it, with its entry and
+    /// attributes handed over lately (a lookup, a creation, a listing with attributes): a
+    /// listing with attributes sends such an entry without them. Only vault inodes are ever
+    /// held; the other views' entries always get their attributes.
+    pub fn held(&self, inos: &[u64]) -> Vec<bool> {
+        self.vault.held(inos)
+    }
+
     /// Counts a lookup the kernel now holds (readdirplus entries the adapter sent).
     pub fn remember(&self, ino: u64) {
         if let Ok(view) = self.view(ino) {

@@ -28,6 +28,11 @@ use crate::reap::Reaper;
 use crate::types::{Attr, BLKSIZE, Ctx, DirItem, SetAttrReq, TimeSet};
 use crate::xattr::Xattrs;
 
+/// How recently the kernel must have been handed an inode (by a lookup, a creation or a
+/// listing with attributes) for a listing to leave out its attributes: half the TTL, so an
+/// entry that is listed again and again gets them again before the kernel's copy expires.
+const HELD_FRESH: Duration = Duration::from_secs(TTL.as_secs() / 2);
+
 /// Longest symlink target, as Linux's `PATH_MAX` including the NUL.
 const SYMLINK_MAX: usize = 4095;
 
@@ -119,6 +124,12 @@ impl VaultView {
                 None => None,
             })
             .collect())
+    }
+
+    /// For each of `inos`, whether the kernel holds it with an entry and attributes fresh
+    /// enough that a listing need not send them again (`VaultFs::held`).
+    pub(crate) fn held(&self, inos: &[u64]) -> Vec<bool> {
+        self.inodes.held_since(inos, HELD_FRESH)
     }
 
     fn attr_of(node: &Node, pending: Option<(&WriteBuffer, Timestamp)>) -> Attr {
