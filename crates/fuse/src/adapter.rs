@@ -440,25 +440,25 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectory,
     ) {
         // Read in chunks until the reply is full or long enough: no entry is read that the
-        // reply has no room for. An error after some entries sends those; the kernel asks
-        // again from the last of them and gets the error then.
-        let (mut cookie, mut sent) = (offset, 0);
+        // reply has no room for, and each goes into the reply as it is read. An error after
+        // some entries sends those; the kernel asks again from the last of them and gets the
+        // error then.
+        let (mut cookie, mut sent, mut full) = (offset, 0, false);
         loop {
-            let items = match self.fs.readdir(ino.0, cookie, READDIR_CHUNK) {
-                Ok(items) => items,
+            let read =
+                self.fs.readdir_each(ino.0, cookie, READDIR_CHUNK, &mut |ino, off, k, name| {
+                    if reply.add(INodeNo(ino), off, kind(k), OsStr::from_bytes(name)) {
+                        full = true;
+                        return false;
+                    }
+                    (cookie, sent) = (off, sent + 1);
+                    true
+                });
+            match read {
+                Ok(read) if full || read < READDIR_CHUNK || sent >= READDIR_MAX => break,
+                Ok(_) => {}
                 Err(e) if sent == 0 => return reply.error(errno("readdir", &e)),
                 Err(_) => break,
-            };
-            let end = items.len() < READDIR_CHUNK;
-            for it in items {
-                if reply.add(INodeNo(it.ino), it.offset, kind(it.kind), OsStr::from_bytes(&it.name))
-                {
-                    return reply.ok();
-                }
-                (cookie, sent) = (it.offset, sent + 1);
-            }
-            if end || sent >= READDIR_MAX {
-                break;
             }
         }
         reply.ok();
