@@ -83,3 +83,52 @@ fn listings_of_a_changing_folder_are_whole_and_never_repeat() {
     want.extend((0..FILES).step_by(2).map(|i| format!("new{i:05}")));
     assert_eq!(list(&dir, true), want);
 }
+
+/// One listing of `dir`: every entry's inode number in the listing is the one `lstat` gives.
+/// With `stat`, each entry is looked up as it is listed (as `ls -l` does, which has the kernel
+/// ask for the next pages with attributes), else once the listing is done. Returns how many
+/// entries were listed.
+fn check_inode_numbers(dir: &Path, stat: bool, what: &str) -> usize {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let lstat = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+    let mut listed = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let meta = stat.then(|| lstat(&e.path()));
+        listed.push((e.path(), e.ino(), meta));
+    }
+    for (path, ino, meta) in &listed {
+        let meta = meta.clone().unwrap_or_else(|| lstat(path));
+        assert_eq!(*ino, meta.ino(), "{what}: {} listed with another inode number", path.display());
+    }
+    listed.len()
+}
+
+/// A listing with attributes (`READDIRPLUS`) sends without them the entries the kernel holds
+/// already, and with them the others; every entry is listed all the same, under its own
+/// inode number (an entry listed with inode number 0 would be dropped by `readdir`). Checked
+/// on a fresh mount's empty cache, with lookups between pages (the kernel then asks for
+/// attributes page after page), and again once every entry is held.
+#[test]
+fn listed_entries_keep_their_inode_numbers_with_or_without_attributes() {
+    const N: usize = 700;
+    let dirs = Dirs::new();
+    let m = Mount::start(&dirs);
+    let dir = m.vault().join("inos");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..N {
+        File::create(dir.join(name(i))).unwrap();
+    }
+    // Every file was just created through the mount: the kernel holds them all.
+    assert_eq!(check_inode_numbers(&dir, false, "held"), N);
+    assert_eq!(check_inode_numbers(&dir, true, "held, looked up"), N);
+    m.stop();
+
+    // A new mount: the kernel holds none of them until they are listed or looked up.
+    let m = Mount::start(&dirs);
+    let dir = m.vault().join("inos");
+    assert_eq!(check_inode_numbers(&dir, true, "after a remount, looked up"), N);
+    assert_eq!(check_inode_numbers(&dir, true, "listed again"), N);
+    assert_eq!(list(&dir, false), (0..N).map(name).collect::<Vec<_>>());
+    m.stop();
+}

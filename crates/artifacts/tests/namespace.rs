@@ -531,3 +531,48 @@ fn walk_names_every_node_once_as_paths_of_does() {
     assert_eq!(some[0], all.iter().find(|p| p.node == f.id).unwrap().clone());
     assert_eq!(some[0].size, 12);
 }
+
+/// `list_each` hands over the entries `list` returns, in the same order, and stops at the
+/// entry its callback refuses (counted among those read): a reply that is full leaves the
+/// rest for the next page, which starts after the last entry taken.
+#[test]
+fn list_each_gives_what_list_gives_and_stops_where_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    for i in 0..20 {
+        put(&v, &format!("f{i:02}"), b"", CC);
+    }
+    v.remove(NodeId::ROOT, b"f03", false, now(), CC).unwrap();
+    let listed = v.list(NodeId::ROOT, 0, 100).unwrap();
+    let mut each = Vec::new();
+    let read = v
+        .list_each(NodeId::ROOT, 0, 100, |position, node, kind, name| {
+            each.push((position, node, kind, name.to_vec()));
+            true
+        })
+        .unwrap();
+    assert_eq!(read, 19);
+    let want: Vec<_> =
+        listed.iter().map(|e| (e.position, e.node, e.kind, e.name.clone())).collect();
+    assert_eq!(each, want);
+
+    // A callback that takes 5 and refuses the 6th: 6 read; the next page starts after the 5th.
+    let mut taken = Vec::new();
+    let read = v
+        .list_each(NodeId::ROOT, 0, 100, |position, _, _, name| {
+            if taken.len() == 5 {
+                return false;
+            }
+            taken.push((position, name.to_vec()));
+            true
+        })
+        .unwrap();
+    assert_eq!(read, 6);
+    let rest = v.list(NodeId::ROOT, taken[4].0, 100).unwrap();
+    let names: Vec<Vec<u8>> =
+        taken.into_iter().map(|(_, n)| n).chain(rest.into_iter().map(|e| e.name)).collect();
+    assert_eq!(names, listed.into_iter().map(|e| e.name).collect::<Vec<_>>());
+
+    // At most `limit` read.
+    assert_eq!(v.list_each(NodeId::ROOT, 0, 4, |_, _, _, _| true).unwrap(), 4);
+}

@@ -28,8 +28,9 @@ const MAX_WRITE: u32 = 1 << 20;
 /// page on older kernels; recent ones offer as much as the program reads at once, 32 KiB for
 /// glibc's `readdir`: about 1,000 plain entries, or 200 with attributes). A plain entry is one
 /// row of a range read (`Vault::list`), so 256 of them take about 100 µs; an entry with
-/// attributes also costs a node read and the kernel's caching of it, so those replies carry
-/// 64. A listing takes a few more requests for it, each a round trip of some 20 µs.
+/// attributes also costs a node read and the kernel's caching of it, so a `READDIRPLUS` reply
+/// carries at most 64 of those (and up to 256 in all with the entries it sends without
+/// attributes). A listing takes a few more requests for it, each a round trip of some 20 µs.
 const READDIR_MAX: usize = 256;
 const READDIRPLUS_MAX: usize = 64;
 /// Entries read from the store at a time while a reply is filled, so that little is read
@@ -83,6 +84,14 @@ fn attr(a: &Attr) -> FileAttr {
         flags: 0,
     }
 }
+
+/// An entry of a readdirplus reply without attributes: node id 0, and only the kind, which
+/// gives the listing's file type.
+fn bare_attr(kind: FileType) -> FileAttr {
+    FileAttr { kind, ..negative_attr() }
+}
+
+const TTL_NONE: std::time::Duration = std::time::Duration::ZERO;
 
 /// Node id 0 in an entry reply means "no such name, for the entry's TTL".
 fn negative_attr() -> FileAttr {
@@ -431,25 +440,25 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectory,
     ) {
         // Read in chunks until the reply is full or long enough: no entry is read that the
-        // reply has no room for. An error after some entries sends those; the kernel asks
-        // again from the last of them and gets the error then.
-        let (mut cookie, mut sent) = (offset, 0);
+        // reply has no room for, and each goes into the reply as it is read. An error after
+        // some entries sends those; the kernel asks again from the last of them and gets the
+        // error then.
+        let (mut cookie, mut sent, mut full) = (offset, 0, false);
         loop {
-            let items = match self.fs.readdir(ino.0, cookie, READDIR_CHUNK) {
-                Ok(items) => items,
+            let read =
+                self.fs.readdir_each(ino.0, cookie, READDIR_CHUNK, &mut |ino, off, k, name| {
+                    if reply.add(INodeNo(ino), off, kind(k), OsStr::from_bytes(name)) {
+                        full = true;
+                        return false;
+                    }
+                    (cookie, sent) = (off, sent + 1);
+                    true
+                });
+            match read {
+                Ok(read) if full || read < READDIR_CHUNK || sent >= READDIR_MAX => break,
+                Ok(_) => {}
                 Err(e) if sent == 0 => return reply.error(errno("readdir", &e)),
                 Err(_) => break,
-            };
-            let end = items.len() < READDIR_CHUNK;
-            for it in items {
-                if reply.add(INodeNo(it.ino), it.offset, kind(it.kind), OsStr::from_bytes(&it.name))
-                {
-                    return reply.ok();
-                }
-                (cookie, sent) = (it.offset, sent + 1);
-            }
-            if end || sent >= READDIR_MAX {
-                break;
             }
         }
         reply.ok();
@@ -463,43 +472,58 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        // As `readdir`, in chunks; each chunk's attributes are read together.
-        let (mut cookie, mut sent) = (offset, 0);
+        // As `readdir`, in chunks. Attributes go only with the entries the kernel does not
+        // hold already (`VaultFs::held`), read together per chunk; the others, and `.` and
+        // `..`, go bare (node id 0: the kernel lists them and caches nothing for them). An
+        // entry sent with attributes is one more lookup the kernel holds, and marks its inode
+        // so that when a program then opens or removes it, the kernel asks for attributes with
+        // the folder's next page: against a program that lists a large folder while another
+        // works through its files, sending every entry's attributes kept every page a page
+        // with attributes, each a node read here and a dentry update in the kernel.
+        let (mut cookie, mut sent, mut with_attrs) = (offset, 0, 0);
+        let mut chunk = READDIRPLUS_CHUNK;
         loop {
-            let items = match self.fs.readdir(ino.0, cookie, READDIRPLUS_CHUNK) {
+            let items = match self.fs.readdir(ino.0, cookie, chunk) {
                 Ok(items) => items,
                 Err(e) if sent == 0 => return reply.error(errno("readdirplus", &e)),
                 Err(_) => break,
             };
+            let end = items.len() < chunk;
             let inos: Vec<u64> = items.iter().map(|it| it.ino).collect();
-            let attrs = match self.fs.attrs(&inos) {
+            let mut bare = self.fs.held(&inos);
+            for (it, b) in items.iter().zip(bare.iter_mut()) {
+                *b |= it.name == b"." || it.name == b"..";
+            }
+            let wanted: Vec<u64> =
+                items.iter().zip(&bare).filter(|(_, b)| !**b).map(|(it, _)| it.ino).collect();
+            let attrs = match self.fs.attrs(&wanted) {
                 Ok(a) => a,
                 Err(e) if sent == 0 => return reply.error(errno("readdirplus", &e)),
                 Err(_) => break,
             };
-            let end = items.len() < READDIRPLUS_CHUNK;
-            for (it, a) in items.into_iter().zip(attrs) {
-                let dot = it.name == b"." || it.name == b"..";
-                // An entry removed since the listing was read is skipped.
-                if let Some(a) = a {
-                    if reply.add(
-                        INodeNo(it.ino),
-                        it.offset,
-                        OsStr::from_bytes(&it.name),
-                        &self.fs.ttl(it.ino),
-                        &attr(&a),
-                        Generation(0),
-                    ) {
+            // The next chunk is a plain one's size when this one needed no attributes.
+            chunk = if wanted.is_empty() { READDIR_CHUNK } else { READDIRPLUS_CHUNK };
+            let mut attrs = attrs.into_iter();
+            for (it, bare) in items.into_iter().zip(bare) {
+                let name = OsStr::from_bytes(&it.name);
+                if bare {
+                    let a = bare_attr(kind(it.kind));
+                    if reply.add(INodeNo(it.ino), it.offset, name, &TTL_NONE, &a, Generation(0)) {
                         return reply.ok();
                     }
-                    if !dot {
-                        self.fs.remember(it.ino);
-                    }
                     sent += 1;
+                } else if let Some(a) = attrs.next().flatten() {
+                    // (An entry removed since the listing was read is skipped.)
+                    let ttl = self.fs.ttl(it.ino);
+                    if reply.add(INodeNo(it.ino), it.offset, name, &ttl, &attr(&a), Generation(0)) {
+                        return reply.ok();
+                    }
+                    self.fs.remember(it.ino);
+                    (sent, with_attrs) = (sent + 1, with_attrs + 1);
                 }
                 cookie = it.offset;
             }
-            if end || sent >= READDIRPLUS_MAX {
+            if end || sent >= READDIR_MAX || with_attrs >= READDIRPLUS_MAX {
                 break;
             }
         }

@@ -34,7 +34,7 @@ use crate::error::{FsError, FsResult};
 use crate::handles::{Handle, Handles, Seen, Source};
 use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
-use crate::types::BLKSIZE;
+use crate::types::{BLKSIZE, EachEntry};
 use crate::view::{
     Change, Found, HistoryView, IndraView, PeersView, ReadOnlyFile, ReadOnlyView, RealmsView,
     RootView, SnapshotsView, VaultView, View,
@@ -197,6 +197,14 @@ impl VaultFs {
                 _ => self.getattr(*i).ok(),
             })
             .collect())
+    }
+
+    /// For each of `inos`, whether the kernel already holds it, with its entry and
+    /// attributes handed over lately (a lookup, a creation, a listing with attributes): a
+    /// listing with attributes sends such an entry without them. Only vault inodes are ever
+    /// held; the other views' entries always get their attributes.
+    pub fn held(&self, inos: &[u64]) -> Vec<bool> {
+        self.vault.held(inos)
     }
 
     /// Counts a lookup the kernel now holds (readdirplus entries the adapter sent).
@@ -469,6 +477,34 @@ impl VaultFs {
     /// Cookies: 1 and 2 follow "." and ".."; an entry at position p is followed by p + 2.
     /// A listing from the start (`offset` 0) is attention on the folder: the vault's records
     /// it itself, a read-only view's when the folder is an entry (`attention_entry`).
+    /// `readdir`, each entry handed to `f` (inode, cookie, kind, name) as it is read until
+    /// `f` returns false, with no allocation per entry in the vault. `f` must not call into
+    /// the filesystem (in the vault it runs while the store is read-locked). Returns how many
+    /// entries were read, the one `f` refused included: fewer than `limit` (plus the dots)
+    /// means the listing's end was reached.
+    pub fn readdir_each(
+        &self,
+        ino: u64,
+        offset: u64,
+        limit: usize,
+        f: &mut EachEntry<'_>,
+    ) -> FsResult<usize> {
+        match self.route(ino)? {
+            Route::Vault(v) => v.readdir_each(ino, offset, limit, f),
+            Route::ReadOnly(_) => {
+                let items = self.readdir(ino, offset, limit)?;
+                let mut read = 0;
+                for it in &items {
+                    read += 1;
+                    if !f(it.ino, it.offset, it.kind, &it.name) {
+                        break;
+                    }
+                }
+                Ok(read)
+            }
+        }
+    }
+
     pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
         match self.route(ino)? {
             Route::Vault(v) => v.readdir(ino, offset, limit),

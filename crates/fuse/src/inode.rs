@@ -30,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use indras_artifacts::NodeId;
 
@@ -170,32 +171,54 @@ pub fn view_of(ino: u64) -> Option<ViewId> {
 }
 
 /// How many times the kernel has been handed each vault inode (lookup, create, readdirplus...)
-/// and not yet forgotten it. A node with no links is reaped once this and its open count
-/// reach zero. Inodes of other views are not counted.
-#[derive(Debug, Default)]
+/// and not yet forgotten it, and when it was last handed it. A node with no links is reaped
+/// once the count and its open count reach zero. Inodes of other views are not counted.
+#[derive(Debug)]
 pub struct InodeTable {
-    lookups: Mutex<HashMap<u64, u64>>,
+    lookups: Mutex<HashMap<u64, Held>>,
+    /// What `Held::at` counts from.
+    start: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    lookups: u64,
+    /// Seconds from `InodeTable::start` to the last time the kernel was handed the inode.
+    at: u32,
+}
+
+impl Default for InodeTable {
+    fn default() -> Self {
+        InodeTable { lookups: Mutex::default(), start: Instant::now() }
+    }
 }
 
 impl InodeTable {
+    fn now(&self) -> u32 {
+        u32::try_from(self.start.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn remember(&self, ino: u64) {
         if view_of(ino) != Some(ViewId::Vault) {
             return;
         }
-        *self
-            .lookups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(ino)
-            .or_default() += 1;
+        let at = self.now();
+        let mut map = self.map();
+        let held = map.entry(ino).or_insert(Held { lookups: 0, at });
+        held.lookups += 1;
+        held.at = at;
     }
 
     /// Drops `n` lookups; returns true when none remain.
     pub fn forget(&self, ino: u64, n: u64) -> bool {
-        let mut map = self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.map();
         match map.get_mut(&ino) {
-            Some(count) if *count > n => {
-                *count -= n;
+            Some(held) if held.lookups > n => {
+                held.lookups -= n;
                 false
             }
             Some(_) => {
@@ -207,11 +230,22 @@ impl InodeTable {
     }
 
     pub fn is_known(&self, ino: u64) -> bool {
-        self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&ino)
+        self.map().contains_key(&ino)
+    }
+
+    /// For each of `inos`, whether the kernel holds it and was handed it (with its entry and
+    /// attributes) less than `within` ago: one lock for all of them.
+    pub fn held_since(&self, inos: &[u64], within: Duration) -> Vec<bool> {
+        let now = self.now();
+        let within = u32::try_from(within.as_secs()).unwrap_or(u32::MAX);
+        let map = self.map();
+        inos.iter()
+            .map(|ino| map.get(ino).is_some_and(|h| now.saturating_sub(h.at) < within))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.lookups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.map().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,6 +269,18 @@ mod tests {
         assert!(t.forget(20, 1));
         assert!(!t.is_known(20));
         assert!(t.forget(99, 1), "forgetting an unknown inode is harmless");
+    }
+
+    #[test]
+    fn held_inodes_are_those_known_and_handed_over_lately() {
+        let t = InodeTable::default();
+        t.remember(20);
+        t.remember(21);
+        assert!(!t.forget(21, 0));
+        assert!(t.forget(21, 1));
+        let within = Duration::from_secs(30);
+        assert_eq!(t.held_since(&[20, 21, 22, PEERS], within), [true, false, false, false]);
+        assert_eq!(t.held_since(&[20], Duration::ZERO), [false], "handed over too long ago");
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct DirItem {
     pub name: Vec<u8>,
 }
 
+/// What a listing hands each entry to as it reads it (`VaultFs::readdir_each`): the entry's
+/// inode, cookie, kind and name; it returns false to stop.
+pub type EachEntry<'a> = dyn FnMut(u64, u64, NodeKind, &[u8]) -> bool + 'a;
+
 /// A time to set: the current time, or a given one.
 #[derive(Clone, Copy, Debug)]
 pub enum TimeSet {

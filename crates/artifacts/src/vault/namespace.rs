@@ -376,23 +376,41 @@ impl Vault {
     /// no other row is read per entry, so a page of a large folder costs little (the kernel
     /// holds the folder's lock across each page, and a change to the folder waits for it).
     pub fn list(&self, dir: NodeId, after: u64, limit: usize) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        self.list_each(dir, after, limit, |position, node, kind, name| {
+            out.push(DirEntry { name: name.to_vec(), node, kind, position });
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// As `list`, handing each entry (its position, node, kind and name) to `f` as it is read
+    /// instead of collecting them, until `f` returns false: a listing's reply is filled with
+    /// no allocation per entry. `f` runs while the store's pending rows are read-locked, so
+    /// it must not call into the store. Returns how many entries were read, the one `f`
+    /// refused included.
+    pub fn list_each(
+        &self,
+        dir: NodeId,
+        after: u64,
+        limit: usize,
+        mut f: impl FnMut(u64, NodeId, NodeKind, &[u8]) -> bool,
+    ) -> Result<usize> {
         self.read_fs(|r| {
             if r.node(dir)?.kind != NodeKind::Dir {
                 return Err(Error::NotADirectory(dir));
             }
             let start = after.saturating_add(1);
-            let mut out = Vec::with_capacity(limit.min(1024));
+            let mut read = 0;
             for row in r.order()?.range((dir.0, start)..=(dir.0, u64::MAX))?.take(limit) {
                 let (k, v) = row?;
                 let (child, kind, name) = v.value();
-                out.push(DirEntry {
-                    name: name.to_vec(),
-                    node: NodeId(child),
-                    kind: kind_of_code(kind)?,
-                    position: k.value().1,
-                });
+                read += 1;
+                if !f(k.value().1, NodeId(child), kind_of_code(kind)?, name) {
+                    break;
+                }
             }
-            Ok(out)
+            Ok(read)
         })
     }
 

@@ -25,8 +25,13 @@ use crate::error::{FsError, FsResult};
 use crate::inode::{self, InodeTable};
 use crate::open_files::{FileHandle, OpenFiles, OpenNode, lock, with_room};
 use crate::reap::Reaper;
-use crate::types::{Attr, BLKSIZE, Ctx, DirItem, SetAttrReq, TimeSet};
+use crate::types::{Attr, BLKSIZE, Ctx, DirItem, EachEntry, SetAttrReq, TimeSet};
 use crate::xattr::Xattrs;
+
+/// How recently the kernel must have been handed an inode (by a lookup, a creation or a
+/// listing with attributes) for a listing to leave out its attributes: half the TTL, so an
+/// entry that is listed again and again gets them again before the kernel's copy expires.
+const HELD_FRESH: Duration = Duration::from_secs(TTL.as_secs() / 2);
 
 /// Longest symlink target, as Linux's `PATH_MAX` including the NUL.
 const SYMLINK_MAX: usize = 4095;
@@ -119,6 +124,50 @@ impl VaultView {
                 None => None,
             })
             .collect())
+    }
+
+    /// `readdir`, each entry handed to `f` (inode, cookie, kind, name) as it is read, until
+    /// `f` returns false; see `VaultFs::readdir_each`. Returns how many entries were read, the
+    /// dots included.
+    pub(crate) fn readdir_each(
+        &self,
+        dir: u64,
+        offset: u64,
+        limit: usize,
+        f: &mut EachEntry<'_>,
+    ) -> FsResult<usize> {
+        let dots = if offset < 2 {
+            let parent = match dir {
+                inode::VAULT => inode::ROOT,
+                d => self.vault.parent_of(NodeId(d))?.0,
+            };
+            dots(dir, parent, offset)
+        } else {
+            Vec::new()
+        };
+        if offset == 0 && self.attention.enabled() {
+            self.attention.scanned(&self.vault.node(NodeId(dir))?);
+        }
+        let mut read = 0;
+        for it in dots {
+            read += 1;
+            if !f(it.ino, it.offset, it.kind, &it.name) {
+                return Ok(read);
+            }
+        }
+        let listed = self.vault.list_each(
+            NodeId(dir),
+            offset.saturating_sub(2),
+            limit,
+            |position, node, kind, name| f(node.0, position + 2, kind, name),
+        )?;
+        Ok(read + listed)
+    }
+
+    /// For each of `inos`, whether the kernel holds it with an entry and attributes fresh
+    /// enough that a listing need not send them again (`VaultFs::held`).
+    pub(crate) fn held(&self, inos: &[u64]) -> Vec<bool> {
+        self.inodes.held_since(inos, HELD_FRESH)
     }
 
     fn attr_of(node: &Node, pending: Option<(&WriteBuffer, Timestamp)>) -> Attr {
@@ -744,21 +793,11 @@ impl View for VaultView {
     }
 
     fn readdir(&self, dir: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
-        let mut out = if offset < 2 {
-            let parent = match dir {
-                inode::VAULT => inode::ROOT,
-                d => self.vault.parent_of(NodeId(d))?.0,
-            };
-            dots(dir, parent, offset)
-        } else {
-            Vec::new()
-        };
-        if offset == 0 && self.attention.enabled() {
-            self.attention.scanned(&self.vault.node(NodeId(dir))?);
-        }
-        for e in self.vault.list(NodeId(dir), offset.saturating_sub(2), limit)? {
-            out.push(DirItem { ino: e.node.0, offset: e.position + 2, kind: e.kind, name: e.name });
-        }
+        let mut out = Vec::new();
+        self.readdir_each(dir, offset, limit, &mut |ino, offset, kind, name| {
+            out.push(DirItem { ino, offset, kind, name: name.to_vec() });
+            true
+        })?;
         Ok(out)
     }
 
