@@ -473,10 +473,6 @@ impl VaultFs {
         self.handles.remove(fh);
     }
 
-    /// Entries of directory `ino` after cookie `offset` (0 for the start), at most `limit`.
-    /// Cookies: 1 and 2 follow "." and ".."; an entry at position p is followed by p + 2.
-    /// A listing from the start (`offset` 0) is attention on the folder: the vault's records
-    /// it itself, a read-only view's when the folder is an entry (`attention_entry`).
     /// `readdir`, each entry handed to `f` (inode, cookie, kind, name) as it is read until
     /// `f` returns false, with no allocation per entry in the vault. `f` must not call into
     /// the filesystem (in the vault it runs while the store is read-locked). Returns how many
@@ -505,6 +501,10 @@ impl VaultFs {
         }
     }
 
+    /// Entries of directory `ino` after cookie `offset` (0 for the start), at most `limit`.
+    /// Cookies: 1 and 2 follow "." and ".."; an entry at position p is followed by p + 2.
+    /// A listing from the start (`offset` 0) is attention on the folder: the vault's records
+    /// it itself, a read-only view's when the folder is an entry (`attention_entry`).
     pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
         match self.route(ino)? {
             Route::Vault(v) => v.readdir(ino, offset, limit),
