@@ -571,11 +571,7 @@ fn run(ops: &[Op]) {
         h.finish();
     }));
     if let Err(e) = outcome {
-        let msg = e
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| e.downcast_ref::<&str>().copied())
-            .unwrap_or("(non-string panic)");
+        let msg = common::panic_message(&*e);
         panic!("{msg}\noperations as run:\n{}", ran.join("\n"));
     }
 }

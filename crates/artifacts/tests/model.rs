@@ -22,6 +22,8 @@
 //! A failure's message lists the operations as run, with concrete paths, so it can be pinned
 //! as a `regression_*` test with `run_concrete`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 
@@ -1094,11 +1096,7 @@ fn run(ops: &[Op<T>]) {
         h.finish();
     }));
     if let Err(e) = outcome {
-        let msg = e
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| e.downcast_ref::<&str>().copied())
-            .unwrap_or("(non-string panic)");
+        let msg = common::panic_message(&*e);
         panic!("{msg}\noperations as run: {ran:#?}");
     }
 }

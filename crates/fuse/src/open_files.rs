@@ -108,7 +108,8 @@ pub(crate) struct OpenFiles {
     commit_delay: Mutex<Option<std::time::Duration>>,
 }
 
-/// Closed files whose commit may wait at once, at most: past it, a close commits.
+/// Files in the table (open, or closed with a commit waiting) past which a close commits at
+/// once: at most this many closed files wait.
 const DEFERRED_MAX: usize = 64;
 /// Written bytes a closed file may hold in memory while its commit waits: with
 /// `DEFERRED_MAX`, waiting commits hold at most 64 MiB.
@@ -388,8 +389,6 @@ impl OpenFiles {
     /// The buffer `fsync`s logged for `ino` since its last commit, over its committed content.
     fn rebuild(&self, ino: u64) -> FsResult<Option<WriteBuffer>> {
         let records = self.log.records_of(ino)?;
-        let floor = self.vault.log_floor(NodeId(ino))?;
-        let records: Vec<Record> = records.into_iter().filter(|r| r.seq > floor).collect();
         let node = self.vault.node(NodeId(ino))?;
         Ok(apply_records(&self.vault, &node, &records)?.map(|(buffer, _)| buffer))
     }
@@ -568,8 +567,6 @@ fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
     }
     let mut applied = 0usize;
     for (ino, records) in by_node {
-        let floor = vault.log_floor(NodeId(ino))?;
-        let records: Vec<Record> = records.into_iter().filter(|r| r.seq > floor).collect();
         let node = match vault.node(NodeId(ino)) {
             Ok(n) => n,
             Err(indras_artifacts::Error::NoSuchNode(_)) => {
@@ -597,15 +594,17 @@ fn replay(vault: &Vault, records: Vec<Record>) -> FsResult<()> {
     Ok(())
 }
 
-/// A buffer over `node`'s committed content with `records` applied in order, and the last
-/// record applied; `None` if none applies. A record applies only over the content it was
-/// logged over, of a file; any other is skipped with a warning.
+/// A buffer over `node`'s committed content with `records` above its durable floor applied
+/// in order, and the last record applied; `None` if none applies. A record applies only over
+/// the content it was logged over, of a file; any other is skipped with a warning.
 fn apply_records<'r>(
     vault: &Vault,
     node: &indras_artifacts::Node,
     records: &'r [Record],
 ) -> FsResult<Option<(WriteBuffer, &'r Record)>> {
     let ino = node.id.0;
+    let floor = vault.log_floor(node.id)?;
+    let records: Vec<&Record> = records.iter().filter(|r| r.seq > floor).collect();
     if node.kind != NodeKind::File {
         if !records.is_empty() {
             tracing::warn!(ino, "intent log: the node is no file; its records are skipped");

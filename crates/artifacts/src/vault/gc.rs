@@ -59,6 +59,18 @@ pub struct GcReport {
     pub stray_files_removed: u64,
 }
 
+impl GcReport {
+    /// Adds what a further run reclaimed.
+    fn absorb(&mut self, more: &GcReport) {
+        self.leaves_removed += more.leaves_removed;
+        self.inline_bytes_freed += more.inline_bytes_freed;
+        self.chunks_removed += more.chunks_removed;
+        self.chunk_bytes_freed += more.chunk_bytes_freed;
+        self.packs_removed += more.packs_removed;
+        self.stray_files_removed += more.stray_files_removed;
+    }
+}
+
 /// One inconsistency found by `fsck`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
@@ -323,11 +335,7 @@ impl Vault {
         // History gives way next, oldest versions first, down to what the free-space floor
         // allows; then what it gave up goes too.
         if self.give_way(Timestamp::now())?.versions > 0 {
-            let more = self.collect(None)?;
-            report.leaves_removed += more.leaves_removed;
-            report.chunks_removed += more.chunks_removed;
-            report.chunk_bytes_freed += more.chunk_bytes_freed;
-            report.inline_bytes_freed += more.inline_bytes_freed;
+            report.absorb(&self.collect(None)?);
         }
         // Snapshots go last, when nothing else freed anything: the oldest automatic one, then
         // the oldest named one, one at a time until a collection frees some room.
@@ -343,11 +351,7 @@ impl Vault {
                 "the disk is full and nothing else can go: a snapshot gives way"
             );
             self.snapshot_delete(&oldest.name)?;
-            let more = self.collect(None)?;
-            report.leaves_removed += more.leaves_removed;
-            report.chunks_removed += more.chunks_removed;
-            report.chunk_bytes_freed += more.chunk_bytes_freed;
-            report.inline_bytes_freed += more.inline_bytes_freed;
+            report.absorb(&self.collect(None)?);
         }
         let freed = abandoned + report.chunk_bytes_freed + report.inline_bytes_freed;
         if freed > 0 {

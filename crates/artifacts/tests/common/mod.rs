@@ -86,3 +86,11 @@ pub fn disk_bytes(dir: &Path) -> u64 {
     }
     total
 }
+
+/// The message of a caught panic (`std::panic::catch_unwind`'s error).
+pub fn panic_message(e: &(dyn std::any::Any + Send)) -> &str {
+    e.downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| e.downcast_ref::<&str>().copied())
+        .unwrap_or("(non-string panic)")
+}
