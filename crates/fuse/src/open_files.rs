@@ -457,20 +457,29 @@ impl OpenFiles {
     }
 
     /// `fsync` of `ino` (`fdatasync` with `datasync`): when this returns, its writes survive
-    /// a crash. A buffer over durable content logs what changed since its last record
-    /// (`IntentLog`), with one `fdatasync` shared by every `fsync` waiting at the time. That
-    /// holds the content, size and mtime; a `fsync` that is not `datasync` also wants the
-    /// file's other attributes durable, so it logs only when nothing else is pending.
-    /// Anything else, or a log that refuses, commits durably.
+    /// a crash. A buffer logs what changed since its last record (`IntentLog`), with one
+    /// `fdatasync` shared by every `fsync` waiting at the time, once the content it is over is
+    /// durable (the store is synced first if need be). That holds the content, size and
+    /// mtime; a `fsync` that is not `datasync` also wants the file's other attributes durable,
+    /// so it logs only when nothing else is pending. Anything else, or a log that refuses,
+    /// commits durably.
     pub(crate) fn fsync(&self, ino: u64, open: &OpenNode, datasync: bool) -> FsResult<()> {
         let mut on = lock(&open.state);
         if let Some(buffer) = &on.buffer
             && !self.closes_wait()
             && self.log.has_room(buffer.unlogged_cost())
         {
-            let clean = !self.vault.has_unsynced();
-            on.base_durable |= clean;
-            if on.base_durable && (datasync || clean) {
+            if !on.base_durable {
+                // The content the buffer is over is durable once the store is: what is
+                // pending there (this file's creation, other files' changes) is synced on its
+                // own, without committing this buffer, which would flush the same rows and
+                // more, and make a version of a save that a drain or close makes anyway.
+                if self.vault.has_unsynced() {
+                    self.sync()?;
+                }
+                on.base_durable = true;
+            }
+            if datasync || !self.vault.has_unsynced() {
                 match self.log_locked(ino, &mut on) {
                     Ok(ticket) => {
                         drop(on);
