@@ -615,6 +615,7 @@ def report(summary, targets, meta, out_dir, listings, traced):
             "spread": {t: [summary.get(t, {}).get(m, {}).get("min"),
                            summary.get(t, {}).get(m, {}).get("max")] for t in targets},
             "ratio_vs_tmpfs": ratio(m, ours, med.get("tmpfs")),
+            "ratio_vs_disk": ratio(m, ours, med.get("disk")),
             "best_other_fuse": best[1] if best else None,
             "ratio_vs_best_other_fuse": ratio(m, ours, best[0]) if best else None,
         })
@@ -646,9 +647,10 @@ def report(summary, targets, meta, out_dir, listings, traced):
                   f"workload below {BASE_FLOOR}x." +
                   (" With one round, a flag can be run-to-run noise." if meta["rounds"] == 1
                    else ""), ""]
-    head = "| workload | unit | " + " | ".join(targets) + " | ×tmpfs | ×best other FUSE |"
+    head = ("| workload | unit | " + " | ".join(targets) +
+            " | ×tmpfs | ×disk | ×best other FUSE |")
     head += " ×base |" if has_base else ""
-    lines += [head, "|" + "---|" * (len(targets) + 4 + has_base)]
+    lines += [head, "|" + "---|" * (len(targets) + 5 + has_base)]
     for r in rows:
         cells = []
         for t in targets:
@@ -657,9 +659,10 @@ def report(summary, targets, meta, out_dir, listings, traced):
             cells.append(fmt(med) if med is None or lo is None or lo == hi
                          else f"{fmt(med)} ({fmt(lo)}–{fmt(hi)})")
         rt = r["ratio_vs_tmpfs"]
+        rd = r["ratio_vs_disk"]
         rb = r["ratio_vs_best_other_fuse"]
         lines.append(f"| {r['label']} | {r['unit']} | " + " | ".join(cells) +
-                     f" | {fmt(rt)} | {fmt(rb)}" + (f" ({r['best_other_fuse']})" if rb else "") + " |"
+                     f" | {fmt(rt)} | {fmt(rd)} | {fmt(rb)}" + (f" ({r['best_other_fuse']})" if rb else "") + " |"
                      + (f" {base_cell(r)} |" if has_base else ""))
     if has_base:
         b = data["baseline"]
