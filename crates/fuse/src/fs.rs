@@ -34,7 +34,7 @@ use crate::error::{FsError, FsResult};
 use crate::handles::{Handle, Handles, Seen, Source};
 use crate::inode::{self, ViewId};
 use crate::open_files::OpenFiles;
-use crate::types::{BLKSIZE, EachEntry};
+use crate::types::{BLKSIZE, EachEntry, each_item};
 use crate::view::{
     Change, Found, HistoryView, IndraView, PeersView, ReadOnlyFile, ReadOnlyView, RealmsView,
     RootView, SnapshotsView, VaultView, View,
@@ -487,17 +487,7 @@ impl VaultFs {
     ) -> FsResult<usize> {
         match self.route(ino)? {
             Route::Vault(v) => v.readdir_each(ino, offset, limit, f),
-            Route::ReadOnly(_) => {
-                let items = self.readdir(ino, offset, limit)?;
-                let mut read = 0;
-                for it in &items {
-                    read += 1;
-                    if !f(it.ino, it.offset, it.kind, &it.name) {
-                        break;
-                    }
-                }
-                Ok(read)
-            }
+            Route::ReadOnly(_) => Ok(each_item(&self.readdir(ino, offset, limit)?, f).0),
         }
     }
 

@@ -49,6 +49,17 @@ pub struct DirItem {
 /// inode, cookie, kind and name; it returns false to stop.
 pub type EachEntry<'a> = dyn FnMut(u64, u64, NodeKind, &[u8]) -> bool + 'a;
 
+/// Hands `items` to `f` in order until it refuses one: how many it was handed (the refused
+/// one included), and whether it refused one.
+pub(crate) fn each_item(items: &[DirItem], f: &mut EachEntry<'_>) -> (usize, bool) {
+    for (i, it) in items.iter().enumerate() {
+        if !f(it.ino, it.offset, it.kind, &it.name) {
+            return (i + 1, true);
+        }
+    }
+    (items.len(), false)
+}
+
 /// A time to set: the current time, or a given one.
 #[derive(Clone, Copy, Debug)]
 pub enum TimeSet {

@@ -25,7 +25,7 @@ use crate::error::{FsError, FsResult};
 use crate::inode::{self, InodeTable};
 use crate::open_files::{FileHandle, OpenFiles, OpenNode, lock, with_room};
 use crate::reap::Reaper;
-use crate::types::{Attr, BLKSIZE, Ctx, DirItem, EachEntry, SetAttrReq, TimeSet};
+use crate::types::{Attr, BLKSIZE, Ctx, DirItem, EachEntry, SetAttrReq, TimeSet, each_item};
 use crate::xattr::Xattrs;
 
 /// How recently the kernel must have been handed an inode (by a lookup, a creation or a
@@ -148,12 +148,9 @@ impl VaultView {
         if offset == 0 && self.attention.enabled() {
             self.attention.scanned(&self.vault.node(NodeId(dir))?);
         }
-        let mut read = 0;
-        for it in dots {
-            read += 1;
-            if !f(it.ino, it.offset, it.kind, &it.name) {
-                return Ok(read);
-            }
+        let (read, refused) = each_item(&dots, f);
+        if refused {
+            return Ok(read);
         }
         let listed = self.vault.list_each(
             NodeId(dir),
