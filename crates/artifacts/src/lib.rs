@@ -38,6 +38,7 @@ pub use payload::layout::GROUP;
 pub use payload::read::LeafReader;
 pub use payload::writer::{PayloadWriter, StagedLeaf};
 pub use store::faults::{FaultInjector, IoStep};
+pub use store::frame;
 pub use types::*;
 pub use vault::attention::{self, Aggregate, Heat, Retention};
 pub use vault::chain::{self, Delivered, Recorded, Refused, Taken};

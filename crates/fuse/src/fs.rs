@@ -511,7 +511,7 @@ impl VaultFs {
     }
 
     pub fn fsyncdir(&self) -> FsResult<()> {
-        self.vault.sync()
+        self.vault.sync_store()
     }
 
     // ----- xattrs -----

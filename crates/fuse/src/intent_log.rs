@@ -32,15 +32,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use indras_artifacts::frame::{LOG_FILES, WRITES_MAGIC, frame, frames};
 use indras_artifacts::{FILE_SIZE_MAX, FaultInjector, Hash, IoStep, Timestamp};
 
-const MAGIC: u32 = u32::from_le_bytes(*b"INTL");
-const HEADER: usize = 4 + 4 + 16;
 /// Written bytes one record holds at most, with 12 bytes to frame each range: a `fsync` with
 /// more commits instead.
 pub(crate) const RECORD_MAX: u64 = 8 << 20;
-/// A record body's length at most: `RECORD_MAX` and the fixed fields.
-const BODY_MAX: usize = RECORD_MAX as usize + 4096;
 /// The active file's length past which a `fsync` commits instead of logging.
 pub(crate) const LOG_MAX: u64 = 256 << 20;
 /// Zeros each file is filled with at every mount at most, so that records overwrite blocks
@@ -95,12 +92,7 @@ impl Record {
             body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             body.extend_from_slice(bytes);
         }
-        let mut out = Vec::with_capacity(HEADER + body.len());
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&blake3::hash(&body).as_bytes()[..16]);
-        out.extend_from_slice(&body);
-        out
+        frame(WRITES_MAGIC, &body)
     }
 
     /// A body that passed its checksum; `None` if it is not a well-formed record anyway.
@@ -170,26 +162,21 @@ pub(crate) fn parse(bytes: &[u8]) -> Vec<Record> {
     parse_to_end(bytes).0
 }
 
-/// `parse`, and where the records it returns end.
+/// `parse`, and where the records it returns end. The store's redo records in between are
+/// skipped: `Vault::open` replays them.
 fn parse_to_end(bytes: &[u8]) -> (Vec<Record>, u64) {
     let mut out = Vec::new();
-    let mut at = 0;
-    while bytes.len() - at >= HEADER {
-        let head = &bytes[at..at + HEADER];
-        let magic = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-        let len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as usize;
-        if magic != MAGIC || len > BODY_MAX || bytes.len() - at - HEADER < len {
-            break;
+    let (frames, mut end) = frames(bytes);
+    for f in frames {
+        if f.magic == WRITES_MAGIC {
+            let Some(record) = Record::decode(f.body) else {
+                end = f.at;
+                break;
+            };
+            out.push(record);
         }
-        let body = &bytes[at + HEADER..at + HEADER + len];
-        if blake3::hash(body).as_bytes()[..16] != head[8..] {
-            break;
-        }
-        let Some(record) = Record::decode(body) else { break };
-        out.push(record);
-        at += HEADER + len;
     }
-    (out, at as u64)
+    (out, end)
 }
 
 /// Where an appended record ends, for `IntentLog::sync`.
@@ -273,8 +260,8 @@ impl IntentLog {
             let zeroed = if bytes.iter().all(|&b| b == 0) { len } else { 0 };
             Ok((f, records, end, zeroed))
         };
-        let (f0, r0, len0, zeroed0) = open("intent.0")?;
-        let (f1, r1, len1, zeroed1) = open("intent.1")?;
+        let (f0, r0, len0, zeroed0) = open(LOG_FILES[0])?;
+        let (f1, r1, len1, zeroed1) = open(LOG_FILES[1])?;
         if created {
             File::open(dir)?.sync_all()?;
         }
@@ -332,7 +319,24 @@ impl IntentLog {
     pub(crate) fn append(&self, record: &mut Record) -> io::Result<Ticket> {
         let mut st = lock(&self.state);
         record.seq = st.next_seq;
-        let frame = record.encode();
+        let ticket = self.write_locked(&mut st, &record.encode())?;
+        st.next_seq += 1;
+        st.nodes[ticket.file].insert(record.node);
+        Ok(ticket)
+    }
+
+    /// Appends a record the store framed (a redo record, `Vault::sync_through_log`), not yet
+    /// durable.
+    pub(crate) fn append_frame(&self, frame: &[u8]) -> io::Result<Ticket> {
+        let mut st = lock(&self.state);
+        if st.end[st.active] + frame.len() as u64 >= LOG_MAX {
+            return Err(io::Error::other("the intent log is full"));
+        }
+        self.write_locked(&mut st, frame)
+    }
+
+    /// Writes `frame` at the end of the active file.
+    fn write_locked(&self, st: &mut LogState, frame: &[u8]) -> io::Result<Ticket> {
         let file = st.active;
         check(self.faults.as_ref(), IoStep::LogWrite)?;
         let end = st.end[file] + frame.len() as u64;
@@ -341,12 +345,10 @@ impl IntentLog {
             write_zeros(&self.files[file], st.written[file], ahead)?;
             st.written[file] = ahead;
         }
-        self.files[file].write_all_at(&frame, st.end[file])?;
-        st.end[file] += frame.len() as u64;
-        st.next_seq += 1;
-        st.nodes[file].insert(record.node);
+        self.files[file].write_all_at(frame, st.end[file])?;
+        st.end[file] = end;
         st.first_at[file].get_or_insert_with(Instant::now);
-        Ok(Ticket { file, end: st.end[file] })
+        Ok(Ticket { file, end })
     }
 
     /// Makes the log durable up to `ticket`: one `fdatasync` covers every record appended
@@ -515,10 +517,7 @@ mod tests {
         /// for having a good checksum.
         #[test]
         fn checksummed_garbage_is_refused(body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut frame = MAGIC.to_le_bytes().to_vec();
-            frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            frame.extend_from_slice(&blake3::hash(&body).as_bytes()[..16]);
-            frame.extend_from_slice(&body);
+            let frame = frame(WRITES_MAGIC, &body);
             for r in parse(&frame) {
                 prop_assert!(r.size <= FILE_SIZE_MAX);
                 prop_assert_eq!(r.encode(), frame.clone());

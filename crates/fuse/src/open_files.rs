@@ -12,6 +12,7 @@
 //!   (and maybe a release that dropped the file's buffer) slipped in after it read the node.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -458,47 +459,76 @@ impl OpenFiles {
 
     /// `fsync` of `ino` (`fdatasync` with `datasync`): when this returns, its writes survive
     /// a crash. A buffer logs what changed since its last record (`IntentLog`), with one
-    /// `fdatasync` shared by every `fsync` waiting at the time, once the content it is over is
-    /// durable (the store is synced first if need be). That holds the content, size and
-    /// mtime; a `fsync` that is not `datasync` also wants the file's other attributes durable,
-    /// so it logs only when nothing else is pending. Anything else, or a log that refuses,
-    /// commits durably.
+    /// `fdatasync` shared by every `fsync` waiting at the time. A record is replayed over the
+    /// content the buffer is over, so that content must be durable, and a `fsync` that is
+    /// not `datasync` wants the file's other attributes durable too: both are the store's,
+    /// and what the store holds that is not durable yet (this file's creation, other changes)
+    /// goes into the log as well, as a redo record durable with the same `fdatasync`
+    /// (`log_with_store`); if the store declines one, the store is synced first. A log that
+    /// refuses makes this commit durably instead.
     pub(crate) fn fsync(&self, ino: u64, open: &OpenNode, datasync: bool) -> FsResult<()> {
         let mut on = lock(&open.state);
         if let Some(buffer) = &on.buffer
             && !self.closes_wait()
             && self.log.has_room(buffer.unlogged_cost())
         {
-            if !on.base_durable {
-                // The content the buffer is over is durable once the store is: what is
-                // pending there (this file's creation, other files' changes) is synced on its
-                // own, without committing this buffer, which would flush the same rows and
-                // more, and make a version of a save that a drain or close makes anyway.
-                if self.vault.has_unsynced() {
-                    self.sync()?;
+            if (!on.base_durable || !datasync) && self.vault.has_unsynced() {
+                match self.log_with_store(ino, &mut on) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => self.sync()?,
+                    Err(e) => {
+                        tracing::warn!(ino, error = %e, "intent log: logging the store failed; committing");
+                        return self.commit_locked(ino, &mut on, Commit::Durable);
+                    }
                 }
-                on.base_durable = true;
             }
-            if datasync || !self.vault.has_unsynced() {
-                match self.log_locked(ino, &mut on) {
-                    Ok(ticket) => {
-                        drop(on);
-                        match self.log.sync(ticket) {
-                            Ok(()) => return Ok(()),
-                            Err(e) => {
-                                tracing::warn!(ino, error = %e, "intent log flush failed; committing");
-                                on = lock(&open.state);
-                            }
+            on.base_durable = true;
+            match self.log_locked(ino, &mut on) {
+                Ok(ticket) => {
+                    drop(on);
+                    match self.log.sync(ticket) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            tracing::warn!(ino, error = %e, "intent log flush failed; committing");
+                            on = lock(&open.state);
                         }
                     }
-                    Err(e) => {
-                        // Still locked: the commit below takes the whole buffer.
-                        tracing::warn!(ino, error = %e, "intent log append failed; committing");
-                    }
+                }
+                Err(e) => {
+                    // Still locked: the commit below takes the whole buffer.
+                    tracing::warn!(ino, error = %e, "intent log append failed; committing");
                 }
             }
         }
         self.commit_locked(ino, &mut on, Commit::Durable)
+    }
+
+    /// Appends a redo record of the store's changes that are not durable
+    /// (`Vault::sync_through_log`), then the buffer's changes since its last record, and makes
+    /// both durable. False when the store declines a redo record now: nothing was logged.
+    fn log_with_store(&self, ino: u64, on: &mut FileState) -> FsResult<bool> {
+        let mut refused = None;
+        let logged = self.vault.sync_through_log(|store| {
+            let store = store.map(|r| self.log.append_frame(r)).transpose()?;
+            let writes = self.log_locked(ino, on).map_err(|e| {
+                let errno = e.errno;
+                refused = Some(e);
+                io::Error::from_raw_os_error(errno)
+            })?;
+            // (A drain may have made the other file active in between.)
+            if let Some(store) = store {
+                self.log.sync(store)?;
+            }
+            self.log.sync(writes)
+        });
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        if logged? {
+            on.base_durable = true;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Appends the buffer's changes since its last record to the log (not yet durable).
@@ -540,6 +570,29 @@ impl OpenFiles {
         self.sync()?;
         self.log.trim(rotation.file)?;
         Ok(())
+    }
+
+    /// Makes every change to the store so far durable for `fsyncdir`: through a redo record
+    /// in the intent log if the store makes one (`Vault::sync_through_log`), else by `sync`.
+    pub(crate) fn sync_store(&self) -> FsResult<()> {
+        if !self.vault.has_unsynced() {
+            return Ok(());
+        }
+        if self.closes_wait() {
+            return self.sync();
+        }
+        let logged = self.vault.sync_through_log(|store| match store {
+            Some(r) => self.log.sync(self.log.append_frame(r)?),
+            None => Ok(()),
+        });
+        match logged {
+            Ok(true) => Ok(()),
+            Ok(false) => self.sync(),
+            Err(e) => {
+                tracing::warn!(error = %e, "intent log: logging the store failed; syncing it");
+                self.sync()
+            }
+        }
     }
 
     /// Makes every commit so far durable; a full disk makes room and tries once more (the

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use indras_artifacts::{FaultInjector, FsckOptions, IoStep, Options, Vault};
+use indras_artifacts::{FaultInjector, FsckOptions, IoStep, Options, Vault, frame};
 use indras_fuse::{Ctx, MountInfo, SetAttrReq, VaultFs, inode};
 
 mod common;
@@ -68,21 +68,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Where the records in a log file end: the frames (`INTL`, a length, a checksum, the body)
-/// are walked from the start.
+/// Where the records in a log file end.
 fn log_end(path: &Path) -> u64 {
-    let bytes = std::fs::read(path).expect("log");
-    let mut at = 0;
-    while bytes.len() >= at + 24 && &bytes[at..at + 4] == b"INTL" {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        at += 24 + len as usize;
-    }
-    at as u64
+    frame::frames(&std::fs::read(path).expect("log")).1
 }
 
-/// Whether the log's first file starts with a record.
+/// Whether the log's first file holds a record of a file's writes.
 fn logged(dir: &Path) -> bool {
-    std::fs::read(dir.join("intent.0")).expect("log").starts_with(b"INTL")
+    let bytes = std::fs::read(dir.join("intent.0")).expect("log");
+    frame::frames(&bytes).0.iter().any(|f| f.magic == frame::WRITES_MAGIC)
 }
 
 fn fsck_clean(fs: &VaultFs, at: &str) {
@@ -483,4 +477,109 @@ fn a_failed_commit_keeps_what_fsync_logged() {
     assert!(committed(&fs, ino) == want);
     fs.release(fh).expect("release");
     fsck_clean(&fs, "after the commit");
+}
+
+/// A power loss after `fsync`s that made the store's changes durable through redo records:
+/// the database is back at its last durable commit (later commits were never flushed to the
+/// device), and the log keeps any prefix of what was not synced. Every such state opens to
+/// the files and folders as they were at the last `fsync` whose records are whole: the
+/// journal of the round, created, written and deleted as sqlite does, the database file's
+/// edits, and the folders made and renamed in between.
+#[test]
+fn a_power_loss_keeps_what_store_records_made_durable() {
+    let dir = scratch();
+    let fs = open_fs(dir.path(), None).expect("open");
+    let flags = libc::O_RDWR | libc::O_CREAT;
+    let (db_attr, db) = fs.create(CTX, inode::VAULT, b"db", 0o644, flags).expect("create db");
+    fs.write(db.fh, 0, &[9; 3000]).expect("write db");
+    fs.fsync(db.fh, true).expect("fsync db");
+    fs.vault().sync().expect("sync");
+    // The database as the device holds it: nothing after this is a durable commit.
+    let durable_db = std::fs::read(dir.path().join("meta.redb")).expect("meta.redb");
+
+    // After each acknowledged fsync: where the log ends, and what must be found.
+    #[derive(Clone, Debug, PartialEq)]
+    struct State {
+        db: Vec<u8>,
+        journal: Option<Vec<u8>>,
+        dirs: Vec<String>,
+    }
+    let mut state = State { db: vec![9; 3000], journal: None, dirs: Vec::new() };
+    let log = dir.path().join("intent.0");
+    // (The database file's first fsync is a record in the log, before the workload's.)
+    let mut marks: Vec<(u64, State)> = vec![(log_end(&log), state.clone())];
+    for round in 0..4u8 {
+        let (_, j) = fs.create(CTX, inode::VAULT, b"journal", 0o600, flags).expect("journal");
+        let content = vec![round + 1; 2000 + usize::from(round) * 700];
+        fs.write(j.fh, 0, &content).expect("write journal");
+        fs.fsync(j.fh, round % 2 == 1).expect("fsync journal");
+        state.journal = Some(content);
+        marks.push((log_end(&log), state.clone()));
+        fs.write(db.fh, u64::from(round) * 1000, &[round + 20; 1500]).expect("write db");
+        fs.fsync(db.fh, true).expect("fsync db");
+        let at = usize::from(round) * 1000;
+        state.db.resize(state.db.len().max(at + 1500), 0);
+        state.db[at..at + 1500].fill(round + 20);
+        marks.push((log_end(&log), state.clone()));
+        fs.release(j.fh).expect("release journal");
+        fs.unlink(inode::VAULT, b"journal").expect("unlink journal");
+        state.journal = None;
+        let name = format!("d{round}");
+        fs.mkdir(CTX, inode::VAULT, name.as_bytes(), 0o755).expect("mkdir");
+        if round % 2 == 1 {
+            let new = format!("e{round}");
+            fs.rename(inode::VAULT, name.as_bytes(), inode::VAULT, new.as_bytes(), 0)
+                .expect("rename");
+            state.dirs.push(new);
+        } else {
+            state.dirs.push(name);
+        }
+        // Commits that were never made durable (the mount's flushes between syncs).
+        fs.vault().flush_pending().expect("flush");
+        fs.fsyncdir().expect("fsyncdir");
+        marks.push((log_end(&log), state.clone()));
+    }
+    let full = std::fs::read(&log).expect("log");
+    let copy_at = |cut: u64| {
+        let copy = scratch();
+        copy_dir(dir.path(), copy.path());
+        std::fs::write(copy.path().join("meta.redb"), &durable_db).expect("meta.redb");
+        std::fs::write(copy.path().join("intent.0"), &full[..cut as usize]).expect("cut");
+        copy
+    };
+    drop(fs);
+    // The state a cut opens to, checked and found whole.
+    let found = |cut: u64| -> State {
+        let at = format!("log cut at {cut}");
+        let copy = copy_at(cut);
+        let fs = open_fs(copy.path(), None).unwrap_or_else(|e| panic!("{at}: reopen: {e}"));
+        let db = fs.lookup(inode::VAULT, b"db").unwrap_or_else(|e| panic!("{at}: db: {e}"));
+        assert_eq!(db.ino, db_attr.ino, "{at}: another inode");
+        let dirs = (0..4)
+            .flat_map(|round| [format!("d{round}"), format!("e{round}")])
+            .filter(|name| fs.lookup(inode::VAULT, name.as_bytes()).is_ok())
+            .collect();
+        fsck_clean(&fs, &at);
+        State {
+            db: committed(&fs, db.ino),
+            journal: fs.lookup(inode::VAULT, b"journal").ok().map(|a| committed(&fs, a.ino)),
+            dirs,
+        }
+    };
+    let mut before = marks[0].clone();
+    for (end, want) in &marks[1..] {
+        assert!(*end > before.0, "an fsync that logged nothing");
+        // At the record's end: the state it made durable.
+        assert!(found(*end) == *want, "log cut at {end}: not the state of the last fsync");
+        // Cut inside its records: the state before, or one the operations since passed
+        // through (the new journal created, its write not durable).
+        let cut = u64::midpoint(before.0, *end);
+        let got = found(cut);
+        let created = State { journal: Some(Vec::new()), ..before.1.clone() };
+        assert!(
+            got == before.1 || got == created || got == *want,
+            "log cut at {cut}: {got:?} is no state between the fsyncs"
+        );
+        before = (*end, want.clone());
+    }
 }

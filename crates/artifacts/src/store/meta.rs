@@ -61,9 +61,9 @@ use crate::error::{Error, Result};
 use crate::store::schema::{
     ATTENTION, ATTENTION_CHAINS, ATTENTION_OUTBOX, CHUNKS, ChunkValue, DEAD_CHUNKS, DELETED,
     DELETED_NAMES, ENTRIES, EVENTS, GRANTS, HISTORY_REFS, INLINE, INVITES, LEAF_SEGMENTS, LEAVES,
-    LINEAGE, META, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER, ORPHANS,
-    OrderRow, PEERS, REALM_ITEMS, REALM_LEFT, REALMS, SEGMENT_RUNS, SEGMENTS, SNAPSHOTS, TRANSFERS,
-    TREES, UNREFERENCED, VERSION_NODES, VERSIONS, XATTRS,
+    LINEAGE, META, META_REDO_FLOOR, MIRROR, MIRROR_KIDS, MIRROR_NAMES, MIRROR_REMOTE, NODES, ORDER,
+    ORPHANS, OrderRow, PEERS, REALM_ITEMS, REALM_LEFT, REALMS, SEGMENT_RUNS, SEGMENTS, SNAPSHOTS,
+    TRANSFERS, TREES, UNREFERENCED, VERSION_NODES, VERSIONS, XATTRS,
 };
 
 /// The longest key kept inside an `OrdKey` itself: a hash, or a pair of ids.
@@ -406,6 +406,67 @@ fn apply<K: Key + 'static, V: Value + 'static>(
     Ok(())
 }
 
+/// The next `n` bytes of `bytes`, which then starts after them.
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if bytes.len() < n {
+        return None;
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Some(head)
+}
+
+fn take_u32(bytes: &mut &[u8]) -> Option<usize> {
+    let b = take(bytes, 4)?;
+    usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+}
+
+/// A table's rows in a redo record: `name length u8 | name | count u32`, then per row
+/// `key length u32 | key | 0 (removed) or 1 | value length u32 | value`.
+fn encode_rows<K: Key>(name: &str, rows: &Rows<K>, out: &mut Vec<u8>) {
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&len(rows.len()));
+    for (k, v) in rows {
+        out.extend_from_slice(&len(k.bytes().len()));
+        out.extend_from_slice(k.bytes());
+        match v {
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&len(v.len()));
+                out.extend_from_slice(v);
+            }
+            None => out.push(0),
+        }
+    }
+}
+
+/// Reads the rows `encode_rows` wrote into `rows`; `None` if a key or value has a width its
+/// type cannot have.
+fn decode_rows<K: Key, V: Value>(bytes: &mut &[u8], rows: &mut Rows<K>) -> Option<()> {
+    let fits = |width: Option<usize>, b: &[u8]| width.is_none_or(|w| w == b.len());
+    for _ in 0..take_u32(bytes)? {
+        let n = take_u32(bytes)?;
+        let key = take(bytes, n)?;
+        let value = match take(bytes, 1)?[0] {
+            0 => None,
+            1 => {
+                let n = take_u32(bytes)?;
+                Some(take(bytes, n)?.to_vec())
+            }
+            _ => return None,
+        };
+        if !fits(K::fixed_width(), key)
+            || value.as_ref().is_some_and(|v| !fits(V::fixed_width(), v))
+        {
+            return None;
+        }
+        rows.insert(OrdKey(KeyBytes::new(key), PhantomData), value);
+    }
+    Some(())
+}
+
 /// Declares the layered tables: `Layer` (pending rows of each) and `W` (one operation's view
 /// of them), each table of `W` opened on first use.
 macro_rules! tables {
@@ -443,6 +504,43 @@ macro_rules! tables {
             fn absorb(&mut self, top: Layer) {
                 self.bytes += top.bytes;
                 $(self.$name.extend(top.$name);)*
+            }
+
+            /// The rows as a redo record's body: per table with rows, its name, its row count
+            /// and its rows (`decode` reads it back).
+            pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+                $(
+                    if !self.$name.is_empty() {
+                        encode_rows(stringify!($name), &self.$name, out);
+                    }
+                )*
+            }
+
+            /// The rows of a redo record's body; `None` if it is not one this store wrote:
+            /// an unknown table, or a key or value of the wrong width.
+            pub(crate) fn decode(mut bytes: &[u8]) -> Option<Layer> {
+                let mut out = Layer::default();
+                while !bytes.is_empty() {
+                    let n = usize::from(take(&mut bytes, 1)?[0]);
+                    let name = std::str::from_utf8(take(&mut bytes, n)?).ok()?;
+                    let mut known = false;
+                    $(
+                        if name == stringify!($name) {
+                            decode_rows::<$k, $v>(&mut bytes, &mut out.$name)?;
+                            known = true;
+                        }
+                    )*
+                    if !known {
+                        return None;
+                    }
+                }
+                out.bytes = out.row_bytes();
+                Some(out)
+            }
+
+            /// The bytes of the rows' keys and values.
+            fn row_bytes(&self) -> usize {
+                0 $(+ self.$name.iter().map(|(k, v)| k.bytes().len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>())*
             }
 
             /// Writes every row into `txn`.
@@ -632,6 +730,16 @@ struct Layers {
     /// The snapshot under the layers, made on first use after each commit (which drops it,
     /// under the state lock, at the moment it drops the frozen rows).
     snap: Mutex<Option<Arc<Snapshot>>>,
+    /// The rows merged since the last redo record (`Meta::redo`): kept from a redo record on
+    /// until the next durable flush freezes its rows, so that the next record can hold only
+    /// what changed since.
+    redo: Option<Layer>,
+    /// The tag the next redo record takes. Every flush records the tag current when it froze
+    /// its rows as the database's redo floor: that state holds every record below it.
+    redo_next: u64,
+    /// Set by a failed commit or a failed redo write: the records since the last durable
+    /// flush may not form a chain, so none is made until a durable flush succeeds.
+    redo_broken: bool,
 }
 
 impl Layers {
@@ -869,6 +977,9 @@ impl Meta {
             }
         };
         let mut st = self.state.write();
+        if let Some(redo) = &mut st.redo {
+            redo.absorb(delta.clone());
+        }
         st.active.absorb(delta);
         self.dirty.store(true, AtomicOrdering::Release);
         done(true);
@@ -891,8 +1002,12 @@ impl Meta {
     ) -> Result<()> {
         let _flushing = self.flushing.lock();
         self.ensure_open()?;
-        let frozen = {
+        let (frozen, floor) = {
             let mut st = self.state.write();
+            if strength == Strength::Durable {
+                // Once this flush is durable, no earlier redo record is needed.
+                st.redo = None;
+            }
             let active = std::mem::take(&mut st.active);
             if !active.is_empty() {
                 match &mut st.frozen {
@@ -902,19 +1017,26 @@ impl Meta {
             }
             // Changes merged from here on set it again.
             self.dirty.store(strength == Strength::Consistent, AtomicOrdering::Release);
-            st.frozen.clone()
+            (st.frozen.clone(), st.redo_next)
         };
         let committed = before().and_then(|()| {
-            self.commit(strength, |txn| match &frozen {
-                Some(f) => f.apply(txn),
-                None => Ok(()),
+            self.commit(strength, |txn| {
+                if let Some(f) = &frozen {
+                    f.apply(txn)?;
+                }
+                txn.open_table(META)?.insert(META_REDO_FLOOR, floor.to_le_bytes().as_slice())?;
+                Ok(())
             })
         });
         if let Err(e) = committed {
             self.dirty.store(true, AtomicOrdering::Release);
+            self.state.write().redo_broken = true;
             return Err(self.after_failed_commit(e));
         }
         let mut st = self.state.write();
+        if strength == Strength::Durable {
+            st.redo_broken = false;
+        }
         if st.frozen.as_ref().zip(frozen.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b)) {
             st.frozen = None;
         }
@@ -931,6 +1053,130 @@ impl Meta {
         }
         *st.snap.get_mut() = None;
         Ok(())
+    }
+
+    /// Makes the rows not yet durable durable through a redo record: takes, as the next record
+    /// of the chain, the rows merged since the last record (after a durable flush, every row
+    /// not durable), and runs `write(Some((tag, rows)))` to make it durable; or `write(None)`
+    /// if no row changed since the last record. `write` runs with `flushing` held, so records
+    /// become durable one at a time, in tag order, and never while a flush freezes rows.
+    ///
+    /// Returns false, without calling `write`, when the chain is broken (see `redo_broken`)
+    /// or the record would hold more than `max` bytes of rows: the caller flushes durably
+    /// instead. A failed `write` breaks the chain.
+    pub(crate) fn redo(
+        &self,
+        max: usize,
+        write: impl FnOnce(Option<(u64, &Layer)>) -> Result<()>,
+    ) -> Result<bool> {
+        let _flushing = self.flushing.lock();
+        let taken = {
+            let mut st = self.state.write();
+            if st.redo_broken {
+                return Ok(false);
+            }
+            let rows = match st.redo.take() {
+                Some(rows) if rows.bytes > max => {
+                    st.redo = Some(rows);
+                    return Ok(false);
+                }
+                Some(rows) => rows,
+                None => {
+                    let held = |l: &Option<Arc<Layer>>| l.as_ref().map_or(0, |l| l.bytes);
+                    if st.active.bytes + held(&st.frozen) + held(&st.unsynced) > max {
+                        return Ok(false);
+                    }
+                    let mut rows = st.unsynced.as_deref().cloned().unwrap_or_default();
+                    if let Some(frozen) = &st.frozen {
+                        rows.absorb(Layer::clone(frozen));
+                    }
+                    rows.absorb(st.active.clone());
+                    rows
+                }
+            };
+            st.redo = Some(Layer::default());
+            if rows.is_empty() {
+                None
+            } else {
+                st.redo_next += 1;
+                Some((st.redo_next - 1, rows))
+            }
+        };
+        let written = write(taken.as_ref().map(|(tag, rows)| (*tag, rows)));
+        if written.is_err() {
+            self.state.write().redo_broken = true;
+        }
+        written.map(|()| true)
+    }
+
+    /// The tag the next redo record takes.
+    pub(crate) fn redo_next(&self) -> u64 {
+        self.state.read_recursive().redo_next
+    }
+
+    /// Replays the redo records among `bodies` (at open, before anything reads the store):
+    /// those from the database's redo floor on, in tag order, as long as the tags run on
+    /// without a gap, in one durable transaction that also moves the floor past every record
+    /// found. Returns how many were applied.
+    pub(crate) fn replay_redo<'a>(&self, bodies: impl Iterator<Item = &'a [u8]>) -> Result<usize> {
+        let mut records = BTreeMap::new();
+        for body in bodies {
+            match body.split_first_chunk::<8>() {
+                Some((tag, rows)) => {
+                    records.insert(u64::from_le_bytes(*tag), rows);
+                }
+                None => tracing::warn!("redo record without a tag; ignored"),
+            }
+        }
+        let db = self.db()?;
+        let floor = {
+            let txn = db.begin_read()?;
+            match txn.open_table(META) {
+                Ok(t) => match t.get(META_REDO_FLOOR)? {
+                    Some(v) => Some(u64::from_le_bytes(v.value().try_into().map_err(|_| {
+                        Error::CorruptRecord("meta", "redo floor is not 8 bytes".into())
+                    })?)),
+                    None => None,
+                },
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // A store with no floor yet never had a redo record made over it: none applies.
+        let next = records.last_key_value().map_or(0, |(tag, _)| tag + 1).max(floor.unwrap_or(0));
+        let mut applied = Vec::new();
+        if let Some(floor) = floor {
+            for (&tag, rows) in records.range(floor..) {
+                if tag != floor + applied.len() as u64 {
+                    tracing::error!(
+                        tag,
+                        "redo records: a gap in the chain; the records from here on are not replayed"
+                    );
+                    break;
+                }
+                match Layer::decode(rows) {
+                    Some(rows) => applied.push(rows),
+                    None => {
+                        tracing::error!(
+                            tag,
+                            "redo record not readable; the records from here on are not replayed"
+                        );
+                        break;
+                    }
+                }
+            }
+            if next != floor {
+                let mut txn = db.begin_write()?;
+                txn.set_durability(redb::Durability::Immediate)?;
+                for rows in &applied {
+                    rows.apply(&txn)?;
+                }
+                txn.open_table(META)?.insert(META_REDO_FLOOR, next.to_le_bytes().as_slice())?;
+                txn.commit()?;
+            }
+        }
+        self.state.write().redo_next = next;
+        Ok(applied.len())
     }
 
     fn commit<R>(

@@ -3,6 +3,7 @@
 
 pub(crate) mod db;
 pub(crate) mod faults;
+pub mod frame;
 pub(crate) mod ids;
 pub(crate) mod meta;
 pub(crate) mod rows;

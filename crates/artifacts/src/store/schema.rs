@@ -143,6 +143,8 @@ pub const META_NEXT_NODE: &str = "next_node";
 pub const META_NEXT_EVENT: &str = "next_event";
 pub const META_PLAYER: &str = "player";
 pub const META_CREATED: &str = "created_at";
+/// The first redo record (in the intent log) that the database's state does not hold.
+pub const META_REDO_FLOOR: &str = "redo_floor";
 /// Set durably while a process has the store open; found set at open means a crash.
 pub const META_OPEN: &str = "open";
 

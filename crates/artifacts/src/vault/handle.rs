@@ -36,6 +36,7 @@ use crate::payload::read::{LeafReader, Payloads};
 use crate::payload::writer::{PayloadWriter, StagedLeaf};
 use crate::store::db::open_db;
 use crate::store::faults::{self, FaultInjector, Faults, IoStep};
+use crate::store::frame;
 use crate::store::ids::NodeIds;
 use crate::store::meta::{Meta, Strength, W};
 use crate::store::schema::{
@@ -188,11 +189,13 @@ impl Vault {
                 move || open_db(&reopen_path, &faults, cache_bytes)
             }),
         ));
+        replay_redo(&meta, dir)?;
         let chunks = Arc::new(
             ChunkStore::open(dir, meta.clone(), faults.clone(), opts.pack_bytes)
                 .map_err(|e| Error::io(dir, e))?,
         );
-        let Opened { player, key, was_open } = init_meta(&*meta.db()?, &chunks, dir, player)?;
+        let Opened { player, key, was_open } =
+            init_meta(&*meta.db()?, &chunks, dir, player, meta.redo_next())?;
         // Chunk files of format 2, left behind if a migration committed but the process
         // stopped before it removed them.
         let old_chunks = dir.join("chunks");
@@ -470,6 +473,38 @@ impl Vault {
         Ok(())
     }
 
+    /// Makes every change so far durable through the intent log, without a durable commit of
+    /// the store, if it can: appends a redo record of the rows changed since the last one
+    /// (see `Meta::redo`) with `append(Some(record))` (or calls `append(None)` if none
+    /// changed), once the chunks they name are durable. `append` must append the record to
+    /// the intent log, with whatever is to be durable with it, and make it durable before it
+    /// returns; no flush of the store begins meanwhile.
+    ///
+    /// Returns false, without calling `append`, when no redo record can be made now (after
+    /// a failed commit or append, until a durable flush succeeds; or too many rows changed):
+    /// `sync` instead.
+    pub fn sync_through_log(
+        &self,
+        append: impl FnOnce(Option<&[u8]>) -> io::Result<()>,
+    ) -> Result<bool> {
+        self.meta.redo(REDO_MAX, |taken| {
+            let record = match taken {
+                None => None,
+                Some((tag, rows)) => {
+                    // The rows may name chunks written since the last sync.
+                    self.payloads
+                        .chunks
+                        .sync_pending()
+                        .map_err(|e| Error::io(self.payloads.chunks.pack_dir(), e))?;
+                    let mut body = tag.to_le_bytes().to_vec();
+                    rows.encode(&mut body);
+                    Some(frame::frame(frame::STORE_MAGIC, &body))
+                }
+            };
+            append(record.as_deref()).map_err(|e| Error::io(self.dir.join(frame::LOG_FILES[0]), e))
+        })
+    }
+
     /// Whether some change is not yet durable.
     pub fn has_unsynced(&self) -> bool {
         self.meta.dirty()
@@ -601,4 +636,28 @@ mod tests {
             assert!(matches!(vault.read_vec(&leaf, 0, 150), Err(Error::CorruptRecord(..))));
         }
     }
+}
+
+/// The most bytes of rows one redo record holds: past it, `sync_through_log` declines.
+const REDO_MAX: usize = 4 << 20;
+
+/// Replays the redo records in the intent log beside the store (`Meta::replay_redo`).
+fn replay_redo(meta: &Meta, dir: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    for name in frame::LOG_FILES {
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => files.push(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    let bodies = files.iter().flat_map(|bytes| {
+        frame::frames(bytes).0.into_iter().filter(|f| f.magic == frame::STORE_MAGIC).map(|f| f.body)
+    });
+    let applied = meta.replay_redo(bodies)?;
+    if applied > 0 {
+        tracing::info!(records = applied, "replayed the store's redo records");
+    }
+    Ok(())
 }

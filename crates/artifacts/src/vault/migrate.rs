@@ -18,8 +18,8 @@ use crate::store::meta::{View, W};
 use crate::store::rows::new_tree_id;
 use crate::store::schema::{
     CHUNKS_V1, FORMAT_OLDEST, FORMAT_VERSION, GRANTS_V1, GrantV1, LEAF_CHUNKS_V1, LeafRecord,
-    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, ORDER_V1, PEERS_V1,
-    PeerRecordV1, PlayerRecord, TreeRecord, bytes_u64, decode, encode, u64_bytes,
+    META_CREATED, META_FORMAT, META_NEXT_NODE, META_OPEN, META_PLAYER, META_REDO_FLOOR, ORDER_V1,
+    PEERS_V1, PeerRecordV1, PlayerRecord, TreeRecord, bytes_u64, decode, encode, u64_bytes,
 };
 use crate::types::{
     AccessGrant, Aggregate, ArtifactId, AttentionSwitchEvent, Hash, NewNode, Node, NodeId,
@@ -42,6 +42,7 @@ pub(crate) fn init_meta(
     store: &ChunkStore,
     dir: &Path,
     player: Option<&str>,
+    redo_floor: u64,
 ) -> Result<Opened> {
     let txn = db.begin_write()?;
     let out = {
@@ -136,6 +137,8 @@ pub(crate) fn init_meta(
             w.put_tree(&tree_id, &tree)?;
             (rec, key)
         };
+        // Redo records from here on apply over this state (see `Meta::replay_redo`).
+        w.meta()?.insert(META_REDO_FLOOR, redo_floor.to_le_bytes().as_slice())?;
         let was_open = w.meta()?.get(META_OPEN)?.is_some();
         w.meta()?.insert(META_OPEN, &[1u8][..])?;
         Opened { player: rec.0, key: rec.1, was_open }

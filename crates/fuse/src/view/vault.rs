@@ -690,6 +690,11 @@ impl VaultView {
         self.open.sync()
     }
 
+    /// Makes every change to the folders and attributes durable (`fsyncdir`).
+    pub(crate) fn sync_store(&self) -> FsResult<()> {
+        self.open.sync_store()
+    }
+
     /// The last of a handle: commits what it wrote, and records the close.
     pub(crate) fn release(&self, h: FileHandle) -> FsResult<()> {
         let FileHandle { ino, node, exec, opened_at, .. } = h;
