@@ -1360,6 +1360,167 @@ mod tests {
         }
     }
 
+    #[derive(Clone, Debug)]
+    enum RedoStep {
+        Insert(u64, u8),
+        Remove(u64),
+        Flush(bool),
+        /// A flush whose `before` fails: nothing commits, and the redo chain breaks.
+        FailingFlush(bool),
+        /// A redo record, written (`true`) or failing to be.
+        Redo(bool),
+    }
+
+    fn redo_step() -> impl Strategy<Value = RedoStep> {
+        prop_oneof![
+            4 => (0u64..20, any::<u8>()).prop_map(|(k, v)| RedoStep::Insert(k, v)),
+            2 => (0u64..20).prop_map(RedoStep::Remove),
+            2 => any::<bool>().prop_map(RedoStep::Flush),
+            1 => any::<bool>().prop_map(RedoStep::FailingFlush),
+            3 => Just(RedoStep::Redo(true)),
+            1 => Just(RedoStep::Redo(false)),
+        ]
+    }
+
+    type Rows = BTreeMap<u64, Vec<u8>>;
+
+    /// The `nodes` rows and the redo floor the database holds.
+    fn db_state(meta: &Meta) -> (Rows, u64) {
+        let txn = meta.db().unwrap().begin_read().unwrap();
+        let rows = txn
+            .open_table(NODES)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect();
+        let floor = txn.open_table(META).unwrap().get(META_REDO_FLOOR).unwrap().unwrap();
+        (rows, u64::from_le_bytes(floor.value().try_into().unwrap()))
+    }
+
+    /// `rows` with the records of `log` from `floor` on applied, in tag order, while the tags
+    /// run on (as `Meta::replay_redo` does).
+    fn replayed(mut rows: Rows, floor: u64, log: &[Vec<u8>]) -> Rows {
+        let mut records: BTreeMap<u64, Layer> = BTreeMap::new();
+        for body in log {
+            let (tag, rest) = body.split_first_chunk::<8>().unwrap();
+            records.insert(u64::from_le_bytes(*tag), Layer::decode(rest).expect("decodes"));
+        }
+        for (i, (tag, layer)) in records.range(floor..).enumerate() {
+            if *tag != floor + i as u64 {
+                break;
+            }
+            for (k, v) in &layer.nodes {
+                let k = u64::from_le_bytes(k.bytes().try_into().unwrap());
+                match v {
+                    Some(v) => rows.insert(k, v.clone()),
+                    None => rows.remove(&k),
+                };
+            }
+        }
+        rows
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// After a power loss the database is back at some flush since its last durable one,
+        /// and the log holds every redo record written. Whichever of those flushes it is,
+        /// that flush's state with the records from its redo floor on is the state at the
+        /// last redo record, or at the flush if it came later: nothing a redo record made
+        /// durable is lost, and nothing goes back to an older value. A failed flush or redo
+        /// write refuses redo records until a durable flush succeeds. The real replay, on
+        /// the database as it was at the last durable flush, agrees.
+        #[test]
+        fn redo_records_and_any_flush_since_the_last_durable_one_give_the_state(
+            steps in proptest::collection::vec(redo_step(), 1..60),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let meta = open(dir.path());
+            meta.flush(Strength::Durable, || Ok(())).unwrap();
+            let mut model = Rows::new();
+            let mut log: Vec<Vec<u8>> = Vec::new();
+            let mut broken = false;
+            // When (by step) the model was as saved: at the last redo record, and at each
+            // flush the database may be back at.
+            let mut acked: (usize, Rows) = (0, Rows::new());
+            let (rows, floor) = db_state(&meta);
+            let mut flushes = vec![(0, rows, floor, Rows::new())];
+            let mut durable_file = std::fs::read(dir.path().join("meta.redb")).unwrap();
+            for (i, s) in steps.iter().enumerate() {
+                let i = i + 1;
+                match *s {
+                    RedoStep::Insert(k, v) => {
+                        put(&meta, k, &[v]).unwrap();
+                        model.insert(k, vec![v]);
+                    }
+                    RedoStep::Remove(k) => {
+                        meta.op(None, |w| Ok(w.nodes()?.remove(k).map(drop)?), |_| {}).unwrap();
+                        model.remove(&k);
+                    }
+                    RedoStep::Flush(durable) => {
+                        let strength = if durable { Strength::Durable } else { Strength::Consistent };
+                        meta.flush(strength, || Ok(())).unwrap();
+                        let (rows, floor) = db_state(&meta);
+                        prop_assert_eq!(&rows, &model);
+                        if durable {
+                            flushes.clear();
+                            broken = false;
+                            durable_file = std::fs::read(dir.path().join("meta.redb")).unwrap();
+                        }
+                        flushes.push((i, rows, floor, model.clone()));
+                    }
+                    RedoStep::FailingFlush(durable) => {
+                        let strength = if durable { Strength::Durable } else { Strength::Consistent };
+                        prop_assert!(meta.flush(strength, failure).is_err());
+                        broken = true;
+                    }
+                    RedoStep::Redo(ok) => {
+                        let made = meta.redo(usize::MAX, |taken| {
+                            if !ok {
+                                return failure();
+                            }
+                            if let Some((tag, rows)) = taken {
+                                let mut body = tag.to_le_bytes().to_vec();
+                                rows.encode(&mut body);
+                                log.push(body);
+                            }
+                            Ok(())
+                        });
+                        match made {
+                            Ok(made) => {
+                                prop_assert_eq!(made, !broken);
+                                if made {
+                                    acked = (i, model.clone());
+                                }
+                            }
+                            Err(_) => {
+                                prop_assert!(!ok && !broken);
+                                broken = true;
+                            }
+                        }
+                    }
+                }
+                for (at, rows, floor, saved) in &flushes {
+                    let want = if acked.0 > *at { &acked.1 } else { saved };
+                    prop_assert_eq!(&replayed(rows.clone(), *floor, &log), want, "back at the flush of step {}", at);
+                }
+            }
+            drop(meta);
+            let (at, _, _, saved) = &flushes[0];
+            let want = if acked.0 > *at { &acked.1 } else { saved };
+            let back = tempfile::tempdir().unwrap();
+            std::fs::write(back.path().join("meta.redb"), &durable_file).unwrap();
+            let meta = reopen(back.path());
+            meta.replay_redo(log.iter().map(Vec::as_slice)).unwrap();
+            let (rows, _) = db_state(&meta);
+            prop_assert_eq!(&rows, want);
+        }
+    }
+
     /// A flush that fails keeps its rows: still visible, still pending, committed by the next.
     #[test]
     fn a_failed_flush_loses_nothing() {
