@@ -332,7 +332,7 @@ impl OpenFiles {
             let node = self.vault.node(NodeId(ino))?;
             on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
             // Read after the node: nothing unsynced means the content read is durable.
-            on.base_durable = !self.vault.has_unsynced();
+            on.base_durable = self.vault.is_durable();
             on.since.get_or_insert_with(std::time::Instant::now);
         }
         Ok(on.buffer.as_mut().expect("just set"))
@@ -472,7 +472,7 @@ impl OpenFiles {
             && !self.closes_wait()
             && self.log.has_room(buffer.unlogged_cost())
         {
-            if (!on.base_durable || !datasync) && self.vault.has_unsynced() {
+            if (!on.base_durable || !datasync) && !self.vault.is_durable() {
                 match self.log_with_store(ino, &mut on) {
                     Ok(true) => return Ok(()),
                     Ok(false) => self.sync()?,
@@ -575,7 +575,7 @@ impl OpenFiles {
     /// Makes every change to the store so far durable for `fsyncdir`: through a redo record
     /// in the intent log if the store makes one (`Vault::sync_through_log`), else by `sync`.
     pub(crate) fn sync_store(&self) -> FsResult<()> {
-        if !self.vault.has_unsynced() {
+        if self.vault.is_durable() {
             return Ok(());
         }
         if self.closes_wait() {

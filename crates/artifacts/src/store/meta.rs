@@ -1109,6 +1109,13 @@ impl Meta {
         written.map(|()| true)
     }
 
+    /// Whether the redo records made so far hold every row not durable in the database: one
+    /// was made since the last durable flush, and no row was merged since.
+    pub(crate) fn redo_holds_all(&self) -> bool {
+        let st = self.state.read_recursive();
+        !st.redo_broken && st.redo.as_ref().is_some_and(Layer::is_empty)
+    }
+
     /// The tag the next redo record takes.
     pub(crate) fn redo_next(&self) -> u64 {
         self.state.read_recursive().redo_next

@@ -505,7 +505,13 @@ impl Vault {
         })
     }
 
-    /// Whether some change is not yet durable.
+    /// Whether every change so far survives a crash: durable in the store, or held by the
+    /// redo records `sync_through_log` made.
+    pub fn is_durable(&self) -> bool {
+        !self.meta.dirty() || self.meta.redo_holds_all()
+    }
+
+    /// Whether some change is not yet durable in the store itself.
     pub fn has_unsynced(&self) -> bool {
         self.meta.dirty()
     }
