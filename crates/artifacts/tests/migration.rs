@@ -219,13 +219,13 @@ fn format_7_opens_with_no_history() {
     let db = redb::Database::open(dir.path().join("meta.redb")).unwrap();
     let txn = db.begin_read().unwrap();
     let format = txn.open_table(META).unwrap().get("format").unwrap().unwrap().value().to_vec();
-    assert_eq!(format, 9u64.to_le_bytes());
+    assert_eq!(format, 10u64.to_le_bytes());
 }
 
 const ORDER_V1: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("order_v1");
 const ORDER_V2: TableDefinition<(u64, u64), (u64, u8, &[u8])> = TableDefinition::new("order_v2");
 
-/// A format 8 store's listing slots held names only (`order_v1`): it opens as format 9 with
+/// A format 8 store's listing slots held names only (`order_v1`): it opens as format 10 with
 /// every folder listed as before (same entries, nodes, kinds and positions, gaps left by
 /// removals included), `order_v1` gone and fsck clean.
 #[test]

@@ -10,11 +10,12 @@
 //! Two files in the data dir, `intent.0` and `intent.1`. Records are appended to the active
 //! one; a drain makes the other active, commits every file the old one names, syncs the
 //! store, and only then marks the old one empty, to be overwritten from the start
-//! (`IntentLog::trim`). A record is
-//! `magic u32 | body length u32 | first 16 bytes of BLAKE3(body) | body`, little-endian.
-//! Reading stops at the first record that is short, has the wrong magic or length, or fails
-//! its checksum: a record is acknowledged only once a flush covering it and every record
-//! before it returned, so nothing after a torn record was acknowledged.
+//! (`IntentLog::trim`). Records are framed as `indras_artifacts::frame` says (a magic, the
+//! body's length and checksum): reading stops at the first record that is not whole and
+//! sound, and a record is acknowledged only once a flush covering it and every record before
+//! it returned, so nothing after a torn record was acknowledged. Besides the records of
+//! files' writes, the files hold the store's own redo records (`append_frame`,
+//! `Vault::sync_through_log`), which every open of the store replays; this module skips them.
 //!
 //! # Which records a replay applies
 //! Every record carries a sequence number, increasing across both files and across mounts

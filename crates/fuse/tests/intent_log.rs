@@ -487,6 +487,13 @@ fn a_failed_commit_keeps_what_fsync_logged() {
 /// edits, and the folders made and renamed in between.
 #[test]
 fn a_power_loss_keeps_what_store_records_made_durable() {
+    /// What the test checks after each acknowledged fsync.
+    #[derive(Clone, Debug, PartialEq)]
+    struct State {
+        db: Vec<u8>,
+        journal: Option<Vec<u8>>,
+        dirs: Vec<String>,
+    }
     let dir = scratch();
     let fs = open_fs(dir.path(), None).expect("open");
     let flags = libc::O_RDWR | libc::O_CREAT;
@@ -497,16 +504,9 @@ fn a_power_loss_keeps_what_store_records_made_durable() {
     // The database as the device holds it: nothing after this is a durable commit.
     let durable_db = std::fs::read(dir.path().join("meta.redb")).expect("meta.redb");
 
-    // After each acknowledged fsync: where the log ends, and what must be found.
-    #[derive(Clone, Debug, PartialEq)]
-    struct State {
-        db: Vec<u8>,
-        journal: Option<Vec<u8>>,
-        dirs: Vec<String>,
-    }
     let mut state = State { db: vec![9; 3000], journal: None, dirs: Vec::new() };
     let log = dir.path().join("intent.0");
-    // (The database file's first fsync is a record in the log, before the workload's.)
+    // After each acknowledged fsync: where the log ends, and the state. (The database file's first fsync is a record in the log, before the workload's.)
     let mut marks: Vec<(u64, State)> = vec![(log_end(&log), state.clone())];
     for round in 0..4u8 {
         let (_, j) = fs.create(CTX, inode::VAULT, b"journal", 0o600, flags).expect("journal");

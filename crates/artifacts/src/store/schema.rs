@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::types::{AccessMode, ArtifactId, NodeId, NodeKind, PlayerId, Timestamp, TreeType};
 
 /// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 9;
+pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format `Vault::open` migrates from.
 pub const FORMAT_OLDEST: u32 = 1;
 

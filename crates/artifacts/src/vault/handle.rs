@@ -599,6 +599,30 @@ impl Drop for Vault {
     }
 }
 
+/// The most bytes of rows one redo record holds: past it, `sync_through_log` declines.
+const REDO_MAX: usize = 4 << 20;
+
+/// Replays the redo records in the intent log beside the store (`Meta::replay_redo`).
+fn replay_redo(meta: &Meta, dir: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    for name in frame::LOG_FILES {
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => files.push(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    let bodies = files.iter().flat_map(|bytes| {
+        frame::frames(bytes).0.into_iter().filter(|f| f.magic == frame::STORE_MAGIC).map(|f| f.body)
+    });
+    let applied = meta.replay_redo(bodies)?;
+    if applied > 0 {
+        tracing::info!(records = applied, "replayed the store's redo records");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Commit, Options, Vault};
@@ -642,28 +666,4 @@ mod tests {
             assert!(matches!(vault.read_vec(&leaf, 0, 150), Err(Error::CorruptRecord(..))));
         }
     }
-}
-
-/// The most bytes of rows one redo record holds: past it, `sync_through_log` declines.
-const REDO_MAX: usize = 4 << 20;
-
-/// Replays the redo records in the intent log beside the store (`Meta::replay_redo`).
-fn replay_redo(meta: &Meta, dir: &Path) -> Result<()> {
-    let mut files = Vec::new();
-    for name in frame::LOG_FILES {
-        let path = dir.join(name);
-        match fs::read(&path) {
-            Ok(bytes) => files.push(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-    }
-    let bodies = files.iter().flat_map(|bytes| {
-        frame::frames(bytes).0.into_iter().filter(|f| f.magic == frame::STORE_MAGIC).map(|f| f.body)
-    });
-    let applied = meta.replay_redo(bodies)?;
-    if applied > 0 {
-        tracing::info!(records = applied, "replayed the store's redo records");
-    }
-    Ok(())
 }

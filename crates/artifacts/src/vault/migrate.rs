@@ -102,6 +102,12 @@ pub(crate) fn init_meta(
                 tracing::info!(dir = %dir.display(), found, "migrating the store to format 9: listing slots name each entry's node and kind");
                 w.migrate_order_v1()?;
             }
+            if found <= 9 {
+                // Format 10 puts the store's own redo records in the intent log beside it. No
+                // row changes; the version keeps an older binary, whose reading of the log
+                // stops at a redo record, from opening it.
+                tracing::info!(dir = %dir.display(), found, "the store is now format 10");
+            }
             if found < FORMAT_VERSION {
                 w.meta()?.insert(META_FORMAT, u64_bytes(u64::from(FORMAT_VERSION)).as_slice())?;
             }
