@@ -331,7 +331,8 @@ impl OpenFiles {
         if on.buffer.is_none() {
             let node = self.vault.node(NodeId(ino))?;
             on.buffer = Some(WriteBuffer::new(&self.vault, node.content, node.size));
-            // Read after the node: nothing unsynced means the content read is durable.
+            // Read after the node: if every change so far is durable (in the store, or in
+            // the log as redo records), so is the content read.
             on.base_durable = self.vault.is_durable();
             on.since.get_or_insert_with(std::time::Instant::now);
         }

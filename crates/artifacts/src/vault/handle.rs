@@ -511,11 +511,6 @@ impl Vault {
         !self.meta.dirty() || self.meta.redo_holds_all()
     }
 
-    /// Whether some change is not yet durable in the store itself.
-    pub fn has_unsynced(&self) -> bool {
-        self.meta.dirty()
-    }
-
     /// Closes the store cleanly: everything durable, the crash marker cleared.
     pub fn close(self) -> Result<()> {
         self.close_inner()
