@@ -534,13 +534,7 @@ macro_rules! tables {
                         return None;
                     }
                 }
-                out.bytes = out.row_bytes();
                 Some(out)
-            }
-
-            /// The bytes of the rows' keys and values.
-            fn row_bytes(&self) -> usize {
-                0 $(+ self.$name.iter().map(|(k, v)| k.bytes().len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>())*
             }
 
             /// Writes every row into `txn`.
@@ -740,6 +734,8 @@ struct Layers {
     /// Set by a failed commit or a failed redo write: the records since the last durable
     /// flush may not form a chain, so none is made until a durable flush succeeds.
     redo_broken: bool,
+    /// Set while a redo record taken is not yet written: its rows are not durable yet.
+    redo_writing: bool,
 }
 
 impl Layers {
@@ -1099,21 +1095,24 @@ impl Meta {
                 None
             } else {
                 st.redo_next += 1;
+                st.redo_writing = true;
                 Some((st.redo_next - 1, rows))
             }
         };
         let written = write(taken.as_ref().map(|(tag, rows)| (*tag, rows)));
+        let mut st = self.state.write();
+        st.redo_writing = false;
         if written.is_err() {
-            self.state.write().redo_broken = true;
+            st.redo_broken = true;
         }
         written.map(|()| true)
     }
 
     /// Whether the redo records made so far hold every row not durable in the database: one
-    /// was made since the last durable flush, and no row was merged since.
+    /// was made since the last durable flush and is written, and no row was merged since.
     pub(crate) fn redo_holds_all(&self) -> bool {
         let st = self.state.read_recursive();
-        !st.redo_broken && st.redo.as_ref().is_some_and(Layer::is_empty)
+        !st.redo_broken && !st.redo_writing && st.redo.as_ref().is_some_and(Layer::is_empty)
     }
 
     /// The tag the next redo record takes.
@@ -1150,7 +1149,10 @@ impl Meta {
             }
         };
         // A store with no floor yet never had a redo record made over it: none applies.
-        let next = records.last_key_value().map_or(0, |(tag, _)| tag + 1).max(floor.unwrap_or(0));
+        let next = records
+            .last_key_value()
+            .map_or(0, |(tag, _)| tag.saturating_add(1))
+            .max(floor.unwrap_or(0));
         let mut applied = Vec::new();
         if let Some(floor) = floor {
             for (&tag, rows) in records.range(floor..) {
@@ -1365,6 +1367,38 @@ mod tests {
             let want: Vec<_> = (0..40).map(|k| model.get(&k).cloned()).collect();
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// Redo records hold every row only once the one taken is written: not while it is being
+    /// written (another thread's `fsync` must not count on it yet), nor after it failed.
+    #[test]
+    fn redo_holds_all_only_once_the_record_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        meta.flush(Strength::Durable, || Ok(())).unwrap();
+        put(&meta, 1, b"a").unwrap();
+        assert!(!meta.redo_holds_all());
+        let made = meta.redo(usize::MAX, |taken| {
+            assert!(taken.is_some());
+            assert!(!meta.redo_holds_all(), "while the record is written");
+            Ok(())
+        });
+        assert!(made.unwrap());
+        assert!(meta.redo_holds_all());
+        put(&meta, 2, b"b").unwrap();
+        assert!(!meta.redo_holds_all(), "a row merged since");
+        assert!(meta.redo(usize::MAX, |_| failure()).is_err());
+        assert!(!meta.redo_holds_all(), "after a failed write");
+        assert!(!meta.redo(usize::MAX, |_| Ok(())).unwrap(), "the chain is broken");
+        meta.flush(Strength::Durable, || Ok(())).unwrap();
+        assert!(
+            meta.redo(usize::MAX, |taken| {
+                assert!(taken.is_none(), "nothing changed since the durable flush");
+                Ok(())
+            })
+            .unwrap()
+        );
+        assert!(meta.redo_holds_all());
     }
 
     /// A redo record's body decodes to the rows encoded, removals and tuple keys included;
