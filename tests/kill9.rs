@@ -120,9 +120,7 @@ fn kill_9_while_writing_and_fsyncing() {
 fn kill_9_while_databases_write_in_place_and_fdatasync() {
     let dirs = kill_9_rounds(IN_PLACE_WRITER, "d", 4);
     // The daemon's log names each replay: some round must have found records to apply.
-    let log = dirs.tmp.path().join(format!("daemon-{}.log", std::process::id()));
-    let log = std::fs::read_to_string(log).unwrap_or_default();
-    let replayed = log
+    let replayed = daemon_log(&dirs)
         .lines()
         .filter_map(|l| l.split("intent log replayed").nth(1))
         .filter(|rest| {
@@ -143,8 +141,7 @@ fn kill_9_while_databases_write_in_place_and_fdatasync() {
 /// Rounds of: mount, run `writer` over files `{prefix}0`.. for a while, `kill -9` the
 /// daemon, remount and check every file against the writer's log.
 fn kill_9_rounds(writer_script: &str, prefix: &str, files: usize) -> Dirs {
-    let rounds: u64 =
-        std::env::var("INDRAS_KILL9_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rounds = rounds();
     let dirs = Dirs::new();
     let log = dirs.tmp.path().join("writer.log");
     // name -> sha of the content known to be there at the start of a round ("" = absent)
@@ -152,22 +149,7 @@ fn kill_9_rounds(writer_script: &str, prefix: &str, files: usize) -> Dirs {
     let mut total_versions = 0;
     for round in 0..rounds {
         let _ = std::fs::remove_file(&log);
-        let m = Mount::start(&dirs);
-        let mut writer = Command::new("python3")
-            .arg("-c")
-            .arg(writer_script)
-            .arg(m.vault())
-            .arg(&log)
-            .arg(round.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let delay = 300 + u64::from(blake3::hash(&round.to_le_bytes()).as_bytes()[0]) * 4;
-        std::thread::sleep(Duration::from_millis(delay));
-        m.kill9();
-        let _ = writer.kill();
-        let _ = writer.wait();
+        write_then_kill9(&dirs, writer_script, &log, round, 300);
 
         let versions = read_log(&log);
         total_versions += versions.len();
@@ -199,16 +181,7 @@ fn kill_9_rounds(writer_script: &str, prefix: &str, files: usize) -> Dirs {
             state.insert(name, got);
         }
         m.stop();
-        let out = Command::new(binary())
-            .args(["fsck", "--deep", "--data-dir"])
-            .arg(&dirs.data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "round {round}: fsck: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        fsck_deep(&dirs, round);
     }
     assert!(total_versions as u64 > rounds, "the writer made only {total_versions} writes");
     eprintln!(
@@ -267,27 +240,11 @@ print('ok %d %d' % (len(ids), len(committed)))
 
 #[test]
 fn kill_9_while_sqlite_commits_through_a_rollback_journal() {
-    let rounds: u64 =
-        std::env::var("INDRAS_KILL9_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rounds = rounds();
     let dirs = Dirs::new();
     let log = dirs.tmp.path().join("sqlite.log");
     for round in 0..rounds {
-        let m = Mount::start(&dirs);
-        let mut writer = Command::new("python3")
-            .arg("-c")
-            .arg(SQLITE_WRITER)
-            .arg(m.vault())
-            .arg(&log)
-            .arg(round.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let delay = 400 + u64::from(blake3::hash(&round.to_le_bytes()).as_bytes()[0]) * 4;
-        std::thread::sleep(Duration::from_millis(delay));
-        m.kill9();
-        let _ = writer.kill();
-        let _ = writer.wait();
+        write_then_kill9(&dirs, SQLITE_WRITER, &log, round, 400);
         let m = Mount::start(&dirs);
         let out = Command::new("python3")
             .arg("-c")
@@ -303,27 +260,58 @@ fn kill_9_while_sqlite_commits_through_a_rollback_journal() {
             String::from_utf8_lossy(&out.stderr)
         );
         m.stop();
-        let out = Command::new(binary())
-            .args(["fsck", "--deep", "--data-dir"])
-            .arg(&dirs.data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "round {round}: fsck: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        fsck_deep(&dirs, round);
     }
     let committed = std::fs::read_to_string(&log).unwrap_or_default().lines().count() as u64;
     assert!(committed > rounds * 10, "only {committed} transactions committed");
     // Some remount must have found the store's redo records to replay.
-    let daemon = dirs.tmp.path().join(format!("daemon-{}.log", std::process::id()));
-    let daemon = std::fs::read_to_string(daemon).unwrap_or_default();
     assert!(
-        daemon.contains("replayed the store's redo records"),
+        daemon_log(&dirs).contains("replayed the store's redo records"),
         "no remount replayed a redo record"
     );
     eprintln!(
         "kill -9: {rounds} rounds, {committed} sqlite transactions committed, all checks passed"
     );
+}
+
+/// How many rounds each test runs: `INDRAS_KILL9_ROUNDS`, 10 by default.
+fn rounds() -> u64 {
+    std::env::var("INDRAS_KILL9_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10)
+}
+
+/// Mounts, runs `script` (with the vault, `log` and the round as arguments) for `base_ms` and
+/// up to a second more, chosen by the round, then `kill -9`s the daemon and stops the writer.
+fn write_then_kill9(dirs: &Dirs, script: &str, log: &std::path::Path, round: u64, base_ms: u64) {
+    let m = Mount::start(dirs);
+    let mut writer = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(m.vault())
+        .arg(log)
+        .arg(round.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let delay = base_ms + u64::from(blake3::hash(&round.to_le_bytes()).as_bytes()[0]) * 4;
+    std::thread::sleep(Duration::from_millis(delay));
+    m.kill9();
+    let _ = writer.kill();
+    let _ = writer.wait();
+}
+
+/// `indras-fuse fsck --deep` of the (unmounted) data dir must be clean.
+fn fsck_deep(dirs: &Dirs, round: u64) {
+    let out = Command::new(binary())
+        .args(["fsck", "--deep", "--data-dir"])
+        .arg(&dirs.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "round {round}: fsck: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// What the daemons of this test process logged.
+fn daemon_log(dirs: &Dirs) -> String {
+    let path = dirs.tmp.path().join(format!("daemon-{}.log", std::process::id()));
+    std::fs::read_to_string(path).unwrap_or_default()
 }

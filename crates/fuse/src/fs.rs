@@ -412,7 +412,7 @@ impl VaultFs {
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         match self.handles.file(fh) {
             Ok((ino, open, _)) => self.vault.fsync(ino, &open, datasync),
-            Err(e) if e.errno == libc::EISDIR => self.vault.sync(),
+            Err(e) if e.errno == libc::EISDIR => self.fsyncdir(),
             Err(e) => Err(e),
         }
     }

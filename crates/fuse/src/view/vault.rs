@@ -685,11 +685,6 @@ impl VaultView {
         self.open.drain_log(force)
     }
 
-    /// Makes every commit so far durable.
-    pub(crate) fn sync(&self) -> FsResult<()> {
-        self.open.sync()
-    }
-
     /// Makes every change to the folders and attributes durable (`fsyncdir`).
     pub(crate) fn sync_store(&self) -> FsResult<()> {
         self.open.sync_store()
