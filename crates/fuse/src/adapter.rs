@@ -189,8 +189,14 @@ impl Filesystem for Adapter {
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
-        if let Err(unsupported) = config.add_capabilities(wanted) {
+        // Each one the kernel offers: fuser takes none of a set that names one it lacks.
+        let offered = config.capabilities();
+        if !offered.contains(wanted) {
+            let unsupported = wanted - offered;
             tracing::info!(?unsupported, "kernel lacks some optional FUSE capabilities");
+        }
+        if let Err(refused) = config.add_capabilities(wanted & offered) {
+            tracing::warn!(?refused, "optional FUSE capabilities refused");
         }
         let _ = config.set_max_write(MAX_WRITE);
         Ok(())
