@@ -195,9 +195,8 @@ impl Filesystem for Adapter {
             let unsupported = wanted - offered;
             tracing::info!(?unsupported, "kernel lacks some optional FUSE capabilities");
         }
-        if let Err(refused) = config.add_capabilities(wanted & offered) {
-            tracing::warn!(?refused, "optional FUSE capabilities refused");
-        }
+        // Cannot fail: every flag asked for is one the kernel offers.
+        let _ = config.add_capabilities(wanted & offered);
         let _ = config.set_max_write(MAX_WRITE);
         Ok(())
     }
