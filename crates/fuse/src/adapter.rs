@@ -191,8 +191,8 @@ impl Filesystem for Adapter {
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         // Each one the kernel offers: fuser takes none of a set that names one it lacks.
         let offered = config.capabilities();
-        if !offered.contains(wanted) {
-            let unsupported = wanted - offered;
+        let unsupported = wanted - offered;
+        if !unsupported.is_empty() {
             tracing::info!(?unsupported, "kernel lacks some optional FUSE capabilities");
         }
         // Cannot fail: every flag asked for is one the kernel offers.
